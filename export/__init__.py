@@ -1,0 +1,1 @@
+"""Training and ONNX export (PyTorch). The only package of this project that imports torch."""

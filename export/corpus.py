@@ -1,0 +1,246 @@
+"""Training corpora: the folk tunes music21 ships, or a folder of the user's MIDI files.
+
+Context: setup (training only; imports music21, never imported by the host).
+
+A corpus is converted once into a cache of note arrays, one per tune, and split
+into training, validation and held-out sets *by tune*, so that no tune leaks
+from training into evaluation. The cache is a single ``.npz`` under
+``$XDG_CACHE_HOME/livegen`` (or ``~/.cache/livegen``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from livegen.errors import LivegenError
+from livegen.music.midifile import read_midi
+
+log = logging.getLogger(__name__)
+
+#: music21 corpus folders that hold monophonic folk tunes in ABC notation.
+FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth")
+
+_TUNE_START = re.compile(r"^X:", re.MULTILINE)
+
+
+class CorpusError(LivegenError, ValueError):
+    """A corpus specification or folder that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tune:
+    """One melody: onsets, pitches and durations in quarter notes (beats)."""
+
+    name: str
+    pitch: np.ndarray  # int16 [n]
+    onset: np.ndarray  # float32 [n], beats from the tune's start
+    duration: np.ndarray  # float32 [n], beats
+
+    def __len__(self) -> int:
+        return int(self.pitch.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    train: list[Tune]
+    validation: list[Tune]
+    held_out: list[Tune]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "livegen"
+
+
+def _music21_corpus_root() -> Path:
+    import music21
+
+    return Path(music21.__file__).parent / "corpus"
+
+
+def _abc_tunes(collections: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """Yield (name, abc text) for every tune of the named music21 collections."""
+    root = _music21_corpus_root()
+    for collection in collections:
+        folder = root / collection
+        if not folder.is_dir():
+            raise CorpusError(f"music21 corpus folder {folder} is missing; reinstall music21")
+        for path in sorted(folder.rglob("*.abc")):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            starts = [m.start() for m in _TUNE_START.finditer(text)]
+            for i, start in enumerate(starts):
+                end = starts[i + 1] if i + 1 < len(starts) else len(text)
+                rel = path.relative_to(root)
+                yield f"{rel}#{i}", text[start:end]
+
+
+def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
+    """Parse one ABC tune with music21 (worker process). None when it has no notes."""
+    from music21 import chord, converter, note
+
+    name, text = item
+    try:
+        score = converter.parse(text, format="abc")
+        flat = score.stripTies().flatten().notes
+    except Exception as err:  # music21 raises many unrelated types on odd ABC
+        log.debug("skipping %s: %s", name, err)
+        return None
+    rows: list[tuple[int, float, float]] = []
+    for element in flat:
+        length = float(element.duration.quarterLength)
+        if length <= 0:  # grace notes
+            continue
+        if isinstance(element, note.Note):
+            pitch = element.pitch.midi
+        elif isinstance(element, chord.Chord):
+            pitch = max(p.midi for p in element.pitches)  # keep the melody
+        else:
+            continue
+        rows.append((pitch, float(element.offset), length))
+    if len(rows) < 8:
+        return None
+    rows.sort(key=lambda r: (r[1], -r[0]))
+    arr = np.asarray(rows, dtype=np.float64)
+    return Tune(
+        name=name,
+        pitch=arr[:, 0].astype(np.int16),
+        onset=arr[:, 1].astype(np.float32),
+        duration=arr[:, 2].astype(np.float32),
+    )
+
+
+def _tune_from_midi(path: Path) -> Tune | None:
+    """Read the notes of one MIDI file, all tracks merged, in beats."""
+    song = read_midi(path)
+    notes = sorted(song.notes, key=lambda n: (n.start, -n.pitch))
+    if len(notes) < 8:
+        return None
+    ppq = song.ppqn
+    return Tune(
+        name=str(path),
+        pitch=np.asarray([n.pitch for n in notes], dtype=np.int16),
+        onset=np.asarray([n.start / ppq for n in notes], dtype=np.float32),
+        duration=np.asarray([n.duration / ppq for n in notes], dtype=np.float32),
+    )
+
+
+def _save(path: Path, tunes: Sequence[Tune]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = np.asarray([len(t) for t in tunes], dtype=np.int64)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        names=np.asarray([t.name for t in tunes]),
+        lengths=lengths,
+        pitch=np.concatenate([t.pitch for t in tunes]),
+        onset=np.concatenate([t.onset for t in tunes]),
+        duration=np.concatenate([t.duration for t in tunes]),
+    )
+    tmp.replace(path)
+
+
+def _load(path: Path) -> list[Tune]:
+    with np.load(path) as data:
+        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+        return [
+            Tune(
+                name=str(name),
+                pitch=data["pitch"][a:b],
+                onset=data["onset"][a:b],
+                duration=data["duration"][a:b],
+            )
+            for name, a, b in zip(data["names"], bounds[:-1], bounds[1:], strict=True)
+        ]
+
+
+def _convert(items: list, worker, label: str, jobs: int) -> list[Tune]:
+    tunes: list[Tune] = []
+    with Progress(transient=False) as progress:
+        task = progress.add_task(label, total=len(items))
+        if jobs <= 1:
+            results = map(worker, items)
+            for tune in results:
+                progress.advance(task)
+                if tune is not None:
+                    tunes.append(tune)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for tune in pool.map(worker, items, chunksize=16):
+                    progress.advance(task)
+                    if tune is not None:
+                        tunes.append(tune)
+    return tunes
+
+
+def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None) -> list[Tune]:
+    """Load the tunes named by ``spec``: ``corpus:folk`` or a folder of MIDI files.
+
+    The folk corpus is converted once and cached; ``limit`` takes the first N tunes
+    (converted without touching the full cache, for quick runs and tests).
+    """
+    jobs = jobs or max(1, (os.cpu_count() or 1))
+    if spec == "corpus:folk":
+        cache = cache_dir() / ("folk-v1.npz" if limit is None else f"folk-v1-first{limit}.npz")
+        if cache.exists():
+            return _load(cache)
+        items = list(_abc_tunes(FOLK_COLLECTIONS))
+        if limit is not None:
+            items = items[:limit]
+        tunes = _convert(items, _tune_from_abc, "converting folk tunes", jobs)
+        _save(cache, tunes)
+        log.info("cached %d tunes in %s", len(tunes), cache)
+        return tunes
+    if spec.startswith("corpus:"):
+        raise CorpusError(f"unknown corpus {spec!r}; accepted: corpus:folk or a folder of MIDI files")
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise CorpusError(f"training data {spec!r} is neither corpus:folk nor a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+    if limit is not None:
+        paths = paths[:limit]
+    if not paths:
+        raise CorpusError(f"folder {folder} holds no .mid or .midi files")
+    tunes = []
+    for path in paths:
+        try:
+            tune = _tune_from_midi(path)
+        except LivegenError as err:
+            log.warning("skipping %s: %s", path, err)
+            continue
+        if tune is not None:
+            tunes.append(tune)
+    if not tunes:
+        raise CorpusError(f"no file in {folder} has at least 8 notes")
+    return tunes
+
+
+def split_by_tune(tunes: Sequence[Tune], *, validation: float = 0.1, held_out: float = 0.1) -> Split:
+    """Deterministic split by a hash of each tune's name (stable as the corpus grows)."""
+    train, val, test = [], [], []
+    for tune in tunes:
+        h = int.from_bytes(hashlib.sha256(tune.name.encode()).digest()[:8], "big") / 2**64
+        if h < held_out:
+            test.append(tune)
+        elif h < held_out + validation:
+            val.append(tune)
+        else:
+            train.append(tune)
+    if not train or not val or not test:
+        # tiny corpora: fall back to positional split so that every part has a tune
+        n = len(tunes)
+        if n < 3:
+            raise CorpusError(f"need at least 3 tunes to split, got {n}")
+        k = max(1, round(n * held_out))
+        v = max(1, round(n * validation))
+        return Split(train=list(tunes[: n - k - v]), validation=list(tunes[n - k - v : n - k]), held_out=list(tunes[n - k :]))
+    return Split(train=train, validation=val, held_out=test)

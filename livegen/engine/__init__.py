@@ -1,0 +1,1 @@
+"""Clocks, the planner and its follow modes, the scheduler, the note tracker, and their wiring."""

@@ -1,0 +1,187 @@
+"""Call-and-response: listen to a phrase, answer it after a silence, yield when interrupted.
+
+Context: control (the planner's thread).
+
+- A phrase is the notes the performer plays until nothing is held and
+  ``silence_beats`` have passed since the last release.
+- The response starts at the first grid point at or after that moment and lasts
+  ``response_bars``; it continues the phrase from the state the phrase left in the
+  generator. Its events are generated and committed ``lookahead_beats`` ahead of
+  the playhead, so the first note is on time and inference cost is spread out.
+- When the performer plays during a response (or during the lookahead before it
+  starts), the response is withdrawn at once: pending events are dropped and its
+  sounding notes get their note-offs. That note begins the next phrase.
+
+Performed notes are fed to the generator as soon as they are complete and no
+earlier note is still held, so the phrase's inference is done while it is played.
+The first answering note's step is the model's own prediction (its onset is the
+response start), so the model continues its line rather than seeing the pause.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from livegen.engine.planner import Action, Commit, Withdraw
+from livegen.errors import ConfigError
+from livegen.models.sampling import SamplingParams
+from livegen.models.step import StepEvent, StepGenerator
+from livegen.music.events import NOTE_OFF, NOTE_ON, MidiEvent, note_off, note_on
+from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
+
+
+@dataclass(frozen=True, slots=True)
+class CallResponseSettings:
+    silence_beats: float = 2.0
+    response_bars: int = 4
+    beats_per_bar: int = 4
+    lookahead_beats: float = 1.0
+    channel: int = 0
+    grid: int = SIXTEENTH
+
+    def __post_init__(self) -> None:
+        if not 0 < self.silence_beats <= 64:
+            raise ConfigError(f"silence {self.silence_beats} beats: expected more than 0 and at most 64")
+        if not 1 <= self.response_bars <= 256:
+            raise ConfigError(f"response length {self.response_bars} bars: expected 1 to 256")
+        if not 1 <= self.beats_per_bar <= 16:
+            raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
+        if not 0 < self.lookahead_beats <= 16:
+            raise ConfigError(f"lookahead {self.lookahead_beats} beats: expected more than 0 and at most 16")
+        if not 0 <= self.channel <= 15:
+            raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
+
+
+@dataclass(slots=True)
+class _Response:
+    generation: int
+    start: int
+    end: int
+    next_onset: int
+    next_event: StepEvent | None  # sampled, not yet placed
+    velocity: int
+
+
+class CallResponsePlanner:
+    """The ``call-response`` follow mode over a ``step`` generator."""
+
+    def __init__(
+        self,
+        generator: StepGenerator,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        settings: CallResponseSettings | None = None,
+    ) -> None:
+        self.generator = generator
+        self.params = params
+        self.rng = rng
+        self.settings = settings or CallResponseSettings()
+        self._silence = round(self.settings.silence_beats * PPQN)
+        self._lookahead = round(self.settings.lookahead_beats * PPQN)
+        self._length = self.settings.response_bars * self.settings.beats_per_bar * PPQN
+        self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
+        self._done: list[tuple[int, int, int, int]] = []  # heap of (start, pitch, end, velocity)
+        self._last_onset: int | None = None
+        self._last_release = 0
+        self._phrase_notes = 0
+        self._velocity_sum = 0
+        self._generation = 0
+        self._response: _Response | None = None
+        self._responses = 0
+
+    @property
+    def responses(self) -> int:
+        return self._responses
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._open or self._phrase_notes or self._response)
+
+    # ---- performer ----------------------------------------------------------------
+
+    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+        if len(data) < 3:
+            return []
+        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
+        actions: list[Action] = []
+        if kind == NOTE_ON and velocity > 0:
+            if self._response is not None:
+                actions.append(Withdraw(self._response.generation))
+                self._response = None
+            if self._phrase_notes == 0 and not self._open:
+                self.generator.reset()
+            self._open[(channel, pitch)] = (tick, velocity)
+            self._phrase_notes += 1
+            self._velocity_sum += velocity
+        elif kind in (NOTE_OFF, NOTE_ON):
+            started = self._open.pop((channel, pitch), None)
+            if started is not None:
+                start, vel = started
+                heapq.heappush(self._done, (start, pitch, max(tick, start), vel))
+                self._last_release = max(self._last_release, tick)
+                self._feed_ready()
+        return actions
+
+    def _feed_ready(self, *, flush: bool = False) -> None:
+        """Feed completed notes in onset order while no earlier note is still held."""
+        earliest_open = min((start for start, _ in self._open.values()), default=None)
+        while self._done and (flush or earliest_open is None or self._done[0][0] <= earliest_open):
+            start, pitch, end, velocity = heapq.heappop(self._done)
+            step = 0 if self._last_onset is None else start - self._last_onset
+            self._last_onset = start
+            self.generator.feed(StepEvent(pitch=pitch, step=step, duration=end - start, velocity=velocity))
+
+    # ---- time ---------------------------------------------------------------------
+
+    def advance(self, now_tick: int) -> list[Action]:
+        actions: list[Action] = []
+        if self._response is None and self._phrase_notes and not self._open:
+            start = ceil_to_grid(self._last_release + self._silence, self.settings.grid)
+            if now_tick >= start - self._lookahead:
+                self._begin_response(start)
+        response = self._response
+        if response is not None:
+            events = self._plan(response, now_tick + self._lookahead)
+            if events:
+                actions.append(Commit(tuple(events), response.generation))
+            if response.next_event is None and now_tick >= response.end:
+                self._response = None
+                self._responses += 1
+        return actions
+
+    def _begin_response(self, start: int) -> None:
+        self._feed_ready(flush=True)
+        velocity = round(self._velocity_sum / self._phrase_notes) if self._phrase_notes else 90
+        self._phrase_notes = 0
+        self._velocity_sum = 0
+        self._last_onset = None
+        self._generation += 1
+        first = self.generator.sample(self.params, self.rng) if self.generator.fed else None
+        self._response = _Response(
+            generation=self._generation,
+            start=start,
+            end=start + self._length,
+            next_onset=start,
+            next_event=first,
+            velocity=max(1, min(127, velocity)),
+        )
+
+    def _plan(self, response: _Response, horizon: int) -> list[MidiEvent]:
+        """Place sampled notes whose onsets fall before ``horizon``; sample the next ones."""
+        events: list[MidiEvent] = []
+        channel = self.settings.channel
+        while response.next_event is not None and response.next_onset <= horizon:
+            event = response.next_event
+            onset = response.next_onset
+            end = min(onset + event.duration, response.end)
+            events.append(note_on(onset, channel, event.pitch, response.velocity))
+            events.append(note_off(end, channel, event.pitch))
+            self.generator.feed(event)
+            following = self.generator.sample(self.params, self.rng)
+            response.next_onset = onset + following.step
+            response.next_event = following if response.next_onset < response.end else None
+        events.sort()
+        return events

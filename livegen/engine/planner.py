@@ -1,0 +1,49 @@
+"""The planner's message interface: what goes in (performer input, time) and what comes out.
+
+Context: control. A planner is plain logic over musical ticks: it never reads a
+clock and never touches a port, so the same planner runs live, in an offline
+render and in a child process, and tests compare its output exactly.
+
+Out come :class:`Commit` (events that are final: the scheduler will send them)
+and :class:`Withdraw` (drop what is still pending of a generation and silence
+what sounds of it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from livegen.music.events import MidiEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    events: tuple[MidiEvent, ...]
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    generation: int
+
+
+Action = Commit | Withdraw
+
+
+class Planner(Protocol):
+    """A follow mode driving a generator."""
+
+    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+        """Fold in one performed MIDI message that arrived at ``tick``."""
+
+    def advance(self, now_tick: int) -> list[Action]:
+        """Plan ahead of ``now_tick`` (called often: every few milliseconds live)."""
+
+    @property
+    def responses(self) -> int:
+        """How many responses have played to their end."""
+
+    @property
+    def busy(self) -> bool:
+        """True while a phrase is being heard or a response is planned or playing."""

@@ -1,0 +1,227 @@
+"""The scheduler: sends each committed MIDI message at its absolute deadline.
+
+Context: :meth:`Scheduler.run` is the real-time thread; ``submit``,
+``withdraw``, ``send_now``, ``stop`` and ``drain_sent`` are for the control
+side and only enqueue or read.
+
+The thread blocks on its inbox until shortly before the next deadline (so new
+work wakes it at once), then spins the last ``spin_ns`` to hit the deadline.
+Deadlines are absolute ``perf_counter_ns()`` values from the clock; nothing is
+chained from a previous sleep. The thread does no logging and no I/O except the
+send; it counts lateness and send errors for the control side to read.
+Sent messages go to a bounded log that the control side drains for the recorder,
+so the MIDI file holds what was actually sent (a withdrawn note is not in it, a
+cut note is cut).
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from livegen.engine.tracker import NoteTracker
+from livegen.io.base import MidiOutput
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A message to send to every output of ``group`` at ``deadline_ns``."""
+
+    deadline_ns: int
+    tick: int
+    data: tuple[int, ...]
+    group: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What the scheduler sent: musical tick, group, bytes, deadline and send time."""
+
+    tick: int
+    group: int
+    data: tuple[int, ...]
+    deadline_ns: int
+    sent_ns: int
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    sent: int = 0
+    late: int = 0  # sent more than late_threshold_ns after the deadline
+    max_late_ns: int = 0
+    withdrawn: int = 0
+
+
+_ADD, _WITHDRAW, _NOW, _STOP = range(4)
+
+
+class Scheduler:
+    """Absolute-deadline sender over groups of outputs, with a note tracker per group."""
+
+    def __init__(
+        self,
+        groups: Sequence[Sequence[MidiOutput]],
+        *,
+        tick_of: Callable[[int], int],
+        now_ns: Callable[[], int] = time.perf_counter_ns,
+        spin_ns: int = 300_000,
+        late_threshold_ns: int = 1_000_000,
+        lateness_capacity: int = 16384,
+    ) -> None:
+        self.groups = [list(g) for g in groups]
+        self.tracker = NoteTracker(len(self.groups))
+        self.stats = SchedulerStats()
+        self._tick_of = tick_of
+        self._now = now_ns
+        self._spin_ns = spin_ns
+        self._late_threshold_ns = late_threshold_ns
+        self._inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._heap: list[tuple[int, int, Scheduled]] = []
+        self._seq = 0
+        self._sent: deque[Sent] = deque(maxlen=1 << 16)
+        self._lateness = array("q", bytes(8 * lateness_capacity))
+        self._lateness_count = 0
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # ---- control side -------------------------------------------------------------
+
+    def submit(self, events: Sequence[Scheduled]) -> None:
+        """Commit ``events``: they will be sent at their deadlines."""
+        if events:
+            self._inbox.put((_ADD, tuple(events)))
+
+    def withdraw(self, generation: int, group: int) -> None:
+        """Drop pending messages of ``generation`` and release what sounds on ``group``, now."""
+        self._inbox.put((_WITHDRAW, generation, group))
+
+    def send_now(self, data: tuple[int, ...], group: int) -> None:
+        self._inbox.put((_NOW, data, group))
+
+    def drain_sent(self) -> list[Sent]:
+        out = []
+        while self._sent:
+            out.append(self._sent.popleft())
+        return out
+
+    def lateness_ns(self) -> list[int]:
+        """Lateness of the last sends (at most the capacity), for reports."""
+        n = min(self._lateness_count, len(self._lateness))
+        return list(self._lateness[:n])
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="livegen-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 2.0) -> None:
+        """Drop everything pending, silence every group (note-offs, CC64/123/120) and end the thread."""
+        self._inbox.put((_STOP,))
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self.run_until(self._now())
+
+    # ---- real-time side -----------------------------------------------------------
+
+    def _send(self, item: Scheduled, now: int) -> None:
+        self.tracker.observe(item.group, item.data)
+        for output in self.groups[item.group]:
+            output.send_at(item.data, item.deadline_ns)
+        sent_ns = self._now()
+        late = sent_ns - item.deadline_ns
+        stats = self.stats
+        stats.sent += 1
+        if late > stats.max_late_ns:
+            stats.max_late_ns = late
+        if late > self._late_threshold_ns:
+            stats.late += 1
+        self._lateness[self._lateness_count % len(self._lateness)] = late
+        self._lateness_count += 1
+        self._sent.append(Sent(item.tick, item.group, item.data, item.deadline_ns, sent_ns))
+
+    def _release(self, group: int, now: int, *, reset_controllers: bool) -> None:
+        tick = self._tick_of(now)
+        for data in self.tracker.release(group, reset_controllers=reset_controllers):
+            for output in self.groups[group]:
+                output.send_at(data, now)
+            self._sent.append(Sent(tick, group, data, now, now))
+
+    def _handle(self, message: tuple) -> bool:
+        """Apply one inbox message; False when the scheduler must stop."""
+        op = message[0]
+        if op == _ADD:
+            for item in message[1]:
+                self._seq += 1
+                heapq.heappush(self._heap, (item.deadline_ns, self._seq, item))
+        elif op == _WITHDRAW:
+            _, generation, group = message
+            kept = [entry for entry in self._heap if entry[2].generation != generation]
+            self.stats.withdrawn += len(self._heap) - len(kept)
+            heapq.heapify(kept)
+            self._heap = kept
+            self._release(group, self._now(), reset_controllers=False)
+        elif op == _NOW:
+            now = self._now()
+            self._send(Scheduled(now, self._tick_of(now), message[1], message[2]), now)
+        elif op == _STOP:
+            self.stats.withdrawn += len(self._heap)
+            self._heap.clear()
+            now = self._now()
+            for group in range(len(self.groups)):
+                self._release(group, now, reset_controllers=True)
+            self._stopped.set()
+            return False
+        return True
+
+    def run_until(self, now_ns: int) -> bool:
+        """Process the inbox and send everything due by ``now_ns`` (manual clocks, offline)."""
+        while True:
+            try:
+                message = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if not self._handle(message):
+                return False
+        while self._heap and self._heap[0][0] <= now_ns:
+            self._send(heapq.heappop(self._heap)[2], now_ns)
+        return True
+
+    def run(self) -> None:
+        """The real-time loop (runs on the scheduler thread until :meth:`stop`)."""
+        inbox, heap, now_ns, spin = self._inbox, self._heap, self._now, self._spin_ns
+        while True:
+            heap = self._heap
+            if heap:
+                wait = heap[0][0] - spin - now_ns()
+                if wait > 0:
+                    try:
+                        message = inbox.get(timeout=wait / 1e9)
+                    except queue.Empty:
+                        message = None
+                else:
+                    try:
+                        message = inbox.get_nowait()
+                    except queue.Empty:
+                        message = None
+            else:
+                message = inbox.get()
+            if message is not None:
+                if not self._handle(message):
+                    return
+                continue
+            deadline = heap[0][0]
+            while now_ns() < deadline:
+                pass  # the last few hundred microseconds: spin, sleeping would overshoot
+            self._send(heapq.heappop(heap)[2], deadline)

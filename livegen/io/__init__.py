@@ -1,0 +1,1 @@
+"""MIDI in and out, the built-in synth, the recorder, and in-memory twins for tests."""

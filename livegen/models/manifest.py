@@ -1,0 +1,200 @@
+"""The ``livegen.toml`` manifest of a model package: schema and parsing.
+
+Context: setup. Validation is written here by hand (a few dozen lines) rather
+than through a JSON-schema library, so that every message can name the field and
+say what would be accepted; the format itself is documented in
+``docs/model-package.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livegen.errors import PackageError
+
+MANIFEST = "livegen.toml"
+SCHEMA_VERSION = 1
+KINDS = ("step", "frame", "block")
+DTYPES = ("float32", "int64")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+Dim = int | str
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSpec:
+    role: str
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    state: tuple[tuple[str, str], ...]  # (input name, output name)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterSpec:
+    name: str
+    default: float
+    min: float
+    max: float
+
+    def clamp(self, value: float) -> float:
+        return min(self.max, max(self.min, value))
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    name: str
+    family: str
+    kind: str
+    version: str
+    description: str
+    representation: Mapping[str, Any]
+    graphs: Mapping[str, GraphSpec]
+    parameters: Mapping[str, ParameterSpec]
+    files: Mapping[str, str]
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    seed_phrase: str | None = None
+
+
+class _Reader:
+    """Typed access to a TOML table that names the offending field on failure."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], where: str = "") -> None:
+        self.path, self.table, self.where = path, table, where
+
+    def fail(self, key: str, expected: str, got: object = None) -> PackageError:
+        field_name = f"{self.where}{key}"
+        got_text = "" if got is None else f", got {got!r}"
+        return PackageError(f"{self.path}: field '{field_name}': expected {expected}{got_text}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str, *, required: bool = True) -> Any:
+        if key not in self.table:
+            if required:
+                raise self.fail(key, f"{expected} (the field is missing)")
+            return None
+        value = self.table[key]
+        if not isinstance(value, kind) or isinstance(value, bool):  # TOML true is not a number
+            raise self.fail(key, expected, value)
+        return value
+
+    def sub(self, key: str, *, required: bool = True) -> _Reader:
+        value = self.get(key, dict, "a table", required=required)
+        return _Reader(self.path, value or {}, f"{self.where}{key}.")
+
+
+def _tensors(r: _Reader, key: str) -> tuple[TensorSpec, ...]:
+    items = r.get(key, list, "a list of {name, shape, dtype} tables")
+    specs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise r.fail(f"{key}[{i}]", "a table {name, shape, dtype}", item)
+        t = _Reader(r.path, item, f"{r.where}{key}[{i}].")
+        name = t.get("name", str, "a tensor name")
+        shape = t.get("shape", list, "a list of dimensions (integers or names)")
+        if not all(isinstance(d, int | str) and not isinstance(d, bool) for d in shape):
+            raise t.fail("shape", "integers for fixed dimensions and strings for dynamic ones", shape)
+        dtype = t.get("dtype", str, f"one of {', '.join(DTYPES)}")
+        if dtype not in DTYPES:
+            raise t.fail("dtype", f"one of {', '.join(DTYPES)}", dtype)
+        specs.append(TensorSpec(name, tuple(shape), dtype))
+    return tuple(specs)
+
+
+def _graph(r: _Reader, role: str) -> GraphSpec:
+    g = r.sub(role)
+    file = g.get("file", str, "a file name inside the package, e.g. 'model.onnx'")
+    inputs = _tensors(g, "inputs")
+    outputs = _tensors(g, "outputs")
+    state = []
+    for i, pair in enumerate(g.get("state", list, "a list of {input, output} tables", required=False) or []):
+        if not isinstance(pair, dict):
+            raise g.fail(f"state[{i}]", "a table {input, output}", pair)
+        p = _Reader(r.path, pair, f"{g.where}state[{i}].")
+        state.append((p.get("input", str, "an input name"), p.get("output", str, "an output name")))
+    in_names = {t.name for t in inputs}
+    out_names = {t.name for t in outputs}
+    for i, (src, dst) in enumerate(state):
+        if src not in in_names:
+            raise g.fail(f"state[{i}].input", f"one of the graph's inputs {sorted(in_names)}", src)
+        if dst not in out_names:
+            raise g.fail(f"state[{i}].output", f"one of the graph's outputs {sorted(out_names)}", dst)
+    return GraphSpec(role, file, inputs, outputs, tuple(state))
+
+
+def parse_manifest(path: Path) -> Manifest:
+    """Parse and validate ``path`` (a ``livegen.toml``); raises :class:`PackageError`."""
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise PackageError(f"{path}: the manifest is missing; a model package folder holds {MANIFEST}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise PackageError(f"{path}: cannot read the manifest ({err})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise PackageError(f"{path}: not valid TOML ({err})") from err
+    r = _Reader(path, table)
+    schema = r.get("schema", int, f"the integer {SCHEMA_VERSION}")
+    if schema != SCHEMA_VERSION:
+        raise r.fail("schema", f"{SCHEMA_VERSION} (this livegen reads schema {SCHEMA_VERSION})", schema)
+    name = r.get("name", str, "a name of lowercase letters, digits and dashes")
+    if not _NAME.match(name):
+        raise r.fail("name", "lowercase letters, digits and dashes", name)
+    kind = r.get("kind", str, f"one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise r.fail("kind", f"one of {', '.join(KINDS)}", kind)
+    graphs_r = r.sub("graphs")
+    if not graphs_r.table:
+        raise r.fail("graphs", "at least one [graphs.NAME] table")
+    graphs = {role: _graph(graphs_r, role) for role in graphs_r.table}
+    params_r = r.sub("parameters", required=False)
+    parameters = {}
+    for pname in params_r.table:
+        p = params_r.sub(pname)
+        number = (int, float)
+        lo = float(p.get("min", number, "a number"))
+        hi = float(p.get("max", number, "a number"))
+        default = float(p.get("default", number, "a number"))
+        if not lo <= default <= hi:
+            raise p.fail("default", f"a number between min {lo} and max {hi}", default)
+        parameters[pname] = ParameterSpec(pname, default, lo, hi)
+    files_r = r.sub("files")
+    files = {}
+    for fname in files_r.table:
+        digest = files_r.get(fname, str, "'sha256:' followed by 64 hex digits")
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise files_r.fail(fname, "'sha256:' followed by 64 lowercase hex digits", digest)
+        files[fname] = digest
+    metrics_r = r.sub("metrics", required=False)
+    metrics = {k: float(metrics_r.get(k, (int, float), "a number")) for k in metrics_r.table}
+    seed_phrase = r.get("seed_phrase", str, "a MIDI file name inside the package", required=False)
+    for role, graph in graphs.items():
+        if graph.file not in files:
+            raise graphs_r.fail(f"{role}.file", f"a file listed in [files] ({sorted(files)})", graph.file)
+    if seed_phrase is not None and seed_phrase not in files:
+        raise r.fail("seed_phrase", f"a file listed in [files] ({sorted(files)})", seed_phrase)
+    return Manifest(
+        name=name,
+        family=r.get("family", str, "a family id such as 'midirnn'"),
+        kind=kind,
+        version=r.get("version", str, "a version string such as '1.0.0'"),
+        description=r.get("description", str, "a one-line description", required=False) or "",
+        representation=r.sub("representation").table,
+        graphs=graphs,
+        parameters=parameters,
+        files=files,
+        training=r.sub("training", required=False).table,
+        metrics=metrics,
+        seed_phrase=seed_phrase,
+    )

@@ -1,0 +1,61 @@
+"""Where packages and generator adapters are found.
+
+Context: setup. Packages: a name of a bundled package (shipped inside the
+installed ``livegen``), or a path to a folder or .zip. Adapters: the families
+livegen ships, plus any third-party ones registered in the
+``livegen.generators`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from livegen.errors import PackageError
+from livegen.models.manifest import MANIFEST
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+DEFAULT_MODEL = "folk-lstm"
+
+#: Families shipped with livegen (entry points may add more or override none of these).
+_BUILTIN_FAMILIES = {"midirnn": "livegen.models.midirnn:MidiRnnGenerator"}
+
+
+def bundled_packages() -> list[Path]:
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).is_file())
+
+
+def resolve_package(name_or_path: str) -> Path:
+    """A bundled package by name, else a path; raises :class:`PackageError` if neither."""
+    for folder in bundled_packages():
+        if folder.name == name_or_path:
+            return folder
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    names = ", ".join(p.name for p in bundled_packages()) or "none installed"
+    raise PackageError(
+        f"model {name_or_path!r}: no bundled package of that name and no such path; bundled: {names}; "
+        "or give the path of a package folder or .zip"
+    )
+
+
+def _families() -> dict[str, str]:
+    found = dict(_BUILTIN_FAMILIES)
+    for ep in entry_points(group="livegen.generators"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def generator_class(family: str, *, where: Path | None = None) -> Any:
+    """The adapter class for ``family``; raises :class:`PackageError` naming the accepted ones."""
+    families = _families()
+    if family not in families:
+        place = f"{where}: field 'family'" if where else "family"
+        raise PackageError(f"{place}: no generator adapter for {family!r}; accepted: {', '.join(sorted(families))}")
+    module_name, _, attr = families[family].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,80 @@
+"""The ``step`` kind: one event at a time through a streaming graph with recurrent state.
+
+Context: control (the planner's thread; never the scheduler's).
+
+:class:`StreamingGraph` carries the state tensors named in the manifest from one
+call to the next, so an adapter only says how an event becomes the graph's event
+input and how the outputs become a proposal. A state is a tuple of arrays that
+are never written in place: a snapshot costs nothing and can be restored when
+planned events are withdrawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from livegen.models.manifest import GraphSpec
+from livegen.models.package import ModelPackage, zero_feeds
+from livegen.models.sampling import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """A note as a step model sees it: pitch, ticks since the previous onset, duration in ticks."""
+
+    pitch: int
+    step: int
+    duration: int
+    velocity: int = 90
+
+
+class StepGenerator(Protocol):
+    """What the planner needs from a ``step`` model."""
+
+    def reset(self) -> None:
+        """Forget all context (a new phrase)."""
+
+    def feed(self, event: StepEvent) -> None:
+        """Fold a performed or generated event into the state."""
+
+    def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
+        """Propose the next event from the state (at least one event must have been fed)."""
+
+    def snapshot(self) -> object:
+        """An opaque, immutable copy of the state."""
+
+    def restore(self, snapshot: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+
+    @property
+    def fed(self) -> int:
+        """How many events the state holds since the last reset."""
+
+
+class StreamingGraph:
+    """Runs one graph of a package step by step, carrying its declared state."""
+
+    def __init__(self, package: ModelPackage, role: str = "step") -> None:
+        self.spec: GraphSpec = package.manifest.graphs[role]
+        self.session = package.sessions[role]
+        self._output_names = [t.name for t in self.spec.outputs]
+        self._initial = {name: arr for name, arr in zero_feeds(self.spec).items() if self._is_state(name)}
+        self.state: dict[str, np.ndarray] = dict(self._initial)
+
+    def _is_state(self, name: str) -> bool:
+        return any(src == name for src, _ in self.spec.state)
+
+    def reset(self) -> None:
+        self.state = dict(self._initial)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One step: ``inputs`` plus the current state in, outputs out; the state advances."""
+        feeds = {**self.state, **inputs}
+        values = self.session.run(self._output_names, feeds)
+        outputs = dict(zip(self._output_names, values, strict=True))
+        self.state = {src: outputs[dst] for src, dst in self.spec.state}
+        return outputs

@@ -1,0 +1,4 @@
+"""Pure musical values: ticks and tempo maps, notes, scales, MIDI files.
+
+Context: any. Imports nothing of livegen but :mod:`livegen.errors`.
+"""

@@ -1,0 +1,152 @@
+"""Reading and writing Standard MIDI Files with mido.
+
+Context: setup and control (file I/O; never on the real-time path).
+
+Reading merges all tracks into notes at livegen's resolution (:data:`PPQN`),
+pairs note-ons with note-offs first-in first-out per channel and pitch, and
+closes notes left open at the file's end. Every failure of the file itself is a
+:class:`~livegen.errors.MidiFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mido
+
+from livegen.errors import MidiFileError
+from livegen.music.events import Note
+from livegen.music.time import PPQN, TempoMap
+
+
+@dataclass(frozen=True, slots=True)
+class Song:
+    """The notes of a MIDI file at :data:`PPQN`, with its tempo map and metre."""
+
+    notes: tuple[Note, ...]
+    tempo: TempoMap = field(default_factory=TempoMap)
+    beats_per_bar: int = 4
+    ppqn: int = PPQN
+
+    @property
+    def end(self) -> int:
+        return max((n.end for n in self.notes), default=0)
+
+
+def _load(path: Path) -> mido.MidiFile:
+    if not path.exists():
+        raise MidiFileError(f"{path}: no such MIDI file")
+    if path.is_dir():
+        raise MidiFileError(f"{path}: is a folder, expected a .mid file")
+    if path.stat().st_size == 0:
+        raise MidiFileError(f"{path}: the file is empty (0 bytes), expected a Standard MIDI File")
+    try:
+        return mido.MidiFile(str(path), clip=True)
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as err:
+        reason = str(err) or type(err).__name__
+        raise MidiFileError(
+            f"{path}: not a readable Standard MIDI File ({reason}); expected an 'MThd' header "
+            "followed by complete 'MTrk' chunks"
+        ) from err
+
+
+def read_midi(path: str | Path) -> Song:
+    """Read ``path`` into a :class:`Song`; raises :class:`MidiFileError` if it is not one."""
+    path = Path(path)
+    mid = _load(path)
+    if mid.type == 2:
+        raise MidiFileError(f"{path}: MIDI file type 2 (independent sequences) is not supported; use type 0 or 1")
+    src_ppq = mid.ticks_per_beat
+    if not src_ppq or src_ppq <= 0:
+        raise MidiFileError(f"{path}: SMPTE time division is not supported; expected ticks per quarter note")
+
+    def scale(tick: int) -> int:
+        return (tick * PPQN + src_ppq // 2) // src_ppq
+
+    tempo_changes: dict[int, int] = {}
+    beats_per_bar = 0
+    open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = defaultdict(deque)
+    notes: list[Note] = []
+    last_tick = 0
+    for track in mid.tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            last_tick = max(last_tick, tick)
+            if msg.type == "set_tempo":
+                tempo_changes.setdefault(scale(tick), msg.tempo)
+            elif msg.type == "time_signature" and not beats_per_bar:
+                beats_per_bar = max(1, round(msg.numerator * 4 / msg.denominator))
+            elif msg.type == "note_on" and msg.velocity > 0:
+                open_notes[(msg.channel, msg.note)].append((tick, msg.velocity))
+            elif msg.type in ("note_off", "note_on"):
+                queue = open_notes.get((msg.channel, msg.note))
+                if queue:
+                    start, velocity = queue.popleft()
+                    notes.append(_note(msg.note, velocity, scale(start), scale(tick), msg.channel))
+    for (channel, pitch), queue in open_notes.items():
+        for start, velocity in queue:
+            notes.append(_note(pitch, velocity, scale(start), scale(last_tick), channel))
+    notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
+    changes = sorted(tempo_changes.items())
+    if not changes or changes[0][0] != 0:
+        changes.insert(0, (0, changes[0][1] if changes else 500_000))
+    return Song(notes=tuple(notes), tempo=TempoMap(tuple(changes)), beats_per_bar=beats_per_bar or 4)
+
+
+def _note(pitch: int, velocity: int, start: int, end: int, channel: int) -> Note:
+    return Note(pitch=pitch, velocity=max(1, velocity), start=start, duration=max(0, end - start), channel=channel)
+
+
+def write_midi(
+    path: str | Path,
+    tracks: Mapping[str, Sequence[Note]],
+    *,
+    tempo: TempoMap | None = None,
+    beats_per_bar: int = 4,
+    programs: Mapping[str, int] | None = None,
+) -> Path:
+    """Write a type-1 file: a tempo track, then one named track per entry of ``tracks``.
+
+    ``programs`` maps a track name to a General MIDI program sent at its start.
+    The file is written to a temporary name and renamed, so a crash never
+    leaves half a file.
+    """
+    path = Path(path)
+    tempo = tempo or TempoMap()
+    mid = mido.MidiFile(type=1, ticks_per_beat=PPQN)
+    meta = mido.MidiTrack()
+    meta.append(mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4, time=0))
+    last = 0
+    for tick, us in tempo.changes:
+        meta.append(mido.MetaMessage("set_tempo", tempo=us, time=tick - last))
+        last = tick
+    mid.tracks.append(meta)
+    for name, notes in tracks.items():
+        track = mido.MidiTrack()
+        track.append(mido.MetaMessage("track_name", name=name, time=0))
+        channels = sorted({n.channel for n in notes})
+        if programs and name in programs:
+            for ch in channels or [0]:
+                track.append(mido.Message("program_change", channel=ch, program=programs[name], time=0))
+        timed: list[tuple[int, int, mido.Message]] = []
+        for n in notes:
+            timed.append((n.start, 1, mido.Message("note_on", channel=n.channel, note=n.pitch, velocity=n.velocity)))
+            timed.append((n.end, 0, mido.Message("note_off", channel=n.channel, note=n.pitch, velocity=0)))
+        timed.sort(key=lambda item: (item[0], item[1]))
+        now = 0
+        for tick, _, msg in timed:
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        mid.save(str(tmp))
+        tmp.replace(path)
+    except OSError as err:
+        raise MidiFileError(f"{path}: cannot write the MIDI file ({err.strerror or err})") from err
+    return path
