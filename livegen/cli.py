@@ -1,0 +1,268 @@
+"""The ``livegen`` command.
+
+Context: setup. The only place that configures logging and turns a
+:class:`~livegen.errors.LivegenError` into a one-line message and a non-zero exit
+(no traceback for a user's mistake).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from livegen.errors import LivegenError
+
+log = logging.getLogger("livegen")
+
+EXIT_USER_ERROR = 2
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, help="sampling temperature (model's default if omitted)")
+    p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)")
+    p.add_argument("--rng-seed", type=int, dest="rng_seed", help="seed of the sampler's random generator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livegen", description="A real-time generative music instrument.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    jam = sub.add_parser("jam", help="play live: livegen listens and answers")
+    jam.add_argument("--preset", help="a preset name (presets/NAME.toml) or TOML file")
+    jam.add_argument("--model", help="bundled model name or package path (default folk-lstm)")
+    jam.add_argument("--mode", choices=["call-response", "accompany", "autonomous"])
+    jam.add_argument("--in", dest="input", metavar="PORT", help="MIDI input port (default: first keyboard found)")
+    jam.add_argument(
+        "--out",
+        dest="outputs",
+        metavar="PORT",
+        nargs="+",
+        help="outputs: port names, 'synth', 'none' (default: livegen synth)",
+    )
+    jam.add_argument("--midi-api", choices=["alsa", "jack", "coremidi", "winmm"], help="MIDI backend")
+    jam.add_argument("--tempo", type=float, help="BPM (default: the seed phrase's)")
+    jam.add_argument("--clock", choices=["internal", "midi", "link"], default="internal")
+    jam.add_argument("--record", type=Path, metavar="FILE.mid", help="where to write the MIDI recording")
+    jam.add_argument("--seed-file", type=Path, metavar="F.mid", help="phrase to perform when no keyboard is attached")
+    jam.add_argument("--bars", type=int, help="length of each answer in bars (default 4)")
+    jam.add_argument("--silence", type=float, dest="silence_beats", help="beats of silence that end a phrase")
+    jam.add_argument("--soundfont", help="General MIDI .sf2 for the built-in synth")
+    jam.add_argument("--audio-device", help="audio output device name or index")
+    jam.add_argument("--out-dir", type=Path, help="folder for recordings (default out/)")
+    jam.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    _add_sampling(jam)
+
+    render = sub.add_parser("render", help="perform a seed phrase and the model's answer offline")
+    render.add_argument("--model", default="folk-lstm")
+    render.add_argument("--seed-file", type=Path, required=True, metavar="F.mid")
+    render.add_argument("--bars", type=int, required=True)
+    render.add_argument("--out", type=Path, required=True, metavar="O.mid")
+    render.add_argument("--wav", type=Path, metavar="O.wav")
+    render.add_argument("--tempo", type=float)
+    render.add_argument("--silence", type=float, dest="silence_beats", default=2.0)
+    render.add_argument("--soundfont")
+    _add_sampling(render)
+
+    models = sub.add_parser("models", help="list, describe and verify model packages")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="the bundled models")
+    info = msub.add_parser("info", help="a model's manifest and card summary")
+    info.add_argument("name")
+    verify = msub.add_parser("verify", help="run every package check")
+    verify.add_argument("path")
+
+    sub.add_parser("ports", help="MIDI APIs and ports, audio devices")
+    sub.add_parser("doctor", help="what works on this machine and what to install")
+    return parser
+
+
+def _cmd_jam(args: argparse.Namespace) -> int:
+    from livegen.engine.jam import run_jam
+    from livegen.engine.preset import make_config
+
+    if args.clock != "internal":
+        raise LivegenError(f"--clock {args.clock}: this version runs on its internal clock only")
+    overrides = {
+        k: getattr(args, k)
+        for k in [
+            "model",
+            "mode",
+            "input",
+            "midi_api",
+            "tempo",
+            "record",
+            "seed_file",
+            "bars",
+            "silence_beats",
+            "soundfont",
+            "audio_device",
+            "out_dir",
+            "max_seconds",
+            "temperature",
+            "top_p",
+            "rng_seed",
+        ]
+    }
+    overrides["outputs"] = tuple(args.outputs) if args.outputs else None
+    config = make_config(args.preset, overrides)
+    print(f"livegen: jamming with {config.model} ({config.mode}); Ctrl-C stops", flush=True)
+    result = run_jam(config)
+    for warning in result.warnings:
+        print(f"livegen: note: {warning}")
+    print(f"livegen: input: {result.input_name}")
+    for output in result.outputs:
+        print(f"livegen: output: {output}")
+    print(
+        f"livegen: {result.notes_performed} notes performed, {result.notes_generated} generated "
+        f"in {result.responses} answer(s); late sends: {result.late} (max {result.max_late_ms:.2f} ms)"
+    )
+    print(f"livegen: MIDI recording: {result.midi_path}")
+    if result.wav_path:
+        print(f"livegen: audio: {result.wav_path}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from livegen.engine.callresponse import CallResponseSettings
+    from livegen.engine.jam import load_generator, render_wav, sampling_params
+    from livegen.engine.render import render_call_response
+    from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK
+    from livegen.music.midifile import read_midi, write_midi
+    from livegen.music.time import TempoMap
+
+    if args.bars < 1:
+        raise LivegenError(f"--bars {args.bars}: expected 1 or more")
+    song = read_midi(args.seed_file)
+    if not song.notes:
+        raise LivegenError(f"{args.seed_file}: the seed phrase holds no notes")
+    if args.soundfont or args.wav:
+        from livegen.io.soundfont import find_soundfont
+
+        find_soundfont(args.soundfont)
+    package, generator = load_generator(args.model)
+    params = sampling_params(package, args.temperature, args.top_p)
+    tempo = TempoMap.constant(args.tempo) if args.tempo else TempoMap((song.tempo.changes[0],))
+    settings = CallResponseSettings(
+        silence_beats=args.silence_beats, response_bars=args.bars, beats_per_bar=song.beats_per_bar
+    )
+    started = time.perf_counter()
+    performance = render_call_response(
+        generator,  # type: ignore[arg-type]
+        song.notes,
+        tempo=tempo,
+        params=params,
+        rng_seed=args.rng_seed if args.rng_seed is not None else 0,
+        settings=settings,
+    )
+    elapsed = time.perf_counter() - started
+    write_midi(
+        args.out,
+        {PERFORMER_TRACK: performance.performer, MODEL_TRACK: performance.model},
+        tempo=tempo,
+        beats_per_bar=song.beats_per_bar,
+    )
+    print(
+        f"livegen: {len(performance.performer)} seed notes, {len(performance.model)} generated "
+        f"in {elapsed * 1000:.0f} ms -> {args.out}"
+    )
+    if args.wav:
+        render_wav(performance.sent, 0, args.wav, soundfont=args.soundfont, programs={0: 0, 1: 0})
+        print(f"livegen: audio -> {args.wav}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from livegen.models.manifest import MANIFEST, parse_manifest
+    from livegen.models.package import load_package
+    from livegen.models.registry import bundled_packages, resolve_package
+
+    if args.models_command == "list":
+        for folder in bundled_packages():
+            m = parse_manifest(folder / MANIFEST)
+            print(f"{m.name:<16} {m.family:<14} {m.kind:<6} {m.version:<8} {m.description}")
+        return 0
+    if args.models_command == "info":
+        package = load_package(resolve_package(args.name))
+        m = package.manifest
+        print(f"{m.name} {m.version}: {m.description}")
+        print(f"  family {m.family}, kind {m.kind}, folder {package.folder}")
+        for role, graph in m.graphs.items():
+            ins = ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs)
+            outs = ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs)
+            print(f"  graph {role} ({graph.file}): {ins} -> {outs}")
+        for p in m.parameters.values():
+            print(f"  parameter {p.name}: default {p.default} (range {p.min} to {p.max})")
+        for key, value in m.metrics.items():
+            print(f"  metric {key}: {value:.6g}")
+        for key, value in m.training.items():
+            print(f"  training {key}: {value}")
+        return 0
+    package = load_package(Path(args.path))
+    print(
+        f"{package.folder}: {package.name} {package.manifest.version} verified (manifest, checksums, "
+        "onnx.checker, tensor names and shapes, trial inference)"
+    )
+    return 0
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    from livegen.io import midi_ports
+    from livegen.io.synth import list_audio_devices
+
+    for api in midi_ports.compiled_apis():
+        reason = midi_ports.probe_api(api)
+        if reason:
+            print(f"MIDI {api}: unavailable: {reason}")
+            continue
+        inputs, outputs = midi_ports.list_ports(api)
+        print(f"MIDI {api}: inputs: {', '.join(inputs) or '(none)'}")
+        print(f"MIDI {api}: outputs: {', '.join(outputs) or '(none)'}")
+    try:
+        devices = list_audio_devices()
+    except LivegenError as err:
+        print(f"audio: unavailable: {err}")
+    else:
+        print("audio outputs: " + (", ".join(str(d) for d in devices) or "(none)"))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from livegen.doctor import run_checks
+
+    problems = 0
+    for check in run_checks():
+        mark = "ok " if check.ok else "-- "
+        print(f"{mark} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            print(f"      fix: {check.fix}")
+        problems += 0 if check.ok or not check.required else 1
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="livegen: %(message)s")
+    handlers = {
+        "jam": _cmd_jam,
+        "render": _cmd_render,
+        "models": _cmd_models,
+        "ports": _cmd_ports,
+        "doctor": _cmd_doctor,
+    }
+    try:
+        return handlers[args.command](args)
+    except LivegenError as err:
+        print(f"livegen: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("livegen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

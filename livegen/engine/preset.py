@@ -1,0 +1,90 @@
+"""Presets: TOML files a performer starts from, mapped onto :class:`JamConfig`.
+
+Context: setup. A preset has one ``[jam]`` table whose keys are the long
+options of ``livegen jam`` (with dashes or underscores); command-line options
+override it. Unknown keys and wrong types are errors that name the file, the
+field and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from livegen.engine.jam import JamConfig
+from livegen.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "presets"
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "mode": (str,),
+    "input": (str,),
+    "outputs": (list,),
+    "midi_api": (str,),
+    "tempo": (int, float),
+    "record": (str,),
+    "seed_file": (str,),
+    "bars": (int,),
+    "silence_beats": (int, float),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "rng_seed": (int,),
+    "soundfont": (str,),
+    "audio_device": (str,),
+    "out_dir": (str,),
+    "model_channel": (int,),
+    "echo_channel": (int,),
+    "model_program": (int,),
+    "echo_program": (int,),
+    "max_seconds": (int, float),
+}
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = PRESET_DIR / f"{name_or_path}.toml"
+    if bundled.is_file():
+        return bundled
+    known = sorted(p.stem for p in PRESET_DIR.glob("*.toml")) if PRESET_DIR.is_dir() else []
+    raise ConfigError(f"preset {name_or_path!r}: no such file; bundled presets: {', '.join(known) or 'none'}")
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """The preset's ``[jam]`` table as JamConfig keyword arguments."""
+    path = _resolve(name_or_path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable TOML preset ({err})") from err
+    unknown_tables = set(table) - {"jam"}
+    if unknown_tables:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; a preset holds one [jam] table")
+    values: dict[str, Any] = {}
+    for key, value in table.get("jam", {}).items():
+        field = key.replace("-", "_")
+        if field not in _TYPES:
+            raise ConfigError(f"{path}: field 'jam.{key}' is unknown; accepted: {', '.join(sorted(_TYPES))}")
+        if not isinstance(value, _TYPES[field]) or isinstance(value, bool):
+            kinds = " or ".join(t.__name__ for t in _TYPES[field])
+            raise ConfigError(f"{path}: field 'jam.{key}': expected {kinds}, got {value!r}")
+        if field == "outputs":
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: field 'jam.outputs': expected a list of port names, 'synth' or 'none'")
+            value = tuple(value)
+        elif field in ("record", "seed_file", "out_dir"):
+            value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
+        values[field] = value
+    return values
+
+
+def make_config(preset: str | None, overrides: dict[str, Any]) -> JamConfig:
+    """A JamConfig from a preset (if any) with command-line ``overrides`` (None = not given)."""
+    values = load_preset(preset) if preset else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(JamConfig)}
+    return JamConfig(**{k: v for k, v in values.items() if k in names})

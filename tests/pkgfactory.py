@@ -1,0 +1,125 @@
+"""Builds small, valid ``midirnn`` model packages without torch, for host tests.
+
+The step graph is written with ``onnx.helper`` around ONNX's own LSTM operator,
+with random weights, so tests of loading, verification and playing need neither
+training nor the training extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import tomli_w
+from onnx import TensorProto, helper, numpy_helper
+
+from livegen.models.package import sha256_of
+from livegen.music.events import Note
+from livegen.music.midifile import write_midi
+
+
+def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [
+        init("W", 1, 4 * hidden, 3),
+        init("R", 1, 4 * hidden, hidden),
+        init("B", 1, 8 * hidden),
+        init("Wp", hidden, 128, scale=1.0),
+        init("bp", 128),
+        init("Ws", hidden, 1),
+        init("Wd", hidden, 1),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0"),
+        numpy_helper.from_array(np.array([0.5], dtype=np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["note", "axis0"], ["x"]),
+        helper.make_node("LSTM", ["x", "W", "R", "B", "", "h", "c"], ["y", "h_out", "c_out"], hidden_size=hidden),
+        helper.make_node("Squeeze", ["h_out", "axis0"], ["feat"]),
+        helper.make_node("MatMul", ["feat", "Wp"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "bp"], ["pitch_logits"]),
+        helper.make_node("MatMul", ["feat", "Ws"], ["step_raw"]),
+        helper.make_node("Add", ["step_raw", "half"], ["step"]),
+        helper.make_node("MatMul", ["feat", "Wd"], ["dur_raw"]),
+        helper.make_node("Add", ["dur_raw", "half"], ["duration"]),
+    ]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "midirnn_step",
+        [
+            helper.make_tensor_value_info("note", f, ["batch", 3]),
+            helper.make_tensor_value_info("h", f, [1, "batch", hidden]),
+            helper.make_tensor_value_info("c", f, [1, "batch", hidden]),
+        ],
+        [
+            helper.make_tensor_value_info("pitch_logits", f, ["batch", 128]),
+            helper.make_tensor_value_info("step", f, ["batch", 1]),
+            helper.make_tensor_value_info("duration", f, ["batch", 1]),
+            helper.make_tensor_value_info("h_out", f, [1, "batch", hidden]),
+            helper.make_tensor_value_info("c_out", f, [1, "batch", hidden]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn") -> dict:
+    return {
+        "schema": 1,
+        "name": name,
+        "family": "midirnn",
+        "kind": "step",
+        "version": "0.0.1",
+        "description": "random weights, for tests",
+        "seed_phrase": "seed.mid",
+        "representation": {"time_unit": "beat", "pitch_min": 48, "pitch_max": 84, "pitch_scale": 128.0, "grid": 120},
+        "graphs": {
+            "step": {
+                "file": "model.onnx",
+                "inputs": [
+                    {"name": "note", "shape": ["batch", 3], "dtype": "float32"},
+                    {"name": "h", "shape": [1, "batch", hidden], "dtype": "float32"},
+                    {"name": "c", "shape": [1, "batch", hidden], "dtype": "float32"},
+                ],
+                "outputs": [
+                    {"name": "pitch_logits", "shape": ["batch", 128], "dtype": "float32"},
+                    {"name": "step", "shape": ["batch", 1], "dtype": "float32"},
+                    {"name": "duration", "shape": ["batch", 1], "dtype": "float32"},
+                    {"name": "h_out", "shape": [1, "batch", hidden], "dtype": "float32"},
+                    {"name": "c_out", "shape": [1, "batch", hidden], "dtype": "float32"},
+                ],
+                "state": [{"input": "h", "output": "h_out"}, {"input": "c", "output": "c_out"}],
+            }
+        },
+        "parameters": {
+            "temperature": {"default": 1.0, "min": 0.05, "max": 4.0},
+            "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
+        },
+        "metrics": {"parity_max_abs_diff": 0.0},
+        "files": files,
+    }
+
+
+SEED_NOTES = [Note(p, 90, i * 240, 220) for i, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62])]
+
+
+def write_package(folder: Path, *, hidden: int = 16, seed: int = 0, mutate=None) -> Path:
+    """Write a valid package to ``folder``; ``mutate(manifest_dict)`` may break it on purpose."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(step_graph(hidden, seed), str(folder / "model.onnx"))
+    (folder / "README.md").write_text("# test-rnn\nRandom weights for tests.\n")
+    write_midi(folder / "seed.mid", {"seed": SEED_NOTES})
+    files = {n: sha256_of(folder / n) for n in ("model.onnx", "README.md", "seed.mid")}
+    table = manifest(hidden, files)
+    if mutate is not None:
+        mutate(table)
+    (folder / "livegen.toml").write_text(tomli_w.dumps(table))
+    return folder

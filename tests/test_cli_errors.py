@@ -1,0 +1,91 @@
+"""Bad input gives one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.pkgfactory import write_package
+
+
+def livegen(*args, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "livegen", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def package_dir(tmp_path):
+    return write_package(tmp_path / "pkg")
+
+
+def render_args(package_dir, seed, tmp_path, *extra):
+    return ("render", "--model", str(package_dir), "--seed-file", str(seed), "--bars", "2",
+            "--out", str(tmp_path / "o.mid"), *extra)  # fmt: skip
+
+
+def test_empty_seed_file(tmp_path, package_dir):
+    seed = tmp_path / "empty.mid"
+    seed.write_bytes(b"")
+    proc = livegen(*render_args(package_dir, seed, tmp_path))
+    assert proc.returncode == 2
+    assert re.search(r"empty\.mid: the file is empty \(0 bytes\)", proc.stderr)
+    assert not (tmp_path / "o.mid").exists()
+
+
+def test_truncated_seed_file(tmp_path, package_dir):
+    good = (package_dir / "seed.mid").read_bytes()
+    seed = tmp_path / "cut.mid"
+    seed.write_bytes(good[: len(good) - 9])
+    proc = livegen(*render_args(package_dir, seed, tmp_path))
+    assert proc.returncode == 2
+    assert "cut.mid: not a readable Standard MIDI File" in proc.stderr
+
+
+def test_package_with_changed_byte(tmp_path, package_dir):
+    model = package_dir / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 0xFF
+    model.write_bytes(bytes(data))
+    proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path))
+    assert proc.returncode == 2
+    assert "model.onnx: checksum mismatch" in proc.stderr
+
+
+def test_manifest_with_wrong_tensor_name(tmp_path):
+    def rename(table):
+        table["graphs"]["step"]["outputs"][1]["name"] = "delta"
+
+    folder = write_package(tmp_path / "bad", mutate=rename)
+    proc = livegen("models", "verify", str(folder))
+    assert proc.returncode == 2
+    assert "graphs.step.outputs" in proc.stderr and "'delta'" in proc.stderr
+
+
+def test_missing_soundfont(tmp_path, package_dir):
+    proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path, "--wav", str(tmp_path / "o.wav"),
+                                "--soundfont", str(tmp_path / "nope.sf2")))  # fmt: skip
+    assert proc.returncode == 2
+    assert "nope.sf2" in proc.stderr and "timgm6mb-soundfont" in proc.stderr
+
+
+def test_unknown_model_name(tmp_path):
+    proc = livegen("models", "info", "no-such-model")
+    assert proc.returncode == 2
+    assert "model 'no-such-model'" in proc.stderr and "bundled:" in proc.stderr
+
+
+def test_bad_preset_field(tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text("[jam]\ntempo = 'fast'\n")
+    proc = livegen("jam", "--preset", str(preset))
+    assert proc.returncode == 2
+    assert "field 'jam.tempo': expected int or float" in proc.stderr
+    preset.write_text("[jam]\ntempi = 120\n")
+    proc = livegen("jam", "--preset", str(preset))
+    assert "field 'jam.tempi' is unknown" in proc.stderr
