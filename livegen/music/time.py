@@ -46,14 +46,14 @@ class TempoMap:
     def _segment_starts_ns(self) -> list[int]:
         starts = [0]
         for (t0, us), (t1, _) in zip(self.changes, self.changes[1:], strict=False):
-            starts.append(starts[-1] + (t1 - t0) * us * 1000 // PPQN)
+            starts.append(starts[-1] + -(-(t1 - t0) * us * 1000 // PPQN))
         return starts
 
     def tick_to_ns(self, tick: int) -> int:
-        """Nanoseconds from tick 0 to ``tick``."""
-        i = bisect.bisect_right([t for t, _ in self.changes], tick) - 1
+        """Nanoseconds from tick 0 to ``tick``, rounded up, so that ``ns_to_tick`` gives ``tick`` back."""
+        i = max(0, bisect.bisect_right([t for t, _ in self.changes], tick) - 1)
         t0, us = self.changes[i]
-        return self._segment_starts_ns()[i] + (tick - t0) * us * 1000 // PPQN
+        return self._segment_starts_ns()[i] + -(-(tick - t0) * us * 1000 // PPQN)
 
     def ns_to_tick(self, ns: int) -> int:
         """The tick sounding ``ns`` nanoseconds after tick 0 (rounded down)."""
