@@ -150,17 +150,16 @@ def _save(path: Path, tunes: Sequence[Tune]) -> None:
 
 
 def _load(path: Path) -> list[Tune]:
+    # Each ``data[key]`` decompresses the whole array again: read every array once,
+    # or each tune would hold a view into its own full copy of the corpus.
     with np.load(path) as data:
-        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-        return [
-            Tune(
-                name=str(name),
-                pitch=data["pitch"][a:b],
-                onset=data["onset"][a:b],
-                duration=data["duration"][a:b],
-            )
-            for name, a, b in zip(data["names"], bounds[:-1], bounds[1:], strict=True)
-        ]
+        names, lengths = data["names"], data["lengths"]
+        pitch, onset, duration = data["pitch"], data["onset"], data["duration"]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [
+        Tune(name=str(name), pitch=pitch[a:b], onset=onset[a:b], duration=duration[a:b])
+        for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def _convert(items: list, worker, label: str, jobs: int) -> list[Tune]:
@@ -211,16 +210,24 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
     if not paths:
         raise CorpusError(f"folder {folder} holds no .mid or .midi files")
     tunes = []
+    unreadable = short = 0
     for path in paths:
         try:
             tune = _tune_from_midi(path)
         except LivegenError as err:
-            log.warning("skipping %s: %s", path, err)
+            log.warning("skipping %s", err)
+            unreadable += 1
             continue
-        if tune is not None:
+        if tune is None:
+            log.warning("skipping %s: fewer than 8 notes", path)
+            short += 1
+        else:
             tunes.append(tune)
     if not tunes:
-        raise CorpusError(f"no file in {folder} has at least 8 notes")
+        raise CorpusError(
+            f"no usable MIDI file in {folder}: {unreadable} unreadable, {short} with fewer than 8 notes; "
+            "training needs files with at least 8 notes each"
+        )
     return tunes
 
 
@@ -242,5 +249,7 @@ def split_by_tune(tunes: Sequence[Tune], *, validation: float = 0.1, held_out: f
             raise CorpusError(f"need at least 3 tunes to split, got {n}")
         k = max(1, round(n * held_out))
         v = max(1, round(n * validation))
-        return Split(train=list(tunes[: n - k - v]), validation=list(tunes[n - k - v : n - k]), held_out=list(tunes[n - k :]))
+        return Split(
+            train=list(tunes[: n - k - v]), validation=list(tunes[n - k - v : n - k]), held_out=list(tunes[n - k :])
+        )
     return Split(train=train, validation=val, held_out=test)

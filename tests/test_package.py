@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 
@@ -11,7 +12,7 @@ import pytest
 
 from livegen.errors import PackageError
 from livegen.models.midirnn import MidiRnnGenerator
-from livegen.models.package import load_package
+from livegen.models.package import load_package, sha256_of
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from tests.pkgfactory import write_package
@@ -156,12 +157,9 @@ def test_zipped_package_loads_and_unsafe_zip_is_refused(tmp_path, package_dir):
 
 def test_graph_that_onnx_rejects(package_dir):
     (package_dir / "model.onnx").write_bytes(b"not a protobuf at all")
-    from livegen.models.package import sha256_of
-
     text = (package_dir / "livegen.toml").read_text()
-    import re
-
-    text = re.sub(r'"model.onnx" = "sha256:[0-9a-f]+"', f'"model.onnx" = "{sha256_of(package_dir / "model.onnx")}"', text)
+    digest = sha256_of(package_dir / "model.onnx")
+    text = re.sub(r'"model.onnx" = "sha256:[0-9a-f]+"', f'"model.onnx" = "{digest}"', text)
     (package_dir / "livegen.toml").write_text(text)
     with pytest.raises(PackageError, match=r"model\.onnx: not a readable ONNX model"):
         load_package(package_dir)

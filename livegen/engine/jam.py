@@ -96,16 +96,16 @@ def load_generator(model: str) -> tuple[ModelPackage, object]:
 
 def sampling_params(package: ModelPackage, temperature: float | None, top_p: float | None) -> SamplingParams:
     specs = package.manifest.parameters
-    values = {}
+    values: dict[str, float] = {}
     for name, given in (("temperature", temperature), ("top_p", top_p)):
         spec = specs.get(name)
         if given is None:
-            values[name] = spec.default if spec else getattr(SamplingParams(), name)
+            values[name] = spec.default if spec else float(getattr(SamplingParams(), name))
         elif spec and not spec.min <= given <= spec.max:
             raise ConfigError(f"--{name.replace('_', '-')} {given}: {package.name} accepts {spec.min} to {spec.max}")
         else:
             values[name] = given
-    return SamplingParams(**values)
+    return SamplingParams(temperature=values["temperature"], top_p=values["top_p"])
 
 
 def seed_song(package: ModelPackage, seed_file: Path | None) -> Song:
@@ -235,7 +235,8 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         else:
             keyboard = midi_ports.find_keyboard(api) if api else None
             if keyboard is not None:
-                source = midi_ports.open_input(keyboard, api=api, callback=engine.on_midi)  # type: ignore[arg-type]
+                assert api is not None
+                source = midi_ports.open_input(keyboard, api=api, callback=engine.on_midi)
                 stack.callback(source.close)
             else:
                 assert song is not None
@@ -321,16 +322,12 @@ def _write_files(
     )
 
 
-def render_wav(
-    sent: list[Sent], start_ns: int, path: Path, *, soundfont: str | None, programs: dict[int, int]
-) -> Path:
+def render_wav(sent: list[Sent], start_ns: int, path: Path, *, soundfont: str | None, programs: dict[int, int]) -> Path:
     """Render what the scheduler sent (model and echo) through the built-in synth to ``path``."""
     from livegen.io.synth import render_offline, write_wav
 
     events: list[tuple[int, tuple[int, ...]]] = [(0, (PROGRAM_CHANGE | ch, p)) for ch, p in programs.items()]
-    events += [
-        (max(0, s.deadline_ns - start_ns), s.data) for s in sent if s.group in (MODEL_GROUP, ECHO_GROUP)
-    ]
+    events += [(max(0, s.deadline_ns - start_ns), s.data) for s in sent if s.group in (MODEL_GROUP, ECHO_GROUP)]
     events.sort(key=lambda e: e[0])
     audio = render_offline(events, soundfont=soundfont)
     return write_wav(path, audio)

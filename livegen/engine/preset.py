@@ -65,13 +65,14 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if unknown_tables:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; a preset holds one [jam] table")
     values: dict[str, Any] = {}
-    for key, value in table.get("jam", {}).items():
+    for key, raw in table.get("jam", {}).items():
         field = key.replace("-", "_")
         if field not in _TYPES:
             raise ConfigError(f"{path}: field 'jam.{key}' is unknown; accepted: {', '.join(sorted(_TYPES))}")
-        if not isinstance(value, _TYPES[field]) or isinstance(value, bool):
+        if not isinstance(raw, _TYPES[field]) or isinstance(raw, bool):
             kinds = " or ".join(t.__name__ for t in _TYPES[field])
-            raise ConfigError(f"{path}: field 'jam.{key}': expected {kinds}, got {value!r}")
+            raise ConfigError(f"{path}: field 'jam.{key}': expected {kinds}, got {raw!r}")
+        value: Any = raw
         if field == "outputs":
             if not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: field 'jam.outputs': expected a list of port names, 'synth' or 'none'")

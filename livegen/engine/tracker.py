@@ -39,12 +39,7 @@ class NoteTracker:
 
     def sounding(self, group: int) -> list[tuple[int, int]]:
         """(channel, pitch) of every note sounding on ``group``."""
-        return [
-            (ch, pitch)
-            for ch, row in enumerate(self._counts[group])
-            for pitch in range(128)
-            if row[pitch]
-        ]
+        return [(ch, pitch) for ch, row in enumerate(self._counts[group]) for pitch in range(128) if row[pitch]]
 
     def release(self, group: int, *, reset_controllers: bool = False) -> list[tuple[int, ...]]:
         """Messages that silence exactly what sounds on ``group``, and forget it.

@@ -10,6 +10,8 @@ family plays a single line.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from livegen.models.package import ModelPackage
@@ -79,7 +81,7 @@ class MidiRnnGenerator:
         return (dict(self._graph.state), self._outputs, self._fed)
 
     def restore(self, snapshot: object) -> None:
-        state, outputs, fed = snapshot  # type: ignore[misc]
+        state, outputs, fed = cast(tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, int], snapshot)
         self._graph.state = dict(state)
         self._outputs = outputs
         self._fed = fed
