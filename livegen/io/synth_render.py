@@ -1,0 +1,357 @@
+"""The built-in synth's sample-accurate renderer, and offline rendering to WAV.
+
+Contexts:
+
+* setup: :class:`Renderer` construction (loads libfluidsynth and the SoundFont),
+  :meth:`Renderer.close`, :func:`render_offline`, :func:`write_wav`.
+* real-time (the audio callback in :mod:`livegen.io.synth_live`, or the offline loop
+  standing in for it): :meth:`Renderer.push`, :meth:`Renderer.push_now`,
+  :meth:`Renderer.render_block`, :meth:`Renderer.apply`, :meth:`Renderer.panic`,
+  :meth:`Renderer.clear_pending`.
+
+A :class:`Renderer` is owned by one thread at a time (fluidsynth is created with
+``synth.threadsafe-api = 0``, so it takes no mutex): the audio callback while a stream
+runs, the caller otherwise.
+
+Timing. Events carry an absolute frame (sample index). :meth:`Renderer.render_block`
+splits each block at every due event: it renders up to the event's frame, applies the
+event, renders on. Offline rendering is the same loop on a virtual clock (frames
+counted from zero), so a render is deterministic and independent of the block size.
+One limit is fluidsynth's, not ours: it computes audio in internal blocks of 64 frames
+(``FLUID_BUFSIZE``) and a voice starts at the first such boundary at or after the frame
+where the note-on was applied. Onsets therefore land 0..63 frames (at most 1.3 ms at
+48 kHz) after their frame, deterministically, whatever block size we render with.
+
+Allocation on the real-time path, honestly: samples are written by
+``fluid_synth_write_float`` straight into the caller's buffer (the PortAudio buffer
+when live), so there is no copy and no numpy allocation. Python itself still creates
+small objects per call (ints, the ctypes argument conversions, heap entries), and the
+pending-event heap (a list) can grow when more events are pending than ever before;
+there is no logging, no I/O and no lock of ours.
+
+Written by hand (no library does it): the event split and the raw-bytes dispatch.
+pyfluidsynth does the synthesis; its ``get_samples`` copies into new int16 arrays
+per call, so this module declares ``fluid_synth_write_float`` itself with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import os
+import tempfile
+import wave
+from collections.abc import Iterable, Sequence
+from numbers import Integral
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from livegen.errors import BackendUnavailableError, ConfigError
+from livegen.io.soundfont import SoundFontError, describe_load_failure, find_soundfont
+from livegen.music.events import CONTROL_CHANGE, NOTE_OFF, NOTE_ON, PROGRAM_CHANGE
+
+DEFAULT_SAMPLERATE = 48_000
+DEFAULT_GAIN = 0.5
+#: fluidsynth's internal block: voices start on multiples of this many frames.
+FLUID_BLOCK = 64
+NS_PER_S = 1_000_000_000
+
+KEY_PRESSURE = 0xA0
+CHANNEL_PRESSURE = 0xD0
+PITCH_BEND = 0xE0
+SYSTEM_RESET = 0xFF
+
+AudioBuffer = npt.NDArray[np.float32]
+#: ``(time, raw MIDI bytes)``; the time unit is stated where the type is used.
+TimedBytes = tuple[int, Sequence[int]]
+
+
+def ns_to_frames(t_ns: int, samplerate: int) -> int:
+    """The frame at ``t_ns`` nanoseconds (exact integer arithmetic, halves round up)."""
+    return (t_ns * samplerate + NS_PER_S // 2) // NS_PER_S
+
+
+def frames_to_ns(frames: int, samplerate: int) -> int:
+    """The time of frame ``frames`` in nanoseconds (rounded down to whole ns)."""
+    return frames * NS_PER_S // samplerate
+
+
+def load_fluidsynth() -> ModuleType:
+    """Import pyfluidsynth, turning a missing libfluidsynth into a clear error."""
+    try:
+        import fluidsynth
+    except (ImportError, OSError) as err:
+        raise BackendUnavailableError(
+            f"the built-in synth needs the FluidSynth library ({err}); install the Debian package "
+            "libfluidsynth3 (or your system's fluidsynth package), or use --out PORT|none"
+        ) from err
+    return fluidsynth
+
+
+class _Fluid:
+    """ctypes prototypes pyfluidsynth 1.4 does not declare (bound once, at setup)."""
+
+    _cache: _Fluid | None = None
+
+    def __init__(self, fluidsynth: ModuleType) -> None:
+        lib = ctypes.CDLL(fluidsynth.lib)
+        vp, ci = ctypes.c_void_p, ctypes.c_int
+        self.write_float = self._proto(lib, "fluid_synth_write_float", vp, ci, vp, ci, ci, vp, ci, ci)
+        self.channel_pressure = self._proto(lib, "fluid_synth_channel_pressure", vp, ci, ci)
+        self.key_pressure = self._proto(lib, "fluid_synth_key_pressure", vp, ci, ci, ci)
+        self.pitch_bend = self._proto(lib, "fluid_synth_pitch_bend", vp, ci, ci)
+
+    @staticmethod
+    def _proto(lib: ctypes.CDLL, name: str, *argtypes: Any) -> Any:
+        func = getattr(lib, name)
+        func.argtypes = list(argtypes)
+        func.restype = ctypes.c_int
+        return func
+
+    @classmethod
+    def get(cls, fluidsynth: ModuleType) -> _Fluid:
+        if cls._cache is None:
+            cls._cache = cls(fluidsynth)
+        return cls._cache
+
+
+class Renderer:
+    """A fluidsynth instance with a SoundFont and a queue of events timed in frames.
+
+    Setup: ``Renderer(soundfont, samplerate=..., gain=...)``. Real-time: push events
+    with :meth:`push`/:meth:`push_now`, then call :meth:`render_block` once per block.
+    Counters (``late``, ``max_late_frames``, ``applied``, ``ignored``) are written
+    only by the owning thread; other threads may read them.
+    """
+
+    def __init__(
+        self,
+        soundfont: str | os.PathLike[str] | None = None,
+        *,
+        samplerate: int = DEFAULT_SAMPLERATE,
+        gain: float = DEFAULT_GAIN,
+        reverb: bool = True,
+        chorus: bool = True,
+        polyphony: int = 256,
+    ) -> None:
+        if not 8_000 <= samplerate <= 192_000:
+            raise ConfigError(f"synth sample rate {samplerate} Hz is outside 8000..192000")
+        if not 0.0 < gain <= 10.0:
+            raise ConfigError(f"synth gain {gain} is outside (0, 10]")
+        path = find_soundfont(soundfont)
+        fluidsynth = load_fluidsynth()
+        self._fl = _Fluid.get(fluidsynth)
+        self.samplerate = samplerate
+        self.soundfont = path
+        self._synth = fluidsynth.Synth(
+            gain=gain,
+            samplerate=samplerate,
+            channels=16,
+            **{
+                "synth.threadsafe-api": 0,
+                "synth.cpu-cores": 1,
+                "synth.polyphony": polyphony,
+                "synth.reverb.active": int(reverb),
+                "synth.chorus.active": int(chorus),
+            },
+        )
+        self._handle = self._synth.synth
+        # update_midi_preset=1: every channel gets its General MIDI default (bank 128 on 10).
+        self.sfid = self._synth.sfload(str(path), 1)
+        if self.sfid < 0:
+            self._synth.delete()
+            raise SoundFontError(
+                f"fluidsynth could not load {str(path)!r} as a SoundFont: {describe_load_failure(path)}; "
+                "pass --soundfont with a General MIDI .sf2 file (e.g. from the Debian package timgm6mb-soundfont)"
+            )
+        self.position = 0  # absolute frame of the next sample render_block writes
+        self._pending: list[tuple[int, int, Sequence[int]]] = []
+        self._seq = 0
+        self.late = 0
+        self.max_late_frames = 0
+        self.applied = 0
+        self.ignored = 0
+        self._closed = False
+
+    # -- real-time ------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def push(self, frame: int, data: Sequence[int]) -> None:
+        """Queue ``data`` for absolute ``frame`` (FIFO among equal frames)."""
+        self._seq += 1
+        heapq.heappush(self._pending, (frame, self._seq, data))
+
+    def push_now(self, data: Sequence[int]) -> None:
+        """Queue ``data`` for the start of the next block, never counted late."""
+        self.push(self.position, data)
+
+    def clear_pending(self) -> None:
+        self._pending.clear()
+
+    def render_block(self, out: AudioBuffer, frames: int) -> None:
+        """Fill ``out[:frames]`` (float32, shape (>=frames, 2), C-contiguous), applying due events.
+
+        An event whose frame lies before this block is applied at its start and counted
+        in ``late``. Always fills every frame.
+        """
+        start = self.position
+        end = start + frames
+        ptr = out.ctypes.data
+        cursor = 0
+        pending = self._pending
+        while pending and pending[0][0] < end:
+            frame, _seq, data = heapq.heappop(pending)
+            offset = frame - start
+            if offset < 0:
+                self.late += 1
+                if -offset > self.max_late_frames:
+                    self.max_late_frames = -offset
+                offset = 0
+            if offset > cursor:
+                self._write(ptr, cursor, offset - cursor)
+                cursor = offset
+            self.apply(data)
+        if cursor < frames:
+            self._write(ptr, cursor, frames - cursor)
+        self.position = end
+
+    def _write(self, ptr: int, offset: int, frames: int) -> None:
+        # Interleaved stereo: left at 2*i, right at 2*i + 1 (offsets count floats).
+        self._fl.write_float(self._handle, frames, ptr, 2 * offset, 2, ptr, 2 * offset + 1, 2)
+
+    def apply(self, data: Sequence[int]) -> bool:
+        """Apply one raw MIDI message now. Unknown or malformed ones are counted, not raised."""
+        n = len(data)
+        if n == 0:
+            self.ignored += 1
+            return False
+        status = data[0]
+        if status == SYSTEM_RESET:
+            self._synth.system_reset()
+            self.applied += 1
+            return True
+        if n < 2 or not 0x80 <= status < 0xF0:
+            self.ignored += 1
+            return False
+        kind = status & 0xF0
+        chan = status & 0x0F
+        d1 = data[1] & 0x7F
+        h = self._handle
+        if kind == PROGRAM_CHANGE:
+            self._synth.program_change(chan, d1)
+        elif kind == CHANNEL_PRESSURE:
+            self._fl.channel_pressure(h, chan, d1)
+        elif n < 3:
+            self.ignored += 1
+            return False
+        else:
+            d2 = data[2] & 0x7F
+            if kind == NOTE_ON and d2 > 0:
+                self._synth.noteon(chan, d1, d2)
+            elif kind in (NOTE_ON, NOTE_OFF):
+                self._synth.noteoff(chan, d1)
+            elif kind == CONTROL_CHANGE:
+                self._synth.cc(chan, d1, d2)
+            elif kind == PITCH_BEND:
+                self._fl.pitch_bend(h, chan, d1 | (d2 << 7))
+            else:  # KEY_PRESSURE
+                self._fl.key_pressure(h, chan, d1, d2)
+        self.applied += 1
+        return True
+
+    def panic(self) -> None:
+        """Now, on all 16 channels: sustain off (CC64=0), all notes off (CC123), all sound off (CC120)."""
+        synth = self._synth
+        for chan in range(16):
+            synth.cc(chan, 64, 0)
+            synth.cc(chan, 123, 0)
+            synth.cc(chan, 120, 0)
+
+    # -- setup ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._synth.delete()
+
+    def __enter__(self) -> Renderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def render_offline(
+    events: Iterable[TimedBytes],
+    *,
+    soundfont: str | os.PathLike[str] | None = None,
+    samplerate: int = DEFAULT_SAMPLERATE,
+    tail_s: float = 2.0,
+    block_frames: int = 256,
+    gain: float = DEFAULT_GAIN,
+    reverb: bool = True,
+    chorus: bool = True,
+) -> AudioBuffer:
+    """Render ``(t_ns, bytes)`` events, timed in nanoseconds from the start, to float32 (frames, 2).
+
+    Each time is converted to a frame exactly (:func:`ns_to_frames`); events at the same
+    time keep their order. The render runs ``tail_s`` seconds past the last event so
+    release and reverb tails are kept. A fresh synth is used, so the same events give
+    the same samples, for any ``block_frames``.
+    """
+    if block_frames < 1:
+        raise ConfigError(f"block_frames {block_frames} must be at least 1")
+    if tail_s < 0:
+        raise ConfigError(f"tail_s {tail_s} must not be negative")
+    timed: list[tuple[int, tuple[int, ...]]] = []
+    for t_ns, data in events:
+        if not isinstance(t_ns, Integral) or t_ns < 0:
+            raise ConfigError(f"event {list(data)} at {t_ns!r}: times must be whole ns >= 0 from the start")
+        timed.append((ns_to_frames(int(t_ns), samplerate), tuple(int(b) for b in data)))
+    last = max((frame for frame, _ in timed), default=0)
+    total = last + 1 + round(tail_s * samplerate)
+    out: AudioBuffer = np.zeros((total, 2), dtype=np.float32)
+    with Renderer(soundfont, samplerate=samplerate, gain=gain, reverb=reverb, chorus=chorus) as renderer:
+        for frame, data in timed:  # push keeps input order among equal frames
+            renderer.push(frame, data)
+        pos = 0
+        while pos < total:
+            n = min(block_frames, total - pos)
+            renderer.render_block(out[pos : pos + n], n)
+            pos += n
+    return out
+
+
+def write_wav(path: str | os.PathLike[str], audio: npt.ArrayLike, samplerate: int = DEFAULT_SAMPLERATE) -> Path:
+    """Write float audio in [-1, 1] (shape (frames,) or (frames, channels)) as 16-bit PCM WAV.
+
+    Written to a temporary file beside ``path`` and renamed over it, so a reader never
+    sees half a file. Samples beyond full scale are clipped.
+    """
+    target = Path(path)
+    data = np.asarray(audio, dtype=np.float64)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2 or data.shape[1] < 1:
+        raise ConfigError(f"audio for {str(target)!r} must have shape (frames,) or (frames, channels)")
+    pcm = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a rendered WAV is for sharing
+        with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as w:
+            w.setnchannels(pcm.shape[1])
+            w.setsampwidth(2)
+            w.setframerate(samplerate)
+            w.writeframes(pcm.tobytes())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
