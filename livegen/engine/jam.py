@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -245,6 +246,11 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 source = PhraseInput(events, clock.tick_to_ns)
                 source.set_callback(engine.on_midi)
                 stack.callback(source.close)
+        # The scheduler and the audio callback need the GIL within a millisecond; Python's
+        # default switch interval (5 ms) lets the control thread hold it longer than a block.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        stack.callback(sys.setswitchinterval, switch_interval)
         scheduler.start()
         if isinstance(source, PhraseInput):
             source.start()

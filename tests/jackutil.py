@@ -1,0 +1,324 @@
+"""Test helpers for a real JACK server (dummy driver) and independent JACK MIDI clients.
+
+Context: tests only (setup). Nothing here imports livegen: the server check and the
+peer clients use python-rtmidi directly, so they judge livegen from outside.
+
+Run as a script this module is a peer client in its own process, speaking JSON lines
+on stdout (one object per line, ``perf_counter_ns`` timestamps, which on Linux read
+CLOCK_MONOTONIC and so compare across processes)::
+
+    python jackutil.py receive --port livegen --count 8 --timeout 10
+        {"event": "ready", "port": "livegen:livegen"}
+        {"event": "message", "t_ns": 123, "data": [144, 60, 100]}  ... then
+        {"event": "done", "count": 8}
+    python jackutil.py send --name kbd
+        {"event": "ready", "port": "kbd:kbd"}; then reads JSON lines on stdin:
+        [144, 60, 100]                     send now, answer {"event": "sent", "t_ns": ..., "data": [...]}
+        {"stream": 500, "interval": 0.001} send 500 note-ons in the background
+        "quit" (or end of input)           exit at once
+
+Peers leave with ``os._exit`` and never close their rtmidi objects: closing a JACK
+input whose Python callback is busy can deadlock (see livegen.io.midi_ports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+JACKD_FALLBACK = "/usr/bin/jackd"
+
+_OPEN_CLIENT = """
+import rtmidi
+try:
+    rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "livegen-test-wait").delete()
+except Exception as err:
+    print("error", err)
+else:
+    print("ok")
+"""
+
+
+def find_jackd() -> str | None:
+    """Path of jackd (PATH, then /usr/bin/jackd), or None."""
+    found = shutil.which("jackd")
+    if found:
+        return found
+    return JACKD_FALLBACK if os.access(JACKD_FALLBACK, os.X_OK) else None
+
+
+def client_opens(server: str, timeout: float = 5.0) -> bool:
+    """Whether a JACK client can be opened on ``server`` now (asked from a child process)."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server, JACK_NO_START_SERVER="1")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _OPEN_CLIENT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.stdout.strip() == "ok"
+
+
+def jackd_processes() -> dict[int, list[str]]:
+    """Every process named jackd on this machine, PID to command line (read from /proc)."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "jackd":
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+    return found
+
+
+class JackServer:
+    """One jackd with the dummy driver, started and stopped by PID (never by name)."""
+
+    def __init__(self, jackd: str, name: str, log_dir: Path) -> None:
+        self.jackd = jackd
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [self.jackd, "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "128"]
+
+    def start(self) -> None:
+        # jackd prints a line per xrun, forever: a file, not a pipe nobody reads.
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_text(self, tail: int = 4000) -> str:
+        try:
+            text = self.log_path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return "(no jackd output)"
+        text = "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+        return text[-tail:]
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Poll by opening a client until the server answers; RuntimeError with its log if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                code = self.process.returncode if self.process else None
+                raise RuntimeError(f"jackd exited with status {code}: {' '.join(self.command)}\n{self.log_text()}")
+            if client_opens(self.name, timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"jackd did not answer within {timeout:g} s: {' '.join(self.command)}\n{self.log_text()}")
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the jackd this object started (by its PID), kill it if it lingers."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)  # a paused server cannot handle SIGTERM
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Peer:
+    """This module run as a peer JACK client in a child process (see the module docstring)."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                self._lines.put(json.loads(line))
+            except ValueError:
+                self._lines.put({"event": "garbage", "line": line})
+        self._lines.put(None)
+
+    def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next JSON line; AssertionError (with the peer's stderr) on timeout or exit."""
+        try:
+            item = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"peer {self.args} said nothing for {timeout:g} s; stderr: {self.stderr()}") from None
+        if item is None:
+            raise AssertionError(f"peer {self.args} exited ({self.process.wait()}); stderr: {self.stderr()}")
+        return item
+
+    def expect(self, event: str, timeout: float = 10.0) -> dict[str, Any]:
+        item = self.next(timeout)
+        if item.get("event") != event:
+            raise AssertionError(f"peer {self.args}: expected {event!r}, got {item}; stderr: {self.stderr()}")
+        return item
+
+    def tell(self, command: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def send(self, data: Sequence[int]) -> dict[str, Any]:
+        """Have a sender peer send ``data``; return its ``sent`` line (with ``t_ns``)."""
+        self.tell(list(data))
+        return self.expect("sent")
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return "(still running)"
+        assert self.process.stderr is not None
+        return self.process.stderr.read()[-2000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.tell("quit")
+            try:
+                self.process.wait(3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(3)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    stream.close()
+
+
+# --- the peer process ------------------------------------------------------------------
+
+
+def _say(**fields: object) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def _receive(port: str, count: int, timeout: float) -> None:
+    import rtmidi
+
+    client = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "peer-receive")
+    client.ignore_types(sysex=False, timing=False, active_sense=False)
+    got: queue.Queue[tuple[int, list[int]]] = queue.Queue()
+    # Timestamp on JACK's process thread, as close to arrival as a Python peer can.
+    client.set_callback(lambda event, _data: got.put((time.perf_counter_ns(), event[0])))
+    deadline = time.monotonic() + timeout
+    while True:
+        names = [name for name in client.get_ports() if name]
+        hits = [name for name in names if name == port or name.split(":", 1)[0] == port]
+        if len(hits) == 1:
+            break
+        if len(hits) > 1 or time.monotonic() > deadline:
+            _say(event="error", message=f"port {port!r} -> {hits} among {names}")
+            os._exit(2)
+        time.sleep(0.02)
+    client.open_port(names.index(hits[0]), "in")
+    _say(event="ready", port=hits[0])
+    received = 0
+    while received < count:
+        try:
+            t_ns, data = got.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            _say(event="timeout", count=received)
+            os._exit(1)
+        received += 1
+        _say(event="message", t_ns=t_ns, data=data)
+    time.sleep(0.05)  # anything after the expected count is an error the test must see
+    while not got.empty():
+        t_ns, data = got.get()
+        _say(event="message", t_ns=t_ns, data=data)
+    _say(event="done", count=received)
+    os._exit(0)
+
+
+def _stream(client: Any, count: int, interval: float) -> None:
+    for i in range(count):
+        client.send_message((0x90, 36 + i % 48, 1 + i % 127))
+        time.sleep(interval)
+
+
+def _send(name: str) -> None:
+    import rtmidi
+
+    client = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name)
+    client.open_virtual_port(name)
+    _say(event="ready", port=f"{name}:{name}")
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command == "quit":
+            break
+        if isinstance(command, dict) and "stream" in command:
+            args = (client, int(command["stream"]), float(command.get("interval", 0.001)))
+            threading.Thread(target=_stream, args=args, daemon=True).start()
+            _say(event="streaming")
+            continue
+        t_ns = time.perf_counter_ns()
+        client.send_message(command)
+        _say(event="sent", t_ns=t_ns, data=command)
+    os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    receive = verbs.add_parser("receive")
+    receive.add_argument("--port", required=True, help="full port name, or a client name")
+    receive.add_argument("--count", type=int, required=True)
+    receive.add_argument("--timeout", type=float, default=10.0)
+    send = verbs.add_parser("send")
+    send.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    if args.verb == "receive":
+        _receive(args.port, args.count, args.timeout)
+    else:
+        _send(args.name)
+
+
+if __name__ == "__main__":
+    main()
