@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 
@@ -88,7 +89,7 @@ def test_seed_phrase_answer_arrives_on_the_livegen_port_and_nothing_is_left_soun
     assert [m["data"][1] for m in notes_on] == [n.pitch for n in model_notes]
     # Their spacing matches the plan (ticks at the seed's 120 BPM: 480 ticks = 500 ms).
     arrived = [m["t_ns"] for m in notes_on]
-    for (a, b), (n1, n2) in zip(zip(arrived, arrived[1:]), zip(model_notes, model_notes[1:]), strict=True):
+    for (a, b), (n1, n2) in zip(pairwise(arrived), pairwise(model_notes), strict=True):
         planned_ms = (n2.start - n1.start) * 500 / 480
         assert abs((b - a) / 1e6 - planned_ms) < 15, (planned_ms, (b - a) / 1e6)
     # After the stop nothing sounds, and the stop ends with sustain off, all notes off, all sound off.
