@@ -19,7 +19,6 @@ system-deps:
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "livegen needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV) || { echo "python venv failed: apt-get install python3-venv"; exit 1; }
-	$(BIN)/pip install -q --upgrade pip
 
 # Runtime only: no torch.
 $(VENV)/.runtime: pyproject.toml scripts/system-deps.sh | $(VENV)/bin/python
