@@ -163,3 +163,16 @@ def test_graph_that_onnx_rejects(package_dir):
     (package_dir / "livegen.toml").write_text(text)
     with pytest.raises(PackageError, match=r"model\.onnx: not a readable ONNX model"):
         load_package(package_dir)
+
+
+def test_feed_clamps_long_pauses_to_the_trained_range(tmp_path):
+    folder = write_package(tmp_path / "p", mutate=lambda t: t["representation"].update(beats_max=8.0))
+    gen = MidiRnnGenerator(load_package(folder))
+    gen.feed(StepEvent(60, 0, 240))
+    snap = gen.snapshot()
+    gen.feed(StepEvent(62, 30 * 480, 480))  # a 30-beat pause
+    after_long = gen.sample(SamplingParams(temperature=0.05, top_p=1.0), np.random.default_rng(0))
+    gen.restore(snap)
+    gen.feed(StepEvent(62, 8 * 480, 480))
+    after_clip = gen.sample(SamplingParams(temperature=0.05, top_p=1.0), np.random.default_rng(0))
+    assert after_long == after_clip

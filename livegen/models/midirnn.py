@@ -5,7 +5,8 @@ Context: control (the planner's thread).
 The graph reads the note just played as ``[pitch / pitch_scale, step, duration]``
 in beats and predicts the next note's pitch logits, step and duration. Times are
 snapped to the manifest's grid; the step is at least one grid step, since this
-family plays a single line.
+family plays a single line. Times fed in are clamped to the manifest's
+``beats_max``, the clip the model was trained with.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class MidiRnnGenerator:
         self._grid = int(rep.get("grid", 0))
         self.pitch_min = int(rep.get("pitch_min", 0))
         self.pitch_max = int(rep.get("pitch_max", 127))
+        # Training clipped times to this many beats; a long pause must not feed the model 60 beats.
+        self._beats_max = float(rep.get("beats_max", 1e9))
         self._graph = StreamingGraph(package)
         self._note = np.zeros((1, 3), dtype=np.float32)
         self._outputs: dict[str, np.ndarray] | None = None
@@ -49,8 +52,8 @@ class MidiRnnGenerator:
     def feed(self, event: StepEvent) -> None:
         note = np.empty((1, 3), dtype=np.float32)
         note[0, 0] = event.pitch / self._pitch_scale
-        note[0, 1] = event.step / PPQN
-        note[0, 2] = event.duration / PPQN
+        note[0, 1] = min(event.step / PPQN, self._beats_max)
+        note[0, 2] = min(event.duration / PPQN, self._beats_max)
         self._outputs = self._graph.run({"note": note})
         self._fed += 1
 

@@ -1,0 +1,136 @@
+"""``python -m export``: train a model, export a checkpoint as a model package.
+
+Context: setup (a command-line tool; configures logging, which library modules never do).
+
+::
+
+    python -m export train midirnn --data corpus:folk|DIR --out DIR [--epochs N] [--patience N]
+                                   [--limit N] [--seed S] [--window N] [--batch-size N] [--package PKG_DIR]
+    python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
+
+A user's mistake (unknown family, missing data, bad option, failed parity) ends
+with a one-line message and exit status 2 (usage) or 1 (everything else), never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from livegen.errors import LivegenError
+
+FAMILIES = ("midirnn",)
+
+log = logging.getLogger("export")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description="Train livegen models and export packages.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model and write checkpoint.pt")
+    train.add_argument("family", help=f"model family; accepted: {', '.join(FAMILIES)}")
+    train.add_argument("--data", required=True, help="corpus:folk, or a folder of .mid files")
+    train.add_argument("--out", required=True, type=Path, help="folder for checkpoint.pt")
+    train.add_argument("--epochs", type=int, default=100, help="most epochs to run (default 100)")
+    train.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (5)")
+    train.add_argument("--limit", type=int, default=None, help="use only the first N tunes or files")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--window", type=int, default=None, help="notes per training window (default 64)")
+    train.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 64)")
+    train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
+    train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
+
+    onnx = commands.add_parser("onnx", help="export a checkpoint as a model package")
+    onnx.add_argument("checkpoint", type=Path, help="checkpoint.pt written by `train`")
+    onnx.add_argument("--out", required=True, type=Path, help="package folder to write")
+    onnx.add_argument("--name", default=None, help="package name (default: the folder's name)")
+    onnx.add_argument("--version", default="1.0.0", help="package version (default 1.0.0)")
+    return parser
+
+
+def _quiet_exporter(verbose: bool) -> None:
+    """Silence torch's ONNX exporter warning about each torchvision operator it cannot register.
+
+    Called after torch is imported: importing torch sets the levels of its own loggers.
+    """
+    if not verbose:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from export.errors import ExportError
+
+    if args.family not in FAMILIES:
+        raise ExportError(f"unknown model family {args.family!r}; accepted: {', '.join(FAMILIES)}")
+    from export.midirnn import MidiRnnConfig
+    from export.package import export_package
+    from export.train import TrainOptions, train_midirnn
+
+    _quiet_exporter(args.verbose)
+
+    overrides = {}
+    if args.window is not None:
+        overrides["window"] = args.window
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    options = TrainOptions(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        patience=args.patience,
+        limit=args.limit,
+        seed=args.seed,
+        config=MidiRnnConfig(**overrides),
+    )
+    result = train_midirnn(options)
+    if args.package is not None:
+        export_package(result.checkpoint, args.package, name=args.name)
+
+
+def _onnx(args: argparse.Namespace) -> None:
+    from export.package import export_package
+
+    _quiet_exporter(args.verbose)
+    export_package(args.checkpoint, args.out, name=args.name, version=args.version)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=False, markup=False)],
+    )
+    try:
+        if args.command == "train":
+            _train(args)
+        else:
+            _onnx(args)
+    except LivegenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:
+        print(
+            f"error: {err.name or err} is not installed; install the training extra: pip install -e '.[train]'",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Training loop for ``midirnn``: early stopping on validation loss, held-out evaluation, checkpoint.
+
+Context: setup (training only; imports torch, never imported by the host).
+
+The corpus is split by tune (:func:`export.corpus.split_by_tune`): the model is
+fitted on the training tunes, early stopping watches the validation tunes and
+the reported figures come from the held-out tunes, which neither touched. The
+held-out evaluation runs each tune as the host does, as one stream from a zero
+LSTM state, and scores the prediction made after every note against the next
+note. Two baselines are scored on exactly the same targets: always the most
+frequent training pitch, and repeat the last pitch.
+
+Everything is deterministic given ``seed`` on a given machine and torch version:
+weights are initialised after ``torch.manual_seed`` and batches are shuffled with
+a seeded ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from export.corpus import Tune, load_corpus, split_by_tune
+from export.errors import ExportError
+from export.midirnn import FAMILY, MidiRnn, MidiRnnConfig, Windows, make_windows, midirnn_loss, tune_features
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "livegen-export-checkpoint"
+#: Held-out tunes kept in the checkpoint for the export's parity check and seed phrase.
+SAMPLE_TUNES = 8
+SAMPLE_NOTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    """What ``python -m export train midirnn`` was asked to do."""
+
+    data: str
+    out: Path
+    epochs: int = 100
+    patience: int = 5
+    limit: int | None = None
+    seed: int = 0
+    config: MidiRnnConfig = field(default_factory=MidiRnnConfig)
+    min_delta: float = 1e-4
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise ExportError(f"--epochs {self.epochs}: expected a whole number of at least 1")
+        if self.patience < 1:
+            raise ExportError(f"--patience {self.patience}: expected a whole number of at least 1")
+        if self.limit is not None and self.limit < 3:
+            raise ExportError(f"--limit {self.limit}: expected at least 3 tunes (training, validation, held-out)")
+        if self.config.window < 2:
+            raise ExportError(f"--window {self.config.window}: expected at least 2 notes")
+        if self.config.batch_size < 1:
+            raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    checkpoint: Path
+    metrics: dict[str, float]
+    epochs_run: int
+    best_epoch: int
+
+
+def _batch_loss(model: MidiRnn, windows: Windows, config: MidiRnnConfig, batch_size: int) -> dict[str, float]:
+    """Mean losses over every unmasked target of ``windows`` (no gradient)."""
+    sums = {"total": 0.0, "pitch": 0.0, "step": 0.0, "duration": 0.0}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            batch = windows.take(torch.arange(start, min(start + batch_size, len(windows))))
+            n = batch.targets
+            total, parts = midirnn_loss(model, batch, config)
+            sums["total"] += float(total) * n
+            for key, value in parts.items():
+                sums[key] += float(value) * n
+            count += n
+    return {key: value / max(count, 1) for key, value in sums.items()}
+
+
+def evaluate_held_out(
+    model: MidiRnn, held_out: Sequence[Tune], train: Sequence[Tune], beats_max: float
+) -> dict[str, float]:
+    """Next-note figures on held-out tunes, each run as one stream from a zero state, with baselines.
+
+    Targets are every note but the first of each tune. Step and duration errors
+    are in beats, against the same clipped values the model is trained on.
+    """
+    train_pitches = np.concatenate([t.pitch for t in train]).astype(np.int64)
+    most_frequent = int(np.bincount(train_pitches, minlength=128).argmax())
+    train_features = np.concatenate([tune_features(t, beats_max)[1:] for t in train if len(t) > 1])
+    median_step = float(np.median(train_features[:, 1]))
+    median_duration = float(np.median(train_features[:, 2]))
+    hits = frequent_hits = repeat_hits = 0
+    step_err = duration_err = step_base_err = duration_base_err = 0.0
+    total = 0
+    model.eval()
+    with torch.no_grad():
+        for tune in held_out:
+            if len(tune) < 2:
+                continue
+            features = tune_features(tune, beats_max)
+            logits, step, duration, _ = model(torch.from_numpy(features[None, :-1]))
+            predicted = logits[0].argmax(-1).numpy()
+            target = tune.pitch[1:].astype(np.int64)
+            hits += int((predicted == target).sum())
+            frequent_hits += int((target == most_frequent).sum())
+            repeat_hits += int((tune.pitch[:-1].astype(np.int64) == target).sum())
+            step_err += float(np.abs(step[0, :, 0].numpy() - features[1:, 1]).sum())
+            duration_err += float(np.abs(duration[0, :, 0].numpy() - features[1:, 2]).sum())
+            step_base_err += float(np.abs(median_step - features[1:, 1]).sum())
+            duration_base_err += float(np.abs(median_duration - features[1:, 2]).sum())
+            total += len(target)
+    if total == 0:
+        raise ExportError("the held-out tunes hold no next-note targets; use a larger corpus")
+    return {
+        "held_out_pitch_accuracy": hits / total,
+        "baseline_most_frequent_pitch_accuracy": frequent_hits / total,
+        "baseline_repeat_last_pitch_accuracy": repeat_hits / total,
+        "held_out_step_mae_beats": step_err / total,
+        "held_out_duration_mae_beats": duration_err / total,
+        "baseline_median_step_mae_beats": step_base_err / total,
+        "baseline_median_duration_mae_beats": duration_base_err / total,
+        "held_out_targets": float(total),
+    }
+
+
+def _fingerprint(tunes: Sequence[Tune]) -> str:
+    """A short hash of the tunes' names and notes, to tell two corpora apart in provenance."""
+    digest = hashlib.sha256()
+    for tune in tunes:
+        digest.update(tune.name.encode())
+        digest.update(tune.pitch.tobytes())
+        digest.update(tune.onset.tobytes())
+        digest.update(tune.duration.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _sample(tunes: Sequence[Tune]) -> list[dict[str, Any]]:
+    """A few held-out tunes, spread over the held-out set, as plain lists (for ``torch.load(weights_only=True)``).
+
+    Spread rather than the first few, so that every collection of a corpus (its
+    rhythms, lengths and ranges) reaches the parity check and the seed phrase.
+    """
+    eligible = [t for t in tunes if len(t) >= 16] or list(tunes)
+    stride = max(1, len(eligible) // SAMPLE_TUNES)
+    chosen = eligible[::stride][:SAMPLE_TUNES]
+    return [
+        {
+            "name": t.name,
+            "pitch": [int(p) for p in t.pitch[:SAMPLE_NOTES]],
+            "onset": [float(x) for x in t.onset[:SAMPLE_NOTES]],
+            "duration": [float(x) for x in t.duration[:SAMPLE_NOTES]],
+        }
+        for t in chosen
+    ]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+
+
+def train_midirnn(options: TrainOptions) -> TrainResult:
+    """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
+    options.check()
+    config = options.config
+    started = time.perf_counter()
+    tunes = load_corpus(options.data, limit=options.limit)
+    split = split_by_tune(tunes)
+    train_windows = make_windows(split.train, config.window, config.beats_max)
+    val_windows = make_windows(split.validation, config.window, config.beats_max)
+    if len(train_windows) == 0 or len(val_windows) == 0:
+        raise ExportError(f"{options.data}: the tunes are too short to make training and validation windows")
+    log.info(
+        "data %s: %d tunes (train %d, validation %d, held-out %d); %d training windows of %d notes",
+        options.data,
+        len(tunes),
+        len(split.train),
+        len(split.validation),
+        len(split.held_out),
+        len(train_windows),
+        config.window,
+    )
+
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+    model = MidiRnn(config.hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
+    )
+    best_loss = math.inf
+    best_epoch = 0
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    waited = 0
+    batches = math.ceil(len(train_windows) / config.batch_size)
+    train_started = time.perf_counter()
+    with _progress() as progress:
+        for epoch in range(1, options.epochs + 1):
+            epoch_started = time.perf_counter()
+            task = progress.add_task(f"epoch {epoch}", total=batches, info="")
+            model.train()
+            order = torch.randperm(len(train_windows), generator=generator)
+            running = 0.0
+            for i in range(batches):
+                batch = train_windows.take(order[i * config.batch_size : (i + 1) * config.batch_size])
+                loss, _ = midirnn_loss(model, batch, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                running += loss.item()
+                progress.update(task, advance=1, info=f"loss {running / (i + 1):.4f}")
+            val = _batch_loss(model, val_windows, config, 512)
+            learning_rate = float(optimizer.param_groups[0]["lr"])
+            scheduler.step(val["total"])
+            seconds = time.perf_counter() - epoch_started
+            history.append(
+                {
+                    "epoch": float(epoch),
+                    "train_loss": running / batches,
+                    "val_loss": val["total"],
+                    "val_pitch_ce": val["pitch"],
+                    "val_step": val["step"],
+                    "val_duration": val["duration"],
+                    "learning_rate": learning_rate,
+                    "seconds": seconds,
+                }
+            )
+            improved = val["total"] < best_loss - options.min_delta
+            if improved:
+                best_loss, best_epoch, waited = val["total"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+            progress.remove_task(task)  # the log line below keeps the epoch's figures
+            log.info(
+                "epoch %d: lr %.2g, train %.4f, validation %.4f (pitch CE %.3f, step %.4f, duration %.4f)%s, %.1f s",
+                epoch,
+                learning_rate,
+                running / batches,
+                val["total"],
+                val["pitch"],
+                val["step"],
+                val["duration"],
+                " best" if improved else "",
+                seconds,
+            )
+            if not math.isfinite(val["total"]):
+                raise ExportError(f"validation loss became {val['total']} at epoch {epoch}; lower the learning rate")
+            if waited >= options.patience:
+                log.info("validation loss has not improved for %d epochs; stopping", options.patience)
+                break
+    training_seconds = time.perf_counter() - train_started
+    epochs_run = len(history)
+    model.load_state_dict(best_state)
+    metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, split.held_out, split.train, config.beats_max)}
+    train_pitches = np.concatenate([t.pitch for t in split.train])
+    provenance: dict[str, Any] = {
+        "data": options.data,
+        "limit": options.limit,
+        "seed": options.seed,
+        "corpus_fingerprint": _fingerprint(tunes),
+        "tunes": len(tunes),
+        "tunes_train": len(split.train),
+        "tunes_validation": len(split.validation),
+        "tunes_held_out": len(split.held_out),
+        "notes_train": int(sum(len(t) for t in split.train)),
+        "notes_validation": int(sum(len(t) for t in split.validation)),
+        "notes_held_out": int(sum(len(t) for t in split.held_out)),
+        "windows_train": len(train_windows),
+        "pitch_min": int(train_pitches.min()),
+        "pitch_max": int(train_pitches.max()),
+        "torch_version": str(torch.__version__),
+    }
+    training = {
+        "epochs_run": epochs_run,
+        "max_epochs": options.epochs,
+        "best_epoch": best_epoch,
+        "patience": options.patience,
+        "stopped_early": epochs_run < options.epochs,
+        "training_seconds": training_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "threads": torch.get_num_threads(),
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    path = options.out / CHECKPOINT
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "family": FAMILY,
+        "state_dict": best_state,
+        "config": config.to_dict(),
+        "provenance": provenance,
+        "training": training,
+        "history": history,
+        "metrics": metrics,
+        "held_out_sample": _sample(split.held_out),
+    }
+    tmp = path.with_name(path.name + ".part")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+    log.info(
+        "best epoch %d of %d (validation %.4f); held-out pitch accuracy %.3f (most frequent %.3f, repeat last %.3f); "
+        "step MAE %.3f, duration MAE %.3f beats; checkpoint %s",
+        best_epoch,
+        epochs_run,
+        best_loss,
+        metrics["held_out_pitch_accuracy"],
+        metrics["baseline_most_frequent_pitch_accuracy"],
+        metrics["baseline_repeat_last_pitch_accuracy"],
+        metrics["held_out_step_mae_beats"],
+        metrics["held_out_duration_mae_beats"],
+        path,
+    )
+    return TrainResult(checkpoint=path, metrics=metrics, epochs_run=epochs_run, best_epoch=best_epoch)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train_midirnn`; clear errors for anything else."""
+    if not path.is_file():
+        raise ExportError(f"{path}: no such checkpoint; expected the {CHECKPOINT} written by `python -m export train`")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors for foreign files
+        raise ExportError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ExportError(f"{path}: not a livegen export checkpoint (field 'format' is not {CHECKPOINT_FORMAT!r})")
+    return checkpoint

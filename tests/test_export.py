@@ -1,0 +1,231 @@
+"""Training and export of ``midirnn`` end to end, on a tiny MIDI corpus the tests write themselves.
+
+Context: setup (tests of the training-only ``export`` package; needs the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from export.__main__ import main  # noqa: E402
+from export.corpus import CorpusError, load_corpus  # noqa: E402
+from export.midirnn import MidiRnnConfig  # noqa: E402
+from export.onnx_export import PARITY_TOLERANCE  # noqa: E402
+from export.train import CHECKPOINT, TrainOptions, load_checkpoint, train_midirnn  # noqa: E402
+from livegen.music.events import Note  # noqa: E402
+from livegen.music.midifile import read_midi, write_midi  # noqa: E402
+from livegen.music.time import PPQN  # noqa: E402
+
+C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
+TINY = ["--epochs", "2", "--patience", "1", "--window", "16", "--batch-size", "8"]
+
+
+def _melody(rng: np.random.Generator, notes: int) -> list[Note]:
+    """A stepwise random walk in C major with a few rhythms, one note at a time."""
+    index = int(rng.integers(2, 8))
+    tick = 0
+    out = []
+    for _ in range(notes):
+        index = int(np.clip(index + rng.choice([-2, -1, -1, 0, 1, 1, 2]), 0, len(C_MAJOR) - 1))
+        beats = float(rng.choice([0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
+        length = round(beats * PPQN)
+        out.append(Note(pitch=C_MAJOR[index], velocity=90, start=tick, duration=length - PPQN // 8))
+        tick += length
+    return out
+
+
+def _write_corpus(folder: Path, count: int = 8) -> Path:
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_midi(folder / f"tune{i:02d}.mid", {"melody": _melody(rng, int(rng.integers(24, 48)))})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_corpus(tmp_path_factory.mktemp("midi"))
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Train a tiny midirnn through the CLI and export it right after: (checkpoint, package)."""
+    root = tmp_path_factory.mktemp("run")
+    package = root / "pkg" / "tiny-lstm"
+    code = main(
+        ["train", "midirnn", "--data", str(corpus), "--out", str(root / "run"), *TINY, "--package", str(package)]
+    )
+    assert code == 0
+    return root / "run" / CHECKPOINT, package
+
+
+def test_checkpoint_holds_weights_config_provenance_and_metrics(trained: tuple[Path, Path]) -> None:
+    checkpoint = load_checkpoint(trained[0])
+    assert checkpoint["family"] == "midirnn"
+    assert checkpoint["config"]["window"] == 16 and checkpoint["config"]["hidden"] == 128
+    assert checkpoint["provenance"]["tunes"] == 8
+    assert checkpoint["provenance"]["pitch_min"] >= 60 and checkpoint["provenance"]["pitch_max"] <= 79
+    assert 1 <= checkpoint["training"]["best_epoch"] <= checkpoint["training"]["epochs_run"] <= 2
+    assert len(checkpoint["history"]) == checkpoint["training"]["epochs_run"]
+    metrics = checkpoint["metrics"]
+    for key in (
+        "held_out_pitch_accuracy",
+        "baseline_most_frequent_pitch_accuracy",
+        "baseline_repeat_last_pitch_accuracy",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["held_out_step_mae_beats"] >= 0 and metrics["held_out_duration_mae_beats"] >= 0
+    assert "lstm.weight_ih_l0" in checkpoint["state_dict"]
+
+
+def test_training_is_deterministic_given_the_seed(corpus: Path, tmp_path: Path) -> None:
+    config = MidiRnnConfig(window=16, batch_size=8)
+    runs = [
+        train_midirnn(TrainOptions(data=str(corpus), out=tmp_path / name, epochs=1, seed=3, config=config))
+        for name in ("a", "b")
+    ]
+    first, second = (load_checkpoint(r.checkpoint)["state_dict"] for r in runs)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert runs[0].metrics == runs[1].metrics
+
+
+def test_package_manifest_checksums_and_parity(corpus: Path, trained: tuple[Path, Path]) -> None:
+    package = trained[1]
+    assert sorted(p.name for p in package.iterdir()) == ["README.md", "livegen.toml", "model.onnx", "seed.mid"]
+    manifest = tomllib.loads((package / "livegen.toml").read_text())
+    assert manifest["name"] == "tiny-lstm"
+    assert (manifest["family"], manifest["kind"], manifest["schema"]) == ("midirnn", "step", 1)
+    assert manifest["seed_phrase"] == "seed.mid"
+    rep = manifest["representation"]
+    assert rep["time_unit"] == "beat" and rep["pitch_scale"] == 128.0 and rep["grid"] == 120
+    assert 60 <= rep["pitch_min"] <= rep["pitch_max"] <= 79
+    graph = manifest["graphs"]["step"]
+    assert graph["file"] == "model.onnx"
+    assert [t["name"] for t in graph["inputs"]] == ["note", "h", "c"]
+    assert [t["name"] for t in graph["outputs"]] == ["pitch_logits", "step", "duration", "h_out", "c_out"]
+    assert graph["inputs"][1]["shape"] == [1, "batch", 128]
+    assert graph["state"] == [{"input": "h", "output": "h_out"}, {"input": "c", "output": "c_out"}]
+    assert manifest["parameters"]["temperature"]["min"] <= manifest["parameters"]["temperature"]["default"]
+    assert set(manifest["files"]) == {"model.onnx", "README.md", "seed.mid"}
+    for name, digest in manifest["files"].items():
+        assert digest == "sha256:" + hashlib.sha256((package / name).read_bytes()).hexdigest()
+    metrics = manifest["metrics"]
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert 0.0 <= metrics["parity_max_abs_diff"] <= PARITY_TOLERANCE
+    assert manifest["training"]["data"] == str(corpus)
+    training = manifest["training"]
+    assert training["tunes_train"] + training["tunes_validation"] + training["tunes_held_out"] == 8
+    assert 1 <= training["best_epoch"] <= training["epochs"] <= 2
+    card = (package / "README.md").read_text()
+    assert "repeat the last pitch" in card and "What differs from the seed" in card
+
+
+def test_exported_graph_streams_like_pytorch_and_loads_in_the_host(trained: tuple[Path, Path]) -> None:
+    from livegen.models.package import load_package
+
+    checkpoint_path, package = trained
+    loaded = load_package(package)
+    session = loaded.sessions["step"]
+    from export.midirnn import MidiRnn
+
+    model = MidiRnn(128)
+    model.load_state_dict(load_checkpoint(checkpoint_path)["state_dict"])
+    model.eval()
+    rng = np.random.default_rng(0)
+    notes = np.stack(
+        [rng.integers(60, 80, (3, 20)) / 128.0, rng.choice([0.5, 1.0], (3, 20)), np.full((3, 20), 0.4)], -1
+    )
+    notes = notes.astype(np.float32)
+    with torch.no_grad():
+        logits, _, _, _ = model(torch.from_numpy(notes))
+    h = np.zeros((1, 3, 128), np.float32)
+    c = np.zeros_like(h)
+    for t in range(20):
+        out, _, _, h, c = session.run(None, {"note": notes[:, t], "h": h, "c": c})
+        np.testing.assert_allclose(out, logits[:, t].numpy(), atol=1e-4)
+
+
+def test_seed_phrase_is_the_opening_of_a_held_out_tune(trained: tuple[Path, Path]) -> None:
+    song = read_midi(trained[1] / "seed.mid")
+    assert song.tempo.initial_bpm == pytest.approx(120.0)
+    assert len(song.notes) >= 4
+    assert max(n.start for n in song.notes) < 8 * PPQN
+    pitches = [n.pitch for n in song.notes]
+    starts = [n.start / PPQN for n in song.notes]
+    held_out = load_checkpoint(trained[0])["held_out_sample"]
+    assert any(
+        tune["pitch"][: len(pitches)] == pitches
+        and np.allclose(np.asarray(tune["onset"][: len(starts)]) - tune["onset"][0], starts, atol=1 / PPQN)
+        for tune in held_out
+    )
+
+
+def test_export_fails_cleanly_when_parity_is_broken(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A graph whose weights drift from PyTorch's is caught by the real parity run, and nothing is written."""
+    from onnx import numpy_helper
+
+    import export.package
+
+    real_export = export.package.export_step_graph
+
+    def drifting_export(model: object, path: Path) -> None:
+        real_export(model, path)  # type: ignore[arg-type]
+        graph = onnx.load(str(path))
+        tensor = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        values = numpy_helper.to_array(tensor) + np.float32(0.01)
+        tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(export.package, "export_step_graph", drifting_export)
+    out = tmp_path / "broken-lstm"
+    code = main(["onnx", str(trained[0]), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "parity check failed" in err and "at most 0.0001" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not any(p.name.startswith(".broken-lstm") for p in tmp_path.iterdir())
+
+
+def test_unknown_family_lists_the_accepted_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "transformer", "--data", "corpus:folk", "--out", str(tmp_path)])
+    assert code == 1
+    assert "unknown model family 'transformer'; accepted: midirnn" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["onnx", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "pkg")])
+    assert code == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_broken_midi_file_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _write_corpus(tmp_path / "midi", count=3)
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    with caplog.at_level(logging.WARNING, logger="export.corpus"):
+        tunes = load_corpus(str(folder))
+    assert len(tunes) == 3
+    assert any("broken.mid" in r.getMessage() for r in caplog.records)
+
+
+def test_folder_with_nothing_usable_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    (folder / "broken.mid").write_bytes(b"not a midi file")
+    write_midi(folder / "short.mid", {"m": [Note(60, 90, 0, 240)]})
+    with pytest.raises(CorpusError, match="1 unreadable, 1 with fewer than 8 notes"):
+        load_corpus(str(folder))
+    code = main(["train", "midirnn", "--data", str(folder), "--out", str(tmp_path / "run")])
+    assert code == 1
+    assert "no usable MIDI file" in capsys.readouterr().err
