@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (model's default if omitted)")
     p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)")
     p.add_argument("--rng-seed", type=int, dest="rng_seed", help="seed of the sampler's random generator")
+    p.add_argument("--key", help="keep generated pitches in a scale, e.g. 'D dorian', 'A minor', 'C'")
+    p.add_argument("--pitch-range", dest="pitch_range", metavar="LOW-HIGH", help="MIDI note range, e.g. 55-84")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +148,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
         find_soundfont(args.soundfont)
     package, generator = load_generator(args.model)
-    params = sampling_params(package, args.temperature, args.top_p)
+    params = sampling_params(package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range)
     tempo = TempoMap.constant(args.tempo) if args.tempo else TempoMap((song.tempo.changes[0],))
     settings = CallResponseSettings(
         silence_beats=args.silence_beats, response_bars=args.bars, beats_per_bar=song.beats_per_bar
@@ -262,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("livegen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `livegen models info X | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

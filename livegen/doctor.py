@@ -6,6 +6,7 @@ Context: setup. Each check catches its own failure and turns it into advice.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import shutil
 import sys
@@ -30,7 +31,10 @@ def _module(name: str, pip_name: str, debian: str = "") -> Check:
     except Exception as err:  # an import can fail with OSError for a missing shared library
         fix = f"pip install {pip_name}" + (f" and apt-get install {debian}" if debian else "")
         return Check(f"python package {pip_name}", False, f"cannot import {name}: {err}", fix)
-    version = getattr(module, "__version__", "") or getattr(module, "version", "")
+    try:
+        version = importlib.metadata.version(pip_name)
+    except importlib.metadata.PackageNotFoundError:
+        version = str(getattr(module, "__version__", ""))
     return Check(f"python package {pip_name}", True, f"{name} {version}".strip())
 
 

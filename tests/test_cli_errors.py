@@ -89,3 +89,25 @@ def test_bad_preset_field(tmp_path):
     preset.write_text("[jam]\ntempi = 120\n")
     proc = livegen("jam", "--preset", str(preset))
     assert "field 'jam.tempi' is unknown" in proc.stderr
+
+
+def test_the_host_never_imports_torch(tmp_path, package_dir):
+    script = (
+        "import sys, pkgutil, importlib, livegen\n"
+        "from livegen.cli import main\n"
+        f"code = main(['render', '--model', {str(package_dir)!r}, '--seed-file', {str(package_dir / 'seed.mid')!r},"
+        f" '--bars', '1', '--out', {str(tmp_path / 'o.mid')!r}])\n"
+        "for m in pkgutil.walk_packages(livegen.__path__, 'livegen.'):\n"
+        "    if m.name != 'livegen.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split()[-2:] == ["0", "False"], proc.stderr
+
+
+def test_pitch_range_and_key_mistakes(tmp_path, package_dir):
+    proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path, "--key", "H major"))
+    assert proc.returncode == 2 and "key 'H major'" in proc.stderr
+    proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path, "--pitch-range", "80"))
+    assert proc.returncode == 2 and "expected LOW-HIGH" in proc.stderr

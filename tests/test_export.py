@@ -229,3 +229,18 @@ def test_folder_with_nothing_usable_is_a_clear_error(tmp_path: Path, capsys: pyt
     code = main(["train", "midirnn", "--data", str(folder), "--out", str(tmp_path / "run")])
     assert code == 1
     assert "no usable MIDI file" in capsys.readouterr().err
+
+
+def test_exported_package_plays_in_the_host(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from livegen.cli import main
+    from livegen.engine.session import MODEL_TRACK
+
+    _, package = trained
+    out = tmp_path / "played.mid"
+    code = main(["render", "--model", str(package), "--seed-file", str(package / "seed.mid"), "--bars", "2",
+                 "--out", str(out), "--rng-seed", "5"])  # fmt: skip
+    assert code == 0
+    import mido
+
+    tracks = {t.name: t for t in mido.MidiFile(out).tracks}
+    assert sum(1 for m in tracks[MODEL_TRACK] if m.type == "note_on" and m.velocity > 0) > 0

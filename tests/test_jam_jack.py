@@ -134,3 +134,21 @@ def test_keyboard_phrase_is_answered_and_playing_again_stops_the_answer(jack_ser
     assert all(m["data"][0] & 0xF0 == 0x80 for m in after), after
     assert not sounding_after([m for m in messages if m["t_ns"] < interrupt["t_ns"] + 400_000_000])
     assert not sounding_after(messages)
+
+
+def test_unknown_input_port_is_a_clear_error(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    jam = start_jam("--model", str(package), "--in", "no-such-keyboard", "--out", "none", "--out-dir", str(tmp_path))
+    out, err = jam.communicate(timeout=60)
+    assert jam.returncode == 2
+    assert "Traceback" not in err
+    assert "no-such-keyboard" in err and "available" in err
+
+
+def test_unknown_output_port_is_a_clear_error(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    jam = start_jam("--model", str(package), "--out", "no-such-daw", "--out-dir", str(tmp_path))
+    out, err = jam.communicate(timeout=60)
+    assert jam.returncode == 2
+    assert "Traceback" not in err
+    assert "no-such-daw" in err

@@ -31,7 +31,7 @@ from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder
 from livegen.models.package import ModelPackage, load_package
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
-from livegen.models.sampling import SamplingParams
+from livegen.models.sampling import SamplingParams, parse_key
 from livegen.music.events import PROGRAM_CHANGE, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
@@ -58,6 +58,8 @@ class JamConfig:
     temperature: float | None = None
     top_p: float | None = None
     rng_seed: int | None = None
+    key: str | None = None  # e.g. "D dorian": sampled pitches stay in this scale
+    pitch_range: str | None = None  # e.g. "55-84": sampled pitches stay in this range
     soundfont: str | None = None
     audio_device: str | None = None
     out_dir: Path = Path("out")
@@ -95,7 +97,15 @@ def load_generator(model: str) -> tuple[ModelPackage, object]:
     return package, generator_class(package.manifest.family)(package)
 
 
-def sampling_params(package: ModelPackage, temperature: float | None, top_p: float | None) -> SamplingParams:
+def sampling_params(
+    package: ModelPackage,
+    temperature: float | None,
+    top_p: float | None,
+    *,
+    key: str | None = None,
+    pitch_range: str | None = None,
+) -> SamplingParams:
+    """Sampling parameters: the package's defaults, overridden by what the performer gave."""
     specs = package.manifest.parameters
     values: dict[str, float] = {}
     for name, given in (("temperature", temperature), ("top_p", top_p)):
@@ -106,7 +116,22 @@ def sampling_params(package: ModelPackage, temperature: float | None, top_p: flo
             raise ConfigError(f"--{name.replace('_', '-')} {given}: {package.name} accepts {spec.min} to {spec.max}")
         else:
             values[name] = given
-    return SamplingParams(temperature=values["temperature"], top_p=values["top_p"])
+    root, scale = parse_key(key) if key else (0, "chromatic")
+    low, high = parse_pitch_range(pitch_range) if pitch_range else (0, 127)
+    return SamplingParams(
+        temperature=values["temperature"], top_p=values["top_p"], pitch_min=low, pitch_max=high, scale=scale, root=root
+    )
+
+
+def parse_pitch_range(text: str) -> tuple[int, int]:
+    """'55-84' -> (55, 84), MIDI note numbers."""
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ConfigError(f"pitch range {text!r}: expected LOW-HIGH in MIDI note numbers, e.g. 55-84")
+    lo, hi = int(low), int(high)
+    if not 0 <= lo <= hi <= 127:
+        raise ConfigError(f"pitch range {text!r}: expected 0 <= LOW <= HIGH <= 127")
+    return lo, hi
 
 
 def seed_song(package: ModelPackage, seed_file: Path | None) -> Song:
@@ -161,7 +186,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
     stop = stop or threading.Event()
     warnings: list[str] = []
     package, generator = load_generator(config.model)
-    params = sampling_params(package, config.temperature, config.top_p)
+    params = sampling_params(package, config.temperature, config.top_p, key=config.key, pitch_range=config.pitch_range)
     song = seed_song(package, config.seed_file) if config.input is None or config.seed_file else None
     tempo = TempoMap.constant(config.tempo) if config.tempo else (song.tempo if song else TempoMap.constant(120))
     tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock

@@ -32,6 +32,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
     "top_p": (int, float),
     "rng_seed": (int,),
+    "key": (str,),
+    "pitch_range": (str,),
     "soundfont": (str,),
     "audio_device": (str,),
     "out_dir": (str,),
