@@ -139,7 +139,7 @@ def test_keyboard_phrase_is_answered_and_playing_again_stops_the_answer(jack_ser
 def test_unknown_input_port_is_a_clear_error(jack_server, tmp_path):
     package = write_package(tmp_path / "pkg")
     jam = start_jam("--model", str(package), "--in", "no-such-keyboard", "--out", "none", "--out-dir", str(tmp_path))
-    out, err = jam.communicate(timeout=60)
+    _, err = jam.communicate(timeout=60)
     assert jam.returncode == 2
     assert "Traceback" not in err
     assert "no-such-keyboard" in err and "available" in err
@@ -148,7 +148,7 @@ def test_unknown_input_port_is_a_clear_error(jack_server, tmp_path):
 def test_unknown_output_port_is_a_clear_error(jack_server, tmp_path):
     package = write_package(tmp_path / "pkg")
     jam = start_jam("--model", str(package), "--out", "no-such-daw", "--out-dir", str(tmp_path))
-    out, err = jam.communicate(timeout=60)
+    _, err = jam.communicate(timeout=60)
     assert jam.returncode == 2
     assert "Traceback" not in err
     assert "no-such-daw" in err
