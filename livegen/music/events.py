@@ -5,6 +5,7 @@ Context: any (pure values, safe to hand between threads).
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -95,3 +96,33 @@ def notes_to_events(notes: Iterable[Note]) -> list[MidiEvent]:
         events.append(note_off(n.end, n.channel, n.pitch))
     events.sort()
     return events
+
+
+def pair_notes(messages: Iterable[tuple[int, tuple[int, ...]]], *, end: int | None = None) -> list[Note]:
+    """Notes from timed channel messages ``(tick, bytes)`` sorted by tick.
+
+    Note-ons pair with note-offs (or note-ons of velocity 0) first in, first out per
+    channel and pitch; notes still open are closed at ``end`` (default: the last tick).
+    Other messages are ignored. The result is sorted by start, pitch and channel.
+    """
+    open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = defaultdict(deque)
+    notes: list[Note] = []
+    last = 0
+    for tick, data in messages:
+        last = max(last, tick)
+        if len(data) < 3:
+            continue
+        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
+        if kind == NOTE_ON and velocity > 0:
+            open_notes[(channel, pitch)].append((tick, velocity))
+        elif kind in (NOTE_OFF, NOTE_ON):
+            queue = open_notes.get((channel, pitch))
+            if queue:
+                start, vel = queue.popleft()
+                notes.append(Note(pitch, vel, start, max(0, tick - start), channel))
+    close_at = last if end is None else end
+    for (channel, pitch), queue in open_notes.items():
+        for start, vel in queue:
+            notes.append(Note(pitch, vel, start, max(0, close_at - start), channel))
+    notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
+    return notes

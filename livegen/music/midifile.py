@@ -10,15 +10,14 @@ closes notes left open at the file's end. Every failure of the file itself is a
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mido
 
 from livegen.errors import MidiFileError
-from livegen.music.events import Note
+from livegen.music.events import Note, pair_notes
 from livegen.music.time import PPQN, TempoMap
 
 
@@ -68,37 +67,26 @@ def read_midi(path: str | Path) -> Song:
 
     tempo_changes: dict[int, int] = {}
     beats_per_bar = 0
-    open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = defaultdict(deque)
-    notes: list[Note] = []
-    last_tick = 0
+    timed: list[tuple[int, tuple[int, ...]]] = []
     for track in mid.tracks:
         tick = 0
         for msg in track:
             tick += msg.time
-            last_tick = max(last_tick, tick)
             if msg.type == "set_tempo":
                 tempo_changes.setdefault(scale(tick), msg.tempo)
             elif msg.type == "time_signature" and not beats_per_bar:
                 beats_per_bar = max(1, round(msg.numerator * 4 / msg.denominator))
-            elif msg.type == "note_on" and msg.velocity > 0:
-                open_notes[(msg.channel, msg.note)].append((tick, msg.velocity))
-            elif msg.type in ("note_off", "note_on"):
-                queue = open_notes.get((msg.channel, msg.note))
-                if queue:
-                    start, velocity = queue.popleft()
-                    notes.append(_note(msg.note, velocity, scale(start), scale(tick), msg.channel))
-    for (channel, pitch), queue in open_notes.items():
-        for start, velocity in queue:
-            notes.append(_note(pitch, velocity, scale(start), scale(last_tick), channel))
+            elif msg.type in ("note_on", "note_off"):
+                timed.append((tick, tuple(msg.bytes())))
+            elif msg.type == "end_of_track":
+                timed.append((tick, ()))  # the file's end closes notes left open
+    timed.sort(key=lambda m: m[0])  # stable: each track keeps its order at equal ticks
+    notes = [replace(n, start=scale(n.start), duration=scale(n.end) - scale(n.start)) for n in pair_notes(timed)]
     notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
     changes = sorted(tempo_changes.items())
     if not changes or changes[0][0] != 0:
         changes.insert(0, (0, changes[0][1] if changes else 500_000))
     return Song(notes=tuple(notes), tempo=TempoMap(tuple(changes)), beats_per_bar=beats_per_bar or 4)
-
-
-def _note(pitch: int, velocity: int, start: int, end: int, channel: int) -> Note:
-    return Note(pitch=pitch, velocity=max(1, velocity), start=start, duration=max(0, end - start), channel=channel)
 
 
 def write_midi(
