@@ -23,13 +23,13 @@ $(VENV)/bin/python:
 # Runtime only: no torch.
 $(VENV)/.runtime: pyproject.toml scripts/system-deps.sh | $(VENV)/bin/python
 	@scripts/system-deps.sh
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -qq -e .
 	@touch $@
 
 # Runtime + training/export (torch pinned) + development tools.
 $(VENV)/.dev: pyproject.toml scripts/system-deps.sh | $(VENV)/bin/python
 	@scripts/system-deps.sh
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -qq -e '.[train,dev]'
 	@touch $@ $(VENV)/.runtime
 
 setup: $(VENV)/.runtime

@@ -330,11 +330,11 @@ def _write_files(
     offline_synth: bool,
 ) -> JamResult:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    midi_path = config.record or config.out_dir / f"jam-{stamp}.mid"
+    midi_path = (config.record or config.out_dir / f"jam-{stamp}.mid").resolve()
     recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
     wav_path = None
     if offline_synth:
-        wav_path = midi_path.with_suffix(".wav") if config.record else config.out_dir / f"jam-{stamp}.wav"
+        wav_path = midi_path.with_suffix(".wav")
         render_wav(
             engine.sent,
             clock.start_ns,
