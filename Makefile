@@ -26,10 +26,10 @@ $(VENV)/.runtime: pyproject.toml scripts/system-deps.sh | $(VENV)/bin/python
 	$(BIN)/pip install -qq -e .
 	@touch $@
 
-# Runtime + training/export (torch pinned) + development tools.
+# Runtime + training/export (torch pinned) + evaluation + development tools.
 $(VENV)/.dev: pyproject.toml scripts/system-deps.sh | $(VENV)/bin/python
 	@scripts/system-deps.sh
-	$(BIN)/pip install -qq -e '.[train,dev]'
+	$(BIN)/pip install -qq -e '.[train,eval,dev]'
 	@touch $@ $(VENV)/.runtime
 
 setup: $(VENV)/.runtime

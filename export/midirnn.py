@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.corpus import Tune
+from livegen.io.corpus import Tune
 
 FAMILY = "midirnn"
 #: Size of the pitch vocabulary (MIDI 0-127) and the divisor of the pitch input.

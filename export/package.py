@@ -25,12 +25,12 @@ import numpy as np
 import tomli_w
 import torch
 
-from export.corpus import Tune
 from export.errors import ExportError
 from export.midirnn import FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, tune_features
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
 from export.train import load_checkpoint
 from livegen.errors import PackageError
+from livegen.io.corpus import Tune
 from livegen.music.events import Note
 from livegen.music.midifile import write_midi
 from livegen.music.time import SIXTEENTH, TempoMap, beats_to_ticks

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from export.corpus import Tune, load_corpus, split_by_tune
 from export.errors import ExportError
 from export.midirnn import FAMILY, MidiRnn, MidiRnnConfig, Windows, make_windows, midirnn_loss, tune_features
+from livegen.io.corpus import Tune, load_corpus, split_by_tune
 
 log = logging.getLogger(__name__)
 

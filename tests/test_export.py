@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from export.__main__ import main  # noqa: E402
-from export.corpus import CorpusError, load_corpus  # noqa: E402
 from export.midirnn import MidiRnnConfig  # noqa: E402
 from export.onnx_export import PARITY_TOLERANCE  # noqa: E402
 from export.train import CHECKPOINT, TrainOptions, load_checkpoint, train_midirnn  # noqa: E402
+from livegen.io.corpus import CorpusError, load_corpus  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN  # noqa: E402

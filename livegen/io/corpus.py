@@ -1,6 +1,8 @@
-"""Training corpora: the folk tunes music21 ships, or a folder of the user's MIDI files.
+"""Corpora: the folk tunes and Bach chorales music21 ships, or a folder of the user's MIDI files.
 
-Context: setup (training only; imports music21, never imported by the host).
+Context: setup. Used by training (``export/``) and by ``livegen evaluate`` for
+reference sets. music21 is imported only when a ``corpus:`` set is converted
+(it comes with the ``train`` and ``eval`` extras); MIDI folders need only mido.
 
 A corpus is converted once into a cache of note arrays, one per tune, and split
 into training, validation and held-out sets *by tune*, so that no tune leaks
@@ -119,6 +121,44 @@ def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
     )
 
 
+def _bach_chorales() -> list[Path]:
+    """The four-part chorales (``bwv*.mxl``) of music21's Bach folder."""
+    folder = _music21_corpus_root() / "bach"
+    if not folder.is_dir():
+        raise CorpusError(f"music21 corpus folder {folder} is missing; reinstall music21")
+    return sorted(folder.glob("bwv*.mxl"))
+
+
+def _tune_from_score(path: Path) -> Tune | None:
+    """All parts of one score merged into one note stream (worker process)."""
+    from music21 import chord, converter, note
+
+    try:
+        flat = converter.parse(str(path)).stripTies().flatten().notes
+    except Exception as err:  # music21 raises many unrelated types on odd files
+        log.debug("skipping %s: %s", path, err)
+        return None
+    rows: list[tuple[int, float, float]] = []
+    for element in flat:
+        length = float(element.duration.quarterLength)
+        if length <= 0:
+            continue
+        if isinstance(element, note.Note):
+            rows.append((element.pitch.midi, float(element.offset), length))
+        elif isinstance(element, chord.Chord):
+            rows.extend((p.midi, float(element.offset), length) for p in element.pitches)
+    if len(rows) < 8:
+        return None
+    rows.sort(key=lambda r: (r[1], -r[0]))
+    arr = np.asarray(rows, dtype=np.float64)
+    return Tune(
+        name=path.name,
+        pitch=arr[:, 0].astype(np.int16),
+        onset=arr[:, 1].astype(np.float32),
+        duration=arr[:, 2].astype(np.float32),
+    )
+
+
 def _tune_from_midi(path: Path) -> Tune | None:
     """Read the notes of one MIDI file, all tracks merged, in beats."""
     song = read_midi(path)
@@ -199,8 +239,19 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
         _save(cache, tunes)
         log.info("cached %d tunes in %s", len(tunes), cache)
         return tunes
+    if spec == "corpus:bach":
+        cache = cache_dir() / ("bach-v1.npz" if limit is None else f"bach-v1-first{limit}.npz")
+        if cache.exists():
+            return _load(cache)
+        paths = _bach_chorales()
+        if limit is not None:
+            paths = paths[:limit]
+        tunes = _convert(paths, _tune_from_score, "converting Bach chorales", jobs)
+        _save(cache, tunes)
+        log.info("cached %d chorales in %s", len(tunes), cache)
+        return tunes
     if spec.startswith("corpus:"):
-        raise CorpusError(f"unknown corpus {spec!r}; accepted: corpus:folk or a folder of MIDI files")
+        raise CorpusError(f"unknown corpus {spec!r}; accepted: corpus:folk, corpus:bach or a folder of MIDI files")
     folder = Path(spec)
     if not folder.is_dir():
         raise CorpusError(f"training data {spec!r} is neither corpus:folk nor a folder")
