@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
+onnx = pytest.importorskip("onnx", reason="export tests need onnx (runtime dependency)")
 
 from export.__main__ import main  # noqa: E402
 from export.midirnn import MidiRnnConfig  # noqa: E402
