@@ -152,3 +152,26 @@ def test_unknown_output_port_is_a_clear_error(jack_server, tmp_path):
     assert jam.returncode == 2
     assert "Traceback" not in err
     assert "no-such-daw" in err
+
+
+def test_sigterm_mid_answer_silences_everything_and_keeps_the_recording(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    record = tmp_path / "term.mid"
+    peer = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "60")
+    try:
+        jam = start_jam("--model", str(package), "--out", "livegen", "--bars", "16", "--silence", "1",
+                        "--record", str(record))  # fmt: skip
+        peer.expect("ready", timeout=30)
+        first = peer.expect("message", timeout=20)
+        assert first["data"][0] == 0x90
+        time.sleep(0.7)
+        jam.terminate()
+        messages = [first, *collect(peer, jam, timeout=30)]
+        _, err = jam.communicate(timeout=30)
+    finally:
+        peer.stop()
+    assert jam.returncode == 0, err
+    assert not sounding_after(messages)
+    assert [m["data"] for m in messages[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
+    song = read_midi(record)  # written on the way out, with what was played so far
+    assert any(n.pitch == first["data"][1] for n in song.notes)
