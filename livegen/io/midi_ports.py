@@ -331,6 +331,16 @@ def find_keyboard(api: str | None = None) -> str | None:
 # --- output ----------------------------------------------------------------------------
 
 
+def _release_client(client: Any, api: str, what: str) -> None:
+    """Close the port and delete the rtmidi client; a failure is logged, never raised (setup context)."""
+    try:
+        with _backend(api, what):
+            client.close_port()
+            client.delete()
+    except LivegenError as err:
+        log.warning("%s", err)
+
+
 class RtMidiOutput(MidiOutput):
     """A MIDI output port over python-rtmidi (a virtual port or a connection to one).
 
@@ -363,12 +373,7 @@ class RtMidiOutput(MidiOutput):
         """Setup context. On JACK this waits (up to 1 s) until queued messages went out."""
         with self._lock:
             self._live = False
-        try:
-            with _backend(self.api, f"closing MIDI output {self.port!r}"):
-                self._client.close_port()
-                self._client.delete()
-        except LivegenError as err:
-            log.warning("%s", err)
+        _release_client(self._client, self.api, f"closing MIDI output {self.port!r}")
 
     def __repr__(self) -> str:
         kind = "virtual" if self.virtual else "connected"
@@ -486,12 +491,7 @@ class RtMidiInput(MidiInput):
             if thread.is_alive():
                 log.warning("MIDI input %r: its callback does not return; leaving the backend open", self.port)
                 return
-        try:
-            with _backend(self.api, f"closing MIDI input {self.port!r}"):
-                self._client.close_port()
-                self._client.delete()
-        except LivegenError as err:
-            log.warning("%s", err)
+        _release_client(self._client, self.api, f"closing MIDI input {self.port!r}")
 
     def __repr__(self) -> str:
         kind = "virtual" if self.virtual else "connected"
