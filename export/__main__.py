@@ -5,7 +5,8 @@ Context: setup (a command-line tool; configures logging, which library modules n
 ::
 
     python -m export train midirnn --data corpus:folk|DIR --out DIR [--epochs N] [--patience N]
-                                   [--limit N] [--seed S] [--window N] [--batch-size N] [--package PKG_DIR]
+                                   [--limit N] [--seed S] [--window N] [--batch-size N]
+                                   [--time-head regression|classes] [--package PKG_DIR]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--window", type=int, default=None, help="notes per training window (default 64)")
     train.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 64)")
+    train.add_argument(
+        "--time-head",
+        choices=("regression", "classes"),
+        default="regression",
+        help="step and duration as the seed's regression heads (default) or as logits over duration classes",
+    )
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
     train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
 
@@ -74,11 +81,8 @@ def _train(args: argparse.Namespace) -> None:
 
     _quiet_exporter(args.verbose)
 
-    overrides = {}
-    if args.window is not None:
-        overrides["window"] = args.window
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
+    sizes = {"window": args.window, "batch_size": args.batch_size}
+    config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
     options = TrainOptions(
         data=args.data,
         out=args.out,
@@ -86,7 +90,7 @@ def _train(args: argparse.Namespace) -> None:
         patience=args.patience,
         limit=args.limit,
         seed=args.seed,
-        config=MidiRnnConfig(**overrides),
+        config=config,
     )
     result = train_midirnn(options)
     if args.package is not None:

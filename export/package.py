@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ import tomli_w
 import torch
 
 from export.errors import ExportError
-from export.midirnn import FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, tune_features
+from export.midirnn import CLASS_QUANTUM, FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses, tune_features
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
-from export.train import load_checkpoint
+from export.train import load_checkpoint, model_from_checkpoint
 from livegen.errors import PackageError
 from livegen.io.corpus import Tune
 from livegen.music.events import Note
@@ -102,6 +103,15 @@ def _tensor(name: str, shape: list[int | str]) -> dict[str, Any]:
     return {"name": name, "shape": shape, "dtype": "float32"}
 
 
+def _time_classes(checkpoint: Mapping[str, Any]) -> TimeClasses | None:
+    """The checkpoint's duration classes, or None for the seed's regression heads."""
+    config = MidiRnnConfig.from_dict(checkpoint["config"])
+    table = checkpoint.get("time_classes")
+    if config.time_head != "classes" or not table:
+        return None
+    return TimeClasses.from_dict(table)
+
+
 def build_manifest(
     *,
     name: str,
@@ -116,6 +126,16 @@ def build_manifest(
     provenance = checkpoint["provenance"]
     training_info = checkpoint["training"]
     hidden = config.hidden
+    classes = _time_classes(checkpoint)
+    if classes is None:
+        loss = "cross-entropy (pitch) + MSE with positive pressure (step, duration)"
+        outputs = [_tensor("step", ["batch", 1]), _tensor("duration", ["batch", 1])]
+    else:
+        loss = "cross-entropy (pitch, step classes, duration classes)"
+        outputs = [
+            _tensor("step_logits", ["batch", len(classes.step)]),
+            _tensor("duration_logits", ["batch", len(classes.duration)]),
+        ]
     training: dict[str, Any] = {
         "data": provenance["data"],
         "corpus_fingerprint": provenance["corpus_fingerprint"],
@@ -135,13 +155,34 @@ def build_manifest(
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "grad_clip": config.grad_clip,
-        "loss": "cross-entropy (pitch) + MSE with positive pressure (step, duration)",
+        "time_head": config.time_head,
+        "loss": loss,
         "loss_weights": f"pitch {config.pitch_weight}, step {config.step_weight}, duration {config.duration_weight}",
         "torch_version": provenance["torch_version"],
         "exported": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if provenance.get("limit") is not None:
         training["limit"] = provenance["limit"]
+    representation: dict[str, Any] = {
+        "time_unit": "beat",
+        "pitch_min": int(provenance["pitch_min"]),
+        "pitch_max": int(provenance["pitch_max"]),
+        "pitch_scale": PITCH_SCALE,
+        "grid": SIXTEENTH,
+        "beats_max": float(config.beats_max),
+        "time_head": config.time_head,
+    }
+    parameters: dict[str, dict[str, float]] = {
+        "temperature": {"default": 1.0, "min": 0.05, "max": 4.0},
+        "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
+    }
+    if classes is not None:
+        # The step and duration are drawn at this temperature, not the performer's (see the model card).
+        parameters["time_temperature"] = {"default": 1.0, "min": 0.05, "max": 4.0}
+        representation["step_classes"] = list(classes.step)
+        representation["duration_classes"] = list(classes.duration)
+        for head in ("step", "duration"):
+            training[f"{head}_class_coverage"] = round(float(provenance[f"{head}_class_coverage"]), 6)
     return {
         "schema": 1,
         "name": name,
@@ -150,14 +191,7 @@ def build_manifest(
         "version": version,
         "description": description,
         "seed_phrase": SEED,
-        "representation": {
-            "time_unit": "beat",
-            "pitch_min": int(provenance["pitch_min"]),
-            "pitch_max": int(provenance["pitch_max"]),
-            "pitch_scale": PITCH_SCALE,
-            "grid": SIXTEENTH,
-            "beats_max": float(config.beats_max),
-        },
+        "representation": representation,
         "graphs": {
             "step": {
                 "file": GRAPH,
@@ -168,18 +202,14 @@ def build_manifest(
                 ],
                 "outputs": [
                     _tensor("pitch_logits", ["batch", 128]),
-                    _tensor("step", ["batch", 1]),
-                    _tensor("duration", ["batch", 1]),
+                    *outputs,
                     _tensor("h_out", [1, "batch", hidden]),
                     _tensor("c_out", [1, "batch", hidden]),
                 ],
                 "state": [{"input": "h", "output": "h_out"}, {"input": "c", "output": "c_out"}],
             }
         },
-        "parameters": {
-            "temperature": {"default": 1.0, "min": 0.05, "max": 4.0},
-            "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
-        },
+        "parameters": parameters,
         "training": training,
         "metrics": {key: float(value) for key, value in metrics.items()},
         "files": dict(files),
@@ -222,6 +252,8 @@ def model_card(
     )
     minutes = float(t["training_seconds"]) / 60
     weight_note = _weight_note(config, data)
+    classes = _time_classes(checkpoint)
+    time_loss = "" if classes is None else " CE"
     return f"""# {name}
 
 {description}
@@ -245,11 +277,7 @@ fingerprint `{p["corpus_fingerprint"]}`.
 
 ## Model and training
 
-- LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`; dense heads: pitch logits (128),
-  step (1), duration (1).
-- Loss: cross-entropy for pitch; MSE plus the tutorial's positive pressure `10 * mean(relu(-pred))` for
-  step and duration; weights pitch {config.pitch_weight}, step {config.step_weight}, duration
-  {config.duration_weight} (the tutorial's: 0.05, 1, 1).
+{_heads_text(config, classes, p)}
 - Adam, learning rate {config.learning_rate}, halved after {config.lr_patience} epochs without a better
   validation loss (down to {config.lr_min:g}); gradient norm clipped at {config.grad_clip}; batches of
   {config.batch_size} windows of {config.window} notes ({p["windows_train"]} training windows), shuffled
@@ -259,7 +287,8 @@ fingerprint `{p["corpus_fingerprint"]}`.
   weights are the ones exported. Training took {minutes:.1f} min on {t["threads"]} CPU threads
   (torch {p["torch_version"]}).
 
-| epoch | learning rate | train loss | validation loss | val pitch CE | val step | val duration |
+{_time_weight_table(classes, data)}\
+| epoch | learning rate | train loss | validation loss | val pitch CE | val step{time_loss} | val duration{time_loss} |
 |---:|---:|---:|---:|---:|---:|---:|
 {history}
 
@@ -275,14 +304,13 @@ on exactly the same targets.
 | baseline: most frequent training pitch | {_pct(m["baseline_most_frequent_pitch_accuracy"])} |
 | baseline: repeat the last pitch | {_pct(m["baseline_repeat_last_pitch_accuracy"])} |
 
-| mean absolute error, beats | model | baseline: training median |
-|---|---:|---:|
-| step to the next note | {m["held_out_step_mae_beats"]:.3f} | {m["baseline_median_step_mae_beats"]:.3f} |
-| duration of the next note | {m["held_out_duration_mae_beats"]:.3f} | {m["baseline_median_duration_mae_beats"]:.3f} |
+{_time_figures(m, classes)}
 
 ONNX parity: the exported step graph, run note by note in onnxruntime on held-out tunes (alone and
-as one batch), differs from PyTorch running the whole sequence by at most
-{m["parity_max_abs_diff"]:.2g} on any output (the export fails above {PARITY_TOLERANCE:g}).
+as one batch), differs from PyTorch running the whole sequence with the same weights in float64 by at
+most {m["parity_max_abs_diff"]:.2g} on any output at any step (the final cell state, which grows past 100 on
+long streams, relative to its size; the export fails above {PARITY_TOLERANCE:g}). PyTorch's own float32 run
+differs from that reference by up to {m["parity_torch_float32_max_abs_diff"]:.2g}.
 
 ## Seed phrase
 
@@ -302,10 +330,11 @@ as one batch), differs from PyTorch running the whole sequence by at most
   never re-runs a window.
 - **Data**: {"folk melodies" if data == "corpus:folk" else "the MIDI files above"} instead of MAESTRO piano
   performances; one melodic line, which is what a call-and-response partner plays.
-{weight_note}- **Early stopping** on a validation split instead of a fixed 50 epochs, with the learning rate
+{_time_head_note(classes, config)}{weight_note}\
+- **Early stopping** on a validation split instead of a fixed 50 epochs, with the learning rate
   halved when validation loss stalls (the tutorial keeps 0.005 throughout); gradient clipping for stability.
 - **Step and duration clipped to {config.beats_max:g} beats** in training (about 0.03% of folk notes are
-  longer); the host should clamp its inputs to `beats_max` the same way.
+  longer); the host should clamp its inputs to `beats_max` the same way.{_clip_note(classes)}
 
 ## Limits
 
@@ -317,6 +346,176 @@ as one batch), differs from PyTorch running the whole sequence by at most
   |c| reached {stream[1]:.0f} (tanh saturates beyond about 3). The host should reset the state at
   phrase boundaries rather than run for hours unbroken.
 - Pitch accuracy is top-1 against one reference tune; many other continuations are musically fine.
+{_class_limits(classes, config)}"""
+
+
+def _beats(value: float) -> str:
+    """A class value in beats as a fraction: 0.375 -> '3/8', 2.0 -> '2'."""
+    return str(Fraction(value).limit_denominator(round(1 / CLASS_QUANTUM)))
+
+
+def _heads_text(config: MidiRnnConfig, classes: TimeClasses | None, provenance: Mapping[str, Any]) -> str:
+    """The model card's bullets on the heads, the duration classes and the loss."""
+    if classes is None:
+        return f"""- LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`; dense heads: pitch logits (128),
+  step (1), duration (1).
+- Loss: cross-entropy for pitch; MSE plus the tutorial's positive pressure `10 * mean(relu(-pred))` for
+  step and duration; weights pitch {config.pitch_weight}, step {config.step_weight}, duration
+  {config.duration_weight} (the tutorial's: 0.05, 1, 1)."""
+    quantum = round(1 / CLASS_QUANTUM)
+    step_share = _pct(float(provenance["step_class_coverage"]))
+    duration_share = _pct(float(provenance["duration_class_coverage"]))
+    return f"""- LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`, step and duration in beats (the same
+  input as the regression variant); dense heads: pitch logits (128), step logits ({len(classes.step)}) and
+  duration logits ({len(classes.duration)}) over duration classes.
+- Duration classes (`step_classes` and `duration_classes` in the manifest), in beats:
+  - step: {", ".join(_beats(v) for v in classes.step)}
+  - duration: {", ".join(_beats(v) for v in classes.duration)}
+
+  Derived from the training targets: each value snapped to 1/{quantum} beat (the common grid of 32nd
+  notes and 16th-note triplets), then the most frequent values kept until they hold at least
+  {100 * config.class_coverage:g}% of the targets (at most {config.max_time_classes} classes per head). They hold
+  {step_share} of training steps and {duration_share} of training durations exactly; any other value
+  (quintuplets, grace notes, rests longer than the longest class) is mapped to the nearest class, in
+  training and in the figures below.
+- Loss: cross-entropy for pitch, step and duration, weights {config.pitch_weight:g}, {config.step_weight:g} and
+  {config.duration_weight:g}. At 1, 1, 1 the sum would be the negative log-likelihood of the whole next note, but
+  the time heads share the LSTM with the pitch and cost it pitch accuracy; the step is nearly given by the
+  duration just fed (above 97% held-out accuracy at every weight tried), so a small weight keeps the
+  rhythm and spares the pitch."""
+
+
+#: The step/duration loss weight of the classes head on corpus:folk (seed 0, otherwise the defaults):
+#: weight (None: the seed's regression heads), validation pitch CE at the best epoch, held-out pitch and
+#: duration accuracy, and ``livegen evaluate`` overlaps (pitch classes, intervals, inter-onset intervals)
+#: averaged over rng seeds 0-19. See the docstring of :mod:`export.midirnn`.
+FOLK_TIME_WEIGHT_ABLATION: tuple[tuple[float | None, float, float, float | None, float, float, float], ...] = (
+    (None, 2.131, 0.258, None, 0.856, 0.731, 0.786),
+    (1.0, 2.211, 0.240, 0.769, 0.785, 0.714, 0.958),
+    (0.5, 2.167, 0.243, 0.760, 0.793, 0.732, 0.957),
+    (0.25, 2.176, 0.245, 0.750, 0.810, 0.720, 0.950),
+    (0.1, 2.119, 0.256, 0.709, 0.822, 0.726, 0.963),
+)
+#: The repeat-the-seed baseline's overlaps in the same evaluation (pitch classes, intervals, inter-onset intervals).
+FOLK_REPEAT_SEED_OVERLAPS = (0.768, 0.741, 0.858)
+
+
+def _time_weight_table(classes: TimeClasses | None, data: str) -> str:
+    """The model card's table of the time loss weights tried on corpus:folk, for a classes model trained on it."""
+    if classes is None or data != "corpus:folk":
+        return ""
+    rows = "\n".join(
+        f"| {'regression heads (the seed)' if w is None else f'{w:g}'} | {ce:.3f} | {_pct(pitch)} | "
+        f"{'-' if dur is None else _pct(dur)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
+        for w, ce, pitch, dur, pc, iv, ioi in FOLK_TIME_WEIGHT_ABLATION
+    )
+    pc, iv, ioi = FOLK_REPEAT_SEED_OVERLAPS
+    return f"""The step/duration loss weight, measured on this corpus (seed 0, otherwise these settings; the
+overlaps are `livegen evaluate` means over rng seeds 0-19, higher is better):
+
+| step and duration weight | val pitch CE | held-out pitch accuracy | held-out duration accuracy | \
+overlap: pitch classes | overlap: intervals | overlap: inter-onset intervals |
+|---|---:|---:|---:|---:|---:|---:|
+{rows}
+| baseline: repeat the seed | | | | {pc:.3f} | {iv:.3f} | {ioi:.3f} |
+
+"""
+
+
+def _time_figures(m: Mapping[str, float], classes: TimeClasses | None) -> str:
+    """The model card's held-out step and duration figures, beside their baselines."""
+    if classes is None:
+        return f"""| mean absolute error, beats | model | baseline: training median |
+|---|---:|---:|
+| step to the next note | {m["held_out_step_mae_beats"]:.3f} | {m["baseline_median_step_mae_beats"]:.3f} |
+| duration of the next note | {m["held_out_duration_mae_beats"]:.3f} | {m["baseline_median_duration_mae_beats"]:.3f} |
+""".rstrip("\n")
+    rows = []
+    for head, label in (("step", "step to the next note"), ("duration", "duration of the next note")):
+        accuracy, mae = m[f"held_out_{head}_accuracy"], m[f"held_out_{head}_mae_beats"]
+        repeat_accuracy = m[f"baseline_repeat_last_{head}_accuracy"]
+        repeat_mae = m[f"baseline_repeat_last_{head}_mae_beats"]
+        rows.append(
+            f"""| {label} | accuracy | MAE, beats |
+|---|---:|---:|
+| this model (its most likely class) | **{_pct(accuracy)}** | **{mae:.3f}** |
+| baseline: the most frequent training class | {_pct(m[f"baseline_most_frequent_{head}_accuracy"])} | - |
+| baseline: the training median | - | {m[f"baseline_median_{head}_mae_beats"]:.3f} |
+| baseline: repeat the last note's {head} | {_pct(repeat_accuracy)} | {repeat_mae:.3f} |"""
+        )
+    return (
+        "Step and duration: accuracy counts the model's most likely class against the class nearest the\n"
+        "target; the error is that class's value against the target, in beats. The host does not play the\n"
+        "most likely class but samples the distribution (see the evaluation), so these figures say how\n"
+        "sharp the distribution is, not how the model sounds.\n\n" + "\n\n".join(rows)
+    )
+
+
+#: The seed's regression heads on corpus:folk, measured with ``livegen evaluate --model folk-lstm --rng-seed 0``
+#: on the bundled regression package (folk-lstm 1.0.0): inter-onset-interval overlap of the model and of the
+#: repeat-the-seed baseline, and the share of inter-onset intervals that are dotted values, played and real.
+FOLK_REGRESSION_IOI = {"overlap": 0.771, "repeat_overlap": 0.858, "dotted_played": 0.41, "dotted_real": 0.05}
+
+
+#: Inter-onset-interval overlap of the corpus:folk classes model (weight 0.1, seed 0) by sampling temperature,
+#: ``livegen evaluate`` mean over rng seeds 0-5: at 1; time temperature tied to the pitch's at 0.8 and 1.2;
+#: time temperature held at 1 with the pitch's at 0.8 and 1.2.
+FOLK_TIME_TEMPERATURE_IOI = (0.967, 0.901, 0.909, 0.962, 0.962)
+
+
+def _time_head_note(classes: TimeClasses | None, config: MidiRnnConfig) -> str:
+    """The model card's line on the categorical time head, when the model has one."""
+    if classes is None:
+        return ""
+    r = FOLK_REGRESSION_IOI
+    t1, tied_lo, tied_hi, held_lo, held_hi = FOLK_TIME_TEMPERATURE_IOI
+    return f"""- **Step and duration are categorical (`--time-head classes`), not the seed's regression heads.**
+  The seed predicts them with an MSE loss, whose optimum is the conditional mean: where the next step
+  could be an eighth or a quarter it predicts about 0.75 beats, which the host snaps to a dotted
+  eighth. Measured with `livegen evaluate --rng-seed 0` on the regression model of this family trained
+  on corpus:folk (the bundled `folk-lstm` 1.0.0): {r["dotted_played"]:.0%} of its inter-onset intervals were
+  dotted eighths, quarters or halves, values the real continuations use {r["dotted_real"]:.0%} of the time,
+  and its inter-onset-interval overlap ({r["overlap"]:.3f}) lost to repeating the seed
+  ({r["repeat_overlap"]:.3f}). Here the step and duration heads give logits over the duration classes
+  above and the host samples them as it samples the pitch, so it plays an eighth or a quarter, never
+  their mean. The input note is the same `[pitch / 128, step, duration]` in beats; regression stays the
+  family's default (`--time-head regression`). The step and duration cross-entropies weigh
+  {config.step_weight:g} and {config.duration_weight:g} against the pitch's {config.pitch_weight:g} (see Model and
+  training).
+- **The host draws step and duration at their own temperature** (`parameters.time_temperature`, 1.0),
+  not at the performer's: temperature reshapes a melody usefully, but the rhythm distribution is
+  calibrated at 1. Measured on this family's classes model of corpus:folk (`livegen evaluate`, rng seeds
+  0-5, inter-onset-interval overlap): {t1:.3f} at temperature 1; with the time temperature tied to the
+  pitch's, {tied_lo:.3f} at 0.8 and {tied_hi:.3f} at 1.2; held at 1 while the pitch's is 0.8 and 1.2,
+  {held_lo:.3f} and {held_hi:.3f}.
+"""
+
+
+def _clip_note(classes: TimeClasses | None) -> str:
+    if classes is None:
+        return ""
+    return (
+        f"\n  As targets they are then mapped to the nearest class: the longest step class is "
+        f"{_beats(classes.step[-1])} beats\n  and the longest duration class {_beats(classes.duration[-1])} beats."
+    )
+
+
+def _class_limits(classes: TimeClasses | None, config: MidiRnnConfig) -> str:
+    if classes is None:
+        return ""
+    short = [_beats(v) for v in classes.step if v < 0.25]
+    floor = ""
+    if short:
+        some = "es" if len(short) > 1 else ""
+        floor = (
+            f"\n  The host plays no step shorter than its grid (a 16th): the step class{some} "
+            f"{' and '.join(short)} play{'' if some else 's'} as 16ths."
+        )
+    rare = 100 * (1 - config.class_coverage)
+    return f"""- Step and duration come only from the classes above: rhythms the training tunes use rarely (under
+  about {rare:.1f}% of notes together) are never played.{floor}
+- Step and duration of a note are drawn independently given the state; the next step then depends
+  on the duration drawn, which is fed back.
 """
 
 
@@ -336,8 +535,9 @@ def _weight_note(config: MidiRnnConfig, data: str) -> str:
     )
     if data == "corpus:folk":
         runs = "; ".join(f"{w:g}: {100 * acc:.1f}% / {mae:.3f}" for w, acc, mae in FOLK_PITCH_WEIGHT_ABLATION)
+        heads = " with the regression heads" if config.time_head == "classes" else ""
         text += (
-            " Measured on\n  this corpus (held-out pitch accuracy / duration MAE in beats, by weight): "
+            f" Measured on\n  this corpus{heads} (held-out pitch accuracy / duration MAE in beats, by weight): "
             f"{runs}.\n  A 0.02-beat duration error is far below the sixteenth-note grid; three points of pitch\n"
             "  accuracy are not."
         )
@@ -364,14 +564,17 @@ def _check_destination(out: Path) -> None:
 
 
 def _verify(folder: Path) -> None:
-    """Verify the written package with the host's own loader (schema, checksums, graph, trial run)."""
+    """Verify the written package with the host's own loader (schema, checksums, graph, trial run)
+    and its ``midirnn`` adapter (the family's representation fields, such as the duration classes)."""
     try:
         from livegen.models.package import load_package
+        from livegen.models.registry import generator_class
     except ImportError:
         log.warning("livegen.models.package.load_package is not available; skipped the host's verification")
         return
     try:
-        load_package(folder)
+        package = load_package(folder)
+        generator_class(package.manifest.family)(package)
     except PackageError as err:
         raise ExportError(f"the written package fails the host's verification: {err}") from err
 
@@ -400,21 +603,16 @@ def export_package(
         raise ExportError(f"package name {name!r}: expected lowercase letters, digits and dashes (e.g. folk-lstm)")
     _check_destination(out)
     config = MidiRnnConfig.from_dict(checkpoint["config"])
-    model = MidiRnn(config.hidden)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError) as err:
-        raise ExportError(
-            f"{checkpoint_path}: the weights do not fit a midirnn of {config.hidden} units ({err})"
-        ) from err
-    model.eval()
+    model = model_from_checkpoint(checkpoint, checkpoint_path)
     provenance = checkpoint["provenance"]
     if description is None:
         data = "music21's folk tunes" if provenance["data"] == "corpus:folk" else provenance["data"]
-        description = (
-            f"LSTM({config.hidden}) next-note model trained on {data}: pitch, step and duration in beats, "
-            "one note at a time."
+        what = (
+            "pitch, step and duration in beats"
+            if model.time_classes is None
+            else "pitch, and step and duration as classes of durations in beats"
         )
+        description = f"LSTM({config.hidden}) next-note model trained on {data}: {what}, one note at a time."
     sample = _tunes(checkpoint["held_out_sample"])
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
@@ -422,9 +620,14 @@ def export_package(
         graph = staging / GRAPH
         export_step_graph(model, graph)
         sequences = [tune_features(t, config.beats_max) for t in sample]
-        diff = parity_max_abs_diff(model, graph, sequences)
+        parity = parity_max_abs_diff(model, graph, sequences)
+        diff = parity.max_abs_diff
         check_parity(diff, graph, tolerance)
-        metrics = {**checkpoint["metrics"], "parity_max_abs_diff": diff}
+        metrics = {
+            **checkpoint["metrics"],
+            "parity_max_abs_diff": diff,
+            "parity_torch_float32_max_abs_diff": parity.torch_float32_max_abs_diff,
+        }
         seed_tune, notes = seed_phrase(sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
         write_midi(staging / SEED, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
         card = model_card(

@@ -32,7 +32,19 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from export.errors import ExportError
-from export.midirnn import FAMILY, MidiRnn, MidiRnnConfig, Windows, make_windows, midirnn_loss, tune_features
+from export.midirnn import (
+    FAMILY,
+    TIME_HEADS,
+    MidiRnn,
+    MidiRnnConfig,
+    TimeClasses,
+    Windows,
+    make_windows,
+    midirnn_loss,
+    nearest_class,
+    time_classes,
+    tune_features,
+)
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
 
 log = logging.getLogger(__name__)
@@ -42,6 +54,13 @@ CHECKPOINT_FORMAT = "livegen-export-checkpoint"
 #: Held-out tunes kept in the checkpoint for the export's parity check and seed phrase.
 SAMPLE_TUNES = 8
 SAMPLE_NOTES = 256
+#: The step and duration figures of both time heads, in the order the manifest lists them.
+REGRESSION_TIME_METRICS = (
+    "held_out_step_mae_beats",
+    "held_out_duration_mae_beats",
+    "baseline_median_step_mae_beats",
+    "baseline_median_duration_mae_beats",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,8 @@ class TrainOptions:
             raise ExportError(f"--window {self.config.window}: expected at least 2 notes")
         if self.config.batch_size < 1:
             raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
+        if self.config.time_head not in TIME_HEADS:
+            raise ExportError(f"--time-head {self.config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +122,32 @@ def evaluate_held_out(
     """Next-note figures on held-out tunes, each run as one stream from a zero state, with baselines.
 
     Targets are every note but the first of each tune. Step and duration errors
-    are in beats, against the same clipped values the model is trained on.
+    are in beats, against the same clipped values the model is trained on. With a
+    categorical time head the model's step and duration are the values of its
+    argmax classes, and their accuracy (argmax = the class nearest the target) is
+    reported beside two baselines: always the most frequent training class, and
+    repeat the last note's value.
     """
     train_pitches = np.concatenate([t.pitch for t in train]).astype(np.int64)
     most_frequent = int(np.bincount(train_pitches, minlength=128).argmax())
     train_features = np.concatenate([tune_features(t, beats_max)[1:] for t in train if len(t) > 1])
     median_step = float(np.median(train_features[:, 1]))
     median_duration = float(np.median(train_features[:, 2]))
+    classes = model.time_classes
+    heads = {"step": 1, "duration": 2}
+    values: dict[str, np.ndarray] = {}
+    frequent_class: dict[str, int] = {}
+    if classes is not None:
+        values = {"step": np.asarray(classes.step), "duration": np.asarray(classes.duration)}
+        for head, column in heads.items():
+            train_classes = nearest_class(torch.from_numpy(train_features[:, column]), values[head]).numpy()
+            frequent_class[head] = int(np.bincount(train_classes, minlength=len(values[head])).argmax())
     hits = frequent_hits = repeat_hits = 0
-    step_err = duration_err = step_base_err = duration_base_err = 0.0
+    sums: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        sums[key] = sums.get(key, 0.0) + value
+
     total = 0
     model.eval()
     with torch.no_grad():
@@ -123,10 +161,22 @@ def evaluate_held_out(
             hits += int((predicted == target).sum())
             frequent_hits += int((target == most_frequent).sum())
             repeat_hits += int((tune.pitch[:-1].astype(np.int64) == target).sum())
-            step_err += float(np.abs(step[0, :, 0].numpy() - features[1:, 1]).sum())
-            duration_err += float(np.abs(duration[0, :, 0].numpy() - features[1:, 2]).sum())
-            step_base_err += float(np.abs(median_step - features[1:, 1]).sum())
-            duration_base_err += float(np.abs(median_duration - features[1:, 2]).sum())
+            add("baseline_median_step_mae_beats", float(np.abs(median_step - features[1:, 1]).sum()))
+            add("baseline_median_duration_mae_beats", float(np.abs(median_duration - features[1:, 2]).sum()))
+            for head, output in (("step", step[0]), ("duration", duration[0])):
+                truth = features[1:, heads[head]]
+                if classes is None:
+                    add(f"held_out_{head}_mae_beats", float(np.abs(output[:, 0].numpy() - truth).sum()))
+                    continue
+                choice = output.argmax(-1).numpy()
+                truth_class = nearest_class(torch.from_numpy(truth), values[head]).numpy()
+                last = features[:-1, heads[head]]
+                last_class = nearest_class(torch.from_numpy(last), values[head]).numpy()
+                add(f"held_out_{head}_mae_beats", float(np.abs(values[head][choice] - truth).sum()))
+                add(f"held_out_{head}_accuracy", float((choice == truth_class).sum()))
+                add(f"baseline_most_frequent_{head}_accuracy", float((truth_class == frequent_class[head]).sum()))
+                add(f"baseline_repeat_last_{head}_accuracy", float((last_class == truth_class).sum()))
+                add(f"baseline_repeat_last_{head}_mae_beats", float(np.abs(last - truth).sum()))
             total += len(target)
     if total == 0:
         raise ExportError("the held-out tunes hold no next-note targets; use a larger corpus")
@@ -134,10 +184,8 @@ def evaluate_held_out(
         "held_out_pitch_accuracy": hits / total,
         "baseline_most_frequent_pitch_accuracy": frequent_hits / total,
         "baseline_repeat_last_pitch_accuracy": repeat_hits / total,
-        "held_out_step_mae_beats": step_err / total,
-        "held_out_duration_mae_beats": duration_err / total,
-        "baseline_median_step_mae_beats": step_base_err / total,
-        "baseline_median_duration_mae_beats": duration_base_err / total,
+        **{key: sums.pop(key) / total for key in REGRESSION_TIME_METRICS},
+        **{key: value / total for key, value in sorted(sums.items())},
         "held_out_targets": float(total),
     }
 
@@ -205,9 +253,22 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         config.window,
     )
 
+    vocabulary: TimeClasses | None = None
+    coverage: dict[str, float] = {}
+    if config.time_head == "classes":
+        vocabulary, coverage = time_classes(split.train, config)
+        log.info(
+            "time classes (beats): step %s (%.2f%% of training targets), duration %s (%.2f%%); "
+            "the rest map to the nearest class",
+            ", ".join(f"{v:.4g}" for v in vocabulary.step),
+            100 * coverage["step_class_coverage"],
+            ", ".join(f"{v:.4g}" for v in vocabulary.duration),
+            100 * coverage["duration_class_coverage"],
+        )
+
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
-    model = MidiRnn(config.hidden)
+    model = MidiRnn(config.hidden, vocabulary)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
@@ -295,6 +356,7 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         "windows_train": len(train_windows),
         "pitch_min": int(train_pitches.min()),
         "pitch_max": int(train_pitches.max()),
+        **coverage,
         "torch_version": str(torch.__version__),
     }
     training = {
@@ -314,6 +376,7 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         "family": FAMILY,
         "state_dict": best_state,
         "config": config.to_dict(),
+        "time_classes": None if vocabulary is None else vocabulary.to_dict(),
         "provenance": provenance,
         "training": training,
         "history": history,
@@ -336,6 +399,17 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         metrics["held_out_duration_mae_beats"],
         path,
     )
+    if vocabulary is not None:
+        log.info(
+            "held-out step accuracy %.3f (most frequent %.3f, repeat last %.3f), "
+            "duration accuracy %.3f (most frequent %.3f, repeat last %.3f)",
+            metrics["held_out_step_accuracy"],
+            metrics["baseline_most_frequent_step_accuracy"],
+            metrics["baseline_repeat_last_step_accuracy"],
+            metrics["held_out_duration_accuracy"],
+            metrics["baseline_most_frequent_duration_accuracy"],
+            metrics["baseline_repeat_last_duration_accuracy"],
+        )
     return TrainResult(checkpoint=path, metrics=metrics, epochs_run=epochs_run, best_epoch=best_epoch)
 
 
@@ -350,3 +424,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ExportError(f"{path}: not a livegen export checkpoint (field 'format' is not {CHECKPOINT_FORMAT!r})")
     return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> MidiRnn:
+    """The trained model of ``checkpoint`` (read from ``path``), in eval mode; clear errors for a mismatch."""
+    config = MidiRnnConfig.from_dict(checkpoint["config"])
+    vocabulary = None
+    if config.time_head == "classes":
+        table = checkpoint.get("time_classes")
+        if not isinstance(table, dict) or not table.get("step") or not table.get("duration"):
+            raise ExportError(f"{path}: time_head is 'classes' but the checkpoint holds no 'time_classes' vocabulary")
+        vocabulary = TimeClasses.from_dict(table)
+    elif config.time_head != "regression":
+        raise ExportError(f"{path}: config time_head {config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
+    model = MidiRnn(config.hidden, vocabulary)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise ExportError(
+            f"{path}: the weights do not fit a midirnn of {config.hidden} units with a {config.time_head} "
+            f"time head ({err})"
+        ) from err
+    return model.eval()

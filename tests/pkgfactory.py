@@ -2,7 +2,9 @@
 
 The step graph is written with ``onnx.helper`` around ONNX's own LSTM operator,
 with random weights, so tests of loading, verification and playing need neither
-training nor the training extra.
+training nor the training extra. ``time_head="classes"`` writes the categorical
+variant: ``step_logits`` and ``duration_logits`` over :data:`STEP_CLASSES` and
+:data:`DURATION_CLASSES` instead of ``step`` and ``duration``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from livegen.models.package import sha256_of
 from livegen.music.events import Note
 from livegen.music.midifile import write_midi
 
+#: Class values (beats) of the ``classes`` test package: a 16th, an 8th triplet, an 8th, ..., a half.
+STEP_CLASSES = (0.25, 1 / 3, 0.5, 0.75, 1.0, 2.0)
+DURATION_CLASSES = (0.125, 0.25, 0.5, 1.0, 1.5)
 
-def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
+
+def step_graph(hidden: int = 16, seed: int = 0, *, classes: tuple[int, int] | None = None) -> onnx.ModelProto:
+    """The step graph; ``classes`` = (K_step, K_dur) gives the categorical time head's logits."""
     rng = np.random.default_rng(seed)
+    k_step, k_dur = classes or (1, 1)
+    step_out, dur_out = ("step", "duration") if classes is None else ("step_logits", "duration_logits")
 
     def init(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
@@ -31,8 +40,8 @@ def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
         init("B", 1, 8 * hidden),
         init("Wp", hidden, 128, scale=1.0),
         init("bp", 128),
-        init("Ws", hidden, 1),
-        init("Wd", hidden, 1),
+        init("Ws", hidden, k_step, scale=1.0 if classes else 0.3),
+        init("Wd", hidden, k_dur, scale=1.0 if classes else 0.3),
         numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0"),
         numpy_helper.from_array(np.array([0.5], dtype=np.float32), "half"),
     ]
@@ -43,9 +52,9 @@ def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("MatMul", ["feat", "Wp"], ["logits_raw"]),
         helper.make_node("Add", ["logits_raw", "bp"], ["pitch_logits"]),
         helper.make_node("MatMul", ["feat", "Ws"], ["step_raw"]),
-        helper.make_node("Add", ["step_raw", "half"], ["step"]),
+        helper.make_node("Add", ["step_raw", "half"], [step_out]),
         helper.make_node("MatMul", ["feat", "Wd"], ["dur_raw"]),
-        helper.make_node("Add", ["dur_raw", "half"], ["duration"]),
+        helper.make_node("Add", ["dur_raw", "half"], [dur_out]),
     ]
     f = TensorProto.FLOAT
     graph = helper.make_graph(
@@ -58,8 +67,8 @@ def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
         ],
         [
             helper.make_tensor_value_info("pitch_logits", f, ["batch", 128]),
-            helper.make_tensor_value_info("step", f, ["batch", 1]),
-            helper.make_tensor_value_info("duration", f, ["batch", 1]),
+            helper.make_tensor_value_info(step_out, f, ["batch", k_step]),
+            helper.make_tensor_value_info(dur_out, f, ["batch", k_dur]),
             helper.make_tensor_value_info("h_out", f, [1, "batch", hidden]),
             helper.make_tensor_value_info("c_out", f, [1, "batch", hidden]),
         ],
@@ -71,8 +80,8 @@ def step_graph(hidden: int = 16, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn") -> dict:
-    return {
+def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn", time_head: str = "regression") -> dict:
+    table = {
         "schema": 1,
         "name": name,
         "family": "midirnn",
@@ -106,19 +115,31 @@ def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn") -> dict
         "metrics": {"parity_max_abs_diff": 0.0},
         "files": files,
     }
+    if time_head == "classes":
+        table["representation"].update(
+            time_head="classes", step_classes=list(STEP_CLASSES), duration_classes=list(DURATION_CLASSES)
+        )
+        outputs = table["graphs"]["step"]["outputs"]
+        outputs[1] = {"name": "step_logits", "shape": ["batch", len(STEP_CLASSES)], "dtype": "float32"}
+        outputs[2] = {"name": "duration_logits", "shape": ["batch", len(DURATION_CLASSES)], "dtype": "float32"}
+    return table
 
 
 SEED_NOTES = [Note(p, 90, i * 240, 220) for i, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62])]
 
 
-def write_package(folder: Path, *, hidden: int = 16, seed: int = 0, mutate=None) -> Path:
-    """Write a valid package to ``folder``; ``mutate(manifest_dict)`` may break it on purpose."""
+def write_package(folder: Path, *, hidden: int = 16, seed: int = 0, mutate=None, time_head: str = "regression") -> Path:
+    """Write a valid package to ``folder``; ``mutate(manifest_dict)`` may break it on purpose.
+
+    ``time_head="classes"`` writes the categorical time head (see the module docstring).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(step_graph(hidden, seed), str(folder / "model.onnx"))
+    classes = (len(STEP_CLASSES), len(DURATION_CLASSES)) if time_head == "classes" else None
+    onnx.save(step_graph(hidden, seed, classes=classes), str(folder / "model.onnx"))
     (folder / "README.md").write_text("# test-rnn\nRandom weights for tests.\n")
     write_midi(folder / "seed.mid", {"seed": SEED_NOTES})
     files = {n: sha256_of(folder / n) for n in ("model.onnx", "README.md", "seed.mid")}
-    table = manifest(hidden, files)
+    table = manifest(hidden, files, time_head=time_head)
     if mutate is not None:
         mutate(table)
     (folder / "livegen.toml").write_text(tomli_w.dumps(table))

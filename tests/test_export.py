@@ -6,6 +6,7 @@ Context: setup (tests of the training-only ``export`` package; needs the ``train
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import tomllib
 from pathlib import Path
@@ -17,7 +18,7 @@ torch = pytest.importorskip("torch", reason="training tests need the train extra
 onnx = pytest.importorskip("onnx", reason="export tests need onnx (runtime dependency)")
 
 from export.__main__ import main  # noqa: E402
-from export.midirnn import MidiRnnConfig  # noqa: E402
+from export.midirnn import MidiRnn, MidiRnnConfig, TimeClasses, class_vocabulary, nearest_class  # noqa: E402
 from export.onnx_export import PARITY_TOLERANCE  # noqa: E402
 from export.train import CHECKPOINT, TrainOptions, load_checkpoint, train_midirnn  # noqa: E402
 from livegen.io.corpus import CorpusError, load_corpus  # noqa: E402
@@ -113,6 +114,9 @@ def test_package_manifest_checksums_and_parity(corpus: Path, trained: tuple[Path
     assert [t["name"] for t in graph["inputs"]] == ["note", "h", "c"]
     assert [t["name"] for t in graph["outputs"]] == ["pitch_logits", "step", "duration", "h_out", "c_out"]
     assert graph["inputs"][1]["shape"] == [1, "batch", 128]
+    assert [t["shape"] for t in graph["outputs"][1:3]] == [["batch", 1], ["batch", 1]]
+    assert rep["time_head"] == "regression" and "step_classes" not in rep and "duration_classes" not in rep
+    assert set(manifest["parameters"]) == {"temperature", "top_p"}
     assert graph["state"] == [{"input": "h", "output": "h_out"}, {"input": "c", "output": "c_out"}]
     assert manifest["parameters"]["temperature"]["min"] <= manifest["parameters"]["temperature"]["default"]
     assert set(manifest["files"]) == {"model.onnx", "README.md", "seed.mid"}
@@ -135,8 +139,6 @@ def test_exported_graph_streams_like_pytorch_and_loads_in_the_host(trained: tupl
     checkpoint_path, package = trained
     loaded = load_package(package)
     session = loaded.sessions["step"]
-    from export.midirnn import MidiRnn
-
     model = MidiRnn(128)
     model.load_state_dict(load_checkpoint(checkpoint_path)["state_dict"])
     model.eval()
@@ -244,3 +246,154 @@ def test_exported_package_plays_in_the_host(trained: tuple[Path, Path], tmp_path
 
     tracks = {t.name: t for t in mido.MidiFile(out).tracks}
     assert sum(1 for m in tracks[MODEL_TRACK] if m.type == "note_on" and m.velocity > 0) > 0
+
+
+# --- the categorical time head (--time-head classes) ---------------------------------------------------------
+
+
+def test_class_vocabulary_keeps_the_frequent_values_and_maps_the_rest_to_the_nearest() -> None:
+    values = np.array([0.5] * 600 + [0.25] * 300 + [1 / 3] * 96 + [0.3] * 2 + [5.0] * 2)
+    classes, share = class_vocabulary(values, coverage=0.99, max_classes=64)
+    # 0.3 snaps to 7/24 beat and 5.0 stays 5: each holds 0.2%, below what 99% coverage needs.
+    assert classes == (0.25, 1 / 3, 0.5) and share == pytest.approx(0.996)
+    assert nearest_class(torch.tensor([0.3, 5.0, 0.375, 0.26, 0.4]), classes).tolist() == [1, 2, 1, 0, 1]
+    assert class_vocabulary(values, coverage=0.9, max_classes=64)[0] == (0.25, 0.5)
+    assert class_vocabulary(values, coverage=1.0, max_classes=2)[0] == (0.25, 0.5)
+    # Unquantised performances fall into classes of 1/24 beat rather than one class per tick.
+    jittered = 0.5 + np.random.default_rng(0).uniform(-0.015, 0.015, 1000)
+    assert class_vocabulary(jittered, coverage=0.995, max_classes=64)[0] == (0.5,)
+
+
+@pytest.fixture(scope="module")
+def trained_classes(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny midirnn with the categorical time head, trained and exported through the CLI."""
+    root = tmp_path_factory.mktemp("run-classes")
+    package = root / "pkg" / "tiny-classes"
+    code = main(["train", "midirnn", "--data", str(corpus), "--out", str(root / "run"), *TINY,
+                 "--time-head", "classes", "--package", str(package)])  # fmt: skip
+    assert code == 0
+    return root / "run" / CHECKPOINT, package
+
+
+def test_classes_checkpoint_holds_the_vocabulary_and_class_figures(trained_classes: tuple[Path, Path]) -> None:
+    checkpoint = load_checkpoint(trained_classes[0])
+    assert checkpoint["config"]["time_head"] == "classes"
+    assert (checkpoint["config"]["step_weight"], checkpoint["config"]["duration_weight"]) == (0.1, 0.1)
+    # The test melodies step by 1/2, 1, 3/2 and 2 beats and hold each note 1/8 beat less.
+    assert checkpoint["time_classes"] == {"step": [0.5, 1.0, 1.5, 2.0], "duration": [0.375, 0.875, 1.375, 1.875]}
+    assert checkpoint["provenance"]["step_class_coverage"] == 1.0
+    state = checkpoint["state_dict"]
+    assert state["step.weight"].shape == (4, 128) and state["duration.weight"].shape == (4, 128)
+    metrics = checkpoint["metrics"]
+    for head in ("step", "duration"):
+        for key in (f"held_out_{head}_accuracy", f"baseline_most_frequent_{head}_accuracy",
+                    f"baseline_repeat_last_{head}_accuracy"):  # fmt: skip
+            assert 0.0 <= metrics[key] <= 1.0
+        # Errors come from the argmax class's value, so they are whole multiples of 1/2 beat here.
+        assert metrics[f"held_out_{head}_mae_beats"] >= 0 and metrics[f"baseline_repeat_last_{head}_mae_beats"] >= 0
+    history = checkpoint["history"][0]
+    assert history["val_step"] > 0 and history["val_duration"] > 0  # cross-entropies, in nats
+
+
+def test_classes_package_declares_the_classes_and_passes_parity(trained_classes: tuple[Path, Path]) -> None:
+    checkpoint_path, package = trained_classes
+    manifest = tomllib.loads((package / "livegen.toml").read_text())
+    rep = manifest["representation"]
+    assert rep["time_head"] == "classes"
+    assert rep["step_classes"] == [0.5, 1.0, 1.5, 2.0] and rep["duration_classes"] == [0.375, 0.875, 1.375, 1.875]
+    outputs = manifest["graphs"]["step"]["outputs"]
+    assert [(t["name"], t["shape"]) for t in outputs[:3]] == [
+        ("pitch_logits", ["batch", 128]),
+        ("step_logits", ["batch", 4]),
+        ("duration_logits", ["batch", 4]),
+    ]
+    assert manifest["training"]["time_head"] == "classes"
+    assert manifest["parameters"]["time_temperature"] == {"default": 1.0, "min": 0.05, "max": 4.0}
+    assert manifest["training"]["loss"] == "cross-entropy (pitch, step classes, duration classes)"
+    assert 0.0 <= manifest["metrics"]["parity_max_abs_diff"] <= PARITY_TOLERANCE
+    assert 0.0 <= manifest["metrics"]["held_out_step_accuracy"] <= 1.0
+    card = (package / "README.md").read_text()
+    assert "Step and duration are categorical (`--time-head classes`)" in card
+    assert "0.771" in card and "0.858" in card  # the measured regression problem it answers
+    assert "step: 1/2, 1, 3/2, 2\n" in card and "this model (its most likely class)" in card
+
+    # The graph run note by note in onnxruntime gives the class logits PyTorch gives for the whole sequence.
+    from livegen.models.package import load_package
+
+    session = load_package(package).sessions["step"]
+    classes = TimeClasses.from_dict(load_checkpoint(checkpoint_path)["time_classes"])
+    model = MidiRnn(128, classes)
+    model.load_state_dict(load_checkpoint(checkpoint_path)["state_dict"])
+    model.eval()
+    rng = np.random.default_rng(1)
+    notes = np.stack(
+        [rng.integers(60, 80, (3, 20)) / 128.0, rng.choice([0.5, 1.0, 1.5], (3, 20)), np.full((3, 20), 0.375)], -1
+    ).astype(np.float32)
+    with torch.no_grad():
+        pitch, step, duration, _ = model(torch.from_numpy(notes))
+    h = np.zeros((1, 3, 128), np.float32)
+    c = np.zeros_like(h)
+    for t in range(20):
+        out = dict(zip(model.output_names, session.run(list(model.output_names), {"note": notes[:, t], "h": h, "c": c}),
+                       strict=True))  # fmt: skip
+        np.testing.assert_allclose(out["pitch_logits"], pitch[:, t].numpy(), atol=PARITY_TOLERANCE)
+        np.testing.assert_allclose(out["step_logits"], step[:, t].numpy(), atol=PARITY_TOLERANCE)
+        np.testing.assert_allclose(out["duration_logits"], duration[:, t].numpy(), atol=PARITY_TOLERANCE)
+        h, c = out["h_out"], out["c_out"]
+
+
+def test_classes_package_plays_only_class_values_in_the_host(
+    trained_classes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from livegen.cli import main as livegen_main
+    from livegen.engine.session import MODEL_TRACK
+
+    _, package = trained_classes
+    out = tmp_path / "played.mid"
+    code = livegen_main(["render", "--model", str(package), "--seed-file", str(package / "seed.mid"),
+                         "--bars", "4", "--out", str(out), "--rng-seed", "5"])  # fmt: skip
+    assert code == 0
+    import mido
+
+    track = {t.name: t for t in mido.MidiFile(out).tracks}[MODEL_TRACK]
+    onsets, tick = [], 0
+    for message in track:
+        tick += message.time
+        if message.type == "note_on" and message.velocity > 0:
+            onsets.append(tick)
+    assert len(onsets) >= 3
+    steps = {b - a for a, b in itertools.pairwise(onsets)}
+    assert steps <= {240, 480, 720, 960}, steps
+
+
+def test_classes_checkpoint_without_its_vocabulary_is_a_clear_error(
+    trained_classes: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = load_checkpoint(trained_classes[0])
+    checkpoint["time_classes"] = None
+    broken = tmp_path / CHECKPOINT
+    torch.save(checkpoint, broken)
+    code = main(["onnx", str(broken), "--out", str(tmp_path / "pkg")])
+    assert code == 1
+    assert "time_head is 'classes' but the checkpoint holds no 'time_classes' vocabulary" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_time_head_exports_as_regression(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint = load_checkpoint(trained[0])
+    for key in ("time_head", "class_coverage", "max_time_classes"):
+        del checkpoint["config"][key]
+    del checkpoint["time_classes"]
+    old = tmp_path / CHECKPOINT
+    torch.save(checkpoint, old)
+    assert main(["onnx", str(old), "--out", str(tmp_path / "old-lstm")]) == 0
+    manifest = tomllib.loads((tmp_path / "old-lstm" / "livegen.toml").read_text())
+    assert manifest["representation"]["time_head"] == "regression"
+    assert [t["name"] for t in manifest["graphs"]["step"]["outputs"]][1:3] == ["step", "duration"]
+
+
+def test_unknown_time_head_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "midirnn", "--data", "corpus:folk", "--out", str(tmp_path), "--time-head", "mixture"])
+    assert "--time-head: invalid choice: 'mixture'" in capsys.readouterr().err
