@@ -58,7 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--out", required=True, type=Path, help="package folder to write")
     onnx.add_argument("--name", default=None, help="package name (default: the folder's name)")
     onnx.add_argument("--version", default="1.0.0", help="package version (default 1.0.0)")
+    evaluate = commands.add_parser("evaluate", help="write a package card's Evaluation section (livegen evaluate)")
+    evaluate.add_argument("package", type=Path, help="package folder")
+    evaluate.add_argument("--rng-seeds", type=int, default=6, help="how many rng seeds to average (default 6)")
     return parser
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from export.card_eval import write_evaluation
+
+    if not 1 <= args.rng_seeds <= 100:
+        raise LivegenError(f"--rng-seeds {args.rng_seeds}: expected 1 to 100")
+    print(write_evaluation(args.package, rng_seeds=range(args.rng_seeds)))
 
 
 def _quiet_exporter(verbose: bool) -> None:
@@ -114,10 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(show_path=False, show_time=False, markup=False)],
     )
     try:
-        if args.command == "train":
-            _train(args)
-        else:
-            _onnx(args)
+        commands = {"train": _train, "onnx": _onnx, "evaluate": _evaluate}
+        commands[args.command](args)
     except LivegenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

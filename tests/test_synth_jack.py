@@ -214,7 +214,8 @@ def _measure(server: str, capture_file: Path) -> dict[str, Any]:
 def test_live_synth_onset_through_jack_is_on_time_and_panic_silences(jack_server: str, tmp_path: Path) -> None:
     # An underflow (xrun) re-anchors the synth's clock and spoils the timing figure. On a
     # loaded two-core machine a 2.7 ms period sometimes overruns; that is the machine, so
-    # the measurement is repeated (at most five times, ~3 s each) until one run is clean.
+    # the measurement is repeated (at most five times, ~3 s each) until one run is clean
+    # (no underflow in the synth's whole life).
     # Our callback is not the cause: it takes 0.15-0.3 ms of the 2.7 ms (max_callback_ns),
     # and PortAudio flags an xrun of any JACK client (the capture too) on every stream.
     reports = []
@@ -222,7 +223,9 @@ def test_live_synth_onset_through_jack_is_on_time_and_panic_silences(jack_server
         capture_file = tmp_path / f"capture-{attempt}.npz"
         report = _measure(jack_server, capture_file)
         reports.append(report)
-        if report["underflows"] == 0:
+        # Clean: no xrun at any time in the synth's life, not only during the note (an
+        # xrun during warm-up re-anchors the clock and was seen to spoil the figure by 20 ms).
+        if report["underflows"] == 0 and report["underflows_before"] == 0:
             break
     else:
         pytest.fail(f"every run had an underflow: {[r['stats'] for r in reports]}")
