@@ -16,10 +16,11 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import Progress
@@ -86,29 +87,29 @@ def _abc_tunes(collections: Sequence[str]) -> Iterator[tuple[str, str]]:
                 yield f"{rel}#{i}", text[start:end]
 
 
-def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
-    """Parse one ABC tune with music21 (worker process). None when it has no notes."""
-    from music21 import chord, converter, note
+def _tune_from_music21(name: str, parse: Callable[[], Any], *, melody_only: bool) -> Tune | None:
+    """Notes of a music21 score in beats (worker process); None when it has fewer than 8.
 
-    name, text = item
+    ``melody_only`` keeps the top note of each chord (one line); otherwise every pitch.
+    Grace notes (no duration) are dropped.
+    """
+    from music21 import chord, note
+
     try:
-        score = converter.parse(text, format="abc")
-        flat = score.stripTies().flatten().notes
-    except Exception as err:  # music21 raises many unrelated types on odd ABC
+        flat = parse().stripTies().flatten().notes
+    except Exception as err:  # music21 raises many unrelated types on odd files
         log.debug("skipping %s: %s", name, err)
         return None
     rows: list[tuple[int, float, float]] = []
     for element in flat:
         length = float(element.duration.quarterLength)
-        if length <= 0:  # grace notes
+        if length <= 0:
             continue
         if isinstance(element, note.Note):
-            pitch = element.pitch.midi
+            rows.append((element.pitch.midi, float(element.offset), length))
         elif isinstance(element, chord.Chord):
-            pitch = max(p.midi for p in element.pitches)  # keep the melody
-        else:
-            continue
-        rows.append((pitch, float(element.offset), length))
+            pitches = [max(p.midi for p in element.pitches)] if melody_only else [p.midi for p in element.pitches]
+            rows.extend((pitch, float(element.offset), length) for pitch in pitches)
     if len(rows) < 8:
         return None
     rows.sort(key=lambda r: (r[1], -r[0]))
@@ -121,6 +122,14 @@ def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
     )
 
 
+def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
+    """One ABC tune, its melody (worker process)."""
+    from music21 import converter
+
+    name, text = item
+    return _tune_from_music21(name, lambda: converter.parse(text, format="abc"), melody_only=True)
+
+
 def _bach_chorales() -> list[Path]:
     """The four-part chorales (``bwv*.mxl``) of music21's Bach folder."""
     folder = _music21_corpus_root() / "bach"
@@ -131,32 +140,9 @@ def _bach_chorales() -> list[Path]:
 
 def _tune_from_score(path: Path) -> Tune | None:
     """All parts of one score merged into one note stream (worker process)."""
-    from music21 import chord, converter, note
+    from music21 import converter
 
-    try:
-        flat = converter.parse(str(path)).stripTies().flatten().notes
-    except Exception as err:  # music21 raises many unrelated types on odd files
-        log.debug("skipping %s: %s", path, err)
-        return None
-    rows: list[tuple[int, float, float]] = []
-    for element in flat:
-        length = float(element.duration.quarterLength)
-        if length <= 0:
-            continue
-        if isinstance(element, note.Note):
-            rows.append((element.pitch.midi, float(element.offset), length))
-        elif isinstance(element, chord.Chord):
-            rows.extend((p.midi, float(element.offset), length) for p in element.pitches)
-    if len(rows) < 8:
-        return None
-    rows.sort(key=lambda r: (r[1], -r[0]))
-    arr = np.asarray(rows, dtype=np.float64)
-    return Tune(
-        name=path.name,
-        pitch=arr[:, 0].astype(np.int16),
-        onset=arr[:, 1].astype(np.float32),
-        duration=arr[:, 2].astype(np.float32),
-    )
+    return _tune_from_music21(path.name, lambda: converter.parse(str(path)), melody_only=False)
 
 
 def _tune_from_midi(path: Path) -> Tune | None:
