@@ -207,6 +207,13 @@ def _convert(items: list, worker, label: str, jobs: int) -> list[Tune]:
     return tunes
 
 
+#: The corpora music21 ships: cache stem, the items to convert, the worker, what they are.
+_CORPORA: dict[str, tuple[str, Callable[[], list[Any]], Callable[[Any], Tune | None], str]] = {
+    "corpus:folk": ("folk-v1", lambda: list(_abc_tunes(FOLK_COLLECTIONS)), _tune_from_abc, "folk tunes"),
+    "corpus:bach": ("bach-v1", _bach_chorales, _tune_from_score, "Bach chorales"),
+}
+
+
 def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None) -> list[Tune]:
     """Load the tunes named by ``spec``: ``corpus:folk`` or a folder of MIDI files.
 
@@ -214,27 +221,15 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
     (converted without touching the full cache, for quick runs and tests).
     """
     jobs = jobs or max(1, (os.cpu_count() or 1))
-    if spec == "corpus:folk":
-        cache = cache_dir() / ("folk-v1.npz" if limit is None else f"folk-v1-first{limit}.npz")
+    if spec in _CORPORA:
+        stem, items_of, worker, label = _CORPORA[spec]
+        cache = cache_dir() / (f"{stem}.npz" if limit is None else f"{stem}-first{limit}.npz")
         if cache.exists():
             return _load(cache)
-        items = list(_abc_tunes(FOLK_COLLECTIONS))
-        if limit is not None:
-            items = items[:limit]
-        tunes = _convert(items, _tune_from_abc, "converting folk tunes", jobs)
+        items = items_of()[:limit]
+        tunes = _convert(items, worker, f"converting {label}", jobs)
         _save(cache, tunes)
-        log.info("cached %d tunes in %s", len(tunes), cache)
-        return tunes
-    if spec == "corpus:bach":
-        cache = cache_dir() / ("bach-v1.npz" if limit is None else f"bach-v1-first{limit}.npz")
-        if cache.exists():
-            return _load(cache)
-        paths = _bach_chorales()
-        if limit is not None:
-            paths = paths[:limit]
-        tunes = _convert(paths, _tune_from_score, "converting Bach chorales", jobs)
-        _save(cache, tunes)
-        log.info("cached %d chorales in %s", len(tunes), cache)
+        log.info("cached %d %s in %s", len(tunes), label, cache)
         return tunes
     if spec.startswith("corpus:"):
         raise CorpusError(f"unknown corpus {spec!r}; accepted: corpus:folk, corpus:bach or a folder of MIDI files")
