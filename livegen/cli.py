@@ -186,7 +186,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     performance = render_call_response(
-        generator,  # type: ignore[arg-type]
+        generator,
         song.notes,
         tempo=tempo,
         params=params,

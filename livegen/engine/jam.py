@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from livegen.io.recorder import MidiRecorder
 from livegen.models.package import ModelPackage, load_package
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
 from livegen.models.sampling import SamplingParams, parse_key
+from livegen.models.step import StepGenerator
 from livegen.music.events import PROGRAM_CHANGE, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
@@ -90,11 +91,12 @@ class JamResult:
     max_late_ms: float = 0.0
 
 
-def load_generator(model: str) -> tuple[ModelPackage, object]:
+def load_generator(model: str) -> tuple[ModelPackage, StepGenerator]:
     package = load_package(resolve_package(model))
     if package.manifest.kind != "step":
         raise ConfigError(f"model {model!r} is of kind {package.manifest.kind!r}; this version plays step models")
-    return package, generator_class(package.manifest.family)(package)
+    generator: StepGenerator = generator_class(package.manifest.family)(package)
+    return package, generator
 
 
 def sampling_params(
@@ -197,7 +199,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         channel=config.model_channel,
     )
     rng = np.random.default_rng(config.rng_seed)
-    planner = CallResponsePlanner(generator, params, rng, settings)  # type: ignore[arg-type]
+    planner = CallResponsePlanner(generator, params, rng, settings)
 
     wanted = config.outputs if config.outputs is not None else ("livegen", "synth")
     explicit_ports = config.outputs is not None and any(o not in ("synth", "none") for o in wanted)
@@ -267,7 +269,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             else:
                 assert song is not None
                 lead_in = PPQN  # one beat before the phrase
-                events = [e for e in notes_to_events(_shift(song, lead_in))]
+                events = notes_to_events(replace(n, start=n.start + lead_in) for n in song.notes)
                 source = PhraseInput(events, clock.tick_to_ns)
                 source.set_callback(engine.on_midi)
                 stack.callback(source.close)
@@ -312,12 +314,6 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 f"the jam stopped on an internal error ({error!r}); recorded so far: {result.midi_path}"
             ) from error
         return result
-
-
-def _shift(song: Song, ticks: int) -> list:
-    from dataclasses import replace
-
-    return [replace(n, start=n.start + ticks) for n in song.notes]
 
 
 def _write_files(

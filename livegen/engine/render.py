@@ -14,7 +14,7 @@ import numpy as np
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
 from livegen.engine.clock import ManualClock
 from livegen.engine.scheduler import Scheduler, Sent
-from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
+from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK, Engine
 from livegen.io.recorder import MidiRecorder
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepGenerator
@@ -70,7 +70,7 @@ def render_call_response(
     return Performance(
         performer=recorder.notes(PERFORMER_TRACK),
         model=recorder.notes(MODEL_TRACK),
-        sent=[s for s in engine.sent if s.group in (MODEL_GROUP, ECHO_GROUP)],
+        sent=engine.sent,
         tempo=tempo,
         end_ns=end_ns,
     )

@@ -135,7 +135,7 @@ class Scheduler:
 
     # ---- real-time side -----------------------------------------------------------
 
-    def _send(self, item: Scheduled, now: int) -> None:
+    def _send(self, item: Scheduled) -> None:
         self.tracker.observe(item.group, item.data)
         for output in self.groups[item.group]:
             output.send_at(item.data, item.deadline_ns)
@@ -174,7 +174,7 @@ class Scheduler:
             self._release(group, self._now(), reset_controllers=False)
         elif op == _NOW:
             now = self._now()
-            self._send(Scheduled(now, self._tick_of(now), message[1], message[2]), now)
+            self._send(Scheduled(now, self._tick_of(now), message[1], message[2]))
         elif op == _STOP:
             self.stats.withdrawn += len(self._heap)
             self._heap.clear()
@@ -195,12 +195,12 @@ class Scheduler:
             if not self._handle(message):
                 return False
         while self._heap and self._heap[0][0] <= now_ns:
-            self._send(heapq.heappop(self._heap)[2], now_ns)
+            self._send(heapq.heappop(self._heap)[2])
         return True
 
     def run(self) -> None:
         """The real-time loop (runs on the scheduler thread until :meth:`stop`)."""
-        inbox, heap, now_ns, spin = self._inbox, self._heap, self._now, self._spin_ns
+        inbox, now_ns, spin = self._inbox, self._now, self._spin_ns
         while True:
             heap = self._heap
             if heap:
@@ -224,4 +224,4 @@ class Scheduler:
             deadline = heap[0][0]
             while now_ns() < deadline:
                 pass  # the last few hundred microseconds: spin, sleeping would overshoot
-            self._send(heapq.heappop(heap)[2], deadline)
+            self._send(heapq.heappop(heap)[2])

@@ -242,6 +242,7 @@ def _backend(api: str, doing: str) -> Iterator[None]:
             f"{doing} on the {api} MIDI API failed: {err}; the port may have just gone away "
             "(see the current ones with `livegen ports`)"
         ) from err
+    # python-rtmidi raises NotImplementedError where an API cannot do the call (virtual ports on WinMM).
     except (rtmidi.RtMidiError, NotImplementedError) as err:
         raise BackendUnavailableError(
             f"{doing} on the {api} MIDI API failed: {err}{_said(noise)}; {_hint(api)}"
