@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--window", type=int, default=None, help="notes per training window (default 64)")
     train.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 64)")
+    train.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128)")
     train.add_argument(
         "--time-head",
         choices=("regression", "classes"),
@@ -92,7 +93,7 @@ def _train(args: argparse.Namespace) -> None:
 
     _quiet_exporter(args.verbose)
 
-    sizes = {"window": args.window, "batch_size": args.batch_size}
+    sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
     config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
     options = TrainOptions(
         data=args.data,

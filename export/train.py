@@ -85,6 +85,8 @@ class TrainOptions:
             raise ExportError(f"--limit {self.limit}: expected at least 3 tunes (training, validation, held-out)")
         if self.config.window < 2:
             raise ExportError(f"--window {self.config.window}: expected at least 2 notes")
+        if not 8 <= self.config.hidden <= 2048:
+            raise ExportError(f"--hidden {self.config.hidden}: expected 8 to 2048 units")
         if self.config.batch_size < 1:
             raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
         if self.config.time_head not in TIME_HEADS:

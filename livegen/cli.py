@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)"
     )
+    evaluate.add_argument(
+        "--split",
+        choices=("held-out", "validation"),
+        default="held-out",
+        help="which unseen split of the model's training corpus gives seeds and reference: held-out (default) "
+        "to report, validation to tune sampling defaults without looking at held-out",
+    )
 
     sub.add_parser("ports", help="MIDI APIs and ports, audio devices")
     sub.add_parser("doctor", help="what works on this machine and what to install")
@@ -261,6 +268,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rng_seed=args.rng_seed,
         temperature=args.temperature,
         top_p=args.top_p,
+        split=args.split,
     )
     if args.json_path is not None and args.json_path.is_dir():
         raise LivegenError(f"--json {args.json_path}: is a folder; expected a file name such as out/eval.json")

@@ -68,6 +68,8 @@ SPLIT_HALF_REPEATS = 20
 
 SYSTEMS = ("model", "random", "repeat")
 CORPORA = ("corpus:folk", "corpus:bach")
+#: Splits of a model's training corpus that evaluation may draw from (never "train").
+SPLITS = ("held-out", "validation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,11 @@ class EvalOptions:
     rng_seed: int = 0
     temperature: float | None = None
     top_p: float | None = None
+    split: str = "held-out"  # of the training corpus; "validation" is for tuning sampling defaults
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split {self.split}: expected one of {', '.join(SPLITS)}")
         if (self.model is None) == (self.midi is None):
             raise ConfigError("evaluate needs exactly one of --model NAME and --midi DIR")
         if not 2 <= self.seeds <= 1000:
@@ -232,10 +237,12 @@ def _same_source(a: str | None, b: str | None) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def _pool(spec: str, tunes: list[Tune], trained_on: str | None) -> tuple[list[Tune], str]:
-    """The tunes the model never saw: the held-out split of its training data, else all."""
+def _pool(spec: str, tunes: list[Tune], trained_on: str | None, split: str = "held-out") -> tuple[list[Tune], str]:
+    """The tunes the model never trained on: a split of its training data (held-out unless
+    tuning on validation), else all of ``spec``."""
     if _same_source(spec, trained_on):
-        return split_by_tune(tunes).held_out, f"held-out split of {spec}"
+        parts = split_by_tune(tunes)
+        return (parts.validation if split == "validation" else parts.held_out), f"{split} split of {spec}"
     return tunes, spec
 
 
@@ -389,7 +396,7 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
                 "pass --reference corpus:folk, corpus:bach or a folder of MIDI files to take seeds from"
             )
         assert seed_spec is not None
-        pool, seed_source = _pool(seed_spec, tunes_of(seed_spec), trained_on)
+        pool, seed_source = _pool(seed_spec, tunes_of(seed_spec), trained_on, options.split)
         samples = samples_from_tunes(pool, options.seeds, bars)
         if not samples:
             raise ConfigError(
@@ -423,7 +430,7 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
         reference_metres = metres
         reference_label = f"true continuations ({seed_source})"
     else:
-        pool, ref_source = _pool(reference_spec, tunes_of(reference_spec), trained_on)
+        pool, ref_source = _pool(reference_spec, tunes_of(reference_spec), trained_on, options.split)
         reference_notes = reference_pieces(pool, options.seeds, bars)
         reference_metres = [BEATS_PER_BAR] * len(reference_notes)
         reference_label = f"first {bars} bars of {len(reference_notes)} pieces ({ref_source})"
