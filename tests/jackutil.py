@@ -16,6 +16,16 @@ CLOCK_MONOTONIC and so compare across processes)::
         [144, 60, 100]                     send now, answer {"event": "sent", "t_ns": ..., "data": [...]}
         {"stream": 500, "interval": 0.001} send 500 note-ons in the background
         "quit" (or end of input)           exit at once
+    python jackutil.py clock --name clk --dest "livegen in" --plan '["start", {"pulses": 96, "bpm": 100}]'
+        {"event": "ready", "port": "clk:clk", "dest": "livegen in:livegen in"}; waits for "go" on
+        stdin, plays the plan, then {"event": "done", "sent": [[t_ns, status, ...], ...]}, every
+        message sent with the time just before it was handed to JACK. Plan steps:
+        {"pulses": N, "bpm": B}            N clocks (0xF8) on an absolute grid at B BPM; a tempo
+                                           change at pulse K is two steps, K pulses then the rest
+        "start" | "stop" | "continue"      0xFA / 0xFC / 0xFB, 5 ms before the next grid point
+        {"spp": SIXTEENTHS}                Song Position Pointer (LSB first), 5 ms before it too
+        {"wait": SECONDS}                  move the grid on (a pause, e.g. while stopped)
+        {"on": [PITCH, VEL]} | {"off": P}  a performed note-on / note-off, 1 ms before the next grid point
 
 Peers leave with ``os._exit`` and never close their rtmidi objects: closing a JACK
 input whose Python callback is busy can deadlock (see livegen.io.midi_ports).
@@ -240,6 +250,20 @@ def _say(**fields: object) -> None:
     sys.stdout.flush()
 
 
+def _find_port(client: Any, port: str, deadline: float) -> tuple[int, str]:
+    """Index and full name of the one port named ``port`` (or of client ``port``); exit 2 if none by then."""
+    while True:
+        ports = client.get_ports()
+        names = [name for name in ports if name]
+        hits = [name for name in names if name == port or name.split(":", 1)[0] == port]
+        if len(hits) == 1:
+            return ports.index(hits[0]), hits[0]
+        if len(hits) > 1 or time.monotonic() > deadline:
+            _say(event="error", message=f"port {port!r} -> {hits} among {names}")
+            os._exit(2)
+        time.sleep(0.02)
+
+
 def _receive(port: str, count: int, timeout: float) -> None:
     import rtmidi
 
@@ -249,17 +273,9 @@ def _receive(port: str, count: int, timeout: float) -> None:
     # Timestamp on JACK's process thread, as close to arrival as a Python peer can.
     client.set_callback(lambda event, _data: got.put((time.perf_counter_ns(), event[0])))
     deadline = time.monotonic() + timeout
-    while True:
-        names = [name for name in client.get_ports() if name]
-        hits = [name for name in names if name == port or name.split(":", 1)[0] == port]
-        if len(hits) == 1:
-            break
-        if len(hits) > 1 or time.monotonic() > deadline:
-            _say(event="error", message=f"port {port!r} -> {hits} among {names}")
-            os._exit(2)
-        time.sleep(0.02)
-    client.open_port(names.index(hits[0]), "in")
-    _say(event="ready", port=hits[0])
+    index, full_name = _find_port(client, port, deadline)
+    client.open_port(index, "in")
+    _say(event="ready", port=full_name)
     received = 0
     while received < count:
         try:
@@ -304,6 +320,63 @@ def _send(name: str) -> None:
     os._exit(0)
 
 
+def _wait_until(deadline_ns: int) -> None:
+    """Sleep to 1 ms before ``deadline_ns`` (perf_counter_ns), then spin to it."""
+    remaining = deadline_ns - time.perf_counter_ns() - 1_000_000
+    if remaining > 0:
+        time.sleep(remaining / 1e9)
+    while time.perf_counter_ns() < deadline_ns:
+        pass
+
+
+def _clock(name: str, dest: str, plan: list[Any], timeout: float) -> None:
+    import rtmidi
+
+    client = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name)
+    index, full_name = _find_port(client, dest, time.monotonic() + timeout)
+    client.open_port(index, name)
+    _say(event="ready", port=f"{name}:{name}", dest=full_name)
+    line = sys.stdin.readline().strip()
+    if json.loads(line or '"quit"') != "go":
+        os._exit(0)
+    sent: list[list[int]] = []
+
+    def send(message: list[int], at_ns: int) -> None:
+        _wait_until(at_ns)
+        t_ns = time.perf_counter_ns()
+        client.send_message(message)
+        sent.append([t_ns, *message])
+
+    grid = time.perf_counter_ns() + 50_000_000  # the next pulse's time
+    for step in plan:
+        if isinstance(step, dict) and "pulses" in step:
+            interval = 60e9 / (float(step["bpm"]) * 24)
+            count = int(step["pulses"])
+            for k in range(count):
+                send([0xF8], grid + round(k * interval))  # from the step's origin: no drift
+            grid += round(count * interval)
+        elif isinstance(step, dict) and "spp" in step:
+            value = int(step["spp"])
+            send([0xF2, value & 0x7F, value >> 7], grid - 5_000_000)
+        elif isinstance(step, dict) and "wait" in step:
+            grid += round(float(step["wait"]) * 1e9)
+        elif isinstance(step, dict) and ("on" in step or "off" in step):
+            # a performed note just before the next pulse: {"on": [pitch, velocity]} or {"off": pitch}
+            message = [0x90, *step["on"]] if "on" in step else [0x80, int(step["off"]), 0]
+            send(message, grid - 1_000_000)
+        elif step in ("start", "stop", "continue"):
+            send([{"start": 0xFA, "stop": 0xFC, "continue": 0xFB}[step]], grid - 5_000_000)
+        else:
+            _say(
+                event="error",
+                message=f"plan step {step!r}: expected pulses/bpm, spp, wait, on, off, start, stop, continue",
+            )
+            os._exit(2)
+    time.sleep(0.1)  # let JACK deliver the last messages before the process goes
+    _say(event="done", sent=sent)
+    os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -313,9 +386,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     receive.add_argument("--timeout", type=float, default=10.0)
     send = verbs.add_parser("send")
     send.add_argument("--name", required=True)
+    clock = verbs.add_parser("clock")
+    clock.add_argument("--name", required=True, help="this client's name and its output port's")
+    clock.add_argument("--dest", required=True, help="the input port to send to: full name, or a client name")
+    clock.add_argument("--plan", required=True, help="JSON list of steps (see the module docstring)")
+    clock.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the destination port")
     args = parser.parse_args(argv)
     if args.verb == "receive":
         _receive(args.port, args.count, args.timeout)
+    elif args.verb == "clock":
+        _clock(args.name, args.dest, json.loads(args.plan), args.timeout)
     else:
         _send(args.name)
 

@@ -103,3 +103,54 @@ def test_real_thread_sends_on_wall_clock_deadlines():
     # Never early; lateness is reported, not asserted on time (time is noisy here).
     assert all(t >= i.deadline_ns for (t, _), i in zip(sent, items, strict=True))
     assert sched.stats.sent >= len(items)
+
+
+def test_retime_moves_pending_deadlines_to_the_new_mapping_and_sends_what_is_due_at_once():
+    clock, out, _, sched = make()  # 120 BPM: tick 480 at 500 ms
+    sched.submit([at(clock, 480, (0x90, 60, 100)), at(clock, 960, (0x80, 60, 0)), at(clock, 1440, (0x90, 62, 100))])
+    clock.set_ns(400_000_000)
+    sched.run_until(clock.now_ns())
+    assert out.messages == []
+    # The followed clock now says 60 BPM with tick 0 at 0 ns minus 300 ms: tick t at
+    # t * 1_000_000_000 / 480 - 300 ms. Tick 480 -> 700 ms, 960 -> 1700 ms, 1440 -> 2700 ms.
+    sched.retime(lambda tick: tick * 1_000_000_000 // 480 - 300_000_000)
+    clock.set_ns(600_000_000)  # past 500 ms, the old deadline of tick 480
+    sched.run_until(clock.now_ns())
+    assert out.messages == []
+    clock.set_ns(700_000_000)
+    sched.run_until(clock.now_ns())
+    assert out.messages == [(700_000_000, (0x90, 60, 100))]
+    # A jump the other way: tick 960 is now due at 650 ms, already past; tick 1440 at 1150 ms.
+    sched.retime(lambda tick: tick * 500_000_000 // 480 - 350_000_000)
+    sched.run_until(clock.now_ns())
+    assert out.messages[1:] == [(700_000_000, (0x80, 60, 0))]
+    clock.set_ns(1_150_000_000)
+    sched.run_until(clock.now_ns())
+    assert out.messages[2:] == [(1_150_000_000, (0x90, 62, 100))]
+    assert [s.deadline_ns for s in sched.drain_sent()] == [700_000_000, 650_000_000, 1_150_000_000]
+
+
+def test_retime_keeps_submission_order_for_equal_ticks():
+    clock, out, _, sched = make()
+    sched.submit([at(clock, 480, (0x80, 60, 0)), at(clock, 480, (0x90, 62, 100)), at(clock, 480, (0x90, 64, 100))])
+    sched.retime(lambda tick: tick * 1_000_000)
+    clock.set_ns(480_000_000)
+    sched.run_until(clock.now_ns())
+    assert out.received() == [(0x80, 60, 0), (0x90, 62, 100), (0x90, 64, 100)]
+
+
+def test_retime_on_the_real_thread_sends_a_message_made_due():
+    clock = InternalClock(TEMPO, start_ns=time.perf_counter_ns())
+    out = MemoryOutput()
+    sched = Scheduler([[out]], tick_of=clock.ns_to_tick)
+    sched.start()
+    far = clock.tick_to_ns(480 * 120)  # a minute ahead
+    sched.submit([Scheduled(far, 480 * 120, (0x90, 60, 100))])
+    now = time.perf_counter_ns()
+    sched.retime(lambda tick: now + 20_000_000 + tick - 480 * 120)
+    deadline = time.monotonic() + 30
+    while not out.messages and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sched.stop()
+    assert out.messages[:1] and out.messages[0][1] == (0x90, 60, 100)
+    assert out.messages[0][0] >= now + 20_000_000  # at the new deadline, never early

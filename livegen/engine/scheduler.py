@@ -1,8 +1,8 @@
 """The scheduler: sends each committed MIDI message at its absolute deadline.
 
 Context: :meth:`Scheduler.run` is the real-time thread; ``submit``,
-``withdraw``, ``send_now``, ``stop`` and ``drain_sent`` are for the control
-side and only enqueue or read.
+``withdraw``, ``retime``, ``send_now``, ``stop`` and ``drain_sent`` are for the
+control side and only enqueue or read.
 
 The thread blocks on its inbox until shortly before the next deadline (so new
 work wakes it at once), then spins the last ``spin_ns`` to hit the deadline.
@@ -23,7 +23,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from livegen.engine.tracker import NoteTracker
 from livegen.io.base import MidiOutput
@@ -59,7 +59,7 @@ class SchedulerStats:
     withdrawn: int = 0
 
 
-_ADD, _WITHDRAW, _NOW, _STOP = range(4)
+_ADD, _WITHDRAW, _NOW, _STOP, _RETIME = range(5)
 
 
 class Scheduler:
@@ -101,6 +101,14 @@ class Scheduler:
     def withdraw(self, generation: int, group: int) -> None:
         """Drop pending messages of ``generation`` and release what sounds on ``group``, now."""
         self._inbox.put((_WITHDRAW, generation, group))
+
+    def retime(self, tick_to_ns: Callable[[int], int]) -> None:
+        """Recompute every pending deadline from its tick with ``tick_to_ns`` (a followed clock moved).
+
+        Control side: only enqueues. The real-time thread applies it in order with
+        submissions and withdrawals; what is due under the new mapping goes out at once.
+        """
+        self._inbox.put((_RETIME, tick_to_ns))
 
     def send_now(self, data: tuple[int, ...], group: int) -> None:
         self._inbox.put((_NOW, data, group))
@@ -172,6 +180,13 @@ class Scheduler:
             heapq.heapify(kept)
             self._heap = kept
             self._release(group, self._now(), reset_controllers=False)
+        elif op == _RETIME:
+            tick_to_ns = message[1]
+            heap = self._heap
+            for k, (_, seq, item) in enumerate(heap):
+                deadline = tick_to_ns(item.tick)
+                heap[k] = (deadline, seq, replace(item, deadline_ns=deadline))
+            heapq.heapify(heap)  # in place: run() holds a reference to this list
         elif op == _NOW:
             now = self._now()
             self._send(Scheduled(now, self._tick_of(now), message[1], message[2]))
