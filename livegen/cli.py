@@ -49,7 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jam.add_argument("--midi-api", choices=["alsa", "jack", "coremidi", "winmm"], help="MIDI backend")
     jam.add_argument("--tempo", type=float, help="BPM (default: the seed phrase's)")
-    jam.add_argument("--clock", choices=["internal", "midi", "link"], default="internal")
+    jam.add_argument(
+        "--clock",
+        choices=["internal", "midi", "link"],
+        help="internal (default), midi (follow MIDI clock and transport on --in or --clock-in) or link (Ableton Link)",
+    )
+    jam.add_argument("--clock-in", dest="clock_input", metavar="PORT", help="port MIDI clock comes from (default --in)")
+    jam.add_argument(
+        "--clock-out",
+        dest="clock_out",
+        action="store_const",
+        const=True,
+        help="send MIDI clock, Start/Stop and Song Position on the MIDI port outputs",
+    )
     jam.add_argument("--record", type=Path, metavar="FILE.mid", help="where to write the MIDI recording")
     jam.add_argument("--seed-file", type=Path, metavar="F.mid", help="phrase to perform when no keyboard is attached")
     jam.add_argument("--bars", type=int, help="length of each answer in bars (default 4)")
@@ -58,6 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     jam.add_argument("--audio-device", help="audio output device name or index")
     jam.add_argument("--out-dir", type=Path, help="folder for recordings (default out/)")
     jam.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    jam.add_argument("--lookahead", type=float, dest="lookahead_beats", help="beats planned ahead (default 4)")
+    jam.add_argument(
+        "--commit", type=float, dest="commit_beats", help="beats ahead that are final in accompany (default 2)"
+    )
+    jam.add_argument(
+        "--listen", type=float, dest="listen_beats", help="beats accompany listens before it plays (default 8)"
+    )
+    jam.add_argument("--density", type=float, help="notes per beat multiplier, 0.25 to 4 (default 1)")
+    jam.add_argument("--transpose", help="off (default), follow (the performer's key) or semitones")
+    jam.add_argument("--reseed", choices=["recent", "seed"], help="autonomous: reseed from its own output or the seed")
+    jam.add_argument(
+        "--yield-to", dest="yield_to", choices=["call-response", "accompany"], help="autonomous: mode when you play"
+    )
+    jam.add_argument(
+        "--takeover", type=float, dest="takeover_beats", help="autonomous: beats of your silence before it plays again"
+    )
+    jam.add_argument(
+        "--autosave", type=float, dest="autosave_seconds", metavar="S", help="rewrite the recording every S s"
+    )
+    jam.add_argument(
+        "--commands",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read typed commands (mode, model, temperature, panic, take, quit) from stdin (default: on a terminal)",
+    )
     _add_sampling(jam)
 
     render = sub.add_parser("render", help="perform a seed phrase and the model's answer offline")
@@ -117,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
         "to report, validation to tune sampling defaults without looking at held-out",
     )
 
+    learn = sub.add_parser(
+        "learn",
+        help="bind the next knob, fader or button you move to a jam parameter in a preset",
+        description="Wait until a control (a MIDI CC) moves on the input port, then write PARAM = CC into the "
+        "preset's [controls] table, keeping everything else in the file as it was.",
+    )
+    learn.add_argument(
+        "param",
+        metavar="PARAM",
+        help="temperature, top-p, density, response-bars, mode, model, panic or record",
+    )
+    learn.add_argument("--preset", type=Path, required=True, metavar="FILE", help="the .toml preset to write into")
+    learn.add_argument("--in", dest="input", metavar="PORT", help="MIDI input port (default: first keyboard found)")
+    learn.add_argument("--midi-api", choices=["alsa", "jack", "coremidi", "winmm"], help="MIDI backend")
+    learn.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)")
+
     sub.add_parser("ports", help="MIDI APIs and ports, audio devices")
     sub.add_parser("doctor", help="what works on this machine and what to install")
     return parser
@@ -126,8 +179,6 @@ def _cmd_jam(args: argparse.Namespace) -> int:
     from livegen.engine.jam import run_jam
     from livegen.engine.preset import make_config
 
-    if args.clock != "internal":
-        raise LivegenError(f"--clock {args.clock}: this version runs on its internal clock only")
     overrides = {
         k: getattr(args, k)
         for k in [
@@ -147,6 +198,21 @@ def _cmd_jam(args: argparse.Namespace) -> int:
             "temperature",
             "top_p",
             "rng_seed",
+            "key",
+            "pitch_range",
+            "clock",
+            "clock_input",
+            "clock_out",
+            "lookahead_beats",
+            "commit_beats",
+            "listen_beats",
+            "density",
+            "transpose",
+            "reseed",
+            "yield_to",
+            "takeover_beats",
+            "autosave_seconds",
+            "commands",
         ]
     }
     overrides["outputs"] = tuple(args.outputs) if args.outputs else None
@@ -162,6 +228,16 @@ def _cmd_jam(args: argparse.Namespace) -> int:
         f"livegen: {result.notes_performed} notes performed, {result.notes_generated} generated "
         f"in {result.responses} answer(s); late sends: {result.late} (max {result.max_late_ms:.2f} ms)"
     )
+    if result.replan_ms:
+        ordered = sorted(result.replan_ms)
+        p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        print(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
+    if result.reseeds:
+        print(f"livegen: reseeded {result.reseeds} time(s) out of a loop or silence")
+    for change in result.changes:
+        print(f"livegen: live: {change}")
+    for take in result.takes:
+        print(f"livegen: take: {take}")
     print(f"livegen: MIDI recording: {result.midi_path}")
     if result.wav_path:
         print(f"livegen: audio: {result.wav_path}")
@@ -188,9 +264,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     package, generator = load_generator(args.model)
     params = sampling_params(package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range)
     tempo = TempoMap.constant(args.tempo) if args.tempo else TempoMap((song.tempo.changes[0],))
-    settings = CallResponseSettings(
-        silence_beats=args.silence_beats, response_bars=args.bars, beats_per_bar=song.beats_per_bar
-    )
+    settings = CallResponseSettings(silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar)
     started = time.perf_counter()
     performance = render_call_response(
         generator,
@@ -199,6 +273,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         params=params,
         rng_seed=args.rng_seed if args.rng_seed is not None else 0,
         settings=settings,
+        response_bars=args.bars,
     )
     elapsed = time.perf_counter() - started
     write_midi(
@@ -292,6 +367,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learn(args: argparse.Namespace) -> int:
+    from livegen.engine.learn import learn
+
+    def listening(port: str) -> None:
+        print(f"livegen: move the control for {args.param} on {port!r} (Ctrl-C stops)", flush=True)
+
+    learned = learn(args.param, args.preset, args.input, args.midi_api, args.timeout, on_listening=listening)
+    print(f"livegen: bound {learned.describe()}")
+    return 0
+
+
 def _cmd_ports(args: argparse.Namespace) -> int:
     from livegen.io import midi_ports
     from livegen.io.synth import list_audio_devices
@@ -336,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "ports": _cmd_ports,
         "doctor": _cmd_doctor,
+        "learn": _cmd_learn,
     }
     try:
         return handlers[args.command](args)

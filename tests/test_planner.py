@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
+from livegen.engine.live import LiveParams
 from livegen.engine.planner import Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.sampling import SamplingParams
@@ -14,12 +15,13 @@ from livegen.music.events import note_off, note_on
 from tests.fakes import ScriptedGenerator
 
 SCRIPT = [StepEvent(67, 240, 240), StepEvent(69, 480, 480)]
-SETTINGS = CallResponseSettings(silence_beats=2, response_bars=1, beats_per_bar=4, lookahead_beats=1)
+SETTINGS = CallResponseSettings(silence_beats=2, beats_per_bar=4, lookahead_beats=1)
 
 
-def make(script=SCRIPT, settings=SETTINGS):
+def make(script=SCRIPT, settings=SETTINGS, response_bars=1):
     gen = ScriptedGenerator(script)
-    return gen, CallResponsePlanner(gen, SamplingParams(), np.random.default_rng(0), settings)
+    live = LiveParams(sampling=SamplingParams(), response_bars=response_bars)
+    return gen, CallResponsePlanner(gen, live, np.random.default_rng(0), settings)
 
 
 def play_phrase(planner, notes):
@@ -73,7 +75,7 @@ def test_response_continues_phrase_after_silence_with_exact_events():
 
 
 def test_response_never_passes_its_last_bar():
-    _, planner = make(settings=CallResponseSettings(silence_beats=1, response_bars=2, lookahead_beats=2))
+    _, planner = make(settings=CallResponseSettings(silence_beats=1, lookahead_beats=2), response_bars=2)
     play_phrase(planner, [(60, 0, 240, 90)])
     events = [e for _, a in run(planner, 240, 9000) if isinstance(a, Commit) for e in a.events]
     start = 240 + 480
@@ -125,5 +127,5 @@ def test_no_response_without_a_phrase():
 def test_settings_reject_nonsense_with_clear_message():
     with pytest.raises(ConfigError, match="silence"):
         CallResponseSettings(silence_beats=0)
-    with pytest.raises(ConfigError, match="bars"):
-        CallResponseSettings(response_bars=0)
+    with pytest.raises(ConfigError, match="beats per bar"):
+        CallResponseSettings(beats_per_bar=0)

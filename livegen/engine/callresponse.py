@@ -5,9 +5,10 @@ Context: control (the planner's thread).
 - A phrase is the notes the performer plays until nothing is held and
   ``silence_beats`` have passed since the last release.
 - The response starts at the first grid point at or after that moment and lasts
-  ``response_bars``; it continues the phrase from the state the phrase left in the
-  generator. Its events are generated and committed ``lookahead_beats`` ahead of
-  the playhead, so the first note is on time and inference cost is spread out.
+  the live response length (:class:`~livegen.engine.live.LiveParams`); it continues
+  the phrase from the state the phrase left in the generator. Its events are
+  generated and committed ``lookahead_beats`` ahead of the playhead, so the first
+  note is on time and inference cost is spread out.
 - When the performer plays during a response (or during the lookahead before it
   starts), the response is withdrawn at once: pending events are dropped and its
   sounding notes get their note-offs. That note begins the next phrase.
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Withdraw
 from livegen.errors import ConfigError
-from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import NOTE_OFF, NOTE_ON, MidiEvent, note_off, note_on
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
@@ -36,7 +37,6 @@ from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 @dataclass(frozen=True, slots=True)
 class CallResponseSettings:
     silence_beats: float = 2.0
-    response_bars: int = 4
     beats_per_bar: int = 4
     lookahead_beats: float = 1.0
     channel: int = 0
@@ -45,8 +45,6 @@ class CallResponseSettings:
     def __post_init__(self) -> None:
         if not 0 < self.silence_beats <= 64:
             raise ConfigError(f"silence {self.silence_beats} beats: expected more than 0 and at most 64")
-        if not 1 <= self.response_bars <= 256:
-            raise ConfigError(f"response length {self.response_bars} bars: expected 1 to 256")
         if not 1 <= self.beats_per_bar <= 16:
             raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
         if not 0 < self.lookahead_beats <= 16:
@@ -71,24 +69,24 @@ class CallResponsePlanner:
     def __init__(
         self,
         generator: StepGenerator,
-        params: SamplingParams,
+        live: LiveParams,
         rng: np.random.Generator,
         settings: CallResponseSettings | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self.generator = generator
-        self.params = params
+        self.live = live
         self.rng = rng
         self.settings = settings or CallResponseSettings()
+        self.generations = generations or Generations()
         self._silence = round(self.settings.silence_beats * PPQN)
         self._lookahead = round(self.settings.lookahead_beats * PPQN)
-        self._length = self.settings.response_bars * self.settings.beats_per_bar * PPQN
         self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
         self._done: list[tuple[int, int, int, int]] = []  # heap of (start, pitch, end, velocity)
         self._last_onset: int | None = None
         self._last_release = 0
         self._phrase_notes = 0
         self._velocity_sum = 0
-        self._generation = 0
         self._response: _Response | None = None
         self._responses = 0
 
@@ -132,7 +130,8 @@ class CallResponsePlanner:
             start, pitch, end, velocity = heapq.heappop(self._done)
             step = 0 if self._last_onset is None else start - self._last_onset
             self._last_onset = start
-            self.generator.feed(StepEvent(pitch=pitch, step=step, duration=end - start, velocity=velocity))
+            heard = self.live.to_model(pitch)
+            self.generator.feed(StepEvent(pitch=heard, step=step, duration=end - start, velocity=velocity))
 
     # ---- time ---------------------------------------------------------------------
 
@@ -158,16 +157,32 @@ class CallResponsePlanner:
         self._phrase_notes = 0
         self._velocity_sum = 0
         self._last_onset = None
-        self._generation += 1
-        first = self.generator.sample(self.params, self.rng) if self.generator.fed else None
+        first = self.generator.sample(self.live.sampling, self.rng) if self.generator.fed else None
+        length = self.live.response_bars * self.settings.beats_per_bar * PPQN
         self._response = _Response(
-            generation=self._generation,
+            generation=self.generations.new(),
             start=start,
-            end=start + self._length,
+            end=start + length,
             next_onset=start,
             next_event=first,
             velocity=max(1, min(127, velocity)),
         )
+
+    def silence(self) -> list[Action]:
+        """Stop at once (panic, a mode switch, the transport stopping): the phrase and the response end."""
+        actions: list[Action] = []
+        if self._response is not None:
+            actions.append(Withdraw(self._response.generation))
+            self._response = None
+        self._open.clear()
+        self._done.clear()
+        self._phrase_notes = 0
+        self._velocity_sum = 0
+        self._last_onset = None
+        return actions
+
+    def replan(self) -> None:
+        """Nothing to redo: a response in flight continues with the model now playing."""
 
     def _plan(self, response: _Response, horizon: int) -> list[MidiEvent]:
         """Place sampled notes whose onsets fall before ``horizon``; sample the next ones."""
@@ -176,12 +191,14 @@ class CallResponsePlanner:
         while response.next_event is not None and response.next_onset <= horizon:
             event = response.next_event
             onset = response.next_onset
-            end = min(onset + event.duration, response.end)
-            events.append(note_on(onset, channel, event.pitch, response.velocity))
-            events.append(note_off(end, channel, event.pitch))
+            duration = max(1, self.live.scale_time(event.duration))
+            end = min(onset + duration, response.end)
+            pitch = self.live.from_model(event.pitch)
+            events.append(note_on(onset, channel, pitch, response.velocity))
+            events.append(note_off(end, channel, pitch))
             self.generator.feed(event)
-            following = self.generator.sample(self.params, self.rng)
-            response.next_onset = onset + following.step
+            following = self.generator.sample(self.live.sampling, self.rng)
+            response.next_onset = onset + self.live.scale_time(following.step)
             response.next_event = following if response.next_onset < response.end else None
         events.sort()
         return events

@@ -1,10 +1,12 @@
-"""A live jam: the bundled or chosen model answering a keyboard or the seed phrase.
+"""A live jam: the bundled or chosen model answering, accompanying or playing on its own.
 
 Context: setup (opening the model, ports, synth), then the control loop on the
-calling thread; the scheduler, the synth and the seed phrase have their own
-threads. Nothing recorded is lost on the way out: whatever ends the jam (its
-natural end, Ctrl-C, SIGTERM, an error after the start) the scheduler silences
-what sounds and the MIDI file is written before the error is reported.
+calling thread; the scheduler, the synth, the seed phrase, a model loading in the
+background and the typed-command reader have their own threads. Nothing recorded
+is lost on the way out: whatever ends the jam (its natural end, Ctrl-C, SIGTERM,
+an error after the start) the scheduler silences what sounds and the MIDI file
+is written before the error is reported; ``autosave_seconds`` also rewrites it
+periodically for installations that run for days.
 """
 
 from __future__ import annotations
@@ -14,17 +16,27 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
+from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
-from livegen.engine.clock import InternalClock
+from livegen.engine.clock import Clock, InternalClock, MidiClockFollower
+from livegen.engine.clockout import ClockMaster
+from livegen.engine.commands import CommandReader
+from livegen.engine.conductor import Conductor
+from livegen.engine.controls import ControlMap
+from livegen.engine.keyfollow import KeyFollower
+from livegen.engine.live import Generations, LiveParams
+from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
+from livegen.engine.swap import SwappableGenerator
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.phrase import PhraseInput
@@ -32,14 +44,17 @@ from livegen.io.recorder import MidiRecorder
 from livegen.models.package import ModelPackage, load_package
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
 from livegen.models.sampling import SamplingParams, parse_key
-from livegen.models.step import StepGenerator
-from livegen.music.events import PROGRAM_CHANGE, notes_to_events
+from livegen.models.step import StepEvent, StepGenerator
+from livegen.music.events import PROGRAM_CHANGE, Note, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
 
 log = logging.getLogger(__name__)
 
-MODES = ("call-response",)
+MODES = ("call-response", "accompany", "autonomous")
+CLOCKS = ("internal", "midi", "link")
+#: ``input`` value that opens a virtual input port others (a DAW) connect to.
+VIRTUAL_INPUT = "virtual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +63,7 @@ class JamConfig:
 
     model: str = DEFAULT_MODEL
     mode: str = "call-response"
-    input: str | None = None  # a port name; None: the first keyboard found, else the seed phrase
+    input: str | None = None  # a port name, "virtual"; None: the first keyboard found, else the seed phrase
     outputs: tuple[str, ...] | None = None  # port names, "synth", "none"; None: livegen port + synth
     midi_api: str | None = None
     tempo: float | None = None
@@ -69,12 +84,82 @@ class JamConfig:
     model_program: int = 0
     echo_program: int = 0
     max_seconds: float | None = None
+    # accompaniment and autonomous play
+    lookahead_beats: float = 4.0
+    commit_beats: float = 2.0
+    listen_beats: float = 8.0
+    max_same_pitch: int = 12
+    max_bar_repeats: int = 4
+    silence_bars: float = 2.0
+    reseed: str = "recent"
+    yield_to: str = "call-response"
+    takeover_beats: float = 8.0
+    # clock and transport
+    clock: str = "internal"
+    clock_input: str | None = None  # where MIDI clock comes from (default: the input port)
+    clock_out: bool = False  # send MIDI clock, Start/Stop and Song Position on the MIDI port outputs
+    # live control
+    density: float = 1.0
+    transpose: str = "off"  # "off", "follow" (the performer's key) or semitones such as "-3"
+    controls: ControlMap | None = None
+    commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
+    autosave_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ConfigError(f"--mode {self.mode!r}: this version plays {', '.join(MODES)}")
+            raise ConfigError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"--clock {self.clock!r}: expected one of {', '.join(CLOCKS)}")
         if self.tempo is not None and not 20 <= self.tempo <= 400:
             raise ConfigError(f"--tempo {self.tempo}: expected 20 to 400 BPM")
+        if not 1 <= self.bars <= 256:
+            raise ConfigError(f"--bars {self.bars}: expected 1 to 256")
+        if not 0.25 <= self.density <= 4:
+            raise ConfigError(f"--density {self.density}: expected 0.25 to 4 (a multiplier of notes per beat)")
+        if self.autosave_seconds is not None and not self.autosave_seconds >= 1:
+            raise ConfigError(f"--autosave {self.autosave_seconds}: expected at least 1 second")
+        parse_transpose(self.transpose)
+        # the settings of each mode check their own fields now, not when the mode is switched to
+        self.accompany_settings(4)
+        self.autonomous_settings(4)
+
+    def accompany_settings(self, beats_per_bar: int) -> AccompanySettings:
+        return AccompanySettings(
+            lookahead_beats=self.lookahead_beats,
+            commit_beats=self.commit_beats,
+            listen_beats=self.listen_beats,
+            beats_per_bar=beats_per_bar,
+            channel=self.model_channel,
+        )
+
+    def autonomous_settings(self, beats_per_bar: int) -> AutonomousSettings:
+        return AutonomousSettings(
+            lookahead_beats=self.lookahead_beats,
+            commit_beats=self.commit_beats,
+            beats_per_bar=beats_per_bar,
+            channel=self.model_channel,
+            max_same_pitch=self.max_same_pitch,
+            max_bar_repeats=self.max_bar_repeats,
+            silence_bars=self.silence_bars,
+            reseed=self.reseed,
+            yield_to=self.yield_to,
+            takeover_beats=self.takeover_beats,
+        )
+
+
+def parse_transpose(text: str) -> int | None:
+    """'off' -> 0, 'follow' -> None (follow the performer's key), '-3' -> -3 semitones."""
+    if text == "off":
+        return 0
+    if text == "follow":
+        return None
+    try:
+        semitones = int(text)
+    except ValueError:
+        semitones = 99
+    if not -24 <= semitones <= 24:
+        raise ConfigError(f"transpose {text!r}: expected off, follow or semitones from -24 to 24")
+    return semitones
 
 
 @dataclass(slots=True)
@@ -89,6 +174,11 @@ class JamResult:
     warnings: list[str] = field(default_factory=list)
     late: int = 0
     max_late_ms: float = 0.0
+    replan_ms: list[float] = field(default_factory=list)  # performed note-on -> new plan, per note
+    takes: list[Path] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # live controls applied, in order
+    reseeds: int = 0
+    tempo_bpm: float = 0.0  # the clock's tempo at the end (a followed clock's estimate)
 
 
 def load_generator(model: str) -> tuple[ModelPackage, StepGenerator]:
@@ -180,8 +270,72 @@ def _open_midi(config: JamConfig, warnings: list[str]) -> tuple[str | None, str 
     return None, f"MIDI API {api}: {reason}"
 
 
+def seed_events(notes: Sequence[Note]) -> list[StepEvent]:
+    """A seed phrase as the events a step model hears (onset order, steps between onsets)."""
+    events, previous = [], None
+    for note in sorted(notes, key=lambda n: (n.start, n.pitch)):
+        events.append(
+            StepEvent(note.pitch, 0 if previous is None else note.start - previous, note.duration, note.velocity)
+        )
+        previous = note.start
+    return events
+
+
+def make_conductor(
+    config: JamConfig,
+    package: ModelPackage,
+    generator: StepGenerator,
+    live: LiveParams,
+    rng: np.random.Generator,
+    *,
+    beats_per_bar: int,
+    seed: list[StepEvent],
+) -> Conductor:
+    """The conductor over every mode's planner, sharing one swappable model and the live parameters."""
+    model = SwappableGenerator(generator, package.name)
+    generations = Generations()
+
+    def make_planner(mode: str) -> Planner:
+        if mode == "call-response":
+            settings = CallResponseSettings(
+                silence_beats=config.silence_beats, beats_per_bar=beats_per_bar, channel=config.model_channel
+            )
+            return CallResponsePlanner(model, live, rng, settings, generations)
+        if mode == "accompany":
+            return AccompanyPlanner(model, live, rng, config.accompany_settings(beats_per_bar), generations)
+        alone = config.autonomous_settings(beats_per_bar)
+        return AutonomousPlanner(model, live, rng, seed, lambda: make_planner(alone.yield_to), alone, generations)
+
+    def load(name: str) -> StepGenerator:  # a background thread
+        return load_generator(name)[1]
+
+    follower = None
+    if parse_transpose(config.transpose) is None:
+        follower = KeyFollower(live, beats_per_bar=beats_per_bar)
+    return Conductor(
+        make_planner,
+        config.mode,
+        model,
+        live,
+        modes=MODES,
+        load_model=load,
+        controls=config.controls.handle if config.controls is not None else None,
+        key_follower=follower,
+    )
+
+
+def _make_clock(config: JamConfig, tempo: TempoMap) -> Clock:
+    if config.clock == "midi":
+        return MidiClockFollower(initial_bpm=tempo.initial_bpm)
+    if config.clock == "link":
+        from livegen.engine.link import LinkClock
+
+        return LinkClock(bpm=tempo.initial_bpm)
+    return InternalClock(tempo, start_ns=time.perf_counter_ns() + 300_000_000)
+
+
 def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: bool = True) -> JamResult:
-    """Play until the seed phrase has been answered, or until stopped with a keyboard."""
+    """Play until the seed phrase has been answered (or accompanied), or until stopped."""
     from livegen.io import midi_ports
     from livegen.io.synth import audio_output_available
 
@@ -189,30 +343,41 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
     warnings: list[str] = []
     package, generator = load_generator(config.model)
     params = sampling_params(package, config.temperature, config.top_p, key=config.key, pitch_range=config.pitch_range)
-    song = seed_song(package, config.seed_file) if config.input is None or config.seed_file else None
+    specs = package.manifest.parameters
+    live = LiveParams(
+        sampling=params,
+        density=config.density,
+        response_bars=config.bars,
+        transpose=parse_transpose(config.transpose) or 0,
+        temperature_range=(specs["temperature"].min, specs["temperature"].max) if "temperature" in specs else (0.05, 4),
+        top_p_range=(specs["top_p"].min, specs["top_p"].max) if "top_p" in specs else (0.05, 1.0),
+    )
+    autonomous = config.mode == "autonomous"
+    wants_phrase = config.input is None and config.clock == "internal" and not autonomous
+    song = seed_song(package, config.seed_file) if wants_phrase or autonomous or config.seed_file else None
     tempo = TempoMap.constant(config.tempo) if config.tempo else (song.tempo if song else TempoMap.constant(120))
     tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock
-    settings = CallResponseSettings(
-        silence_beats=config.silence_beats,
-        response_bars=config.bars,
-        beats_per_bar=song.beats_per_bar if song else 4,
-        channel=config.model_channel,
-    )
+    beats_per_bar = song.beats_per_bar if song else 4
     rng = np.random.default_rng(config.rng_seed)
-    planner = CallResponsePlanner(generator, params, rng, settings)
+    conductor = make_conductor(
+        config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed_events(song.notes) if song else []
+    )
 
     wanted = config.outputs if config.outputs is not None else ("livegen", "synth")
     explicit_ports = config.outputs is not None and any(o not in ("synth", "none") for o in wanted)
-    needs_midi = any(o not in ("synth", "none") for o in wanted) or config.input is not None
+    needs_midi = any(o not in ("synth", "none") for o in wanted) or config.input is not None or config.clock == "midi"
     api, midi_problem = _open_midi(config, warnings) if needs_midi else (None, None)
-    if midi_problem and (explicit_ports or config.input is not None):
+    if midi_problem and (explicit_ports or config.input is not None or config.clock == "midi"):
         raise ConfigError(midi_problem)
     if midi_problem:
         warnings.append(f"{midi_problem}; no virtual port 'livegen' this time (the MIDI file is still written)")
+    if config.clock == "midi" and config.input is None and config.clock_input is None:
+        config = replace(config, input=VIRTUAL_INPUT)  # a DAW sends its clock to livegen's own port
 
     with ExitStack() as stack:
         model_outputs: list[MidiOutput] = []
         echo_outputs: list[MidiOutput] = []
+        clock_outputs: list[MidiOutput] = []
         output_names: list[str] = []
         for name in wanted:
             if name in ("synth", "none") or api is None:
@@ -220,7 +385,11 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             port = midi_ports.open_output(name, api=api, virtual=(name == "livegen"))
             stack.callback(port.close)
             model_outputs.append(port)
+            if config.clock_out:
+                clock_outputs.append(port)
             output_names.append(f"MIDI port {port.name} ({api})")
+        if config.clock_out and not clock_outputs:
+            warnings.append("--clock-out: no MIDI port output, so no MIDI clock is sent")
         live_synth = None
         offline_synth = False
         if "synth" in wanted:
@@ -244,50 +413,94 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                     raise ConfigError(f"audio device {config.audio_device!r} is not available")
                 warnings.append("no audio output device: the built-in synth renders to a WAV file instead")
 
-        clock = InternalClock(tempo, start_ns=time.perf_counter_ns() + 300_000_000)
-        scheduler = Scheduler([model_outputs, echo_outputs], tick_of=clock.ns_to_tick)
+        clock = _make_clock(config, tempo)
+        if hasattr(clock, "close"):
+            stack.callback(clock.close)
+        scheduler = Scheduler([model_outputs, echo_outputs, clock_outputs], tick_of=clock.ns_to_tick)
         recorder = MidiRecorder((PERFORMER_TRACK, MODEL_TRACK))
         echo_channel = config.echo_channel if echo and (echo_outputs or offline_synth) else None
-        engine = Engine(planner, clock, scheduler, recorder, echo_channel=echo_channel, keep_sent=offline_synth)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        midi_path = (config.record or config.out_dir / f"jam-{stamp}.mid").resolve()
+        takes: list[Path] = []
+
+        def save_take() -> None:  # control thread
+            path = midi_path.with_name(f"{midi_path.stem}-take{len(takes) + 1}.mid")
+            recorder.save(path, tempo, beats_per_bar=beats_per_bar)
+            takes.append(path)
+
+        engine = Engine(
+            conductor,
+            clock,
+            scheduler,
+            recorder,
+            echo_channel=echo_channel,
+            keep_sent=offline_synth,
+            clock_out=ClockMaster() if clock_outputs else None,
+            on_save_take=save_take,
+        )
         programs = {config.model_channel: config.model_program, config.echo_channel: config.echo_program}
         if live_synth is not None:
             for channel, program in programs.items():
                 live_synth.send_now((PROGRAM_CHANGE | channel, program))
 
-        source: MidiInput
-        keyboard = None
+        source: MidiInput | None = None
+        listens_to_clock = config.clock == "midi" and config.clock_input is None
         if config.input is not None:
             assert api is not None
-            source = midi_ports.open_input(config.input, api=api, callback=engine.on_midi)
+            virtual = config.input == VIRTUAL_INPUT
+            source = midi_ports.open_input(
+                None if virtual else config.input,
+                api=api,
+                callback=engine.on_midi,
+                virtual=virtual,
+                ignore_clock=not listens_to_clock,
+            )
             stack.callback(source.close)
-        else:
+        elif not autonomous or config.seed_file is None:
             keyboard = midi_ports.find_keyboard(api) if api else None
             if keyboard is not None:
                 assert api is not None
                 source = midi_ports.open_input(keyboard, api=api, callback=engine.on_midi)
                 stack.callback(source.close)
-            else:
+            elif wants_phrase:
                 assert song is not None
                 lead_in = PPQN  # one beat before the phrase
                 events = notes_to_events(replace(n, start=n.start + lead_in) for n in song.notes)
                 source = PhraseInput(events, clock.tick_to_ns)
                 source.set_callback(engine.on_midi)
                 stack.callback(source.close)
+        if config.clock == "midi" and config.clock_input is not None:
+            assert api is not None
+            clock_source = midi_ports.open_input(
+                config.clock_input, api=api, callback=engine.on_midi, ignore_clock=False
+            )
+            stack.callback(clock_source.close)
+        if config.commands or (config.commands is None and sys.stdin is not None and sys.stdin.isatty()):
+            CommandReader(conductor.post, stop.set).start()
         # The scheduler and the audio callback need the GIL within a millisecond; Python's
         # default switch interval (5 ms) lets the control thread hold it longer than a block.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
         stack.callback(sys.setswitchinterval, switch_interval)
+        started_ns = time.perf_counter_ns()
         scheduler.start()
         if isinstance(source, PhraseInput):
             source.start()
         deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
+        autosave_every = config.autosave_seconds
+        next_save = None if autosave_every is None else time.monotonic() + autosave_every
 
         def finished() -> bool:
+            nonlocal next_save
+            if next_save is not None and time.monotonic() >= next_save:
+                assert autosave_every is not None
+                engine.collect_sent()
+                recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
+                next_save = time.monotonic() + autosave_every
             if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return True
             if isinstance(source, PhraseInput):
-                return source.finished.is_set() and planner.responses >= 1 and not planner.busy
+                return source.finished.is_set() and conductor.responses >= 1 and not conductor.busy
             return False
 
         error: BaseException | None = None
@@ -300,13 +513,19 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 engine.finish()
                 if live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
-        result = _write_files(config, engine, recorder, clock, tempo, settings.beats_per_bar, offline_synth)
-        result.input_name = source.name
+        start_ns = clock.start_ns if isinstance(clock, InternalClock) else started_ns
+        result = _write_files(config, engine, recorder, start_ns, tempo, beats_per_bar, offline_synth, midi_path)
+        result.input_name = source.name if source is not None else "none (autonomous)"
         result.outputs = output_names + ([f"built-in synth -> {result.wav_path}"] if offline_synth else [])
         result.warnings = warnings
-        result.responses = planner.responses
+        result.responses = conductor.responses
         result.late = scheduler.stats.late
         result.max_late_ms = scheduler.stats.max_late_ns / 1e6
+        result.replan_ms = [ns / 1e6 for ns in engine.replan_ns()]
+        result.takes = takes
+        result.changes = list(conductor.events)
+        result.reseeds = sum(len(getattr(p, "reseeds", [])) for p in (conductor.planner,))
+        result.tempo_bpm = clock.tempo_bpm
         if error is not None:
             if isinstance(error, LivegenError):
                 raise error
@@ -320,20 +539,19 @@ def _write_files(
     config: JamConfig,
     engine: Engine,
     recorder: MidiRecorder,
-    clock: InternalClock,
+    start_ns: int,
     tempo: TempoMap,
     beats_per_bar: int,
     offline_synth: bool,
+    midi_path: Path,
 ) -> JamResult:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    midi_path = (config.record or config.out_dir / f"jam-{stamp}.mid").resolve()
     recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
     wav_path = None
     if offline_synth:
         wav_path = midi_path.with_suffix(".wav")
         render_wav(
             engine.sent,
-            clock.start_ns,
+            start_ns,
             wav_path,
             soundfont=config.soundfont,
             programs={config.model_channel: config.model_program, config.echo_channel: config.echo_program},

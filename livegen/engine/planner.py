@@ -28,7 +28,17 @@ class Withdraw:
     generation: int
 
 
-Action = Commit | Withdraw
+@dataclass(frozen=True, slots=True)
+class Panic:
+    """Silence every output group now (the panic control)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveTake:
+    """Write what was recorded so far to a new MIDI file now; recording goes on (the record control)."""
+
+
+Action = Commit | Withdraw | Panic | SaveTake
 
 
 class Planner(Protocol):
@@ -39,6 +49,12 @@ class Planner(Protocol):
 
     def advance(self, now_tick: int) -> list[Action]:
         """Plan ahead of ``now_tick`` (called often: every few milliseconds live)."""
+
+    def silence(self) -> list[Action]:
+        """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""
+
+    def replan(self) -> None:
+        """Sample afresh whatever is planned but not committed (after a model swap)."""
 
     @property
     def responses(self) -> int:

@@ -1,9 +1,11 @@
 """Presets: TOML files a performer starts from, mapped onto :class:`JamConfig`.
 
-Context: setup. A preset has one ``[jam]`` table whose keys are the long
-options of ``livegen jam`` (with dashes or underscores); command-line options
-override it. Unknown keys and wrong types are errors that name the file, the
-field and what is accepted.
+Context: setup. A preset has a ``[jam]`` table whose keys are the long options
+of ``livegen jam`` (with dashes or underscores; command-line options override
+them) and an optional ``[controls]`` table binding MIDI CCs to live parameters
+(:mod:`livegen.engine.controls`, written by ``livegen learn``). Unknown keys,
+wrong types and values out of range are errors that name the file, the field,
+the value and what is accepted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from livegen.engine.controls import parse_controls
 from livegen.engine.jam import JamConfig
 from livegen.errors import ConfigError
 
@@ -42,7 +45,26 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model_program": (int,),
     "echo_program": (int,),
     "max_seconds": (int, float),
+    "lookahead_beats": (int, float),
+    "commit_beats": (int, float),
+    "listen_beats": (int, float),
+    "max_same_pitch": (int,),
+    "max_bar_repeats": (int,),
+    "silence_bars": (int, float),
+    "reseed": (str,),
+    "yield_to": (str,),
+    "takeover_beats": (int, float),
+    "clock": (str,),
+    "clock_input": (str,),
+    "clock_out": (bool,),
+    "density": (int, float),
+    "transpose": (str, int),
+    "commands": (bool,),
+    "autosave_seconds": (int, float),
 }
+#: Fields whose value is true or false (every other field rejects booleans).
+_BOOLEAN = frozenset(("clock_out", "commands"))
+TABLES = ("jam", "controls")
 
 
 def _resolve(name_or_path: str) -> Path:
@@ -63,15 +85,20 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path}: not a readable TOML preset ({err})") from err
-    unknown_tables = set(table) - {"jam"}
+    unknown_tables = set(table) - set(TABLES)
     if unknown_tables:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; a preset holds one [jam] table")
+        raise ConfigError(
+            f"{path}: unknown table(s) {sorted(unknown_tables)}; a preset holds [jam] and optionally [controls]"
+        )
     values: dict[str, Any] = {}
+    if "controls" in table:
+        values["controls"] = parse_controls(table["controls"], str(path))
     for key, raw in table.get("jam", {}).items():
         field = key.replace("-", "_")
         if field not in _TYPES:
-            raise ConfigError(f"{path}: field 'jam.{key}' is unknown; accepted: {', '.join(sorted(_TYPES))}")
-        if not isinstance(raw, _TYPES[field]) or isinstance(raw, bool):
+            accepted = ", ".join(sorted(k.replace("_", "-") for k in _TYPES))
+            raise ConfigError(f"{path}: field 'jam.{key}' is unknown; accepted: {accepted}")
+        if not isinstance(raw, _TYPES[field]) or (isinstance(raw, bool) and field not in _BOOLEAN):
             kinds = " or ".join(t.__name__ for t in _TYPES[field])
             raise ConfigError(f"{path}: field 'jam.{key}': expected {kinds}, got {raw!r}")
         value: Any = raw
@@ -80,14 +107,23 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
                 raise ConfigError(f"{path}: field 'jam.outputs': expected a list of port names, 'synth' or 'none'")
             value = tuple(value)
         elif field in ("record", "seed_file", "out_dir"):
-            value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
+            value = (path.parent / value).resolve() if not Path(value).is_absolute() else Path(value)
+        elif field == "transpose":
+            value = str(value)
         values[field] = value
+    values["_source"] = path
     return values
 
 
 def make_config(preset: str | None, overrides: dict[str, Any]) -> JamConfig:
     """A JamConfig from a preset (if any) with command-line ``overrides`` (None = not given)."""
     values = load_preset(preset) if preset else {}
+    source = values.pop("_source", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(JamConfig)}
-    return JamConfig(**{k: v for k, v in values.items() if k in names})
+    try:
+        return JamConfig(**{k: v for k, v in values.items() if k in names})
+    except ConfigError as err:
+        if source is None:
+            raise
+        raise ConfigError(f"{source}: {err} (in [jam] or on the command line)") from err

@@ -13,6 +13,7 @@ import numpy as np
 
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
 from livegen.engine.clock import ManualClock
+from livegen.engine.live import LiveParams
 from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK, Engine
 from livegen.io.recorder import MidiRecorder
@@ -41,6 +42,7 @@ def render_call_response(
     params: SamplingParams,
     rng_seed: int,
     settings: CallResponseSettings,
+    response_bars: int = 4,
     echo_channel: int | None = 1,
     step_ticks: int = 10,
 ) -> Performance:
@@ -48,12 +50,13 @@ def render_call_response(
     clock = ManualClock(tempo)
     scheduler = Scheduler([[], []], tick_of=clock.ns_to_tick, now_ns=clock.now_ns)
     recorder = MidiRecorder((PERFORMER_TRACK, MODEL_TRACK))
-    planner = CallResponsePlanner(generator, params, np.random.default_rng(rng_seed), settings)
+    live = LiveParams(sampling=params, response_bars=response_bars)
+    planner = CallResponsePlanner(generator, live, np.random.default_rng(rng_seed), settings)
     engine = Engine(planner, clock, scheduler, recorder, echo_channel=echo_channel, keep_sent=True)
     events = notes_to_events(seed_notes)
     last = events[-1].tick if events else 0
     index, tick = 0, 0
-    response_beats = settings.silence_beats + settings.response_bars * settings.beats_per_bar + 8
+    response_beats = settings.silence_beats + response_bars * settings.beats_per_bar + 8
     limit = last + round(response_beats * PPQN)
     while tick <= limit:
         clock.set_tick(tick)

@@ -4,22 +4,40 @@ Context: :meth:`Engine.on_midi` runs on an input backend's thread and only
 timestamps and enqueues. Everything else runs on the control thread, which is
 also where the planner (and so inference) runs; the scheduler has its own
 real-time thread.
+
+The clock may be internal, followed (MIDI clock: its clock, start, stop,
+continue and song-position messages go to it, not to the planner) or Ableton
+Link. Whenever the clock's mapping from ticks to time changes, what is already
+scheduled is retimed from its ticks, so notes stay on the source's beat grid.
+While the transport is stopped the planner is not advanced. As clock master the
+engine schedules clock pulses like notes, in their own output group.
 """
 
 from __future__ import annotations
 
 import queue
+import time
+from array import array
 from collections.abc import Callable
 
-from livegen.engine.clock import InternalClock
-from livegen.engine.planner import Action, Commit, Planner, Withdraw
+from livegen.engine.clock import Clock, MidiClockFollower
+from livegen.engine.clockout import ClockMaster
+from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake, Withdraw
 from livegen.engine.scheduler import Scheduled, Scheduler, Sent
 from livegen.io.recorder import MidiRecorder
+from livegen.music.events import NOTE_ON
 
 #: Scheduler group of the model's outputs (the virtual port, the synth).
 MODEL_GROUP = 0
 #: Scheduler group that echoes the performer (the built-in synth only).
 ECHO_GROUP = 1
+#: Scheduler group of MIDI clock output (the MIDI ports only).
+CLOCK_GROUP = 2
+#: Status bytes of the clock and transport messages a followed clock consumes.
+CLOCK_MESSAGES = frozenset((0xF8, 0xFA, 0xFB, 0xFC, 0xF2))
+#: Generation no scheduled item has: withdrawing it only silences what sounds.
+NO_GENERATION = -1
+ALL_NOTES_OFF = 123
 PERFORMER_TRACK = "performer"
 MODEL_TRACK = "livegen"
 
@@ -30,13 +48,16 @@ class Engine:
     def __init__(
         self,
         planner: Planner,
-        clock: InternalClock,
+        clock: Clock,
         scheduler: Scheduler,
         recorder: MidiRecorder,
         *,
         echo_channel: int | None = None,
         keep_sent: bool = False,
         input_capacity: int = 4096,
+        clock_out: ClockMaster | None = None,
+        on_save_take: Callable[[], None] | None = None,
+        replan_capacity: int = 65536,
     ) -> None:
         self.planner = planner
         self.clock = clock
@@ -44,9 +65,17 @@ class Engine:
         self.recorder = recorder
         self.echo_channel = echo_channel
         self.keep_sent = keep_sent
+        self.clock_out = clock_out
+        self.on_save_take = on_save_take
         self.sent: list[Sent] = []
         self.input_overflow = 0
+        self.transport: list[tuple[str, int]] = []  # (kind, tick) of each transport event followed
         self._inbox: queue.Queue[tuple[tuple[int, ...], int]] = queue.Queue(maxsize=input_capacity)
+        self._clock_version = clock.version
+        self._was_running = clock.running
+        self._clock_started = False
+        self._replan = array("q", bytes(8 * replan_capacity))
+        self._replans = 0
 
     # ---- input backend thread -----------------------------------------------------
 
@@ -71,13 +100,72 @@ class Engine:
                 )
             elif isinstance(action, Withdraw):
                 self.scheduler.withdraw(action.generation, MODEL_GROUP)
+            elif isinstance(action, Panic):
+                for group in (MODEL_GROUP, ECHO_GROUP):
+                    self.scheduler.withdraw(NO_GENERATION, group)  # note-offs for what livegen sounds
+                    for channel in range(16):  # and all notes off, whatever else got stuck
+                        self.scheduler.send_now((0xB0 | channel, ALL_NOTES_OFF, 0), group)
+            elif isinstance(action, SaveTake):
+                self.collect_sent()
+                if self.on_save_take is not None:
+                    self.on_save_take()
 
     def _take_input(self, data: tuple[int, ...], t_ns: int) -> None:
+        if data and data[0] in CLOCK_MESSAGES:
+            if isinstance(self.clock, MidiClockFollower):
+                self._follow(data, t_ns)
+            return
+        if not data or data[0] >= 0xF0:
+            return  # system messages are neither music nor controls
         tick = self.clock.ns_to_tick(t_ns)
         self.recorder.record(PERFORMER_TRACK, tick, data)
-        if self.echo_channel is not None and len(data) >= 2 and 0x80 <= data[0] < 0xF0:
+        if self.echo_channel is not None and len(data) >= 2:
             self.scheduler.send_now(((data[0] & 0xF0) | self.echo_channel, *data[1:]), ECHO_GROUP)
         self._apply(self.planner.on_input(tick, data))
+        if len(data) >= 3 and data[0] & 0xF0 == NOTE_ON and data[2] > 0:
+            # from the note's arrival to the new plan being in place
+            self._replan[self._replans % len(self._replan)] = time.perf_counter_ns() - t_ns
+            self._replans += 1
+
+    def _follow(self, data: tuple[int, ...], t_ns: int) -> None:
+        """A clock or transport message for the followed clock."""
+        assert isinstance(self.clock, MidiClockFollower)
+        event = self.clock.on_message(data, t_ns)
+        if event is None:
+            return
+        self.transport.append((event.kind, event.tick))
+        if event.kind in ("stop", "start", "position"):
+            self._apply(self.planner.silence())
+
+    def replan_ns(self) -> list[int]:
+        """Time from each performed note-on's arrival to the planner's new plan (the last ones)."""
+        n = min(self._replans, len(self._replan))
+        return list(self._replan[:n])
+
+    def _keep_time(self) -> None:
+        """Retime the scheduler when the clock's mapping moved; schedule clock output."""
+        clock = self.clock
+        poll = getattr(clock, "poll", None)  # a Link session moves on its own
+        if poll is not None:
+            poll()
+        if clock.version != self._clock_version:
+            self._clock_version = clock.version
+            self.scheduler.retime(clock.tick_to_ns)
+        running = clock.running
+        if running != self._was_running:
+            self._was_running = running
+            if not running:
+                self._apply(self.planner.silence())
+        if self.clock_out is not None and running:
+            now = clock.now_tick()
+            if not self._clock_started:
+                self._clock_started = True
+                self._submit_clock(self.clock_out.start(max(0, now)))
+            self._submit_clock(self.clock_out.advance(now))
+
+    def _submit_clock(self, items: list[tuple[int, tuple[int, ...]]]) -> None:
+        tick_to_ns = self.clock.tick_to_ns
+        self.scheduler.submit([Scheduled(tick_to_ns(tick), tick, data, CLOCK_GROUP) for tick, data in items])
 
     def collect_sent(self) -> None:
         """Move what the scheduler sent into the recorder (and the kept log)."""
@@ -101,7 +189,9 @@ class Engine:
                 except queue.Empty:
                     break
                 self._take_input(*item)
-        self._apply(self.planner.advance(self.clock.now_tick()))
+        self._keep_time()
+        if self.clock.running:
+            self._apply(self.planner.advance(self.clock.now_tick()))
         self.collect_sent()
 
     def run(self, until: Callable[[], bool], *, period_s: float = 0.002) -> None:
@@ -110,6 +200,10 @@ class Engine:
             self.step(period_s)
 
     def finish(self) -> None:
-        """Stop the scheduler (silencing everything it played) and record the last sends."""
+        """Stop the scheduler (silencing everything it played, and sending Stop as clock master)
+        and record the last sends."""
+        if self.clock_out is not None and self._clock_started:
+            for _, data in self.clock_out.stop(self.clock.now_tick()):
+                self.scheduler.send_now(data, CLOCK_GROUP)
         self.scheduler.stop()
         self.collect_sent()

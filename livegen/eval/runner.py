@@ -301,7 +301,7 @@ def model_continuations(
     out = []
     for index, sample in enumerate(samples):
         notes, silence = performed_seed(sample.seed, sample.seed_ticks)
-        settings = CallResponseSettings(silence_beats=silence, response_bars=bars, beats_per_bar=sample.beats_per_bar)
+        settings = CallResponseSettings(silence_beats=silence, beats_per_bar=sample.beats_per_bar)
         performance = render_call_response(
             generator,
             notes,
@@ -309,6 +309,7 @@ def model_continuations(
             params=params,
             rng_seed=rng_seed + index,
             settings=settings,
+            response_bars=bars,
             step_ticks=60,
         )
         answer = [n for n in performance.model if n.start >= sample.seed_ticks]

@@ -1,0 +1,183 @@
+"""Accompaniment: the model plays continuously beside the performer on the beat grid.
+
+Context: control (the planner's thread).
+
+- The planner keeps ``lookahead_beats`` of the model's notes planned and commits
+  them ``commit_beats`` ahead of the playhead: committed notes are final and keep
+  playing while the planner works; later ones are re-planned whenever the
+  performer plays, from a state that has folded in the performed note at its
+  place in time (see :class:`~livegen.engine.line.PlannedLine`).
+- The model first plays ``listen_beats`` after the performer's first note (on the
+  grid); it keeps playing until the performer has been silent for the live
+  response length in bars, and joins again at once when they play again.
+- A performed note is heard at its note-on (its length is not known yet: the
+  median of the performer's recent lengths stands in), so re-planning costs one
+  fold and a few beats of sampling, measured by the engine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from livegen.engine.line import PlannedLine
+from livegen.engine.live import Generations, LiveParams
+from livegen.engine.planner import Action, Commit, Withdraw
+from livegen.errors import ConfigError
+from livegen.models.step import StepGenerator
+from livegen.music.events import NOTE_OFF, NOTE_ON
+from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
+
+
+@dataclass(frozen=True, slots=True)
+class AccompanySettings:
+    lookahead_beats: float = 4.0
+    commit_beats: float = 2.0
+    listen_beats: float = 8.0
+    beats_per_bar: int = 4
+    channel: int = 0
+    grid: int = SIXTEENTH
+
+    def __post_init__(self) -> None:
+        if not 0 < self.commit_beats <= self.lookahead_beats <= 32:
+            raise ConfigError(
+                f"commit horizon {self.commit_beats} and lookahead {self.lookahead_beats} beats: expected "
+                "0 < commit <= lookahead <= 32"
+            )
+        if not 0 <= self.listen_beats <= 256:
+            raise ConfigError(f"listening window {self.listen_beats} beats: expected 0 to 256")
+        if not 1 <= self.beats_per_bar <= 16:
+            raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
+        if not 0 <= self.channel <= 15:
+            raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
+
+
+class AccompanyPlanner:
+    """The ``accompany`` follow mode over a ``step`` generator."""
+
+    def __init__(
+        self,
+        generator: StepGenerator,
+        live: LiveParams,
+        rng: np.random.Generator,
+        settings: AccompanySettings | None = None,
+        generations: Generations | None = None,
+    ) -> None:
+        self.settings = settings or AccompanySettings()
+        self.live = live
+        self.generations = generations or Generations()
+        self.line = PlannedLine(generator, live, rng, channel=self.settings.channel, grid=self.settings.grid)
+        self._lookahead = round(self.settings.lookahead_beats * PPQN)
+        self._commit = round(self.settings.commit_beats * PPQN)
+        self._listen = round(self.settings.listen_beats * PPQN)
+        self._bar = self.settings.beats_per_bar * PPQN
+        self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
+        self._lengths: deque[int] = deque(maxlen=16)
+        self._velocities: deque[int] = deque(maxlen=16)
+        self._first_onset: int | None = None
+        self._last_activity: int | None = None
+        self._last_note_on: int | None = None
+        self._ended_at: int | None = None  # where the last accompaniment ended
+        self._playing = False
+        self._heard_first = False
+        self._generation = 0
+        self._segments = 0
+
+    @property
+    def responses(self) -> int:
+        """Accompaniments that have played to their end."""
+        return self._segments
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._open) or self._playing or (self._first_onset is not None and not self._heard_first)
+
+    # ---- performer ----------------------------------------------------------------
+
+    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+        if len(data) < 3:
+            return []
+        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
+        if kind == NOTE_ON and velocity > 0:
+            self._open[(channel, pitch)] = (tick, velocity)
+            self._velocities.append(velocity)
+            self._last_activity = tick
+            self._last_note_on = tick
+            if self._first_onset is None:
+                self._first_onset = tick
+            guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
+            self.line.fold(tick, pitch, guess, velocity)
+            if self._playing:
+                self.line.plan(tick + self._lookahead)
+        elif kind in (NOTE_OFF, NOTE_ON):
+            started = self._open.pop((channel, pitch), None)
+            if started is not None:
+                self._lengths.append(max(1, tick - started[0]))
+                self._last_activity = max(self._last_activity or tick, tick)
+        return []
+
+    # ---- time ---------------------------------------------------------------------
+
+    def _tail_end(self) -> int | None:
+        if self._open or self._last_activity is None:
+            return None
+        return ceil_to_grid(self._last_activity + self.live.response_bars * self._bar, self._bar)
+
+    def advance(self, now_tick: int) -> list[Action]:
+        line = self.line
+        line.trim(now_tick)
+        if self._first_onset is None:
+            return []
+        actions: list[Action] = []
+        if not self._playing:
+            if self._heard_first:
+                if self._ended_at is None or self._last_note_on is None or self._last_note_on < self._ended_at:
+                    return actions  # the performer has not played since the model stopped
+                start = ceil_to_grid(self._last_note_on, self.settings.grid)
+            else:
+                start = ceil_to_grid(self._first_onset + self._listen, self.settings.grid)
+            tail = self._tail_end()
+            if tail is not None and start >= tail:
+                return actions  # the performer stopped before the model was due to join
+            if now_tick + self._lookahead < start:
+                return actions
+            self._heard_first = True
+            self._playing = True
+            self._generation = self.generations.new()
+            line.velocity = self._velocity()
+            line.committed_until = max(line.committed_until, start)
+            line.plan(start)  # nothing before the start: just settle where the line stands
+        line.end = self._tail_end()
+        line.velocity = self._velocity()
+        line.plan(now_tick + self._lookahead)
+        events = line.commit(now_tick + self._commit)
+        if events:
+            actions.append(Commit(tuple(events), self._generation))
+        if line.end is not None and now_tick >= line.end:
+            self._ended_at = line.end
+            self._playing = False
+            self._segments += 1
+        return actions
+
+    def replan(self) -> None:
+        """Sample everything not committed afresh (after a model swap)."""
+        self.line.replan()
+
+    def _velocity(self) -> int:
+        return round(statistics.fmean(self._velocities)) if self._velocities else 90
+
+    def silence(self) -> list[Action]:
+        """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""
+        actions: list[Action] = [Withdraw(self._generation)] if self._generation else []
+        self._open.clear()
+        self._first_onset = None
+        self._last_activity = None
+        self._last_note_on = None
+        self._ended_at = None
+        self._playing = False
+        self._heard_first = False
+        self.line.end = None
+        return actions

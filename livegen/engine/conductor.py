@@ -1,0 +1,203 @@
+"""The conductor: the follow mode playing now, and everything a performer changes live.
+
+Context: control (the planner's thread), except :meth:`Conductor.post`, which any
+thread may call (a typed command, a model loaded in the background).
+
+The conductor is the planner the engine drives. It passes performed notes and
+time to the current mode's planner and steers it: control changes (from the
+control map's CCs or from typed commands) set live parameters, switch mode
+(the old planner is silenced, the new one shares the model and the live
+parameters), fire panic or save a take, and switch model. A model switch loads
+the package on a background thread so the clock and the scheduler never wait
+for it; once loaded it replaces the model inside the :class:`SwappableGenerator`
+primed with the recent context, and what is planned but not committed is sampled
+afresh. Committed notes keep playing and carry their note-offs, so no note is
+left sounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livegen.engine.controls import ControlChange
+from livegen.engine.keyfollow import KeyFollower
+from livegen.engine.live import LiveParams
+from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake
+from livegen.engine.swap import SwappableGenerator
+from livegen.errors import ConfigError, LivegenError
+from livegen.models.step import StepGenerator
+
+log = logging.getLogger(__name__)
+
+NUMERIC = ("temperature", "top_p", "density", "response_bars")
+CONTROL_NAMES = (*NUMERIC, "mode", "model", "panic", "record")
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    name: str
+    generator: StepGenerator | None
+    error: str | None
+
+
+class Conductor:
+    """A :class:`Planner` that hosts the current mode's planner and applies live controls."""
+
+    def __init__(
+        self,
+        make_planner: Callable[[str], Planner],
+        mode: str,
+        generator: SwappableGenerator,
+        live: LiveParams,
+        *,
+        modes: tuple[str, ...],
+        load_model: Callable[[str], StepGenerator] | None = None,
+        controls: Callable[[tuple[int, ...]], list[ControlChange]] | None = None,
+        key_follower: KeyFollower | None = None,
+    ) -> None:
+        if mode not in modes:
+            raise ConfigError(f"mode {mode!r}: expected one of {', '.join(modes)}")
+        self.make_planner = make_planner
+        self.modes = modes
+        self.mode = mode
+        self.generator = generator
+        self.live = live
+        self.load_model = load_model
+        self.controls = controls
+        self.key_follower = key_follower
+        self.planner = make_planner(mode)
+        self.model = generator.name
+        self.loading: str | None = None
+        self.events: list[str] = []  # what changed, for the jam's report
+        self._posted: queue.SimpleQueue[ControlChange | _Loaded] = queue.SimpleQueue()
+        self._loader: threading.Thread | None = None
+
+    # ---- any thread ---------------------------------------------------------------
+
+    def post(self, change: ControlChange) -> None:
+        """Queue a control change for the control thread (typed commands, other threads)."""
+        self._posted.put(change)
+
+    # ---- Planner ------------------------------------------------------------------
+
+    @property
+    def responses(self) -> int:
+        return self.planner.responses
+
+    @property
+    def busy(self) -> bool:
+        return self.planner.busy or self.loading is not None
+
+    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+        if self.controls is not None and data and data[0] & 0xF0 == 0xB0:
+            changes = self.controls(data)
+            if changes:
+                return [a for change in changes for a in self.apply(change)]
+        if self.key_follower is not None:
+            self.key_follower.observe_performed(tick, data)
+        return self.planner.on_input(tick, data)
+
+    def advance(self, now_tick: int) -> list[Action]:
+        actions: list[Action] = []
+        while True:
+            try:
+                item = self._posted.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Loaded):
+                actions += self._swap(item)
+            else:
+                actions += self.apply(item)
+        planned = self.planner.advance(now_tick)
+        if self.key_follower is not None:
+            self.key_follower.observe_committed(e for a in planned if isinstance(a, Commit) for e in a.events)
+            self.key_follower.update(now_tick)
+        return actions + planned
+
+    def silence(self) -> list[Action]:
+        return self.planner.silence()
+
+    def replan(self) -> None:
+        self.planner.replan()
+
+    # ---- controls -----------------------------------------------------------------
+
+    def apply(self, change: ControlChange) -> list[Action]:
+        """Apply one control change now; the actions it causes."""
+        name, value = change.name, change.value
+        if name in NUMERIC:
+            assert isinstance(value, (int, float)) and not isinstance(value, bool)
+            was = self.live.set(name, float(value))
+            self.events.append(f"{name} = {was:g}")
+            return []
+        if name == "mode":
+            return self.switch_mode(str(value))
+        if name == "model":
+            self.request_model(str(value))
+            return []
+        if name == "panic":
+            self.events.append("panic")
+            return [*self.planner.silence(), Panic()]
+        if name == "record":
+            self.events.append("take saved")
+            return [SaveTake()]
+        raise ConfigError(f"control {name!r}: expected one of {', '.join(CONTROL_NAMES)}")
+
+    def switch_mode(self, mode: str) -> list[Action]:
+        if mode not in self.modes:
+            raise ConfigError(f"mode {mode!r}: expected one of {', '.join(self.modes)}")
+        if mode == self.mode:
+            return []
+        actions = self.planner.silence()
+        self.planner = self.make_planner(mode)
+        self.mode = mode
+        self.events.append(f"mode = {mode}")
+        return actions
+
+    # ---- model swap ---------------------------------------------------------------
+
+    def request_model(self, name: str) -> None:
+        """Start loading ``name`` in the background; it takes over when ready (one load at a time)."""
+        if self.load_model is None or name == self.model or name == self.loading:
+            return
+        if self._loader is not None and self._loader.is_alive():
+            log.warning("model %s: still loading %s; ignored", name, self.loading)
+            return
+        self.loading = name
+        loader = self.load_model
+
+        def load() -> None:  # background thread: never touches the planner
+            try:
+                self._posted.put(_Loaded(name, loader(name), None))
+            except LivegenError as err:
+                self._posted.put(_Loaded(name, None, str(err)))
+            except Exception as err:  # a broken package must not end the performance
+                self._posted.put(_Loaded(name, None, f"model {name}: could not be loaded ({err!r})"))
+
+        self._loader = threading.Thread(target=load, name=f"livegen-load-{name}", daemon=True)
+        self._loader.start()
+
+    def swap_now(self, name: str, generator: StepGenerator) -> list[Action]:
+        """Replace the model at once (tests, and the background load's arrival)."""
+        return self._swap(_Loaded(name, generator, None))
+
+    def _swap(self, loaded: _Loaded) -> list[Action]:
+        self.loading = None
+        if loaded.generator is None:
+            log.warning("%s; still playing %s", loaded.error, self.model)
+            self.events.append(f"model {loaded.name} failed: {loaded.error}")
+            return []
+        self.generator.swap(loaded.generator, loaded.name)
+        self.planner.replan()
+        self.model = loaded.name
+        self.events.append(f"model = {loaded.name}")
+        return []
+
+    def wait_loaded(self, timeout: float = 30.0) -> None:
+        """Block until a background load has finished (tests, offline renders)."""
+        if self._loader is not None:
+            self._loader.join(timeout)

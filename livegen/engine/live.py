@@ -1,0 +1,78 @@
+"""What a performer turns while playing: the parameters every planner reads live.
+
+Context: control (the planner's thread). One :class:`LiveParams` is shared by
+the planners of a jam; a control change (a CC knob, a typed command) replaces a
+value here and the next sampled note uses it. Nothing is copied into a planner
+at construction, so a switch of mode keeps what the performer set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from itertools import count
+
+from livegen.errors import ConfigError
+from livegen.models.sampling import SamplingParams
+
+#: Density multiplies notes per beat within these bounds.
+DENSITY_RANGE = (0.25, 4.0)
+#: Response (and accompaniment tail) length bounds, bars.
+RESPONSE_BARS_RANGE = (1, 256)
+
+
+@dataclass(slots=True)
+class LiveParams:
+    """Sampling, density and length as they are now; ``transpose`` semitones applied to output."""
+
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    density: float = 1.0
+    response_bars: int = 4
+    transpose: int = 0  # semitones added to the model's pitches (and taken from the performer's it hears)
+    temperature_range: tuple[float, float] = (0.05, 4.0)
+    top_p_range: tuple[float, float] = (0.05, 1.0)
+
+    def __post_init__(self) -> None:
+        self.set("density", self.density)
+        self.set("response_bars", self.response_bars)
+
+    def set(self, name: str, value: float) -> float:
+        """Set one numeric parameter, clamped to what the model accepts; returns the value set."""
+        if name == "temperature":
+            low, high = self.temperature_range
+            value = min(high, max(low, float(value)))
+            self.sampling = replace(self.sampling, temperature=value)
+        elif name == "top_p":
+            low, high = self.top_p_range
+            value = min(high, max(low, float(value)))
+            self.sampling = replace(self.sampling, top_p=value)
+        elif name == "density":
+            value = min(DENSITY_RANGE[1], max(DENSITY_RANGE[0], float(value)))
+            self.density = value
+        elif name == "response_bars":
+            value = int(min(RESPONSE_BARS_RANGE[1], max(RESPONSE_BARS_RANGE[0], round(value))))
+            self.response_bars = value
+        else:
+            raise ConfigError(f"live parameter {name!r}: expected temperature, top_p, density or response_bars")
+        return value
+
+    def to_model(self, pitch: int) -> int:
+        """A performed pitch as the model hears it (in the model's own key)."""
+        return min(127, max(0, pitch - self.transpose))
+
+    def from_model(self, pitch: int) -> int:
+        """A generated pitch as it sounds (in the performer's key)."""
+        return min(127, max(0, pitch + self.transpose))
+
+    def scale_time(self, ticks: int) -> int:
+        """A generated step or duration at the current density (more notes per beat: shorter)."""
+        return round(ticks / self.density) if self.density != 1.0 else ticks
+
+
+class Generations:
+    """Numbers for batches of committed events, unique across every planner of a jam."""
+
+    def __init__(self) -> None:
+        self._next = count(1)
+
+    def new(self) -> int:
+        return next(self._next)

@@ -1,0 +1,121 @@
+"""Accompaniment planning: exact events on musical ticks, with a generator whose output shows what it heard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
+from livegen.engine.live import LiveParams
+from livegen.engine.planner import Commit, Withdraw
+from livegen.errors import ConfigError
+from tests.fakes import CountingGenerator
+
+# lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid
+SETTINGS = AccompanySettings(listen_beats=2)
+
+
+def make(live: LiveParams | None = None, settings: AccompanySettings = SETTINGS):
+    gen = CountingGenerator()
+    return gen, AccompanyPlanner(gen, live or LiveParams(), np.random.default_rng(0), settings)
+
+
+def note_ons(actions):
+    return [(e.tick, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
+
+
+def run(planner, start, stop, step=10):
+    actions = []
+    for tick in range(start, stop, step):
+        actions += planner.advance(tick)
+    return actions
+
+
+def test_listens_then_plays_on_the_grid_committing_two_beats_ahead():
+    _, planner = make()
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    committed_by = {}
+    for tick in range(0, 1000, 10):
+        for onset, pitch in note_ons(planner.advance(tick)):
+            committed_by[(onset, pitch)] = tick
+    # first note after the 2-beat listening window; each committed when it came within 2 beats
+    assert committed_by == {(960, 49): 10, (1200, 50): 250, (1440, 51): 490, (1680, 52): 730, (1920, 53): 970}
+
+
+def test_performed_note_replans_only_beyond_the_commit_horizon():
+    gen, planner = make()
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    before = note_ons(run(planner, 0, 1000))
+    assert before == [(960, 49), (1200, 50), (1440, 51), (1680, 52), (1920, 53)]
+    assert planner.on_input(1000, (0x90, 72, 100)) == []  # nothing committed is ever withdrawn
+    planner.on_input(1100, (0x80, 72, 0))
+    after = run(planner, 1000, 2900)
+    assert not any(isinstance(a, Withdraw) for a in after)
+    # without the performed note the next would be 54 at 2160; the re-plan heard it, so 55
+    assert note_ons(after) == [(t, 55 + i) for i, t in enumerate(range(2160, 2900 + 960, 240))]
+    # the model heard the performed note at its place in time, then the committed notes again
+    heard = [(e.pitch, e.step) for e in gen.fed_events]
+    committed = [(60, 0), (49, 960), (50, 240), (51, 240), (52, 240), (53, 240)]
+    planned = [(54, 240), (55, 240), (56, 240), (57, 240)]  # planned beyond the horizon, not committed
+    assert heard[:10] == committed + planned
+    assert heard[10:15] == [(72, 40), (50, 200), (51, 240), (52, 240), (53, 240)]
+
+
+def test_stops_after_the_performer_falls_silent_for_the_response_length():
+    _, planner = make(LiveParams(response_bars=1))
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    events = [e for a in run(planner, 0, 6000) if isinstance(a, Commit) for e in a.events]
+    # last activity 240 + 1 bar = 2160, rounded up to the bar line 3840
+    assert [e.tick for e in events if e.is_note_on] == list(range(960, 3840, 240))
+    assert max(e.tick for e in events) == 3840  # the last note is cut at the end
+    assert planner.responses == 1 and not planner.busy
+
+
+def test_rejoins_at_once_when_the_performer_plays_again():
+    _, planner = make(LiveParams(response_bars=1))
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    run(planner, 0, 6000)
+    planner.on_input(6000, (0x90, 64, 100))
+    planner.on_input(6100, (0x80, 64, 0))
+    ons = note_ons(run(planner, 6000, 7000))
+    assert ons[0] == (6240, 62)  # one model step after the performed note: no second listening window
+
+
+def test_density_transposition_and_velocity_are_live():
+    live = LiveParams(density=2.0, transpose=3)
+    gen, planner = make(live)
+    planner.on_input(0, (0x90, 60, 64))
+    planner.on_input(240, (0x80, 60, 0))
+    events = [e for a in run(planner, 0, 1500) if isinstance(a, Commit) for e in a.events]
+    ons = [(e.tick, e.data1, e.data2) for e in events if e.is_note_on]
+    assert gen.fed_events[0].pitch == 57  # the model hears the performer in its own key
+    assert ons[:3] == [(960, 52, 64), (1080, 53, 64), (1200, 54, 64)]  # twice as dense, 3 up, their velocity
+    offs = [(e.tick, e.data1) for e in events if e.is_note_off]
+    assert offs[0] == (1080, 52)  # durations halve too
+
+
+def test_silence_withdraws_and_waits_for_the_performer():
+    _, planner = make()
+    planner.on_input(0, (0x90, 60, 100))
+    run(planner, 0, 1200)
+    assert planner.silence() == [Withdraw(1)]
+    assert run(planner, 1200, 4000) == []
+    assert not planner.busy
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"commit_beats": 5, "lookahead_beats": 4}, "commit horizon"),
+        ({"commit_beats": 0}, "commit horizon"),
+        ({"listen_beats": -1}, "listening window"),
+        ({"channel": 16}, "channel 17"),
+    ],
+)
+def test_settings_name_the_bad_value(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        AccompanySettings(**kwargs)

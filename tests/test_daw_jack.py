@@ -1,0 +1,170 @@
+"""livegen in a DAW, end to end on a real JACK server: the ``daw`` preset follows MIDI clock.
+
+A peer process plays the DAW: it sends MIDI clock to livegen's virtual input at 100 BPM
+and then 140 BPM, with Start, Stop, Song Position Pointer and Continue, and a few
+performed notes; another peer records what livegen sends on its ``livegen`` port. Every
+model note must land on the DAW's sixteenth grid as the DAW's own clock defines it
+(interpolated between the DAW's send times of its clock pulses). A second test runs
+livegen as clock master for a long stretch and counts its clock pulses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import statistics
+import time
+
+import pytest
+
+from livegen.music.midifile import read_midi
+from tests.jackutil import Peer
+from tests.pkgfactory import write_package
+from tests.test_jam_jack import collect, sounding_after, start_jam
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+TICKS_PER_PULSE = 20
+SIXTEENTH_PULSES = 6
+
+
+def phrase(pitches: list[int], bpm: float) -> list[object]:
+    """One performed note per beat (held for half a beat), as plan steps."""
+    steps: list[object] = []
+    for pitch in pitches:
+        steps += [{"on": [pitch, 100]}, {"pulses": 12, "bpm": bpm}, {"off": pitch}, {"pulses": 12, "bpm": bpm}]
+    return steps
+
+
+PLAN = [
+    {"pulses": 48, "bpm": 100},  # clock running, transport stopped: livegen waits
+    "start",
+    *phrase([60, 62, 64, 65], 100),
+    {"pulses": 24 * 8, "bpm": 100},  # 8 more beats at 100 BPM
+    {"pulses": 24 * 10, "bpm": 140},  # 10 beats at 140 BPM
+    "stop",
+    {"wait": 0.5},
+    {"spp": 32},  # bar 3 (32 sixteenths)
+    "continue",
+    *phrase([67, 65], 140),
+    {"pulses": 24 * 6, "bpm": 140},
+    "stop",
+    {"pulses": 24, "bpm": 140},
+]
+
+
+def grid_errors_ms(note_times: list[int], pulse_times: list[int], origins: list[tuple[int, int]]) -> list[float]:
+    """For each received note-on time: ms to the nearest sixteenth of the DAW's clock.
+
+    ``pulse_times``: the DAW's send times of the clock pulses while playing; ``origins``:
+    (index into pulse_times, pulse number of the song position) where each run starts.
+    """
+    errors = []
+    for t in note_times:
+        k = max(i for i, p in enumerate(pulse_times[:-1]) if p <= t) if t >= pulse_times[0] else 0
+        start, number = max((o for o in origins if o[0] <= k), key=lambda o: o[0])
+        interval = pulse_times[k + 1] - pulse_times[k]
+        position = number + (k - start) + (t - pulse_times[k]) / interval  # in pulses
+        nearest = round(position / SIXTEENTH_PULSES) * SIXTEENTH_PULSES
+        errors.append((position - nearest) * interval / 1e6)
+    return errors
+
+
+def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_song_position(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    record = tmp_path / "daw.mid"
+    receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
+    daw = None
+    try:
+        jam = start_jam("--preset", "daw", "--model", str(package), "--listen", "1", "--bars", "8",
+                        "--record", str(record), "--rng-seed", "1", "--max-seconds", "40")  # fmt: skip
+        assert receiver.expect("ready", timeout=30)["port"] == "livegen:livegen"
+        daw = Peer("clock", "--name", "daw", "--dest", "livegen in", "--plan", json.dumps(PLAN), "--timeout", "30")
+        assert daw.expect("ready", timeout=30)["dest"] == "livegen in:livegen in"
+        daw.tell("go")
+        sent = daw.expect("done", timeout=60)["sent"]
+        time.sleep(0.3)
+        jam.send_signal(signal.SIGTERM)
+        messages = collect(receiver, jam)
+        out, err = jam.communicate(timeout=30)
+    finally:
+        receiver.stop()
+        if daw is not None:
+            daw.stop()
+    assert jam.returncode == 0, err
+
+    # the DAW's pulses while its transport ran, and where each run started in the song
+    running, pulses, origins = False, [], []
+    for t_ns, status, *_ in sent:
+        if status == 0xFA:
+            running, next_origin = True, 0
+        elif status == 0xFB:
+            running, next_origin = True, 32 * SIXTEENTH_PULSES
+        elif status == 0xFC:
+            running = False
+        elif status == 0xF8 and running:
+            if next_origin is not None:
+                origins.append((len(pulses), next_origin))
+                next_origin = None
+            pulses.append(t_ns)
+    stops = [t for t, s, *_ in sent if s == 0xFC]
+    ons = [m["t_ns"] for m in messages if m["data"][0] & 0xF0 == 0x90 and m["data"][2] > 0]
+    assert len(ons) >= 20, out
+    # nothing plays while the transport is stopped
+    first_stop, continue_at = stops[0], next(t for t, s, *_ in sent if s == 0xFB)
+    assert not [t for t in ons if first_stop + 20e6 < t < continue_at]
+    played = [t for t in ons if t <= stops[-1]]
+    errors = grid_errors_ms(played, pulses, origins)
+    latency = statistics.median(errors)
+    spread = sorted(abs(e - latency) for e in errors)
+    print(
+        f"\nDAW grid: {len(errors)} notes; offset from the DAW's sixteenths: median {latency:.2f} ms, "
+        f"|deviation| p50 {spread[len(spread) // 2]:.2f} ms, p95 {spread[int(0.95 * (len(spread) - 1))]:.2f} ms, "
+        f"max {spread[-1]:.2f} ms"
+    )
+    assert 0 <= latency < 10  # two JACK hops of at most a few periods
+    assert spread[-1] < 6  # every note on the grid: a sixteenth is 107 ms at 140 BPM
+    assert not sounding_after(messages)
+    song = read_midi(record)
+    assert song.notes  # the recording holds the performer's notes and the model's
+
+
+def test_clock_master_sends_exactly_24_pulses_per_beat_in_step_with_its_notes(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
+    try:
+        jam = start_jam("--model", str(package), "--mode", "autonomous", "--out", "livegen", "--clock-out",
+                        "--tempo", "150", "--max-seconds", "20", "--rng-seed", "2", "--no-commands",
+                        "--record", str(tmp_path / "master.mid"))  # fmt: skip
+        assert receiver.expect("ready", timeout=30)["port"] == "livegen:livegen"
+        messages = collect(receiver, jam, timeout=60)
+        _out, err = jam.communicate(timeout=30)
+    finally:
+        receiver.stop()
+    assert jam.returncode == 0, err
+    statuses = [m["data"][0] for m in messages]
+    assert statuses[:2] == [0xF2, 0xFA] and messages[0]["data"] == [0xF2, 0, 0]  # SPP 0, then Start
+    assert 0xFC in statuses  # Stop at the end
+    pulses = [m["t_ns"] for m in messages if m["data"] == [0xF8]]
+    interval = 60e9 / (150 * 24)
+    assert len(pulses) > 24 * 40  # 16 s and more at 150 BPM
+    # none missed, none extra (every gap one interval, give or take JACK's period), and no
+    # drift: a line through pulse k's arrival has the slope of exactly 24 pulses per beat
+    gaps = [(b - a) / interval for a, b in itertools.pairwise(pulses)]
+    n = len(pulses)
+    mean_k, mean_t = (n - 1) / 2, statistics.fmean(pulses)
+    slope = sum((k - mean_k) * (t - mean_t) for k, t in enumerate(pulses)) / sum((k - mean_k) ** 2 for k in range(n))
+    residuals = [abs(t - (mean_t + (k - mean_k) * slope)) / 1e6 for k, t in enumerate(pulses)]
+    print(
+        f"\nclock master: {n} pulses, interval {slope / 1e6:.4f} ms (exact {interval / 1e6:.4f}), "
+        f"max residual {max(residuals):.2f} ms, gaps {min(gaps):.2f}-{max(gaps):.2f} intervals"
+    )
+    assert all(0.5 < g < 1.5 for g in gaps)
+    assert abs(slope - interval) / interval < 1e-4  # under 0.1 ms per 1000 pulses
+    assert max(residuals) < 4
+    # the model's notes fall on its own pulses: a sixteenth is every 6th pulse
+    ons = [m["t_ns"] for m in messages if m["data"][0] & 0xF0 == 0x90 and m["data"][2] > 0]
+    assert ons
+    off_grid = [((t - pulses[0]) / interval) % SIXTEENTH_PULSES for t in ons]
+    assert all(min(p, SIXTEENTH_PULSES - p) < 0.25 for p in off_grid)
