@@ -232,6 +232,10 @@ def _cmd_jam(args: argparse.Namespace) -> int:
         ordered = sorted(result.replan_ms)
         p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         print(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
+    if result.send_errors:
+        print(f"livegen: warning: {result.send_errors} message(s) could not be sent (a port or server went away)")
+    if config.clock != "internal":
+        print(f"livegen: clock: {config.clock}, tempo at the end {result.tempo_bpm:.2f} BPM")
     if result.reseeds:
         print(f"livegen: reseeded {result.reseeds} time(s) out of a loop or silence")
     for change in result.changes:

@@ -126,6 +126,8 @@ def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_so
     assert 0 <= latency < 10  # two JACK hops of at most a few periods
     assert spread[-1] < 6  # every note on the grid: a sixteenth is 107 ms at 140 BPM
     assert not sounding_after(messages)
+    replan = next(line for line in out.splitlines() if "note to new plan" in line)
+    print(replan, next(line for line in out.splitlines() if "tempo at the end" in line), sep="\n")
     song = read_midi(record)
     assert song.notes  # the recording holds the performer's notes and the model's
 

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from itertools import pairwise
 
+import mido
 import pytest
 
 from livegen.music.midifile import read_midi
@@ -154,13 +155,14 @@ def test_unknown_output_port_is_a_clear_error(jack_server, tmp_path):
     assert "no-such-daw" in err
 
 
-def test_sigterm_mid_answer_silences_everything_and_keeps_the_recording(jack_server, tmp_path):
+@pytest.mark.parametrize("mode", ["call-response", "accompany"])
+def test_sigterm_mid_answer_silences_everything_and_keeps_the_recording(jack_server, tmp_path, mode):
     package = write_package(tmp_path / "pkg")
     record = tmp_path / "term.mid"
     peer = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "60")
     try:
         jam = start_jam("--model", str(package), "--out", "livegen", "--bars", "16", "--silence", "1",
-                        "--record", str(record))  # fmt: skip
+                        "--record", str(record), "--mode", mode, "--listen", "1")  # fmt: skip
         peer.expect("ready", timeout=30)
         first = peer.expect("message", timeout=20)
         assert first["data"][0] == 0x90
@@ -175,3 +177,5 @@ def test_sigterm_mid_answer_silences_everything_and_keeps_the_recording(jack_ser
     assert [m["data"] for m in messages[-3:]] == [[0xB0, 64, 0], [0xB0, 123, 0], [0xB0, 120, 0]]
     song = read_midi(record)  # written on the way out, with what was played so far
     assert any(n.pitch == first["data"][1] for n in song.notes)
+    tracks = {t.name: sum(m.type == "note_on" and m.velocity > 0 for m in t) for t in mido.MidiFile(record).tracks}
+    assert tracks.get("performer", 0) > 0 and tracks.get("livegen", 0) > 0  # each part on its own track

@@ -179,6 +179,7 @@ class JamResult:
     changes: list[str] = field(default_factory=list)  # live controls applied, in order
     reseeds: int = 0
     tempo_bpm: float = 0.0  # the clock's tempo at the end (a followed clock's estimate)
+    send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
 
 
 def load_generator(model: str) -> tuple[ModelPackage, StepGenerator]:
@@ -526,6 +527,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         result.changes = list(conductor.events)
         result.reseeds = sum(len(getattr(p, "reseeds", [])) for p in (conductor.planner,))
         result.tempo_bpm = clock.tempo_bpm
+        result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
         if error is not None:
             if isinstance(error, LivegenError):
                 raise error

@@ -1,0 +1,5 @@
+"""Run every benchmark: ``python -m benchmarks`` (``make bench``)."""
+
+from benchmarks import replan
+
+replan.main([])

@@ -1,0 +1,69 @@
+"""Presets: the shipped ones load as documented; every bad field names the file, the field, the value
+and what is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from livegen.engine.preset import PRESET_DIR, make_config
+from livegen.errors import ConfigError
+
+
+def test_shipped_presets_load_with_what_their_comments_promise():
+    jam = make_config("jam", {})
+    assert (jam.mode, jam.clock, jam.outputs) == ("call-response", "internal", ("livegen", "synth"))
+    assert jam.controls is not None and jam.controls.bindings["panic"].cc == 26
+    daw = make_config("daw", {})
+    assert (daw.mode, daw.clock, daw.input, daw.outputs) == ("accompany", "midi", "virtual", ("livegen",))
+    assert (daw.lookahead_beats, daw.commit_beats, daw.listen_beats) == (4.0, 2.0, 8.0)
+    installation = make_config("installation", {})
+    assert (installation.mode, installation.outputs, installation.yield_to) == (
+        "autonomous",
+        ("synth",),
+        "call-response",
+    )
+    assert installation.autosave_seconds == 60 and installation.out_dir == (PRESET_DIR.parent / "out/installation")
+    assert sorted(p.stem for p in PRESET_DIR.glob("*.toml")) == ["daw", "default", "installation", "jam"]
+
+
+def test_command_line_overrides_the_preset():
+    config = make_config("daw", {"mode": "autonomous", "listen_beats": None})
+    assert config.mode == "autonomous" and config.listen_beats == 8.0
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "p.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[jam]\nmood = 'happy'\n", r"field 'jam.mood' is unknown; accepted: .*autosave-seconds"),
+        ("[jam]\nbars = 'four'\n", r"field 'jam.bars': expected int, got 'four'"),
+        ("[jam]\nclock-out = 1\n", r"field 'jam.clock-out': expected bool, got 1"),
+        ("[jam]\ntempo = true\n", r"field 'jam.tempo': expected int or float, got True"),
+        ("[jam]\nmode = 'solo'\n", r"p.toml: --mode 'solo': expected one of call-response, accompany, autonomous"),
+        ("[jam]\nclock = 'ptp'\n", r"--clock 'ptp': expected one of internal, midi, link"),
+        ("[jam]\ndensity = 9\n", r"--density 9: expected 0.25 to 4"),
+        ("[jam]\ntranspose = 'up'\n", r"transpose 'up': expected off, follow or semitones"),
+        ("[jam]\ncommit-beats = 6\n", r"commit horizon 6 and lookahead 4.0 beats"),
+        ("[jam]\nreseed = 'never'\n", r"reseed 'never': expected one of recent, seed"),
+        ("[jam]\n[sound]\ngain = 1\n", r"unknown table\(s\) \['sound'\]"),
+        ("[controls]\ntemperature = 200\n", r"controls.temperature"),
+        ("[jam\n", r"not a readable TOML preset"),
+    ],
+)
+def test_bad_fields_are_named_with_what_is_accepted(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(write(tmp_path, text), {})
+
+
+def test_unknown_preset_lists_the_bundled_ones():
+    with pytest.raises(
+        ConfigError, match="preset 'gig': no such file; bundled presets: daw, default, installation, jam"
+    ):
+        make_config("gig", {})
