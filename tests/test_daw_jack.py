@@ -14,6 +14,8 @@ import itertools
 import json
 import signal
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -170,3 +172,35 @@ def test_clock_master_sends_exactly_24_pulses_per_beat_in_step_with_its_notes(ja
     assert ons
     off_grid = [((t - pulses[0]) / interval) % SIXTEENTH_PULSES for t in ons]
     assert all(min(p, SIXTEENTH_PULSES - p) < 0.25 for p in off_grid)
+
+
+def test_model_swap_by_typed_command_keeps_the_clock_running_and_leaves_nothing_sounding(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
+    jam = None
+    try:
+        jam = subprocess.Popen(
+            [sys.executable, "-m", "livegen", "jam", "--midi-api", "jack", "--model", str(package),
+             "--mode", "autonomous", "--out", "livegen", "--clock-out", "--tempo", "150", "--commands",
+             "--max-seconds", "12", "--record", str(tmp_path / "swap.mid")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert receiver.expect("ready", timeout=30)["port"] == "livegen:livegen"
+        time.sleep(4)
+        assert jam.stdin is not None
+        jam.stdin.write("model folk-lstm\n")  # the bundled model: a real load on a background thread
+        jam.stdin.flush()
+        messages = collect(receiver, jam, timeout=60)
+        out, err = jam.communicate(timeout=30)
+    finally:
+        receiver.stop()
+        if jam is not None and jam.poll() is None:
+            jam.kill()
+    assert jam.returncode == 0, err
+    assert "live: model = folk-lstm" in out, out
+    pulses = [m["t_ns"] for m in messages if m["data"] == [0xF8]]
+    interval = 60e9 / (150 * 24)
+    gaps = [(b - a) / interval for a, b in itertools.pairwise(pulses)]
+    print(f"\nclock across a model swap: {len(pulses)} pulses, gaps {min(gaps):.2f}-{max(gaps):.2f} intervals")
+    assert len(pulses) > 24 * 20 and max(gaps) < 1.5  # not one pulse missed while the model loaded
+    assert not sounding_after(messages)

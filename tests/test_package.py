@@ -12,7 +12,7 @@ import pytest
 
 from livegen.errors import PackageError
 from livegen.models.midirnn import MidiRnnGenerator
-from livegen.models.package import load_package, sha256_of
+from livegen.models.package import load_package, sha256_of, verify_in_child
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from tests.pkgfactory import write_package
@@ -176,3 +176,15 @@ def test_feed_clamps_long_pauses_to_the_trained_range(tmp_path):
     gen.feed(StepEvent(62, 8 * 480, 480))
     after_clip = gen.sample(SamplingParams(temperature=0.05, top_p=1.0), np.random.default_rng(0))
     assert after_long == after_clip
+
+
+def test_verify_in_child_passes_a_good_package_and_names_the_fault_of_a_bad_one(package_dir, tmp_path):
+    verify_in_child(package_dir)  # no exception
+    broken = write_package(tmp_path / "broken")
+    data = bytearray((broken / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match=r"broken.*model\.onnx.*sha256"):
+        verify_in_child(broken)
+    package = load_package(package_dir, check_graphs=False)  # what a swap loads once the child said yes
+    assert package.sessions

@@ -41,7 +41,7 @@ from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder
-from livegen.models.package import ModelPackage, load_package
+from livegen.models.package import ModelPackage, load_package, verify_in_child
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
 from livegen.models.sampling import SamplingParams, parse_key
 from livegen.models.step import StepEvent, StepGenerator
@@ -182,8 +182,13 @@ class JamResult:
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
 
 
-def load_generator(model: str) -> tuple[ModelPackage, StepGenerator]:
-    package = load_package(resolve_package(model))
+def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
+    """Load and verify ``model``; ``checked_in_child``: run onnx.checker in a child process
+    (a swap during a performance, on a background thread)."""
+    path = resolve_package(model)
+    if checked_in_child:
+        verify_in_child(path)
+    package = load_package(path, check_graphs=not checked_in_child)
     if package.manifest.kind != "step":
         raise ConfigError(f"model {model!r} is of kind {package.manifest.kind!r}; this version plays step models")
     generator: StepGenerator = generator_class(package.manifest.family)(package)
@@ -308,7 +313,7 @@ def make_conductor(
         return AutonomousPlanner(model, live, rng, seed, lambda: make_planner(alone.yield_to), alone, generations)
 
     def load(name: str) -> StepGenerator:  # a background thread
-        return load_generator(name)[1]
+        return load_generator(name, checked_in_child=True)[1]
 
     follower = None
     if parse_transpose(config.transpose) is None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -173,8 +175,34 @@ def _open_zip(path: Path) -> Path:
     return manifests[0].parent
 
 
-def load_package(path: str | Path, *, check_family: bool = True) -> ModelPackage:
-    """Verify the package at ``path`` (a folder or .zip) and open its sessions."""
+def verify_in_child(path: str | Path, *, timeout: float = 120.0) -> None:
+    """Run every check of :func:`load_package` on ``path`` in a child process.
+
+    Context: a background thread during a performance (a model swap). onnx.checker
+    holds the GIL while it parses, long enough to delay the scheduler's sends; in a
+    child process it cannot. Raises :class:`PackageError` with the child's message.
+    """
+    code = "import sys\nfrom livegen.models.package import load_package\nload_package(sys.argv[1])"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise PackageError(f"{path}: could not be verified in a child process ({err})") from err
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        message = lines[-1].removeprefix("livegen.errors.PackageError: ")
+        raise PackageError(message if str(path) in message else f"{path}: {message}")
+
+
+def load_package(path: str | Path, *, check_family: bool = True, check_graphs: bool = True) -> ModelPackage:
+    """Verify the package at ``path`` (a folder or .zip) and open its sessions.
+
+    ``check_graphs=False`` skips ``onnx.checker`` (whose protobuf parsing holds the GIL
+    for milliseconds); only for a package :func:`verify_in_child` has just checked, as a
+    model swap during a performance does. Checksums, tensor names and the trial
+    inference always run.
+    """
     path = Path(path)
     if path.is_file() and path.suffix == ".zip":
         folder = _open_zip(path)
@@ -191,7 +219,8 @@ def load_package(path: str | Path, *, check_family: bool = True) -> ModelPackage
     sessions = {}
     for role, graph in manifest.graphs.items():
         graph_path = _inside(folder, graph.file, f"graphs.{role}.file")
-        _check_onnx(folder, graph_path)
+        if check_graphs:
+            _check_onnx(folder, graph_path)
         session = _session(graph_path)
         _match_io(graph_path, f"graphs.{role}.inputs", graph.inputs, session.get_inputs())
         _match_io(graph_path, f"graphs.{role}.outputs", graph.outputs, session.get_outputs())
