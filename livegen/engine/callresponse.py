@@ -194,8 +194,9 @@ class CallResponsePlanner:
             duration = max(1, self.live.scale_time(event.duration))
             end = min(onset + duration, response.end)
             pitch = self.live.from_model(event.pitch)
-            events.append(note_on(onset, channel, pitch, response.velocity))
-            events.append(note_off(end, channel, pitch))
+            on_channel = channel if event.channel is None else event.channel
+            events.append(note_on(onset, on_channel, pitch, response.velocity))
+            events.append(note_off(end, on_channel, pitch))
             self.generator.feed(event)
             following = self.generator.sample(self.live.sampling, self.rng)
             response.next_onset = onset + self.live.scale_time(following.step)

@@ -330,6 +330,22 @@ def make_conductor(
     )
 
 
+def channel_programs(config: JamConfig, generator: object) -> dict[int, int]:
+    """GM program per channel: the model's, a multi-track model's own per track, the echo's."""
+    tracks: dict[int, int] = dict(getattr(generator, "programs", None) or {})
+    return {config.model_channel: config.model_program, **tracks, config.echo_channel: config.echo_program}
+
+
+def _fit_echo_channel(config: JamConfig, generator: object, warnings: list[str]) -> JamConfig:
+    """Move the performer's echo off a channel a multi-track model plays on."""
+    used = set(getattr(generator, "programs", None) or {}) | {config.model_channel}
+    if config.echo_channel not in used:
+        return config
+    free = next(c for c in range(16) if c not in used and c != 9)  # 9 is General MIDI's drums
+    warnings.append(f"the model plays on channel {config.echo_channel + 1}; your echo moves to channel {free + 1}")
+    return replace(config, echo_channel=free)
+
+
 def _make_clock(config: JamConfig, tempo: TempoMap) -> Clock:
     if config.clock == "midi":
         return MidiClockFollower(initial_bpm=tempo.initial_bpm)
@@ -348,6 +364,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
     stop = stop or threading.Event()
     warnings: list[str] = []
     package, generator = load_generator(config.model)
+    config = _fit_echo_channel(config, generator, warnings)
     params = sampling_params(package, config.temperature, config.top_p, key=config.key, pitch_range=config.pitch_range)
     specs = package.manifest.parameters
     live = LiveParams(
@@ -444,7 +461,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             clock_out=ClockMaster() if clock_outputs else None,
             on_save_take=save_take,
         )
-        programs = {config.model_channel: config.model_program, config.echo_channel: config.echo_program}
+        programs = channel_programs(config, generator)
         if live_synth is not None:
             for channel, program in programs.items():
                 live_synth.send_now((PROGRAM_CHANGE | channel, program))
@@ -561,7 +578,9 @@ def _write_files(
             start_ns,
             wav_path,
             soundfont=config.soundfont,
-            programs={config.model_channel: config.model_program, config.echo_channel: config.echo_program},
+            programs=channel_programs(
+                config, engine.planner.generator if isinstance(engine.planner, Conductor) else None
+            ),
         )
     return JamResult(
         midi_path=midi_path,

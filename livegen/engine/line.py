@@ -159,8 +159,9 @@ class PlannedLine:
                 end = note.onset + note.event.duration
                 if self.end is not None:
                     end = min(end, max(self.end, note.onset + 1))
-                events.append(note_on(note.onset, self.channel, pitch, self.velocity))
-                events.append(note_off(end, self.channel, pitch))
+                channel = self.channel if note.event.channel is None else note.event.channel
+                events.append(note_on(note.onset, channel, pitch, self.velocity))
+                events.append(note_off(end, channel, pitch))
         self.committed_until = max(self.committed_until, horizon)
         events.sort()
         return events

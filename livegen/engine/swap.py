@@ -80,3 +80,9 @@ class SwappableGenerator:
     @property
     def fed(self) -> int:
         return self._fed
+
+    @property
+    def programs(self) -> dict[int, int] | None:
+        """A multi-track model's GM program per channel (None for a single-part model)."""
+        programs: dict[int, int] | None = getattr(self.current, "programs", None)
+        return programs

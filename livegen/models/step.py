@@ -24,12 +24,17 @@ from livegen.models.sampling import SamplingParams
 
 @dataclass(frozen=True, slots=True)
 class StepEvent:
-    """A note as a step model sees it: pitch, ticks since the previous onset, duration in ticks."""
+    """A note as a step model sees it: pitch, ticks since the previous onset, duration in ticks.
+
+    ``channel``: where a multi-track model wants the note (its track's channel); None
+    leaves it to the planner's channel. Performed notes are fed with None.
+    """
 
     pitch: int
     step: int
     duration: int
     velocity: int = 90
+    channel: int | None = None
 
 
 class StepGenerator(Protocol):
