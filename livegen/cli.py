@@ -218,6 +218,9 @@ def _cmd_jam(args: argparse.Namespace) -> int:
     overrides["outputs"] = tuple(args.outputs) if args.outputs else None
     config = make_config(args.preset, overrides)
     print(f"livegen: jamming with {config.model} ({config.mode}); Ctrl-C stops", flush=True)
+    if config.clock == "midi":
+        source = config.clock_input or ("'livegen in'" if config.input in (None, "virtual") else config.input)
+        print(f"livegen: following MIDI clock on {source}: plays after the DAW's Start", flush=True)
     result = run_jam(config)
     for warning in result.warnings:
         print(f"livegen: note: {warning}")
