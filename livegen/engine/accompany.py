@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.engine.line import PlannedLine
+from livegen.engine.line import PlannedLine, check_horizons
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Withdraw
 from livegen.errors import ConfigError
@@ -42,11 +42,7 @@ class AccompanySettings:
     grid: int = SIXTEENTH
 
     def __post_init__(self) -> None:
-        if not 0 < self.commit_beats <= self.lookahead_beats <= 32:
-            raise ConfigError(
-                f"commit horizon {self.commit_beats} and lookahead {self.lookahead_beats} beats: expected "
-                "0 < commit <= lookahead <= 32"
-            )
+        check_horizons(self.lookahead_beats, self.commit_beats)
         if not 0 <= self.listen_beats <= 256:
             raise ConfigError(f"listening window {self.listen_beats} beats: expected 0 to 256")
         if not 1 <= self.beats_per_bar <= 16:

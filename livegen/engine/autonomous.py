@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.engine.line import PlannedLine
+from livegen.engine.line import PlannedLine, check_horizons
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
@@ -54,11 +54,7 @@ class AutonomousSettings:
     takeover_beats: float = 8.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.commit_beats <= self.lookahead_beats <= 32:
-            raise ConfigError(
-                f"commit horizon {self.commit_beats} and lookahead {self.lookahead_beats} beats: expected "
-                "0 < commit <= lookahead <= 32"
-            )
+        check_horizons(self.lookahead_beats, self.commit_beats)
         if not 2 <= self.max_same_pitch <= 1000:
             raise ConfigError(f"max-same-pitch {self.max_same_pitch}: expected 2 to 1000 notes")
         if not 2 <= self.max_bar_repeats <= 1000:

@@ -179,6 +179,44 @@ def bpm_to_ns_per_tick(bpm: float) -> float:
     return 60e9 / (bpm * PPQN)
 
 
+class MappedClock:
+    """A clock whose tick <-> wall-time mapping is one immutable :class:`ClockMapping`.
+
+    Its owner replaces ``_mapping`` whole (one attribute store, atomic under the GIL),
+    so :meth:`tick_to_ns` is safe on any thread (the scheduler's) while the control
+    thread moves the clock. ``version`` is the mapping's.
+    """
+
+    _mapping: ClockMapping
+    _bpm: float
+
+    # ---- any thread ---------------------------------------------------------------
+
+    @property
+    def mapping(self) -> ClockMapping:
+        """The current mapping (one immutable tuple; read it once and use it)."""
+        return self._mapping
+
+    def tick_to_ns(self, tick: int) -> int:
+        """The wall time of ``tick`` on the current mapping (any thread)."""
+        return self._mapping.tick_to_ns(tick)
+
+    def ns_to_tick(self, ns: int) -> int:
+        """The tick at wall time ``ns`` on the current mapping (any thread)."""
+        return self._mapping.ns_to_tick(ns)
+
+    # ---- control thread -----------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._mapping.version
+
+    @property
+    def tempo_bpm(self) -> float:
+        """The tempo as the source last said it (a follower: its estimate)."""
+        return self._bpm
+
+
 class _Fit:
     """Least squares over recent pulses: one common slope, one intercept per segment.
 
@@ -227,7 +265,7 @@ class _Fit:
         return slope, means, rms
 
 
-class MidiClockFollower:
+class MidiClockFollower(MappedClock):
     """A :class:`Clock` that follows incoming MIDI clock (24 pulses per quarter note).
 
     Context: :meth:`on_message` and every property on the control thread, in arrival
@@ -284,34 +322,10 @@ class MidiClockFollower:
         self._reference = self._mapping  # the mapping at the last version bump
         self._bpm = initial_bpm
 
-    # ---- any thread ---------------------------------------------------------------
-
-    @property
-    def mapping(self) -> ClockMapping:
-        """The current mapping (one immutable tuple; read it once and use it)."""
-        return self._mapping
-
-    def tick_to_ns(self, tick: int) -> int:
-        """The wall time of ``tick`` on the current mapping (any thread)."""
-        return self._mapping.tick_to_ns(tick)
-
-    def ns_to_tick(self, ns: int) -> int:
-        """The tick at wall time ``ns`` on the current mapping (any thread)."""
-        return self._mapping.ns_to_tick(ns)
-
     # ---- control thread -----------------------------------------------------------
 
     def now_ns(self) -> int:
         return self._now()
-
-    @property
-    def version(self) -> int:
-        return self._mapping.version
-
-    @property
-    def tempo_bpm(self) -> float:
-        """The tempo estimate (kept up to date while the transport is stopped, too)."""
-        return self._bpm
 
     @property
     def playing(self) -> bool:

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from livegen.engine.clock import ClockMapping, bpm_to_ns_per_tick
+from livegen.engine.clock import ClockMapping, MappedClock, bpm_to_ns_per_tick
 from livegen.errors import BackendUnavailableError
 from livegen.music.time import PPQN
 
@@ -37,7 +37,7 @@ def _import_aalink() -> Any:
     return aalink
 
 
-class LinkClock:
+class LinkClock(MappedClock):
     """A :class:`~livegen.engine.clock.Clock` following an Ableton Link session.
 
     ``bpm`` is the tempo proposed when this peer starts a session (a session already
@@ -81,20 +81,6 @@ class LinkClock:
         self._mapping = ClockMapping(time.perf_counter_ns(), 0, bpm_to_ns_per_tick(bpm), 0)
         self._mapping = self._sample()._replace(version=1)
 
-    # ---- any thread ---------------------------------------------------------------
-
-    @property
-    def mapping(self) -> ClockMapping:
-        return self._mapping
-
-    def tick_to_ns(self, tick: int) -> int:
-        """The wall time of ``tick`` on the current mapping (any thread)."""
-        return self._mapping.tick_to_ns(tick)
-
-    def ns_to_tick(self, ns: int) -> int:
-        """The tick at wall time ``ns`` on the current mapping (any thread)."""
-        return self._mapping.ns_to_tick(ns)
-
     # ---- control thread -----------------------------------------------------------
 
     def now_ns(self) -> int:
@@ -108,14 +94,6 @@ class LinkClock:
         """The session's play state with start/stop sync, else always true (as of the last poll)."""
         return self._playing
 
-    @property
-    def tempo_bpm(self) -> float:
-        """The session tempo as of the last :meth:`poll`."""
-        return self._bpm
-
-    @property
-    def version(self) -> int:
-        return self._mapping.version
 
     @property
     def num_peers(self) -> int:
