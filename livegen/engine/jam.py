@@ -189,9 +189,15 @@ def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[Model
     if checked_in_child:
         verify_in_child(path)
     package = load_package(path, check_graphs=not checked_in_child)
-    if package.manifest.kind != "step":
-        raise ConfigError(f"model {model!r} is of kind {package.manifest.kind!r}; this version plays step models")
-    generator: StepGenerator = generator_class(package.manifest.family)(package)
+    adapter = generator_class(package.manifest.family)
+    # Any kind plays whose adapter is a step generator (a ``frame`` adapter buffers its notes).
+    methods = ("reset", "feed", "sample", "snapshot", "restore")
+    if not all(callable(getattr(adapter, m, None)) for m in methods) or not hasattr(adapter, "fed"):
+        raise ConfigError(
+            f"model {model!r} is of kind {package.manifest.kind!r} and its {package.manifest.family!r} adapter "
+            "does not play one event at a time; this version plays step and frame models"
+        )
+    generator: StepGenerator = adapter(package)
     return package, generator
 
 

@@ -145,6 +145,51 @@ def _tune_from_score(path: Path) -> Tune | None:
     return _tune_from_music21(path.name, lambda: converter.parse(str(path)), melody_only=False)
 
 
+#: The voices of a four-part chorale, top to bottom, as music21 names its parts.
+SATB = ("soprano", "alto", "tenor", "bass")
+
+
+@dataclass(frozen=True, slots=True)
+class MultiTune:
+    """One piece as several tracks (voices or instruments), each a :class:`Tune` on the same time line."""
+
+    name: str
+    tracks: tuple[Tune, ...]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tracks)
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _voices_from_score(path: Path) -> MultiTune | None:
+    """The soprano, alto, tenor and bass parts of one chorale (worker process); None when one is missing.
+
+    Parts are matched by name (a part whose name contains "soprano", and so on); a chorale
+    with an extra instrumental part keeps its four voices. The piece is named like
+    :func:`_tune_from_score` names it, so :func:`split_by_tune` splits both the same way.
+    """
+    from music21 import converter
+
+    try:
+        parts: list[Any] = list(getattr(converter.parse(str(path)), "parts", []))
+    except Exception as err:  # music21 raises many unrelated types on odd files
+        log.debug("skipping %s: %s", path, err)
+        return None
+    tracks = []
+    for voice in SATB:
+        part = next((p for p in parts if voice in str(p.partName or p.id or "").lower()), None)
+        if part is None:
+            return None
+        tune = _tune_from_music21(f"{path.name}#{voice}", _constant(part), melody_only=True)
+        if tune is None:
+            return None
+        tracks.append(tune)
+    return MultiTune(path.name, tuple(tracks))
+
+
 def _tune_from_midi(path: Path) -> Tune | None:
     """Read the notes of one MIDI file, all tracks merged, in beats."""
     song = read_midi(path)
@@ -261,6 +306,106 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
             "training needs files with at least 8 notes each"
         )
     return tunes
+
+
+#: Corpora music21 ships, as several tracks per piece: cache stem, the items, the worker, what they are, the tracks.
+_PartCorpus = tuple[str, Callable[[], list[Any]], Callable[[Any], MultiTune | None], str, tuple[str, ...]]
+_PART_CORPORA: dict[str, _PartCorpus] = {
+    "corpus:bach": ("bach-satb-v1", _bach_chorales, _voices_from_score, "Bach chorales, four voices", SATB),
+}
+
+
+def part_names(spec: str, tracks: int) -> tuple[str, ...]:
+    """The names of the tracks :func:`load_parts` gives for ``spec`` (a corpus's voices, else channel order)."""
+    if spec in _PART_CORPORA:
+        return _PART_CORPORA[spec][4]
+    return tuple(f"track {k + 1}" for k in range(tracks))
+
+
+def _parts_from_midi(path: Path, tracks: int) -> MultiTune | None:
+    """A MIDI file's ``tracks`` busiest channels as tracks, ordered by mean pitch, highest first."""
+    song = read_midi(path)
+    by_channel: dict[int, list[Any]] = {}
+    for n in song.notes:
+        by_channel.setdefault(n.channel, []).append(n)
+    busiest = sorted(by_channel.values(), key=len, reverse=True)[:tracks]
+    if len(busiest) < tracks or any(len(notes) < 8 for notes in busiest):
+        return None
+    busiest.sort(key=lambda notes: -float(np.mean([n.pitch for n in notes])))
+    ppq = song.ppqn
+    out = []
+    for k, notes in enumerate(busiest):
+        notes = sorted(notes, key=lambda n: (n.start, -n.pitch))
+        out.append(
+            Tune(
+                name=f"{path}#{k}",
+                pitch=np.asarray([n.pitch for n in notes], dtype=np.int16),
+                onset=np.asarray([n.start / ppq for n in notes], dtype=np.float32),
+                duration=np.asarray([n.duration / ppq for n in notes], dtype=np.float32),
+            )
+        )
+    return MultiTune(str(path), tuple(out))
+
+
+def load_parts(spec: str, *, tracks: int = 4, limit: int | None = None, jobs: int | None = None) -> list[MultiTune]:
+    """Pieces of ``spec`` as several tracks each: ``corpus:bach`` (its four voices) or a MIDI folder.
+
+    A MIDI file gives its ``tracks`` busiest channels, highest first; files with fewer are
+    skipped. Pieces are named as :func:`load_corpus` names them, so :func:`split_pieces`
+    holds out the same pieces as :func:`split_by_tune` does for ``load_corpus(spec)``.
+    The music21 corpora are converted once and cached like :func:`load_corpus`'s.
+    """
+    jobs = jobs or max(1, (os.cpu_count() or 1))
+    if spec in _PART_CORPORA:
+        stem, items_of, worker, label, names = _PART_CORPORA[spec]
+        cache = cache_dir() / (f"{stem}.npz" if limit is None else f"{stem}-first{limit}.npz")
+        if cache.exists():
+            flat = _load(cache)
+        else:
+            items = items_of()[:limit]
+            pieces: list[MultiTune] = []
+            with Progress(transient=False) as progress:
+                task = progress.add_task(f"converting {label}", total=len(items))
+                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                    for piece in pool.map(worker, items, chunksize=16):
+                        progress.advance(task)
+                        if piece is not None:
+                            pieces.append(piece)
+            flat = [track for piece in pieces for track in piece.tracks]
+            _save(cache, flat)
+            log.info("cached %d %s in %s", len(pieces), label, cache)
+        width = len(names)
+        return [
+            MultiTune(flat[i].name.rpartition("#")[0], tuple(flat[i : i + width])) for i in range(0, len(flat), width)
+        ]
+    if spec.startswith("corpus:"):
+        raise CorpusError(f"unknown corpus {spec!r} for tracks; accepted: {', '.join(_PART_CORPORA)} or a MIDI folder")
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise CorpusError(f"training data {spec!r} is neither {', '.join(_PART_CORPORA)} nor a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))[:limit]
+    pieces = []
+    for path in paths:
+        try:
+            piece = _parts_from_midi(path, tracks)
+        except LivegenError as err:
+            log.warning("skipping %s", err)
+            continue
+        if piece is None:
+            log.warning("skipping %s: fewer than %d channels with at least 8 notes", path, tracks)
+        else:
+            pieces.append(piece)
+    if not pieces:
+        raise CorpusError(f"no MIDI file in {folder} has {tracks} channels with at least 8 notes each")
+    return pieces
+
+
+def split_pieces(pieces: Sequence[MultiTune]) -> tuple[list[MultiTune], list[MultiTune], list[MultiTune]]:
+    """Training, validation and held-out pieces, split exactly as :func:`split_by_tune` splits tunes of those names."""
+    stand_ins = [Tune(p.name, p.tracks[0].pitch, p.tracks[0].onset, p.tracks[0].duration) for p in pieces]
+    split = split_by_tune(stand_ins)
+    by_name = {p.name: p for p in pieces}
+    return tuple([by_name[t.name] for t in part] for part in (split.train, split.validation, split.held_out))  # type: ignore[return-value]
 
 
 def split_by_tune(tunes: Sequence[Tune], *, validation: float = 0.1, held_out: float = 0.1) -> Split:

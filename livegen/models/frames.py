@@ -1,0 +1,378 @@
+"""The ``frame`` kind: a model of piano-roll frames, played one note at a time by the step planners.
+
+Context: control (the planner's thread); the constructor runs at setup.
+
+A frame model predicts the next grid step (a 16th) of a piano roll from the roll
+before it. The planners, however, take one note at a time and must know each
+note's duration when they take it (they commit its note-on and note-off
+together). :class:`FrameGenerator` bridges the two, for every frame family:
+
+- **Context.** Fed notes (the performer's and the model's own) are kept as
+  :class:`RollNote` values on the frame grid, relative to the first note fed since
+  the last reset. When a sample is needed and no generation is under way, the
+  family encodes the last ``window`` frames of that context (:meth:`_encode`).
+- **Frames to notes.** The family turns each generated frame's distribution into
+  the pitches sounding in it (:meth:`_frame`; :func:`choose_keys` is the shared
+  rule for independent keys). :class:`FrameTracker` turns consecutive frames into
+  notes: a slot (a key, or a track) sounding the same pitch as in the frame
+  before *continues* its note, so held notes are held and not struck again every
+  16th; a note is cut after ``max_hold`` frames (4 beats), which is how far ahead
+  the adapter must generate before it knows a duration.
+- **A buffer of notes.** Frames are generated ahead until the earliest note not
+  yet handed out is complete and no earlier one is still sounding; :meth:`sample`
+  returns it as a :class:`~livegen.models.step.StepEvent` (a chord: several events
+  with step 0). When the planner feeds back exactly that note, it is taken from the
+  buffer and generation goes on where it was; any other fed note (the performer's,
+  or a note the planner moved) is added to the context and the next sample encodes
+  again: the model re-reads the roll when the performer plays.
+- **Snapshots.** The context, the generation under way (the graph state, the open
+  notes, the buffer) and the counters are immutable values (tuples, frozen
+  dataclasses and arrays never written in place), so :meth:`snapshot` costs nothing.
+
+The conversion between notes and rolls (:func:`notes_to_roll`, :func:`roll_to_notes`)
+lives here too, for the families' adapters and for training. Written by hand: the
+held-note and buffer rules are this host's, no library has them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+
+from livegen.models.sampling import SamplingParams
+from livegen.models.step import StepEvent
+from livegen.music.time import SIXTEENTH
+
+#: Frames are 16th notes.
+GRID = SIXTEENTH
+#: A track value for a note whose track is not known (the performer's).
+ANY_TRACK = -1
+VELOCITY = 90
+
+
+@dataclass(frozen=True, slots=True)
+class RollNote:
+    """A note on the frame grid: first frame, length in frames (at least 1), pitch, track."""
+
+    onset: int
+    frames: int
+    pitch: int
+    track: int = 0
+    velocity: int = VELOCITY
+
+    @property
+    def end(self) -> int:
+        return self.onset + self.frames
+
+
+def frame_of(tick: int, grid: int = GRID) -> int:
+    """The frame nearest ``tick`` (halves round up)."""
+    return (tick + grid // 2) // grid
+
+
+def note_frames(onset_tick: int, duration: int, grid: int = GRID) -> tuple[int, int]:
+    """(first frame, frames) of a note in ticks: at least one frame, as the roll shows it."""
+    first = frame_of(onset_tick, grid)
+    return first, max(1, frame_of(onset_tick + duration, grid) - first)
+
+
+def notes_to_roll(notes: Iterable[RollNote], start: int, length: int, pitch_min: int, keys: int) -> np.ndarray:
+    """A binary roll float32 [length, keys] of the frames ``start .. start + length - 1``.
+
+    Row ``t``, column ``k`` is 1 when a note of pitch ``pitch_min + k`` sounds in frame
+    ``start + t``. Notes outside the pitch range are left out.
+    """
+    roll = np.zeros((length, keys), dtype=np.float32)
+    for n in notes:
+        key = n.pitch - pitch_min
+        if 0 <= key < keys:
+            a, b = max(n.onset, start), min(n.end, start + length)
+            if a < b:
+                roll[a - start : b - start, key] = 1.0
+    return roll
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    slot: int
+    pitch: int
+    onset: int
+    track: int
+    inherited: bool  # a context note the generation found sounding: never handed out again
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTracker:
+    """Notes sounding at the generation frontier, one per slot (a key or a track)."""
+
+    open: tuple[_Open, ...] = ()
+    max_hold: int = 16
+
+    def inherit(self, notes: Iterable[tuple[int, RollNote]]) -> FrameTracker:
+        """Start from context notes sounding at the frontier (``(slot, note)`` pairs); they are never emitted."""
+        return replace(self, open=tuple(_Open(slot, n.pitch, n.onset, n.track, inherited=True) for slot, n in notes))
+
+    def advance(
+        self, frame: int, sounding: Mapping[int, int], tracks: Mapping[int, int]
+    ) -> tuple[FrameTracker, list[RollNote]]:
+        """Frame ``frame`` sounds ``sounding`` (slot -> pitch): the tracker after it and the notes it ended.
+
+        A slot sounding the same pitch as its open note continues it, unless the note
+        has lasted ``max_hold`` frames; then, or with another pitch, the note ends and a
+        new one starts. ``tracks`` gives the track of each new note's slot (default 0).
+        Inherited notes end without being returned.
+        """
+        ended: list[RollNote] = []
+        still: list[_Open] = []
+        for note in self.open:
+            if sounding.get(note.slot) == note.pitch and frame - note.onset < self.max_hold:
+                still.append(note)
+            elif not note.inherited:
+                ended.append(RollNote(note.onset, frame - note.onset, note.pitch, note.track))
+        held = {n.slot for n in still}
+        for slot, pitch in sounding.items():
+            if slot not in held:
+                still.append(_Open(slot, pitch, frame, tracks.get(slot, 0), inherited=False))
+        return replace(self, open=tuple(still)), ended
+
+    def close(self, frame: int) -> tuple[FrameTracker, list[RollNote]]:
+        """End every open note at ``frame``."""
+        ended = [RollNote(n.onset, frame - n.onset, n.pitch, n.track) for n in self.open if not n.inherited]
+        return replace(self, open=()), ended
+
+    def held(self) -> dict[int, int]:
+        """Slot -> pitch of the notes sounding at the frontier."""
+        return {n.slot: n.pitch for n in self.open}
+
+    def earliest_emittable(self) -> int | None:
+        """The onset of the earliest open note that will be handed out when it ends."""
+        return min((n.onset for n in self.open if not n.inherited), default=None)
+
+
+def roll_to_notes(roll: np.ndarray, pitch_min: int, *, start: int = 0, max_hold: int = 1 << 30) -> list[RollNote]:
+    """The notes of a binary roll [frames, keys]: a run of 1s in a key is one note (cut every ``max_hold`` frames).
+
+    Sorted by onset, then pitch from the top.
+    """
+    tracker = FrameTracker(max_hold=max_hold)
+    notes: list[RollNote] = []
+    for t in range(roll.shape[0]):
+        sounding = {int(k): pitch_min + int(k) for k in np.flatnonzero(roll[t] > 0.5)}
+        tracker, ended = tracker.advance(start + t, sounding, {})
+        notes.extend(ended)
+    tracker, ended = tracker.close(start + roll.shape[0])
+    notes.extend(ended)
+    notes.sort(key=lambda n: (n.onset, -n.pitch))
+    return notes
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return cast(np.ndarray, 0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def choose_keys(
+    logits: np.ndarray,
+    held: Iterable[int],
+    params: SamplingParams,
+    rng: np.random.Generator,
+    mask: np.ndarray,
+    *,
+    polyphony: int,
+    hold_threshold: float = 0.5,
+) -> list[int]:
+    """The keys sounding in a frame of independent keys (indices into ``logits``).
+
+    - A held key continues while its probability ``sigmoid(logit)`` is at least
+      ``hold_threshold`` (the temperature does not touch holding).
+    - Other keys start with probability ``sigmoid(logit / temperature)`` each
+      (independent draws), among the smallest set of keys, highest logit first, whose
+      share of the summed probability reaches ``top_p``, and only where ``mask`` allows.
+      As the temperature falls the draw becomes the threshold ``logit > 0``.
+    - At most ``polyphony`` keys sound: the held ones first, then the new ones, each
+      by probability.
+    """
+    held_set = set(held)
+    probs = sigmoid(logits.astype(np.float64))
+    keep = [k for k in held_set if probs[k] >= hold_threshold]
+    fresh = sigmoid(logits.astype(np.float64) / params.temperature)
+    fresh = np.where(mask, fresh, 0.0)
+    if held_set:
+        fresh[list(held_set)] = 0.0
+    total = float(fresh.sum())
+    chosen: list[int] = []
+    if total > 0:
+        order = np.argsort(-np.where(fresh > 0, logits, -np.inf), kind="stable")
+        if params.top_p < 1.0:
+            cumulative = np.cumsum(fresh[order]) / total
+            order = order[: int(np.searchsorted(cumulative, params.top_p) + 1)]
+        draws = rng.random(len(order))
+        chosen = [int(k) for k, u in zip(order, draws, strict=True) if u < fresh[k]]
+    keep.sort(key=lambda k: -probs[k])
+    chosen.sort(key=lambda k: -logits[k])
+    return (keep + chosen)[:polyphony]
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """A generation under way: the family's state, the frontier and the notes found so far."""
+
+    state: object
+    frame: int  # the next frame to generate
+    tracker: FrameTracker
+    buffer: tuple[RollNote, ...]  # complete notes, by onset then pitch from the top
+    since_encode: int
+    silent: int  # frames since the last onset generated
+
+
+class FrameGenerator(ABC):
+    """A :class:`~livegen.models.step.StepGenerator` over a frame model (the shared host of the ``frame`` kind).
+
+    A family implements :meth:`_encode` and :meth:`_frame`, and may set
+    :attr:`reencode_every` (encode the played roll again after that many generated
+    frames: the horizon the family's decoder was trained for) and :attr:`channels`
+    (a track's MIDI channel).
+    """
+
+    def __init__(self, *, window: int, max_hold: int = 16, max_silence: int = 32, grid: int = GRID) -> None:
+        self.window = window
+        self.max_hold = max_hold
+        self.max_silence = max_silence
+        self.grid = grid
+        self.reencode_every: int | None = None
+        self.channels: Mapping[int, int] = {}
+        self._context: tuple[RollNote, ...] = ()
+        self._clock = 0  # ticks of the last fed onset since the first
+        self._fed = 0
+        self._generation: _Generation | None = None
+
+    # ---- the family's part --------------------------------------------------------
+
+    @abstractmethod
+    def _encode(self, notes: Sequence[RollNote], end: int) -> object:
+        """The family's state after reading ``notes`` up to frame ``end`` (excluded), ready for frame ``end``."""
+
+    @abstractmethod
+    def _frame(
+        self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
+    ) -> tuple[object, dict[int, int]]:
+        """Generate one frame from ``state`` (slot -> pitch held at the frontier): the new state and what sounds."""
+
+    def _slot_track(self, slot: int) -> int:
+        """The track of a note in ``slot`` (a family whose slots are tracks says so)."""
+        return 0
+
+    def _slot_of(self, note: RollNote) -> int:
+        """The slot a context note occupies (default: its pitch)."""
+        return note.pitch
+
+    @abstractmethod
+    def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
+        """What to play (slot -> pitch, not empty) when the model has been silent for ``max_silence`` frames:
+        a performance never stalls on a model that only predicts rests."""
+
+    # ---- StepGenerator ------------------------------------------------------------
+
+    @property
+    def fed(self) -> int:
+        return self._fed
+
+    def reset(self) -> None:
+        self._context = ()
+        self._clock = 0
+        self._fed = 0
+        self._generation = None
+
+    def feed(self, event: StepEvent) -> None:
+        onset = self._clock + event.step if self._fed else 0
+        gen = self._generation
+        track = ANY_TRACK
+        if event.channel is not None:
+            track = next((t for t, ch in self.channels.items() if ch == event.channel), ANY_TRACK)
+        head = gen.buffer[0] if gen is not None and gen.buffer else None
+        if (
+            gen is not None
+            and head is not None
+            and head.pitch == event.pitch
+            and head.onset * self.grid == onset
+            and head.frames * self.grid == event.duration
+            and (event.channel is None or head.track == track)
+        ):
+            self._generation = replace(gen, buffer=gen.buffer[1:])
+            note = head
+        else:
+            self._generation = None
+            first, frames = note_frames(onset, event.duration, self.grid)
+            note = RollNote(first, frames, event.pitch, track, event.velocity)
+        horizon = frame_of(onset, self.grid) - self.window
+        self._context = (*(n for n in self._context if n.end > horizon), note)
+        self._clock = onset
+        self._fed += 1
+
+    def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
+        if not self._fed:
+            raise RuntimeError("sample() needs at least one fed event")
+        gen = self._generation or self._begin()
+        budget = self.max_silence + 8 * self.max_hold  # a forced note ends within max_hold frames
+        while not self._ready(gen):
+            gen = self._step(gen, params, rng)
+            budget -= 1
+            if budget < 0:
+                raise RuntimeError(f"{type(self).__name__}: no complete note after {self.max_silence} frames")
+        self._generation = gen
+        head = gen.buffer[0]
+        return StepEvent(
+            pitch=head.pitch,
+            step=head.onset * self.grid - self._clock,
+            duration=head.frames * self.grid,
+            velocity=head.velocity,
+            channel=self.channels.get(head.track),
+        )
+
+    def snapshot(self) -> object:
+        return (self._context, self._clock, self._fed, self._generation)
+
+    def restore(self, snapshot: object) -> None:
+        self._context, self._clock, self._fed, self._generation = cast(
+            tuple[tuple[RollNote, ...], int, int, _Generation | None], snapshot
+        )
+
+    # ---- generation ---------------------------------------------------------------
+
+    def _begin(self) -> _Generation:
+        end = frame_of(self._clock, self.grid) + 1
+        state = self._encode(self._context, end)
+        sounding = [(self._slot_of(n), n) for n in self._context if n.onset < end <= n.end]
+        tracker = FrameTracker(max_hold=self.max_hold).inherit(sounding)
+        return _Generation(state, end, tracker, (), 0, 0)
+
+    def _ready(self, gen: _Generation) -> bool:
+        if not gen.buffer:
+            return False
+        earliest = gen.tracker.earliest_emittable()
+        return earliest is None or earliest > gen.buffer[0].onset
+
+    def _played(self, gen: _Generation) -> list[RollNote]:
+        """Every note of the roll up to the frontier: the context, the buffer and the open notes."""
+        open_notes = [RollNote(n.onset, gen.frame - n.onset, n.pitch, n.track) for n in gen.tracker.open]
+        return [*self._context, *gen.buffer, *open_notes]
+
+    def _step(self, gen: _Generation, params: SamplingParams, rng: np.random.Generator) -> _Generation:
+        state, since = gen.state, gen.since_encode
+        if self.reencode_every is not None and since >= self.reencode_every:
+            state, since = self._encode(self._played(gen), gen.frame), 0
+        state, sounding = self._frame(state, gen.tracker.held(), params, rng)
+        held = gen.tracker.held()
+        starts = any(held.get(slot) != pitch for slot, pitch in sounding.items())
+        if not starts and gen.silent + 1 >= self.max_silence and not held:
+            sounding = self._force(state, params)
+            starts = bool(sounding)
+        tracks = {slot: self._slot_track(slot) for slot in sounding}
+        tracker, ended = gen.tracker.advance(gen.frame, sounding, tracks)
+        buffer = gen.buffer
+        if ended:
+            buffer = tuple(sorted((*buffer, *ended), key=lambda n: (n.onset, -n.pitch, n.track)))
+        return _Generation(state, gen.frame + 1, tracker, buffer, since + 1, 0 if starts else gen.silent + 1)

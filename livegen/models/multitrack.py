@@ -1,0 +1,200 @@
+"""The ``multitrack-rnn`` family (seed 004's baseline) as a ``frame`` generator.
+
+Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+
+Several tracks, each one line, share a frame vector: per track, a one-hot over
+``keys + 1`` classes (class 0 = rest, class ``1 + k`` = pitch ``pitch_min + k``),
+concatenated track after track. One streaming graph, ``step``, reads the frame just
+played (``frame`` [batch, tracks * (keys + 1)]) with its LSTM state (``h``, ``c``)
+and gives ``logits`` [batch, tracks, keys + 1] for the next frame. Each track is drawn
+independently from its own distribution (the seed's "independent instrument
+sampling") at the live temperature and top-p; a track drawing the pitch it holds
+holds it. Each track plays on its own MIDI channel with its own GM program
+(``representation.tracks``, see ``docs/model-package.md``); :attr:`programs` tells the
+jam which program to send on which channel.
+
+The performer plays one part, not the tracks: each performed note is given to the
+track whose usual register (``tracks[].center``) is nearest among those free at its
+onset, so a melody played high is heard as the top voice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+
+from livegen.errors import PackageError
+from livegen.models.deepmusician import graph_width, representation_int
+from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote
+from livegen.models.manifest import MANIFEST
+from livegen.models.package import ModelPackage
+from livegen.models.sampling import SamplingParams, sample_logits
+from livegen.models.step import StreamingGraph
+
+INTEGER_FIELDS = ("pitch_min", "keys", "window", "max_hold", "max_silence", "grid")
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    name: str
+    channel: int
+    program: int
+    center: float
+
+
+def assign_tracks(notes: Sequence[RollNote], centers: Sequence[float]) -> list[RollNote]:
+    """``notes`` with every :data:`ANY_TRACK` note given a track: the free track nearest its pitch.
+
+    Notes are taken in onset order; a track is free at an onset when its last note has
+    ended. When none is free, the nearest track takes the note anyway.
+    """
+    busy = [-(1 << 30)] * len(centers)
+    for n in notes:
+        if n.track != ANY_TRACK and 0 <= n.track < len(centers):
+            busy[n.track] = max(busy[n.track], n.end)
+    out = []
+    for n in sorted(notes, key=lambda n: (n.onset, -n.pitch)):
+        if n.track == ANY_TRACK:
+            order = sorted(range(len(centers)), key=lambda t: (abs(centers[t] - n.pitch), t))
+            track = next((t for t in order if busy[t] <= n.onset), order[0])
+            busy[track] = max(busy[track], n.end)
+            n = replace(n, track=track)
+        out.append(n)
+    return out
+
+
+def tracks_to_frames(
+    notes: Sequence[RollNote], start: int, length: int, tracks: int, pitch_min: int, keys: int
+) -> np.ndarray:
+    """One-hot frames float32 [length, tracks * (keys + 1)] (class 0 = rest) of notes with known tracks.
+
+    Where two notes of a track overlap, the one that started later sounds. Pitches
+    outside the range are rests.
+    """
+    width = keys + 1
+    classes = np.zeros((length, tracks), dtype=np.int64)
+    for n in sorted(notes, key=lambda n: n.onset):
+        key = n.pitch - pitch_min
+        if 0 <= n.track < tracks and 0 <= key < keys:
+            a, b = max(n.onset, start), min(n.end, start + length)
+            if a < b:
+                classes[a - start : b - start, n.track] = 1 + key
+    frames = np.zeros((length, tracks * width), dtype=np.float32)
+    rows = np.repeat(np.arange(length), tracks)
+    cols = (np.arange(tracks) * width)[None, :].repeat(length, 0).ravel() + classes.ravel()
+    frames[rows, cols] = 1.0
+    return frames
+
+
+class MultiTrackGenerator(FrameGenerator):
+    """LSTM over flattened multi-track frames, one line per track on its own channel."""
+
+    def __init__(self, package: ModelPackage) -> None:
+        self.package = package
+        path = package.folder / MANIFEST
+        values = {
+            key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in INTEGER_FIELDS
+        }
+        super().__init__(
+            window=values["window"], max_hold=values["max_hold"], max_silence=values["max_silence"], grid=values["grid"]
+        )
+        self.pitch_min = values["pitch_min"]
+        self.keys = values["keys"]
+        if self.pitch_min + self.keys > 128:
+            raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
+        self.tracks = self._tracks(path)
+        self.channels = {t: track.channel for t, track in enumerate(self.tracks)}
+        width = len(self.tracks) * (self.keys + 1)
+        for tensor, expected in (("frame", width), ("logits", self.keys + 1)):
+            declared = graph_width(package, "step", tensor)
+            if declared != expected:
+                raise PackageError(
+                    f"{path}: field 'representation.tracks': {len(self.tracks)} tracks of {self.keys} keys need graph "
+                    f"tensor {tensor!r} to end in {expected}, the manifest says {declared}"
+                )
+        self._graph = StreamingGraph(package, "step")
+        self._centers = [t.center for t in self.tracks]
+        self._mask_key: SamplingParams | None = None
+        self._mask = np.ones(self.keys + 1, dtype=bool)
+
+    def _tracks(self, path: object) -> tuple[Track, ...]:
+        items = self.package.manifest.representation.get("tracks")
+        expected = "a list of {name, channel (0-15), program (0-127), center (a MIDI pitch)} tables, one per track"
+        if not isinstance(items, list) or not items:
+            raise PackageError(f"{path}: field 'representation.tracks': expected {expected}, got {items!r}")
+        tracks = []
+        for i, item in enumerate(items):
+            ok = isinstance(item, dict) and isinstance(item.get("name"), str)
+            channel, program, center = (item.get(k) for k in ("channel", "program", "center")) if ok else (0, 0, 0)
+            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in (channel, program))
+            ok = ok and isinstance(center, int | float) and not isinstance(center, bool)
+            if not ok or not 0 <= cast(int, channel) <= 15 or not 0 <= cast(int, program) <= 127:
+                raise PackageError(f"{path}: field 'representation.tracks[{i}]': expected {expected}, got {item!r}")
+            tracks.append(Track(item["name"], cast(int, channel), cast(int, program), float(cast(float, center))))
+        if len({t.channel for t in tracks}) != len(tracks):
+            raise PackageError(f"{path}: field 'representation.tracks': expected one channel per track, got {items!r}")
+        return tuple(tracks)
+
+    @property
+    def programs(self) -> dict[int, int]:
+        """MIDI channel -> GM program of each track."""
+        return {t.channel: t.program for t in self.tracks}
+
+    def _slot_track(self, slot: int) -> int:
+        return slot
+
+    def _slot_of(self, note: RollNote) -> int:
+        return note.track
+
+    def _run(self, frame: np.ndarray) -> tuple[np.ndarray, ...]:
+        out = self._graph.run({"frame": frame[None]})
+        return (out["logits"][0], *(self._graph.state[src] for src, _ in self._graph.spec.state))
+
+    def _encode(self, notes: Sequence[RollNote], end: int) -> object:
+        notes = assign_tracks(notes, self._centers)
+        first = min((n.onset for n in notes), default=end - 1)
+        start = max(end - self.window, min(first, end - 1))
+        frames = tracks_to_frames(notes, start, end - start, len(self.tracks), self.pitch_min, self.keys)
+        self._graph.reset()
+        out: tuple[np.ndarray, ...] = ()
+        for frame in frames:
+            out = self._run(frame)
+        return out
+
+    def _set_state(self, state: tuple[np.ndarray, ...]) -> None:
+        self._graph.state = {src: value for (src, _), value in zip(self._graph.spec.state, state[1:], strict=True)}
+
+    def _track_mask(self, params: SamplingParams) -> np.ndarray:
+        if params != self._mask_key:
+            mask = np.ones(self.keys + 1, dtype=bool)
+            mask[1:] = params.pitch_mask()[self.pitch_min : self.pitch_min + self.keys]
+            self._mask = mask
+            self._mask_key = params
+        return self._mask
+
+    def _frame(
+        self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
+    ) -> tuple[object, dict[int, int]]:
+        values = cast(tuple[np.ndarray, ...], state)
+        logits = values[0]
+        mask = self._track_mask(params)
+        width = self.keys + 1
+        frame = np.zeros(len(self.tracks) * width, dtype=np.float32)
+        sounding: dict[int, int] = {}
+        for t in range(len(self.tracks)):
+            choice = sample_logits(logits[t], params, rng, mask)
+            frame[t * width + choice] = 1.0
+            if choice:
+                sounding[t] = self.pitch_min + choice - 1
+        self._set_state(values)
+        return self._run(frame), sounding
+
+    def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
+        logits = cast(tuple[np.ndarray, ...], state)[0][0]
+        mask = self._track_mask(params).copy()
+        mask[0] = False
+        key = int(np.argmax(np.where(mask, logits, -np.inf))) if mask.any() else 1 + self.keys // 2
+        return {0: self.pitch_min + key - 1}
