@@ -7,6 +7,12 @@ Context: setup (a command-line tool; configures logging, which library modules n
     python -m export train midirnn --data corpus:folk|DIR --out DIR [--epochs N] [--patience N]
                                    [--limit N] [--seed S] [--window N] [--batch-size N]
                                    [--time-head regression|classes] [--package PKG_DIR]
+    python -m export train token-lstm --data corpus:bach|DIR --out DIR [--epochs N] [--patience N] [--limit N]
+                                      [--seed S] [--window N] [--batch-size N] [--hidden N] [--vocab-size N]
+                                      [--package PKG_DIR]
+    python -m export train deep-musician|multitrack-rnn --data corpus:bach|DIR --out DIR [--epochs N]
+                                      [--patience N] [--limit N] [--seed S] [--window N] [--batch-size N]
+                                      [--hidden N] [--alpha A] [--gamma G] [--threads N] [--package PKG_DIR]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
@@ -24,7 +30,13 @@ from pathlib import Path
 
 from livegen.errors import LivegenError
 
-FAMILIES = ("midirnn",)
+FAMILIES = ("midirnn", "token-lstm", "deep-musician", "multitrack-rnn")
+#: Frame families: module, training options and config classes, train and export functions.
+FRAME_FAMILIES = {
+    "deep-musician": ("export.deepmusician", "DeepMusicianOptions", "DeepMusicianConfig", "train_deep_musician"),
+    "multitrack-rnn": ("export.multitrack", "MultiTrackOptions", "MultiTrackConfig", "train_multitrack"),
+}
+FRAME_EXPORTS = {"deep-musician": "export_deep_musician", "multitrack-rnn": "export_multitrack"}
 
 log = logging.getLogger("export")
 
@@ -44,13 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--window", type=int, default=None, help="notes per training window (default 64)")
     train.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 64)")
-    train.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128)")
+    train.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128; token-lstm 256)")
+    train.add_argument("--vocab-size", type=int, default=None, help="token-lstm: most tokens kept (default 512)")
     train.add_argument(
         "--time-head",
         choices=("regression", "classes"),
         default="regression",
         help="step and duration as the seed's regression heads (default) or as logits over duration classes",
     )
+    train.add_argument("--alpha", type=float, default=None, help="deep-musician: focal loss alpha (default 0.75)")
+    train.add_argument("--gamma", type=float, default=None, help="deep-musician: focal loss gamma (default 2)")
+    train.add_argument("--threads", type=int, default=None, help="deep-musician, multitrack-rnn: torch threads")
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
     train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
 
@@ -87,6 +103,12 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.family not in FAMILIES:
         raise ExportError(f"unknown model family {args.family!r}; accepted: {', '.join(FAMILIES)}")
+    if args.family == "token-lstm":
+        _train_token_lstm(args)
+        return
+    if args.family in FRAME_FAMILIES:
+        _train_frames(args)
+        return
     from export.midirnn import MidiRnnConfig
     from export.package import export_package
     from export.train import TrainOptions, train_midirnn
@@ -109,10 +131,69 @@ def _train(args: argparse.Namespace) -> None:
         export_package(result.checkpoint, args.package, name=args.name)
 
 
-def _onnx(args: argparse.Namespace) -> None:
-    from export.package import export_package
+def _train_token_lstm(args: argparse.Namespace) -> None:
+    from export.tokenlstm import TokenLstmConfig, TokenTrainOptions, train_token_lstm
 
     _quiet_exporter(args.verbose)
+    sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden, "max_vocab": args.vocab_size}
+    config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None})
+    options = TokenTrainOptions(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        patience=args.patience,
+        limit=args.limit,
+        seed=args.seed,
+        config=config,
+    )
+    checkpoint = train_token_lstm(options)
+    if args.package is not None:
+        from export.tokenlstm_package import export_token_package
+
+        export_token_package(checkpoint, args.package, name=args.name)
+
+
+def _train_frames(args: argparse.Namespace) -> None:
+    import importlib
+
+    module_name, options_name, config_name, train_name = FRAME_FAMILIES[args.family]
+    module = importlib.import_module(module_name)
+    _quiet_exporter(args.verbose)
+    given = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
+    given |= {"alpha": args.alpha, "gamma": args.gamma} if args.family == "deep-musician" else {}
+    config = getattr(module, config_name)(**{k: v for k, v in given.items() if v is not None})
+    options = getattr(module, options_name)(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        patience=args.patience,
+        limit=args.limit,
+        seed=args.seed,
+        config=config,
+        threads=args.threads,
+    )
+    checkpoint = getattr(module, train_name)(options)
+    if args.package is not None:
+        getattr(module, FRAME_EXPORTS[args.family])(checkpoint, args.package, name=args.name)
+
+
+def _onnx(args: argparse.Namespace) -> None:
+    from export.package import export_package
+    from export.train import load_checkpoint
+
+    _quiet_exporter(args.verbose)
+    family = load_checkpoint(args.checkpoint).get("family")
+    if family in FRAME_EXPORTS:
+        import importlib
+
+        module = importlib.import_module(FRAME_FAMILIES[str(family)][0])
+        getattr(module, FRAME_EXPORTS[str(family)])(args.checkpoint, args.out, name=args.name, version=args.version)
+        return
+    if family == "token-lstm":
+        from export.tokenlstm_package import export_token_package
+
+        export_token_package(args.checkpoint, args.out, name=args.name, version=args.version)
+        return
     export_package(args.checkpoint, args.out, name=args.name, version=args.version)
 
 

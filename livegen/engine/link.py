@@ -94,7 +94,6 @@ class LinkClock(MappedClock):
         """The session's play state with start/stop sync, else always true (as of the last poll)."""
         return self._playing
 
-
     @property
     def num_peers(self) -> int:
         """Other Link peers in the session."""

@@ -20,7 +20,12 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_MODEL = "folk-lstm"
 
 #: Families shipped with livegen (entry points may add more or override none of these).
-_BUILTIN_FAMILIES = {"midirnn": "livegen.models.midirnn:MidiRnnGenerator"}
+_BUILTIN_FAMILIES = {
+    "midirnn": "livegen.models.midirnn:MidiRnnGenerator",
+    "deep-musician": "livegen.models.deepmusician:DeepMusicianGenerator",
+    "multitrack-rnn": "livegen.models.multitrack:MultiTrackGenerator",
+    "token-lstm": "livegen.models.tokenlstm:TokenLstmGenerator",
+}
 
 
 def bundled_packages() -> list[Path]:

@@ -1,0 +1,535 @@
+"""The ``token-lstm`` family (seed 001): Conv1D + 2 x LSTM over note and chord tokens; data, model, training.
+
+Context: setup (training only; imports torch, never imported by the host).
+
+Seed 001 (Mokobi, May and Voorhis-Allen, after Skúli's Keras tutorial; its Model 1 in
+``cademay/cs230-music-generation``) parses MIDI with music21 into notes and chords,
+names each as a string, builds the vocabulary of the strings seen, and trains
+``Conv1D(kernel 3, ReLU) -> Dropout 0.1 -> LSTM 256 -> Dropout 0.3 -> LSTM 256 ->
+Dropout 0.3 -> Dense(vocabulary) -> softmax`` with categorical cross-entropy on
+sequences of 100 tokens predicting the next.
+
+Kept: the token strings (:mod:`livegen.models.tokenlstm`), the vocabulary from the
+training data, Conv1D with kernel 3 and ReLU, two LSTM layers of 256 units, the
+dropouts, a softmax over the vocabulary trained with cross-entropy, sequences of
+100 tokens.
+
+Changed, and why:
+
+- **Causal convolution, loss at every position.** The seed flattens the whole window
+  into its dense layer and predicts only the 101st token; the host runs the model as
+  a stream, one token at a time from a zero state, so the convolution sees the
+  current and the two previous tokens (zeros before the first: the streaming graph
+  carries those two as state) and every position of a window is a target.
+- **An embedding instead of the token index divided by the vocabulary size.** The
+  seed feeds one number per token, which puts the tokens on an arbitrary line (the
+  alphabetical order of their names); a learned embedding of :data:`EMBED` numbers is
+  what a categorical input needs and costs 32 numbers per token.
+- **A capped vocabulary** (``max_vocab``, 512 for the bundled model): Bach's
+  four-part chords in every voicing make thousands of distinct tokens, most seen once
+  or twice; the tokens outside the cap are mapped to the nearest kept token
+  (:meth:`livegen.models.tokenlstm.Vocabulary.nearest`) as the host maps a performer's
+  chords. The cap keeps the package under 5 MB (the output layer is 256 numbers per
+  token) and gives every kept token enough examples to learn.
+- Adam with early stopping on a validation split, learning-rate halving and gradient
+  clipping, instead of RMSprop for a fixed 200-2000 epochs: two CPU cores, minutes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.nn import functional as F
+
+from export.errors import ExportError
+from export.train import CHECKPOINT, CHECKPOINT_FORMAT
+from livegen.io.corpus import Tune, load_corpus, split_by_tune
+from livegen.models.tokenlstm import FAMILY, Vocabulary, group_chords, token_name
+from livegen.music.time import PPQN
+
+log = logging.getLogger(__name__)
+
+#: Width of the token embedding that replaces the seed's one normalised number per token.
+EMBED = 32
+#: The convolution's kernel (the seed's), so the streaming graph keeps KERNEL - 1 inputs as state.
+KERNEL = 3
+#: Held-out tunes kept in the checkpoint for the parity check and the seed phrase.
+SAMPLE_TUNES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLstmConfig:
+    """Architecture and training hyper-parameters; stored in the checkpoint and the manifest."""
+
+    embed: int = EMBED
+    filters: int = 256
+    hidden: int = 256
+    layers: int = 2
+    conv_dropout: float = 0.1
+    dropout: float = 0.3
+    window: int = 100
+    batch_size: int = 16
+    learning_rate: float = 0.002
+    lr_patience: int = 2
+    lr_factor: float = 0.5
+    lr_min: float = 1e-4
+    grad_clip: float = 1.0
+    max_vocab: int = 512
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TokenLstmConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# ---- tokens ------------------------------------------------------------------------------
+
+
+def tune_chords(tune: Tune) -> list[tuple[int, tuple[int, ...]]]:
+    """(onset in ticks, pitches) of each token of ``tune``, by the host's chord rule."""
+    order = np.lexsort((tune.pitch, tune.onset))
+    onsets = [round(float(tune.onset[i]) * PPQN) for i in order]
+    return group_chords(onsets, [int(tune.pitch[i]) for i in order])
+
+
+def build_vocabulary(tunes: Sequence[Tune], max_vocab: int) -> tuple[Vocabulary, dict[str, float]]:
+    """The ``max_vocab`` most frequent tokens of ``tunes`` (ties: by name), most frequent first.
+
+    Returns the vocabulary and what it covers: the distinct tokens seen and the share of
+    training tokens it holds exactly.
+    """
+    counts = Counter(pitches for tune in tunes for _, pitches in tune_chords(tune))
+    if not counts:
+        raise ExportError("the training tunes hold no tokens")
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], token_name(item[0])))
+    kept = ranked[:max_vocab]
+    total = sum(counts.values())
+    coverage = {
+        "distinct_tokens_train": float(len(counts)),
+        "vocabulary_coverage_train": sum(c for _, c in kept) / total,
+    }
+    return Vocabulary([token_name(p) for p, _ in kept]), coverage
+
+
+def tune_tokens(tune: Tune, vocabulary: Vocabulary) -> np.ndarray:
+    """``tune`` as token indices, every pitch set mapped to its nearest token (int64 [n])."""
+    return np.asarray([vocabulary.nearest(p) for _, p in tune_chords(tune)], dtype=np.int64)
+
+
+def step_beats(tunes: Sequence[Tune]) -> float:
+    """The most common time between successive tokens of ``tunes``, in beats (ties: the shorter).
+
+    The host plays tokens this far apart, as the seed played them a fixed 0.5 apart.
+    """
+    gaps: Counter[int] = Counter()
+    for tune in tunes:
+        onsets = [onset for onset, _ in tune_chords(tune)]
+        gaps.update(b - a for a, b in itertools.pairwise(onsets) if b > a)
+    if not gaps:
+        return 0.5
+    best = min(gaps.items(), key=lambda item: (-item[1], item[0]))[0]
+    return best / PPQN
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Training windows: token inputs, the next token at every position, and a mask."""
+
+    inputs: torch.Tensor  # int64 [n, window]
+    targets: torch.Tensor  # int64 [n, window]
+    mask: torch.Tensor  # float32 [n, window]
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def take(self, index: torch.Tensor) -> Windows:
+        return Windows(self.inputs[index], self.targets[index], self.mask[index])
+
+
+def make_windows(sequences: Sequence[np.ndarray], window: int) -> Windows:
+    """Cut each token sequence into windows of ``window`` inputs; consecutive windows start ``window`` apart.
+
+    Every token but each sequence's first is a target exactly once; short tails are padded and masked.
+    """
+    inputs, targets, lengths = [], [], []
+    for tokens in sequences:
+        for start in range(0, len(tokens) - 1, window):
+            end = min(start + window + 1, len(tokens))
+            n = end - start - 1
+            x = np.zeros(window, dtype=np.int64)
+            y = np.zeros(window, dtype=np.int64)
+            x[:n] = tokens[start : start + n]
+            y[:n] = tokens[start + 1 : end]
+            inputs.append(x)
+            targets.append(y)
+            lengths.append(n)
+    if not inputs:
+        empty = torch.zeros(0, window, dtype=torch.int64)
+        return Windows(empty, empty, torch.zeros(0, window))
+    mask = np.arange(window)[None, :] < np.asarray(lengths)[:, None]
+    return Windows(
+        torch.from_numpy(np.stack(inputs)),
+        torch.from_numpy(np.stack(targets)),
+        torch.from_numpy(mask.astype(np.float32)),
+    )
+
+
+# ---- model -------------------------------------------------------------------------------
+
+
+class TokenLstm(nn.Module):
+    """Embedding -> causal Conv1D(kernel 3, ReLU) -> dropout -> 2 x LSTM -> dropout -> logits over the vocabulary."""
+
+    def __init__(self, vocab: int, config: TokenLstmConfig) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.config = config
+        self.embed = nn.Embedding(vocab, config.embed)
+        self.conv = nn.Conv1d(config.embed, config.filters, KERNEL)
+        self.conv_dropout = nn.Dropout(config.conv_dropout)
+        self.lstm = nn.LSTM(
+            config.filters, config.hidden, num_layers=config.layers, batch_first=True, dropout=config.dropout
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden, vocab)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The convolution's output [batch, time, filters]: each position sees itself and the two before (zeros)."""
+        x = self.embed(tokens).transpose(1, 2)  # [batch, embed, time]
+        x = F.pad(x, (KERNEL - 1, 0))
+        return self.conv_dropout(F.relu(self.conv(x))).transpose(1, 2)
+
+    def forward(
+        self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Logits [batch, time, vocab] for the token after each position of ``tokens`` [batch, time], and (h, c)."""
+        out, (h, c) = self.lstm(self.features(tokens), state)
+        return self.out(self.dropout(out)), (h, c)
+
+
+class TokenLstmStep(nn.Module):
+    """One token in, the next token's logits out; the convolution's last two inputs and the LSTM state as state."""
+
+    def __init__(self, model: TokenLstm) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, token: torch.Tensor, context: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        window = torch.cat([context, m.embed(token).unsqueeze(1)], dim=1)  # [batch, 3, embed]
+        x = F.relu(m.conv(window.transpose(1, 2)))  # [batch, filters, 1]
+        out, (h_out, c_out) = m.lstm(x.transpose(1, 2), (h, c))
+        return m.out(out[:, 0, :]), window[:, 1:, :], h_out, c_out
+
+
+def token_loss(model: TokenLstm, batch: Windows) -> torch.Tensor:
+    logits, _ = model(batch.inputs)
+    ce = F.cross_entropy(logits.reshape(-1, model.vocab), batch.targets.reshape(-1), reduction="none")
+    mask = batch.mask.reshape(-1)
+    return (ce * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# ---- training ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTrainOptions:
+    """What ``python -m export train token-lstm`` was asked to do."""
+
+    data: str
+    out: Path
+    epochs: int = 100
+    patience: int = 5
+    limit: int | None = None
+    seed: int = 0
+    config: TokenLstmConfig = field(default_factory=TokenLstmConfig)
+    min_delta: float = 1e-4
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise ExportError(f"--epochs {self.epochs}: expected a whole number of at least 1")
+        if self.patience < 1:
+            raise ExportError(f"--patience {self.patience}: expected a whole number of at least 1")
+        if self.limit is not None and self.limit < 3:
+            raise ExportError(f"--limit {self.limit}: expected at least 3 tunes (training, validation, held-out)")
+        if self.config.window < 2:
+            raise ExportError(f"--window {self.config.window}: expected at least 2 tokens")
+        if not 8 <= self.config.hidden <= 2048:
+            raise ExportError(f"--hidden {self.config.hidden}: expected 8 to 2048 units")
+        if self.config.batch_size < 1:
+            raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
+        if not 2 <= self.config.max_vocab <= 100_000:
+            raise ExportError(f"--vocab-size {self.config.max_vocab}: expected 2 to 100000 tokens")
+
+
+def _mean_loss(model: TokenLstm, windows: Windows) -> float:
+    model.eval()
+    total = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(windows), 256):
+            batch = windows.take(torch.arange(start, min(start + 256, len(windows))))
+            n = float(batch.mask.sum())
+            total += float(token_loss(model, batch)) * n
+            count += n
+    return total / max(count, 1.0)
+
+
+def evaluate_held_out(
+    model: TokenLstm, held_out: Sequence[np.ndarray], train: Sequence[np.ndarray]
+) -> dict[str, float]:
+    """Next-token accuracy on held-out sequences, each one stream from a zero state, beside two baselines.
+
+    Targets are every token but the first of each sequence, as mapped to the vocabulary.
+    Baselines on the same targets: the most frequent training token, and repeat the last token.
+    """
+    most_frequent = int(np.bincount(np.concatenate(list(train))).argmax())
+    hits = frequent = repeat = total = 0
+    nll = 0.0
+    model.eval()
+    with torch.no_grad():
+        for tokens in held_out:
+            if len(tokens) < 2:
+                continue
+            logits, _ = model(torch.from_numpy(tokens[None, :-1]))
+            target = torch.from_numpy(tokens[1:])
+            nll += float(F.cross_entropy(logits[0], target, reduction="sum"))
+            hits += int((logits[0].argmax(-1) == target).sum())
+            frequent += int((tokens[1:] == most_frequent).sum())
+            repeat += int((tokens[1:] == tokens[:-1]).sum())
+            total += len(tokens) - 1
+    if total == 0:
+        raise ExportError("the held-out tunes hold no next-token targets; use a larger corpus")
+    return {
+        "held_out_token_accuracy": hits / total,
+        "held_out_token_cross_entropy": nll / total,
+        "baseline_most_frequent_token_accuracy": frequent / total,
+        "baseline_repeat_last_token_accuracy": repeat / total,
+        "held_out_targets": float(total),
+    }
+
+
+def _fingerprint(tunes: Sequence[Tune]) -> str:
+    digest = hashlib.sha256()
+    for tune in tunes:
+        digest.update(tune.name.encode())
+        digest.update(tune.pitch.tobytes())
+        digest.update(tune.onset.tobytes())
+        digest.update(tune.duration.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _sample(tunes: Sequence[Tune]) -> list[dict[str, Any]]:
+    """A few held-out tunes spread over the held-out set, as plain lists (parity check and seed phrase)."""
+    eligible = [t for t in tunes if len(t) >= 16] or list(tunes)
+    stride = max(1, len(eligible) // SAMPLE_TUNES)
+    return [
+        {
+            "name": t.name,
+            "pitch": [int(p) for p in t.pitch],
+            "onset": [float(x) for x in t.onset],
+            "duration": [float(x) for x in t.duration],
+        }
+        for t in eligible[::stride][:SAMPLE_TUNES]
+    ]
+
+
+def train_token_lstm(options: TokenTrainOptions) -> Path:
+    """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
+    options.check()
+    config = options.config
+    started = time.perf_counter()
+    tunes = load_corpus(options.data, limit=options.limit)
+    split = split_by_tune(tunes)
+    vocabulary, coverage = build_vocabulary(split.train, config.max_vocab)
+    step = step_beats(split.train)
+    train_seqs = [tune_tokens(t, vocabulary) for t in split.train]
+    val_seqs = [tune_tokens(t, vocabulary) for t in split.validation]
+    held_seqs = [tune_tokens(t, vocabulary) for t in split.held_out]
+    held_exact = sum(vocabulary.index(p) is not None for t in split.held_out for _, p in tune_chords(t))
+    held_count = sum(len(s) for s in held_seqs)
+    coverage["vocabulary_coverage_held_out"] = held_exact / max(held_count, 1)
+    train_windows = make_windows(train_seqs, config.window)
+    val_windows = make_windows(val_seqs, config.window)
+    if len(train_windows) == 0 or len(val_windows) == 0:
+        raise ExportError(f"{options.data}: the tunes are too short to make training and validation windows")
+    log.info(
+        "data %s: %d tunes (train %d, validation %d, held-out %d); %d training tokens in %d windows of %d; "
+        "vocabulary %d of %d distinct tokens (%.1f%% of training tokens exactly, the rest mapped to the nearest); "
+        "step %.3g beats",
+        options.data,
+        len(tunes),
+        len(split.train),
+        len(split.validation),
+        len(split.held_out),
+        sum(len(s) for s in train_seqs),
+        len(train_windows),
+        config.window,
+        len(vocabulary),
+        int(coverage["distinct_tokens_train"]),
+        100 * coverage["vocabulary_coverage_train"],
+        step,
+    )
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+    model = TokenLstm(len(vocabulary), config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
+    )
+    best_loss, best_epoch, waited = math.inf, 0, 0
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    batches = math.ceil(len(train_windows) / config.batch_size)
+    train_started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    ) as progress:
+        for epoch in range(1, options.epochs + 1):
+            epoch_started = time.perf_counter()
+            task = progress.add_task(f"epoch {epoch}", total=batches, info="")
+            model.train()
+            order = torch.randperm(len(train_windows), generator=generator)
+            running = 0.0
+            for i in range(batches):
+                batch = train_windows.take(order[i * config.batch_size : (i + 1) * config.batch_size])
+                loss = token_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                running += loss.item()
+                progress.update(task, advance=1, info=f"loss {running / (i + 1):.4f}")
+            val = _mean_loss(model, val_windows)
+            learning_rate = float(optimizer.param_groups[0]["lr"])
+            scheduler.step(val)
+            seconds = time.perf_counter() - epoch_started
+            history.append(
+                {
+                    "epoch": float(epoch),
+                    "train_loss": running / batches,
+                    "val_loss": val,
+                    "learning_rate": learning_rate,
+                    "seconds": seconds,
+                }
+            )
+            improved = val < best_loss - options.min_delta
+            if improved:
+                best_loss, best_epoch, waited = val, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+            progress.remove_task(task)
+            log.info(
+                "epoch %d: lr %.2g, train %.4f, validation %.4f%s, %.1f s",
+                epoch,
+                learning_rate,
+                running / batches,
+                val,
+                " best" if improved else "",
+                seconds,
+            )
+            if not math.isfinite(val):
+                raise ExportError(f"validation loss became {val} at epoch {epoch}; lower the learning rate")
+            if waited >= options.patience:
+                log.info("validation loss has not improved for %d epochs; stopping", options.patience)
+                break
+    training_seconds = time.perf_counter() - train_started
+    model.load_state_dict(best_state)
+    metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, held_seqs, train_seqs)}
+    train_pitches = np.concatenate([t.pitch for t in split.train])
+    provenance: dict[str, Any] = {
+        "data": options.data,
+        "limit": options.limit,
+        "seed": options.seed,
+        "corpus_fingerprint": _fingerprint(tunes),
+        "tunes": len(tunes),
+        "tunes_train": len(split.train),
+        "tunes_validation": len(split.validation),
+        "tunes_held_out": len(split.held_out),
+        "tokens_train": int(sum(len(s) for s in train_seqs)),
+        "tokens_validation": int(sum(len(s) for s in val_seqs)),
+        "tokens_held_out": int(held_count),
+        "notes_train": int(sum(len(t) for t in split.train)),
+        "windows_train": len(train_windows),
+        "pitch_min": int(train_pitches.min()),
+        "pitch_max": int(train_pitches.max()),
+        **coverage,
+        "torch_version": str(torch.__version__),
+    }
+    training = {
+        "epochs_run": len(history),
+        "max_epochs": options.epochs,
+        "best_epoch": best_epoch,
+        "patience": options.patience,
+        "training_seconds": training_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "threads": torch.get_num_threads(),
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    path = options.out / CHECKPOINT
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "family": FAMILY,
+        "state_dict": best_state,
+        "config": config.to_dict(),
+        "tokens": list(vocabulary.names),
+        "step_beats": step,
+        "provenance": provenance,
+        "training": training,
+        "history": history,
+        "metrics": metrics,
+        "held_out_sample": _sample(split.held_out),
+    }
+    tmp = path.with_name(path.name + ".part")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+    log.info(
+        "best epoch %d of %d (validation %.4f); held-out token accuracy %.3f (most frequent %.3f, repeat last %.3f); "
+        "checkpoint %s",
+        best_epoch,
+        len(history),
+        best_loss,
+        metrics["held_out_token_accuracy"],
+        metrics["baseline_most_frequent_token_accuracy"],
+        metrics["baseline_repeat_last_token_accuracy"],
+        path,
+    )
+    return path
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: Path) -> tuple[TokenLstm, Vocabulary]:
+    """The trained model of ``checkpoint`` in eval mode and its vocabulary; clear errors for a mismatch."""
+    config = TokenLstmConfig.from_dict(checkpoint["config"])
+    tokens = checkpoint.get("tokens")
+    if not isinstance(tokens, list) or not tokens:
+        raise ExportError(f"{path}: the checkpoint holds no 'tokens' vocabulary")
+    vocabulary = Vocabulary(tokens)
+    model = TokenLstm(len(vocabulary), config)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise ExportError(f"{path}: the weights do not fit a token-lstm of this config ({err})") from err
+    return model.eval(), vocabulary

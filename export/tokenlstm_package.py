@@ -1,0 +1,545 @@
+"""ONNX export, parity check and model package of the ``token-lstm`` family.
+
+Context: setup (export only; imports torch, never imported by the host).
+
+The streaming graph is one token step (``token``, ``context``, ``h``, ``c`` in;
+``logits``, ``context_out``, ``h_out``, ``c_out`` out): ``context`` holds the
+embeddings of the two previous tokens, which the kernel-3 convolution reads beside
+the current one, and ``h``/``c`` the two LSTM layers' state; all three are declared
+state. The parity check runs that graph token by token in onnxruntime over held-out
+chorales and compares it with PyTorch running each whole sequence at once in float64
+(as :mod:`export.onnx_export` does for ``midirnn``); the export fails above
+:data:`~export.onnx_export.PARITY_TOLERANCE`. The package is staged beside the
+destination and verified by the host's loader and adapter before it replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tomli_w
+import torch
+
+from export.errors import ExportError
+from export.onnx_export import OPSET, PARITY_TOLERANCE, check_parity
+from export.package import CARD, GRAPH, MANIFEST, NAME_PATTERN, SEED, SEED_BPM, _sha256, _tunes, seed_phrase
+from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint, tune_tokens
+from export.train import load_checkpoint
+from livegen.errors import PackageError
+from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary
+from livegen.music.midifile import write_midi
+from livegen.music.time import TempoMap
+
+log = logging.getLogger(__name__)
+
+INPUTS = (TOKEN_INPUT, CONTEXT, "h", "c")
+#: The package's default sampling temperature, chosen on the validation chorales (never the held-out ones):
+#: ``livegen evaluate --split validation --rng-seed 0`` overlaps of (pitch classes, melodic intervals) by
+#: temperature, on the corpus:bach model (token-lstm 1.0.0 at 1.0).
+DEFAULT_TEMPERATURE = 0.7
+TEMPERATURE_TUNING = ((1.0, 0.766, 0.468), (0.7, 0.866, 0.659))
+OUTPUTS = (LOGITS, "context_out", "h_out", "c_out")
+
+
+def graph_shapes(model: TokenLstm) -> dict[str, tuple[list[int | str], str]]:
+    """Every tensor of the step graph: (shape as the manifest declares it, dtype)."""
+    cfg = model.config
+    state: list[int | str] = [cfg.layers, "batch", cfg.hidden]
+    context: list[int | str] = ["batch", KERNEL - 1, cfg.embed]
+    return {
+        TOKEN_INPUT: (["batch"], "int64"),
+        CONTEXT: (context, "float32"),
+        "h": (state, "float32"),
+        "c": (state, "float32"),
+        LOGITS: (["batch", model.vocab], "float32"),
+        "context_out": (context, "float32"),
+        "h_out": (state, "float32"),
+        "c_out": (state, "float32"),
+    }
+
+
+def export_step_graph(model: TokenLstm, path: Path) -> None:
+    """Write the one-token step graph of ``model`` to ``path`` (weights inside the file)."""
+    step = TokenLstmStep(model).eval()
+    cfg = model.config
+    example = (
+        torch.zeros(2, dtype=torch.int64),
+        torch.zeros(2, KERNEL - 1, cfg.embed),
+        torch.zeros(cfg.layers, 2, cfg.hidden),
+        torch.zeros(cfg.layers, 2, cfg.hidden),
+    )
+    batch = torch.export.Dim("batch")
+    noise = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                step,
+                example,
+                str(path),
+                input_names=list(INPUTS),
+                output_names=list(OUTPUTS),
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes={TOKEN_INPUT: {0: batch}, CONTEXT: {0: batch}, "h": {1: batch}, "c": {1: batch}},
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as err:  # the exporter raises many internal types
+        raise ExportError(f"{path}: torch.onnx.export failed ({type(err).__name__}: {err})") from err
+    log.debug("exporter output: %s", noise.getvalue())
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _session(path: Path, model: TokenLstm) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    expected = graph_shapes(model)
+    actual = {a.name: a for a in [*session.get_inputs(), *session.get_outputs()]}
+    if set(actual) != set(expected):
+        raise ExportError(f"{path}: the exported graph has tensors {sorted(actual)}, expected {sorted(expected)}")
+    types = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+    for name, (shape, dtype) in expected.items():
+        arg = actual[name]
+        fixed = [d if isinstance(d, int) else None for d in shape]
+        have = [d if isinstance(d, int) else None for d in arg.shape]
+        if arg.type != types[dtype] or fixed != have:
+            raise ExportError(f"{path}: tensor {name!r} is {arg.type}{arg.shape}, expected {dtype}{shape}")
+    return session
+
+
+def _run(model: TokenLstm, exact: TokenLstm, session: ort.InferenceSession, tokens: np.ndarray) -> tuple[float, float]:
+    """Largest differences (onnxruntime, torch float32) from torch float64 over every output and step."""
+    batch, length = tokens.shape
+    x = torch.from_numpy(tokens)
+    with torch.no_grad():
+        runs = []
+        for net in (model, exact):
+            logits, (h_n, c_n) = net(x)
+            context = net.embed(x[:, -(KERNEL - 1) :]).double().numpy()
+            runs.append({LOGITS: logits.double().numpy(), "h_n": h_n.double().numpy(), "c_n": c_n.double().numpy()})
+            runs[-1]["context"] = context
+    float32, reference = runs
+
+    def deviation(name: str, value: np.ndarray, ref: np.ndarray) -> float:
+        diff = np.abs(value - ref)
+        if name == "c_n":  # the cell state is unbounded: relative where it exceeds 1 (as for midirnn)
+            diff = diff / np.maximum(1.0, np.abs(ref))
+        return float(diff.max())
+
+    torch_worst = max(deviation(k, float32[k], reference[k]) for k in reference)
+    cfg = model.config
+    feeds: dict[str, np.ndarray] = {
+        CONTEXT: np.zeros((batch, KERNEL - 1, cfg.embed), np.float32),
+        "h": np.zeros((cfg.layers, batch, cfg.hidden), np.float32),
+        "c": np.zeros((cfg.layers, batch, cfg.hidden), np.float32),
+    }
+    worst = 0.0
+    for t in range(length):
+        out = dict(zip(OUTPUTS, session.run(list(OUTPUTS), {**feeds, TOKEN_INPUT: tokens[:, t]}), strict=True))
+        worst = max(worst, deviation(LOGITS, out[LOGITS], reference[LOGITS][:, t]))
+        feeds = {CONTEXT: out["context_out"], "h": out["h_out"], "c": out["c_out"]}
+    worst = max(
+        worst,
+        deviation("h_n", feeds["h"], reference["h_n"]),
+        deviation("c_n", feeds["c"], reference["c_n"]),
+        deviation("context", feeds[CONTEXT], reference["context"]),
+    )
+    return (worst if np.isfinite(worst) else float("inf")), torch_worst
+
+
+def parity(model: TokenLstm, path: Path, sequences: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(max |onnxruntime - torch float64|, max |torch float32 - torch float64|) over ``sequences``.
+
+    Each sequence runs alone over all its tokens, then all together as one batch cut
+    to the shortest one's length. Logits are compared at every step; the final LSTM
+    state and convolution context once.
+    """
+    if not sequences:
+        raise ExportError("the parity check needs at least one held-out sequence")
+    session = _session(path, model)
+    model.eval()
+    exact = copy.deepcopy(model).double().eval()
+    runs = [_run(model, exact, session, seq[None].astype(np.int64)) for seq in sequences]
+    length = min(len(s) for s in sequences)
+    runs.append(_run(model, exact, session, np.stack([s[:length] for s in sequences]).astype(np.int64)))
+    result = max(r[0] for r in runs), max(r[1] for r in runs)
+    log.info(
+        "parity: %d sequences (%d tokens) alone and batched: max |onnxruntime - torch float64| = %.3g "
+        "(torch float32: %.3g)",
+        len(sequences),
+        sum(len(s) for s in sequences),
+        *result,
+    )
+    return result
+
+
+def _tensor(name: str, shape: list[int | str], dtype: str) -> dict[str, Any]:
+    return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def build_manifest(
+    *,
+    name: str,
+    version: str,
+    description: str,
+    checkpoint: Mapping[str, Any],
+    model: TokenLstm,
+    vocabulary: Vocabulary,
+    metrics: Mapping[str, float],
+    files: Mapping[str, str],
+) -> dict[str, Any]:
+    """The ``livegen.toml`` table of a ``token-lstm`` package (see ``docs/model-package.md``)."""
+    cfg = model.config
+    p, t = checkpoint["provenance"], checkpoint["training"]
+    shapes = graph_shapes(model)
+    step = float(checkpoint["step_beats"])
+    training: dict[str, Any] = {
+        "data": p["data"],
+        "corpus_fingerprint": p["corpus_fingerprint"],
+        "tunes_train": p["tunes_train"],
+        "tunes_validation": p["tunes_validation"],
+        "tunes_held_out": p["tunes_held_out"],
+        "tokens_train": p["tokens_train"],
+        "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
+        "epochs": t["epochs_run"],
+        "best_epoch": t["best_epoch"],
+        "max_epochs": t["max_epochs"],
+        "patience": t["patience"],
+        "training_seconds": round(float(t["training_seconds"]), 1),
+        "seed": p["seed"],
+        "embed": cfg.embed,
+        "filters": cfg.filters,
+        "kernel": KERNEL,
+        "hidden": cfg.hidden,
+        "layers": cfg.layers,
+        "dropout": f"{cfg.conv_dropout} after the convolution, {cfg.dropout} after each LSTM layer",
+        "window": cfg.window,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "max_vocab": cfg.max_vocab,
+        "distinct_tokens_train": int(p["distinct_tokens_train"]),
+        "vocabulary_coverage_train": round(float(p["vocabulary_coverage_train"]), 6),
+        "vocabulary_coverage_held_out": round(float(p["vocabulary_coverage_held_out"]), 6),
+        "loss": "cross-entropy over the vocabulary at every position",
+        "torch_version": p["torch_version"],
+        "exported": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if p.get("limit") is not None:
+        training["limit"] = p["limit"]
+    state = [(CONTEXT, "context_out"), ("h", "h_out"), ("c", "c_out")]
+    return {
+        "schema": 1,
+        "name": name,
+        "family": FAMILY,
+        "kind": "step",
+        "version": version,
+        "description": description,
+        "seed_phrase": SEED,
+        "representation": {
+            "time_unit": "beat",
+            "step_beats": step,
+            "duration_beats": step,
+            "chord_ticks": CHORD_TICKS,
+            "pitch_min": int(p["pitch_min"]),
+            "pitch_max": int(p["pitch_max"]),
+            "tokens": list(vocabulary.names),
+        },
+        "graphs": {
+            "step": {
+                "file": GRAPH,
+                "inputs": [_tensor(n, *shapes[n]) for n in INPUTS],
+                "outputs": [_tensor(n, *shapes[n]) for n in OUTPUTS],
+                "state": [{"input": i, "output": o} for i, o in state],
+            }
+        },
+        "parameters": {
+            "temperature": {"default": DEFAULT_TEMPERATURE, "min": 0.05, "max": 4.0},
+            "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
+        },
+        "training": training,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "files": dict(files),
+    }
+
+
+def _tuning() -> str:
+    return "; ".join(f"temperature {t:g}: {pc:.3f} / {iv:.3f}" for t, pc, iv in TEMPERATURE_TUNING)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def model_card(
+    *,
+    name: str,
+    description: str,
+    checkpoint: Mapping[str, Any],
+    model: TokenLstm,
+    vocabulary: Vocabulary,
+    metrics: Mapping[str, float],
+    seed_tune: str,
+    size_bytes: int,
+) -> str:
+    """The package's README.md: data, tokens, timing, model, held-out figures, parity, seed choices, limits."""
+    cfg: TokenLstmConfig = model.config
+    p, t, m = checkpoint["provenance"], checkpoint["training"], metrics
+    data = p["data"]
+    source = (
+        "the Bach chorales music21 ships (`bach/bwv*.mxl`, all parts merged into one stream)"
+        if data == "corpus:bach"
+        else f"`{data}`"
+    )
+    step = float(checkpoint["step_beats"])
+    history = "\n".join(
+        f"| {int(h['epoch'])} | {h['learning_rate']:.2g} | {h['train_loss']:.4f} | {h['val_loss']:.4f} |"
+        for h in checkpoint["history"]
+    )
+    sizes = [len(pitches) for pitches in vocabulary.pitches]
+    by_size = ", ".join(f"{sizes.count(k)} of {k} note{'s' if k > 1 else ''}" for k in sorted(set(sizes)))
+    examples = ", ".join(f"`{n}`" for n in vocabulary.names[:3])
+    chord_example = next((n for n in vocabulary.names if "." in n), vocabulary.names[0])
+    params = sum(x.numel() for x in model.parameters())
+    return f"""# {name}
+
+{description}
+
+Family `token-lstm` (seed 001: Conv1D + 2 x LSTM(256) + dropout over music21-style note and chord
+tokens), host kind `step`: the host feeds one token at a time and carries the state.
+
+## Data
+
+Trained on {source}: {p["tunes"]} pieces. Split *by piece* (a hash of each name, so no chorale is in
+two parts): training {p["tunes_train"]} ({p["tokens_train"]} tokens), validation {p["tunes_validation"]}
+({p["tokens_validation"]} tokens, early stopping), held-out {p["tunes_held_out"]} ({p["tokens_held_out"]}
+tokens, the figures below). Why the chorales: they are the collection music21 ships that is made of
+chords (four voices moving mostly together), and a chord-token model needs chords to learn; the folk
+tunes are single melodies. Training pitches span MIDI {p["pitch_min"]}-{p["pitch_max"]}. Corpus
+fingerprint `{p["corpus_fingerprint"]}`.
+
+## Tokens
+
+A token is the set of pitches that start together, named as music21 names notes: a single note is its
+pitch name with octave (`C4` = MIDI 60) and a chord its pitches from low to high joined by dots
+(`{chord_example}`). Notes less than {CHORD_TICKS} ticks (a 64th) apart fold into one chord, in
+training and live. The vocabulary is the {len(vocabulary)} most frequent training tokens ({by_size};
+most frequent first: {examples}), listed in `livegen.toml` as `representation.tokens`. The training
+chorales hold {int(p["distinct_tokens_train"])} distinct tokens, most of them voicings seen once or
+twice; the vocabulary holds {_pct(p["vocabulary_coverage_train"])} of training tokens and
+{_pct(p["vocabulary_coverage_held_out"])} of held-out tokens exactly. Every other pitch set (in
+training, and a performer's chords live) is mapped to the **nearest** token: the smallest symmetric
+chamfer distance in semitones (each note of one set to the nearest note of the other, both ways,
+summed; ties to the more frequent token). So a voicing one note away maps to its neighbour, and a lone
+note to the same or the nearest lone note.
+
+## Timing
+
+The seed's tokens carry no durations: it placed them a fixed 0.5 quarter notes apart. This package
+keeps that: every token starts **{step:g} beats** after the previous one and sounds {step:g} beats
+(`representation.step_beats` and `duration_beats`); a chord token sounds as all its notes at once.
+{step:g} beats is the most common time between successive tokens of the training chorales (the
+exporter measures it), and the seed's value. The chorales' own rhythm (quarter-note chords, eighth-
+and sixteenth-note passing notes in single voices, fermatas) is therefore not reproduced: every
+token, a full chord or a passing note, gets one eighth. See the evaluation's inter-onset intervals.
+Performed notes are heard as tokens in order; their timing is not fed to the model.
+
+## Model and training
+
+- Embedding({len(vocabulary)}, {cfg.embed}) -> causal Conv1D({cfg.filters} filters, kernel {KERNEL}, ReLU)
+  -> dropout {cfg.conv_dropout} -> {cfg.layers} x LSTM({cfg.hidden}) with dropout {cfg.dropout} after each
+  -> Linear({cfg.hidden}, {len(vocabulary)}) -> softmax; {params} parameters, {size_bytes / 1e6:.1f} MB as ONNX.
+- Cross-entropy of the next token at every position of windows of {cfg.window} tokens
+  ({p["windows_train"]} training windows, cut inside chorales), Adam at {cfg.learning_rate}, halved after
+  {cfg.lr_patience} epochs without a better validation loss, gradient norm clipped at {cfg.grad_clip},
+  batches of {cfg.batch_size}, shuffled with a generator seeded by `--seed {p["seed"]}`.
+- Early stopping (patience {t["patience"]}): {t["epochs_run"]} epochs of at most {t["max_epochs"]}, best
+  epoch {t["best_epoch"]} (validation loss {m["best_val_loss"]:.4f}); those weights are exported.
+  Training took {float(t["training_seconds"]) / 60:.1f} min on {t["threads"]} CPU threads (torch
+  {p["torch_version"]}).
+
+| epoch | learning rate | train loss | validation loss |
+|---:|---:|---:|---:|
+{history}
+
+## Held-out figures
+
+Each held-out chorale runs as one stream from a zero state, as the host runs it; the prediction after
+every token is scored against the next token, as mapped to the vocabulary ({int(m["held_out_targets"])}
+targets). Baselines on the same targets:
+
+| next token | top-1 accuracy |
+|---|---:|
+| this model | **{_pct(m["held_out_token_accuracy"])}** (cross-entropy {m["held_out_token_cross_entropy"]:.3f}) |
+| baseline: the most frequent training token | {_pct(m["baseline_most_frequent_token_accuracy"])} |
+| baseline: repeat the last token | {_pct(m["baseline_repeat_last_token_accuracy"])} |
+
+ONNX parity: the exported step graph, run token by token in onnxruntime on {len(checkpoint["held_out_sample"])}
+held-out chorales (alone and as one batch), differs from PyTorch running each whole sequence with the
+same weights in float64 by at most {m["parity_max_abs_diff"]:.2g} on the logits at any step and on the final
+state (the cell state relative to its size where it exceeds 1); the export fails above
+{PARITY_TOLERANCE:g}. PyTorch's own float32 run differs from that reference by up to
+{m["parity_torch_float32_max_abs_diff"]:.2g}.
+
+## Seed phrase
+
+`{SEED}`: the opening (up to 8 beats) of the held-out chorale `{seed_tune}`, at {SEED_BPM:g} BPM.
+
+## What was kept from the seed, and what changed
+
+Kept: music21-style note and chord tokens with a vocabulary built from the training data; Conv1D with
+kernel 3 and ReLU; two LSTM layers of 256 units; dropout after the convolution and after each LSTM
+layer (0.1 and 0.3, as the seed's Model 1 code); a softmax over the vocabulary trained with
+cross-entropy; sequences of 100 tokens; tokens a fixed offset apart.
+
+Changed or scaled down, and why:
+
+- **Conv1D is causal and the loss is taken at every position.** The seed flattens the whole window into
+  its dense layer and predicts only the 101st token. The host streams one token at a time from a zero
+  state, so the convolution reads the current token and the two before it (zeros before the first; the
+  step graph carries those two embeddings as state, `context`) and every position is a target.
+- **Embedding({cfg.embed}) instead of the token index divided by the vocabulary size.** One number per
+  token places the tokens on an arbitrary line; a learned embedding is what a categorical input needs.
+- **Vocabulary capped at {cfg.max_vocab} tokens** (for two CPU cores and the package size): the output
+  layer costs {cfg.hidden} numbers per token and the rare voicings have too few examples to learn; the
+  rest map to the nearest token. The package is under 5 MB with the seed's 256 units.
+- **Chords keep their octaves** (the seed's chords were pitch classes, `normalOrder`), so the host can
+  play them voiced; this is what makes the vocabulary large.
+- **Data**: {p["tunes"]} chorales ({p["tokens_train"]} training tokens) rather than the seed's 10-song
+  training sets of one key and metre; not transposed.
+- **Sampling temperature {DEFAULT_TEMPERATURE:g} by default** (the seed took the argmax). Chosen on the
+  validation chorales with `livegen evaluate --split validation` (overlap of pitch classes / melodic
+  intervals with the real continuations): {_tuning()}. Lower temperatures keep the chord
+  succession in the seed's key; the performer can still turn it up.
+- **Adam, early stopping on a validation split** ({t["epochs_run"]} epochs, {float(t["training_seconds"]) / 60:.0f}
+  minutes) instead of RMSprop for 200-2000 epochs on GPUs: two shared CPU cores, and a
+  run kept under about 20 minutes. The seed's own figures show heavy over-fitting (train loss 0.0097,
+  test loss 0.71); early stopping keeps the weights that generalise best.
+
+## Limits
+
+- No durations and no rests: every token is one {step:g}-beat step (see Timing). The model plays
+  chorale-like chord successions at an even pulse, not the chorales' rhythms.
+- The merged four voices are one token stream: a passing note in one voice is a one-note token, and
+  the chord under it is not re-sounded.
+- Only the {len(vocabulary)} kept tokens are ever played; a performer's chord is heard as the nearest.
+- `livegen evaluate` (below) compares 16-bar answers with what the chorales really play. The
+  inter-onset intervals and note lengths are one value by design (Timing), so the seed looped, which
+  keeps the chorale's own rhythm, matches them far better; the pitch figures say how well the chord
+  succession stays in the seed's key and register.
+- Trained in the keys of the chorales as written (no transposition): a performer in a remote key is
+  heard through the nearest tokens; `--transpose follow` helps.
+"""
+
+
+def _check_destination(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: is a file; expected a folder for the model package")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportError(f"--out {out}: the folder is not empty and holds no {MANIFEST}; refusing to replace it")
+
+
+def _verify(folder: Path) -> None:
+    from livegen.models.package import load_package
+    from livegen.models.tokenlstm import TokenLstmGenerator
+
+    try:
+        TokenLstmGenerator(load_package(folder))
+    except PackageError as err:
+        raise ExportError(f"the written package fails the host's verification: {err}") from err
+
+
+def export_token_package(
+    checkpoint_path: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    version: str = "1.0.0",
+    description: str | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> Path:
+    """Export a ``token-lstm`` checkpoint as the package folder ``out``; returns ``out``.
+
+    Raises :class:`~export.errors.ParityError` (and writes nothing) when the graph
+    differs from PyTorch by more than ``tolerance``.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint.get("family") != FAMILY:
+        raise ExportError(f"{checkpoint_path}: family {checkpoint.get('family')!r} is not {FAMILY!r}")
+    name = name or out.name
+    if not NAME_PATTERN.match(name):
+        raise ExportError(f"package name {name!r}: expected lowercase letters, digits and dashes (e.g. token-lstm)")
+    _check_destination(out)
+    model, vocabulary = model_from_checkpoint(checkpoint, checkpoint_path)
+    provenance = checkpoint["provenance"]
+    if description is None:
+        data = "music21's Bach chorales" if provenance["data"] == "corpus:bach" else provenance["data"]
+        description = (
+            f"Conv1D + {model.config.layers} x LSTM({model.config.hidden}) over {len(vocabulary)} note and chord "
+            f"tokens, trained on {data}; one token every {float(checkpoint['step_beats']):g} beats."
+        )
+    sample = _tunes(checkpoint["held_out_sample"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    try:
+        graph = staging / GRAPH
+        export_step_graph(model, graph)
+        sequences = [s for s in (tune_tokens(t, vocabulary) for t in sample) if len(s) >= 2]
+        diff, torch_diff = parity(model, graph, sequences)
+        check_parity(diff, graph, tolerance)
+        metrics = {
+            **checkpoint["metrics"],
+            "parity_max_abs_diff": diff,
+            "parity_torch_float32_max_abs_diff": torch_diff,
+        }
+        seed_tune, notes = seed_phrase(sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
+        write_midi(staging / SEED, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
+        card = model_card(
+            name=name,
+            description=description,
+            checkpoint=checkpoint,
+            model=model,
+            vocabulary=vocabulary,
+            metrics=metrics,
+            seed_tune=seed_tune,
+            size_bytes=graph.stat().st_size,
+        )
+        (staging / CARD).write_text(card, encoding="utf-8")
+        files = {f: _sha256(staging / f) for f in (GRAPH, CARD, SEED)}
+        manifest = build_manifest(
+            name=name,
+            version=version,
+            description=description,
+            checkpoint=checkpoint,
+            model=model,
+            vocabulary=vocabulary,
+            metrics=metrics,
+            files=files,
+        )
+        (staging / MANIFEST).write_bytes(tomli_w.dumps(manifest).encode("utf-8"))
+        _verify(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        out.chmod(0o755)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    log.info("wrote package %s (%d files, %.0f KB), parity %.3g", out, len(list(out.iterdir())), size / 1024, diff)
+    return out
