@@ -27,7 +27,7 @@ from typing import cast
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.frames import FrameGenerator, RollNote, choose_keys, notes_to_roll, sigmoid
+from livegen.models.frames import FrameGenerator, RollNote, choose_keys, graph_width, notes_to_roll, sigmoid
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
@@ -36,41 +36,12 @@ from livegen.models.sampling import SamplingParams
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "decode_frames", "polyphony", "max_hold", "max_silence", "grid")
 
 
-def representation_int(package: ModelPackage, key: str, *, minimum: int = 1) -> int:
-    """``representation.<key>`` as an integer of at least ``minimum``; a :class:`PackageError` naming it otherwise."""
-    value = package.manifest.representation.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PackageError(
-            f"{package.folder / MANIFEST}: field 'representation.{key}': expected an integer of at least {minimum}, "
-            f"got {value!r}"
-        )
-    return value
-
-
-def graph_width(package: ModelPackage, role: str, tensor: str) -> int | str | None:
-    """The last dimension of a graph's tensor as the manifest declares it."""
-    graph = package.manifest.graphs.get(role)
-    if graph is None:
-        raise PackageError(f"{package.folder / MANIFEST}: a {package.manifest.family} package needs [graphs.{role}]")
-    for spec in (*graph.inputs, *graph.outputs):
-        if spec.name == tensor:
-            return spec.shape[-1]
-    raise PackageError(f"{package.folder / MANIFEST}: [graphs.{role}] needs a tensor named {tensor!r}")
-
-
 class DeepMusicianGenerator(FrameGenerator):
     """GRU encoder-decoder over an 88-key piano roll."""
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        values = {
-            key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in INTEGER_FIELDS
-        }
-        super().__init__(
-            window=values["window"], max_hold=values["max_hold"], max_silence=values["max_silence"], grid=values["grid"]
-        )
-        self.pitch_min = values["pitch_min"]
-        self.keys = values["keys"]
+        values = self._init_representation(package, INTEGER_FIELDS)
         self.polyphony = values["polyphony"]
         self.reencode_every = values["decode_frames"]
         threshold = package.manifest.representation.get("hold_threshold", 0.5)

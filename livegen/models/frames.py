@@ -43,6 +43,9 @@ from typing import cast
 
 import numpy as np
 
+from livegen.errors import PackageError
+from livegen.models.manifest import MANIFEST
+from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.music.time import SIXTEENTH
@@ -228,6 +231,28 @@ class _Generation:
     silent: int  # frames since the last onset generated
 
 
+def representation_int(package: ModelPackage, key: str, *, minimum: int = 1) -> int:
+    """``representation.<key>`` as an integer of at least ``minimum``; a :class:`PackageError` naming it otherwise."""
+    value = package.manifest.representation.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PackageError(
+            f"{package.folder / MANIFEST}: field 'representation.{key}': expected an integer of at least {minimum}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def graph_width(package: ModelPackage, role: str, tensor: str) -> int | str | None:
+    """The last dimension of a graph's tensor as the manifest declares it."""
+    graph = package.manifest.graphs.get(role)
+    if graph is None:
+        raise PackageError(f"{package.folder / MANIFEST}: a {package.manifest.family} package needs [graphs.{role}]")
+    for spec in (*graph.inputs, *graph.outputs):
+        if spec.name == tensor:
+            return spec.shape[-1]
+    raise PackageError(f"{package.folder / MANIFEST}: [graphs.{role}] needs a tensor named {tensor!r}")
+
+
 class FrameGenerator(ABC):
     """A :class:`~livegen.models.step.StepGenerator` over a frame model (the shared host of the ``frame`` kind).
 
@@ -248,6 +273,21 @@ class FrameGenerator(ABC):
         self._clock = 0  # ticks of the last fed onset since the first
         self._fed = 0
         self._generation: _Generation | None = None
+
+    def _init_representation(self, package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
+        """Set the frame host up from the package's integer representation ``fields`` (an adapter's
+        ``__init__``): ``pitch_min`` at least 0, the rest at least 1. Returns them all."""
+        values = {key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in fields}
+        FrameGenerator.__init__(
+            self,
+            window=values["window"],
+            max_hold=values["max_hold"],
+            max_silence=values["max_silence"],
+            grid=values["grid"],
+        )
+        self.pitch_min = values["pitch_min"]
+        self.keys = values["keys"]
+        return values
 
     # ---- the family's part --------------------------------------------------------
 

@@ -27,8 +27,7 @@ from typing import cast
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.deepmusician import graph_width, representation_int
-from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote
+from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams, sample_logits
@@ -95,14 +94,7 @@ class MultiTrackGenerator(FrameGenerator):
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
-        values = {
-            key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in INTEGER_FIELDS
-        }
-        super().__init__(
-            window=values["window"], max_hold=values["max_hold"], max_silence=values["max_silence"], grid=values["grid"]
-        )
-        self.pitch_min = values["pitch_min"]
-        self.keys = values["keys"]
+        self._init_representation(package, INTEGER_FIELDS)
         if self.pitch_min + self.keys > 128:
             raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
         self.tracks = self._tracks(path)
