@@ -27,6 +27,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from livegen.errors import LivegenError
 
@@ -98,6 +99,18 @@ def _quiet_exporter(verbose: bool) -> None:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """What every family's training options take from the command line about the run."""
+    return {
+        "data": args.data,
+        "out": args.out,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "limit": args.limit,
+        "seed": args.seed,
+    }
+
+
 def _train(args: argparse.Namespace) -> None:
     from export.errors import ExportError
 
@@ -117,15 +130,7 @@ def _train(args: argparse.Namespace) -> None:
 
     sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
     config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
-    options = TrainOptions(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        patience=args.patience,
-        limit=args.limit,
-        seed=args.seed,
-        config=config,
-    )
+    options = TrainOptions(**_run(args), config=config)
     result = train_midirnn(options)
     if args.package is not None:
         export_package(result.checkpoint, args.package, name=args.name)
@@ -137,15 +142,7 @@ def _train_token_lstm(args: argparse.Namespace) -> None:
     _quiet_exporter(args.verbose)
     sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden, "max_vocab": args.vocab_size}
     config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None})
-    options = TokenTrainOptions(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        patience=args.patience,
-        limit=args.limit,
-        seed=args.seed,
-        config=config,
-    )
+    options = TokenTrainOptions(**_run(args), config=config)
     checkpoint = train_token_lstm(options)
     if args.package is not None:
         from export.tokenlstm_package import export_token_package
@@ -162,16 +159,7 @@ def _train_frames(args: argparse.Namespace) -> None:
     given = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
     given |= {"alpha": args.alpha, "gamma": args.gamma} if args.family == "deep-musician" else {}
     config = getattr(module, config_name)(**{k: v for k, v in given.items() if v is not None})
-    options = getattr(module, options_name)(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        patience=args.patience,
-        limit=args.limit,
-        seed=args.seed,
-        config=config,
-        threads=args.threads,
-    )
+    options = getattr(module, options_name)(**_run(args), config=config, threads=args.threads)
     checkpoint = getattr(module, train_name)(options)
     if args.package is not None:
         getattr(module, FRAME_EXPORTS[args.family])(checkpoint, args.package, name=args.name)

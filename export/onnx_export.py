@@ -17,29 +17,27 @@ interface survived, compare outputs with the original.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
-from export.errors import ExportError, ParityError
+from export import common
+from export.common import OPSET as OPSET
+from export.common import PARITY_TOLERANCE as PARITY_TOLERANCE
+from export.common import check_interface, export_graph
+from export.common import session as open_session
+from export.errors import ExportError
 from export.midirnn import MidiRnn, MidiRnnStep
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("note", "h", "c")
-OPSET = 18
-#: Largest |onnxruntime - PyTorch| accepted on any output of the parity check.
-PARITY_TOLERANCE = 1e-4
 
 
 def export_step_graph(model: MidiRnn, path: Path, *, opset: int = OPSET) -> None:
@@ -48,35 +46,15 @@ def export_step_graph(model: MidiRnn, path: Path, *, opset: int = OPSET) -> None
     hidden = model.hidden
     example = (torch.zeros(2, 3), torch.zeros(1, 2, hidden), torch.zeros(1, 2, hidden))
     batch = torch.export.Dim("batch")
-    noise = io.StringIO()
-    try:
-        # The dynamo exporter reports each stage on stdout and warns that the three
-        # inputs share one batch axis (they do, on purpose); keep the CLI quiet.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                step,
-                example,
-                str(path),
-                input_names=list(INPUTS),
-                output_names=list(model.output_names),
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes={"note": {0: batch}, "h": {1: batch}, "c": {1: batch}},
-                external_data=False,
-                verbose=False,
-            )
-    except Exception as err:  # the exporter raises many internal types
-        raise ExportError(f"{path}: torch.onnx.export failed ({type(err).__name__}: {err})") from err
-    log.debug("exporter output: %s", noise.getvalue())
-    onnx.checker.check_model(str(path), full_check=True)
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    export_graph(
+        step,
+        example,
+        path,
+        inputs=INPUTS,
+        outputs=model.output_names,
+        dynamic={"note": {0: batch}, "h": {1: batch}, "c": {1: batch}},
+        opset=opset,
+    )
 
 
 def graph_shapes(model: MidiRnn) -> dict[str, list[int | str]]:
@@ -96,16 +74,7 @@ def graph_shapes(model: MidiRnn) -> dict[str, list[int | str]]:
 
 def _check_interface(session: ort.InferenceSession, path: Path, model: MidiRnn) -> None:
     """The reloaded graph has exactly the tensors the manifest will declare."""
-    expected = graph_shapes(model)
-    actual = {a.name: a for a in [*session.get_inputs(), *session.get_outputs()]}
-    if set(actual) != set(expected):
-        raise ExportError(f"{path}: the exported graph has tensors {sorted(actual)}, expected {sorted(expected)}")
-    for name, shape in expected.items():
-        arg = actual[name]
-        fixed = [d if isinstance(d, int) else None for d in shape]
-        have = [d if isinstance(d, int) else None for d in arg.shape]
-        if arg.type != "tensor(float)" or fixed != have:
-            raise ExportError(f"{path}: tensor {name!r} is {arg.type}{arg.shape}, expected float32{shape}")
+    check_interface(session, path, {name: (shape, "float32") for name, shape in graph_shapes(model).items()})
 
 
 class Parity(NamedTuple):
@@ -173,7 +142,7 @@ def parity_max_abs_diff(model: MidiRnn, path: Path, sequences: Sequence[np.ndarr
     """
     if not sequences:
         raise ExportError("the parity check needs at least one held-out sequence")
-    session = _session(path)
+    session = open_session(path)
     _check_interface(session, path, model)
     model.eval()
     exact = copy.deepcopy(model).double().eval()
@@ -195,8 +164,4 @@ def parity_max_abs_diff(model: MidiRnn, path: Path, sequences: Sequence[np.ndarr
 
 def check_parity(diff: float, path: Path, tolerance: float = PARITY_TOLERANCE) -> None:
     """Fail the export when the graph does not reproduce PyTorch within ``tolerance``."""
-    if not diff <= tolerance:
-        raise ParityError(
-            f"{path}: parity check failed: the ONNX step graph differs from PyTorch (float64) by up to {diff:.3g} "
-            f"(accepted: at most {tolerance:g}); the package was not written"
-        )
+    common.check_parity(diff, path, tolerance, graphs="the ONNX step graph differs")

@@ -11,11 +11,7 @@ destination. A failed export leaves the destination as it was.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -23,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomli_w
 import torch
 
+from export.common import CARD as CARD
+from export.common import MANIFEST as MANIFEST
+from export.common import NAME_PATTERN as NAME_PATTERN
+from export.common import check_target, log_written, run_table, sample_tunes, tensor, write_package
 from export.errors import ExportError
 from export.midirnn import CLASS_QUANTUM, FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses, tune_features
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
 from export.train import load_checkpoint, model_from_checkpoint
-from livegen.errors import PackageError
 from livegen.io.corpus import Tune
 from livegen.music.events import Note
 from livegen.music.midifile import write_midi
@@ -38,30 +36,11 @@ from livegen.music.time import SIXTEENTH, TempoMap, beats_to_ticks
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "livegen.toml"
 GRAPH = "model.onnx"
-CARD = "README.md"
 SEED = "seed.mid"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SEED_BEATS = 8.0
 SEED_BPM = 120.0
 SEED_VELOCITY = 80
-
-
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _tunes(sample: Sequence[Mapping[str, Any]]) -> list[Tune]:
-    return [
-        Tune(
-            name=str(item["name"]),
-            pitch=np.asarray(item["pitch"], dtype=np.int16),
-            onset=np.asarray(item["onset"], dtype=np.float32),
-            duration=np.asarray(item["duration"], dtype=np.float32),
-        )
-        for item in sample
-    ]
 
 
 def seed_phrase(tunes: Sequence[Tune], pitch_min: int, pitch_max: int) -> tuple[str, list[Note]]:
@@ -99,8 +78,11 @@ def seed_phrase(tunes: Sequence[Tune], pitch_min: int, pitch_max: int) -> tuple[
     return max(in_range or openings, key=lambda item: len(item[1]))
 
 
-def _tensor(name: str, shape: list[int | str]) -> dict[str, Any]:
-    return {"name": name, "shape": shape, "dtype": "float32"}
+def write_seed(path: Path, tunes: Sequence[Tune], pitch_min: int, pitch_max: int) -> str:
+    """The package's seed phrase (about two bars of a held-out piece); returns the piece's name."""
+    name, notes = seed_phrase(tunes, pitch_min, pitch_max)
+    write_midi(path, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
+    return name
 
 
 def _time_classes(checkpoint: Mapping[str, Any]) -> TimeClasses | None:
@@ -129,27 +111,15 @@ def build_manifest(
     classes = _time_classes(checkpoint)
     if classes is None:
         loss = "cross-entropy (pitch) + MSE with positive pressure (step, duration)"
-        outputs = [_tensor("step", ["batch", 1]), _tensor("duration", ["batch", 1])]
+        outputs = [tensor("step", ["batch", 1]), tensor("duration", ["batch", 1])]
     else:
         loss = "cross-entropy (pitch, step classes, duration classes)"
         outputs = [
-            _tensor("step_logits", ["batch", len(classes.step)]),
-            _tensor("duration_logits", ["batch", len(classes.duration)]),
+            tensor("step_logits", ["batch", len(classes.step)]),
+            tensor("duration_logits", ["batch", len(classes.duration)]),
         ]
     training: dict[str, Any] = {
-        "data": provenance["data"],
-        "corpus_fingerprint": provenance["corpus_fingerprint"],
-        "tunes_train": provenance["tunes_train"],
-        "tunes_validation": provenance["tunes_validation"],
-        "tunes_held_out": provenance["tunes_held_out"],
-        "notes_train": provenance["notes_train"],
-        "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
-        "epochs": training_info["epochs_run"],
-        "best_epoch": training_info["best_epoch"],
-        "max_epochs": training_info["max_epochs"],
-        "patience": training_info["patience"],
-        "training_seconds": round(float(training_info["training_seconds"]), 1),
-        "seed": provenance["seed"],
+        **run_table(provenance, training_info, "notes_train"),
         "hidden": hidden,
         "window": config.window,
         "batch_size": config.batch_size,
@@ -196,15 +166,15 @@ def build_manifest(
             "step": {
                 "file": GRAPH,
                 "inputs": [
-                    _tensor("note", ["batch", 3]),
-                    _tensor("h", [1, "batch", hidden]),
-                    _tensor("c", [1, "batch", hidden]),
+                    tensor("note", ["batch", 3]),
+                    tensor("h", [1, "batch", hidden]),
+                    tensor("c", [1, "batch", hidden]),
                 ],
                 "outputs": [
-                    _tensor("pitch_logits", ["batch", 128]),
+                    tensor("pitch_logits", ["batch", 128]),
                     *outputs,
-                    _tensor("h_out", [1, "batch", hidden]),
-                    _tensor("c_out", [1, "batch", hidden]),
+                    tensor("h_out", [1, "batch", hidden]),
+                    tensor("c_out", [1, "batch", hidden]),
                 ],
                 "state": [{"input": "h", "output": "h_out"}, {"input": "c", "output": "c_out"}],
             }
@@ -556,29 +526,6 @@ def stream_cell_max(model: MidiRnn, sequences: Sequence[np.ndarray]) -> tuple[in
     return int(notes.shape[1]), largest
 
 
-def _check_destination(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out}: is a file; expected a folder for the model package")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ExportError(f"--out {out}: the folder is not empty and holds no {MANIFEST}; refusing to replace it")
-
-
-def _verify(folder: Path) -> None:
-    """Verify the written package with the host's own loader (schema, checksums, graph, trial run)
-    and its ``midirnn`` adapter (the family's representation fields, such as the duration classes)."""
-    try:
-        from livegen.models.package import load_package
-        from livegen.models.registry import generator_class
-    except ImportError:
-        log.warning("livegen.models.package.load_package is not available; skipped the host's verification")
-        return
-    try:
-        package = load_package(folder)
-        generator_class(package.manifest.family)(package)
-    except PackageError as err:
-        raise ExportError(f"the written package fails the host's verification: {err}") from err
-
-
 def export_package(
     checkpoint_path: Path,
     out: Path,
@@ -599,9 +546,7 @@ def export_package(
             f"{checkpoint_path}: family {checkpoint.get('family')!r} cannot be exported; accepted: {FAMILY}"
         )
     name = name or out.name
-    if not NAME_PATTERN.match(name):
-        raise ExportError(f"package name {name!r}: expected lowercase letters, digits and dashes (e.g. folk-lstm)")
-    _check_destination(out)
+    check_target(name, out, " (e.g. folk-lstm)")
     config = MidiRnnConfig.from_dict(checkpoint["config"])
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     provenance = checkpoint["provenance"]
@@ -613,13 +558,14 @@ def export_package(
             else "pitch, and step and duration as classes of durations in beats"
         )
         description = f"LSTM({config.hidden}) next-note model trained on {data}: {what}, one note at a time."
-    sample = _tunes(checkpoint["held_out_sample"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
-    try:
+    sample = sample_tunes(checkpoint["held_out_sample"])
+    sequences = [tune_features(t, config.beats_max) for t in sample]
+    diff = 0.0
+
+    def build(staging: Path) -> tuple[dict[str, Any], str]:
+        nonlocal diff
         graph = staging / GRAPH
         export_step_graph(model, graph)
-        sequences = [tune_features(t, config.beats_max) for t in sample]
         parity = parity_max_abs_diff(model, graph, sequences)
         diff = parity.max_abs_diff
         check_parity(diff, graph, tolerance)
@@ -628,8 +574,7 @@ def export_package(
             "parity_max_abs_diff": diff,
             "parity_torch_float32_max_abs_diff": parity.torch_float32_max_abs_diff,
         }
-        seed_tune, notes = seed_phrase(sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
-        write_midi(staging / SEED, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
+        seed_tune = write_seed(staging / SEED, sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
         card = model_card(
             name=name,
             description=description,
@@ -638,20 +583,11 @@ def export_package(
             seed_tune=seed_tune,
             stream=stream_cell_max(model, sequences),
         )
-        (staging / CARD).write_text(card, encoding="utf-8")
-        files = {f: _sha256(staging / f) for f in (GRAPH, CARD, SEED)}
         manifest = build_manifest(
-            name=name, version=version, description=description, checkpoint=checkpoint, metrics=metrics, files=files
+            name=name, version=version, description=description, checkpoint=checkpoint, metrics=metrics, files={}
         )
-        (staging / MANIFEST).write_bytes(tomli_w.dumps(manifest).encode("utf-8"))
-        _verify(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        out.chmod(0o755)  # mkdtemp made it private; an installed package is read by every user
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    size = sum(f.stat().st_size for f in out.iterdir())
-    log.info("wrote package %s (%d files, %.0f KB), parity %.3g", out, len(list(out.iterdir())), size / 1024, diff)
+        return manifest, card
+
+    write_package(out, name, build, example=" (e.g. folk-lstm)", files=(GRAPH, CARD, SEED))
+    log_written(out, diff)
     return out

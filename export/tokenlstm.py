@@ -37,11 +37,8 @@ Changed, and why:
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import itertools
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -51,12 +48,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.nn import functional as F
 
+from export.common import (
+    check_run,
+    check_sizes,
+    corpus_provenance,
+    fit_windows,
+    save_checkpoint,
+    training_record,
+    tune_sample,
+)
 from export.errors import ExportError
-from export.train import CHECKPOINT, CHECKPOINT_FORMAT
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.tokenlstm import FAMILY, Vocabulary, group_chords, token_name
 from livegen.music.time import PPQN
@@ -265,18 +269,8 @@ class TokenTrainOptions:
     min_delta: float = 1e-4
 
     def check(self) -> None:
-        if self.epochs < 1:
-            raise ExportError(f"--epochs {self.epochs}: expected a whole number of at least 1")
-        if self.patience < 1:
-            raise ExportError(f"--patience {self.patience}: expected a whole number of at least 1")
-        if self.limit is not None and self.limit < 3:
-            raise ExportError(f"--limit {self.limit}: expected at least 3 tunes (training, validation, held-out)")
-        if self.config.window < 2:
-            raise ExportError(f"--window {self.config.window}: expected at least 2 tokens")
-        if not 8 <= self.config.hidden <= 2048:
-            raise ExportError(f"--hidden {self.config.hidden}: expected 8 to 2048 units")
-        if self.config.batch_size < 1:
-            raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
+        check_run(self.epochs, self.patience, self.limit)
+        check_sizes(self.config.window, "tokens", self.config.hidden, self.config.batch_size)
         if not 2 <= self.config.max_vocab <= 100_000:
             raise ExportError(f"--vocab-size {self.config.max_vocab}: expected 2 to 100000 tokens")
 
@@ -327,31 +321,6 @@ def evaluate_held_out(
     }
 
 
-def _fingerprint(tunes: Sequence[Tune]) -> str:
-    digest = hashlib.sha256()
-    for tune in tunes:
-        digest.update(tune.name.encode())
-        digest.update(tune.pitch.tobytes())
-        digest.update(tune.onset.tobytes())
-        digest.update(tune.duration.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _sample(tunes: Sequence[Tune]) -> list[dict[str, Any]]:
-    """A few held-out tunes spread over the held-out set, as plain lists (parity check and seed phrase)."""
-    eligible = [t for t in tunes if len(t) >= 16] or list(tunes)
-    stride = max(1, len(eligible) // SAMPLE_TUNES)
-    return [
-        {
-            "name": t.name,
-            "pitch": [int(p) for p in t.pitch],
-            "onset": [float(x) for x in t.onset],
-            "duration": [float(x) for x in t.duration],
-        }
-        for t in eligible[::stride][:SAMPLE_TUNES]
-    ]
-
-
 def train_token_lstm(options: TokenTrainOptions) -> Path:
     """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
     options.check()
@@ -389,86 +358,23 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         step,
     )
     torch.manual_seed(options.seed)
-    generator = torch.Generator().manual_seed(options.seed)
     model = TokenLstm(len(vocabulary), config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
+    fitted = fit_windows(
+        model,
+        train_windows,
+        lambda batch: token_loss(model, batch),
+        lambda: (_mean_loss(model, val_windows), {}, ""),
+        config,
+        epochs=options.epochs,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        seed=options.seed,
     )
-    best_loss, best_epoch, waited = math.inf, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    batches = math.ceil(len(train_windows) / config.batch_size)
-    train_started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-    ) as progress:
-        for epoch in range(1, options.epochs + 1):
-            epoch_started = time.perf_counter()
-            task = progress.add_task(f"epoch {epoch}", total=batches, info="")
-            model.train()
-            order = torch.randperm(len(train_windows), generator=generator)
-            running = 0.0
-            for i in range(batches):
-                batch = train_windows.take(order[i * config.batch_size : (i + 1) * config.batch_size])
-                loss = token_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                running += loss.item()
-                progress.update(task, advance=1, info=f"loss {running / (i + 1):.4f}")
-            val = _mean_loss(model, val_windows)
-            learning_rate = float(optimizer.param_groups[0]["lr"])
-            scheduler.step(val)
-            seconds = time.perf_counter() - epoch_started
-            history.append(
-                {
-                    "epoch": float(epoch),
-                    "train_loss": running / batches,
-                    "val_loss": val,
-                    "learning_rate": learning_rate,
-                    "seconds": seconds,
-                }
-            )
-            improved = val < best_loss - options.min_delta
-            if improved:
-                best_loss, best_epoch, waited = val, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-            progress.remove_task(task)
-            log.info(
-                "epoch %d: lr %.2g, train %.4f, validation %.4f%s, %.1f s",
-                epoch,
-                learning_rate,
-                running / batches,
-                val,
-                " best" if improved else "",
-                seconds,
-            )
-            if not math.isfinite(val):
-                raise ExportError(f"validation loss became {val} at epoch {epoch}; lower the learning rate")
-            if waited >= options.patience:
-                log.info("validation loss has not improved for %d epochs; stopping", options.patience)
-                break
-    training_seconds = time.perf_counter() - train_started
-    model.load_state_dict(best_state)
+    best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
     metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, held_seqs, train_seqs)}
     train_pitches = np.concatenate([t.pitch for t in split.train])
     provenance: dict[str, Any] = {
-        "data": options.data,
-        "limit": options.limit,
-        "seed": options.seed,
-        "corpus_fingerprint": _fingerprint(tunes),
-        "tunes": len(tunes),
-        "tunes_train": len(split.train),
-        "tunes_validation": len(split.validation),
-        "tunes_held_out": len(split.held_out),
+        **corpus_provenance(options.data, options.limit, options.seed, tunes, split),
         "tokens_train": int(sum(len(s) for s in train_seqs)),
         "tokens_validation": int(sum(len(s) for s in val_seqs)),
         "tokens_held_out": int(held_count),
@@ -479,33 +385,20 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         **coverage,
         "torch_version": str(torch.__version__),
     }
-    training = {
-        "epochs_run": len(history),
-        "max_epochs": options.epochs,
-        "best_epoch": best_epoch,
-        "patience": options.patience,
-        "training_seconds": training_seconds,
-        "total_seconds": time.perf_counter() - started,
-        "threads": torch.get_num_threads(),
-    }
-    options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / CHECKPOINT
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "family": FAMILY,
-        "state_dict": best_state,
-        "config": config.to_dict(),
-        "tokens": list(vocabulary.names),
-        "step_beats": step,
-        "provenance": provenance,
-        "training": training,
-        "history": history,
-        "metrics": metrics,
-        "held_out_sample": _sample(split.held_out),
-    }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    training = training_record(fitted, max_epochs=options.epochs, patience=options.patience, started=started)
+    path = save_checkpoint(
+        options.out,
+        FAMILY,
+        state_dict=fitted.state,
+        config=config.to_dict(),
+        tokens=list(vocabulary.names),
+        step_beats=step,
+        provenance=provenance,
+        training=training,
+        history=history,
+        metrics=metrics,
+        held_out_sample=tune_sample(split.held_out, SAMPLE_TUNES, None),
+    )
     log.info(
         "best epoch %d of %d (validation %.4f); held-out token accuracy %.3f (most frequent %.3f, repeat last %.3f); "
         "checkpoint %s",

@@ -15,33 +15,36 @@ destination and verified by the host's loader and adapter before it replaces it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
-import shutil
-import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import tomli_w
 import torch
 
+from export.common import (
+    CARD,
+    PARITY_TOLERANCE,
+    check_interface,
+    check_target,
+    export_graph,
+    load_checkpoint,
+    log_written,
+    run_table,
+    sample_tunes,
+    session,
+    tensor,
+    write_package,
+)
 from export.errors import ExportError
-from export.onnx_export import OPSET, PARITY_TOLERANCE, check_parity
-from export.package import CARD, GRAPH, MANIFEST, NAME_PATTERN, SEED, SEED_BPM, _sha256, _tunes, seed_phrase
+from export.onnx_export import check_parity
+from export.package import GRAPH, SEED, SEED_BPM, _pct, write_seed
 from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint, tune_tokens
-from export.train import load_checkpoint
-from livegen.errors import PackageError
 from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary
-from livegen.music.midifile import write_midi
-from livegen.music.time import TempoMap
 
 log = logging.getLogger(__name__)
 
@@ -82,45 +85,20 @@ def export_step_graph(model: TokenLstm, path: Path) -> None:
         torch.zeros(cfg.layers, 2, cfg.hidden),
     )
     batch = torch.export.Dim("batch")
-    noise = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                step,
-                example,
-                str(path),
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                opset_version=OPSET,
-                dynamo=True,
-                dynamic_shapes={TOKEN_INPUT: {0: batch}, CONTEXT: {0: batch}, "h": {1: batch}, "c": {1: batch}},
-                external_data=False,
-                verbose=False,
-            )
-    except Exception as err:  # the exporter raises many internal types
-        raise ExportError(f"{path}: torch.onnx.export failed ({type(err).__name__}: {err})") from err
-    log.debug("exporter output: %s", noise.getvalue())
-    onnx.checker.check_model(str(path), full_check=True)
+    export_graph(
+        step,
+        example,
+        path,
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+        dynamic={TOKEN_INPUT: {0: batch}, CONTEXT: {0: batch}, "h": {1: batch}, "c": {1: batch}},
+    )
 
 
 def _session(path: Path, model: TokenLstm) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    expected = graph_shapes(model)
-    actual = {a.name: a for a in [*session.get_inputs(), *session.get_outputs()]}
-    if set(actual) != set(expected):
-        raise ExportError(f"{path}: the exported graph has tensors {sorted(actual)}, expected {sorted(expected)}")
-    types = {"float32": "tensor(float)", "int64": "tensor(int64)"}
-    for name, (shape, dtype) in expected.items():
-        arg = actual[name]
-        fixed = [d if isinstance(d, int) else None for d in shape]
-        have = [d if isinstance(d, int) else None for d in arg.shape]
-        if arg.type != types[dtype] or fixed != have:
-            raise ExportError(f"{path}: tensor {name!r} is {arg.type}{arg.shape}, expected {dtype}{shape}")
-    return session
+    runner = session(path)
+    check_interface(runner, path, graph_shapes(model))
+    return runner
 
 
 def _run(model: TokenLstm, exact: TokenLstm, session: ort.InferenceSession, tokens: np.ndarray) -> tuple[float, float]:
@@ -189,10 +167,6 @@ def parity(model: TokenLstm, path: Path, sequences: Sequence[np.ndarray]) -> tup
     return result
 
 
-def _tensor(name: str, shape: list[int | str], dtype: str) -> dict[str, Any]:
-    return {"name": name, "shape": shape, "dtype": dtype}
-
-
 def build_manifest(
     *,
     name: str,
@@ -210,19 +184,7 @@ def build_manifest(
     shapes = graph_shapes(model)
     step = float(checkpoint["step_beats"])
     training: dict[str, Any] = {
-        "data": p["data"],
-        "corpus_fingerprint": p["corpus_fingerprint"],
-        "tunes_train": p["tunes_train"],
-        "tunes_validation": p["tunes_validation"],
-        "tunes_held_out": p["tunes_held_out"],
-        "tokens_train": p["tokens_train"],
-        "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
-        "epochs": t["epochs_run"],
-        "best_epoch": t["best_epoch"],
-        "max_epochs": t["max_epochs"],
-        "patience": t["patience"],
-        "training_seconds": round(float(t["training_seconds"]), 1),
-        "seed": p["seed"],
+        **run_table(p, t, "tokens_train"),
         "embed": cfg.embed,
         "filters": cfg.filters,
         "kernel": KERNEL,
@@ -263,8 +225,8 @@ def build_manifest(
         "graphs": {
             "step": {
                 "file": GRAPH,
-                "inputs": [_tensor(n, *shapes[n]) for n in INPUTS],
-                "outputs": [_tensor(n, *shapes[n]) for n in OUTPUTS],
+                "inputs": [tensor(n, *shapes[n]) for n in INPUTS],
+                "outputs": [tensor(n, *shapes[n]) for n in OUTPUTS],
                 "state": [{"input": i, "output": o} for i, o in state],
             }
         },
@@ -280,10 +242,6 @@ def build_manifest(
 
 def _tuning() -> str:
     return "; ".join(f"temperature {t:g}: {pc:.3f} / {iv:.3f}" for t, pc, iv in TEMPERATURE_TUNING)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def model_card(
@@ -447,23 +405,6 @@ Changed or scaled down, and why:
 """
 
 
-def _check_destination(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out}: is a file; expected a folder for the model package")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ExportError(f"--out {out}: the folder is not empty and holds no {MANIFEST}; refusing to replace it")
-
-
-def _verify(folder: Path) -> None:
-    from livegen.models.package import load_package
-    from livegen.models.tokenlstm import TokenLstmGenerator
-
-    try:
-        TokenLstmGenerator(load_package(folder))
-    except PackageError as err:
-        raise ExportError(f"the written package fails the host's verification: {err}") from err
-
-
 def export_token_package(
     checkpoint_path: Path,
     out: Path,
@@ -482,9 +423,7 @@ def export_token_package(
     if checkpoint.get("family") != FAMILY:
         raise ExportError(f"{checkpoint_path}: family {checkpoint.get('family')!r} is not {FAMILY!r}")
     name = name or out.name
-    if not NAME_PATTERN.match(name):
-        raise ExportError(f"package name {name!r}: expected lowercase letters, digits and dashes (e.g. token-lstm)")
-    _check_destination(out)
+    check_target(name, out, " (e.g. token-lstm)")
     model, vocabulary = model_from_checkpoint(checkpoint, checkpoint_path)
     provenance = checkpoint["provenance"]
     if description is None:
@@ -493,13 +432,14 @@ def export_token_package(
             f"Conv1D + {model.config.layers} x LSTM({model.config.hidden}) over {len(vocabulary)} note and chord "
             f"tokens, trained on {data}; one token every {float(checkpoint['step_beats']):g} beats."
         )
-    sample = _tunes(checkpoint["held_out_sample"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
-    try:
+    sample = sample_tunes(checkpoint["held_out_sample"])
+    sequences = [s for s in (tune_tokens(t, vocabulary) for t in sample) if len(s) >= 2]
+    diff = 0.0
+
+    def build(staging: Path) -> tuple[dict[str, Any], str]:
+        nonlocal diff
         graph = staging / GRAPH
         export_step_graph(model, graph)
-        sequences = [s for s in (tune_tokens(t, vocabulary) for t in sample) if len(s) >= 2]
         diff, torch_diff = parity(model, graph, sequences)
         check_parity(diff, graph, tolerance)
         metrics = {
@@ -507,8 +447,7 @@ def export_token_package(
             "parity_max_abs_diff": diff,
             "parity_torch_float32_max_abs_diff": torch_diff,
         }
-        seed_tune, notes = seed_phrase(sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
-        write_midi(staging / SEED, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
+        seed_tune = write_seed(staging / SEED, sample, int(provenance["pitch_min"]), int(provenance["pitch_max"]))
         card = model_card(
             name=name,
             description=description,
@@ -519,8 +458,6 @@ def export_token_package(
             seed_tune=seed_tune,
             size_bytes=graph.stat().st_size,
         )
-        (staging / CARD).write_text(card, encoding="utf-8")
-        files = {f: _sha256(staging / f) for f in (GRAPH, CARD, SEED)}
         manifest = build_manifest(
             name=name,
             version=version,
@@ -529,17 +466,10 @@ def export_token_package(
             model=model,
             vocabulary=vocabulary,
             metrics=metrics,
-            files=files,
+            files={},
         )
-        (staging / MANIFEST).write_bytes(tomli_w.dumps(manifest).encode("utf-8"))
-        _verify(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        out.chmod(0o755)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    size = sum(f.stat().st_size for f in out.iterdir())
-    log.info("wrote package %s (%d files, %.0f KB), parity %.3g", out, len(list(out.iterdir())), size / 1024, diff)
+        return manifest, card
+
+    write_package(out, name, build, example=" (e.g. token-lstm)", files=(GRAPH, CARD, SEED))
+    log_written(out, diff)
     return out

@@ -17,10 +17,7 @@ a seeded ``torch.Generator``.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,8 +26,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from export.common import CHECKPOINT as CHECKPOINT
+from export.common import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
+from export.common import (
+    check_run,
+    check_sizes,
+    corpus_provenance,
+    fit_windows,
+    save_checkpoint,
+    training_record,
+    tune_sample,
+)
+from export.common import load_checkpoint as load_checkpoint
 from export.errors import ExportError
 from export.midirnn import (
     FAMILY,
@@ -49,8 +57,6 @@ from livegen.io.corpus import Tune, load_corpus, split_by_tune
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "livegen-export-checkpoint"
 #: Held-out tunes kept in the checkpoint for the export's parity check and seed phrase.
 SAMPLE_TUNES = 8
 SAMPLE_NOTES = 256
@@ -77,18 +83,8 @@ class TrainOptions:
     min_delta: float = 1e-4
 
     def check(self) -> None:
-        if self.epochs < 1:
-            raise ExportError(f"--epochs {self.epochs}: expected a whole number of at least 1")
-        if self.patience < 1:
-            raise ExportError(f"--patience {self.patience}: expected a whole number of at least 1")
-        if self.limit is not None and self.limit < 3:
-            raise ExportError(f"--limit {self.limit}: expected at least 3 tunes (training, validation, held-out)")
-        if self.config.window < 2:
-            raise ExportError(f"--window {self.config.window}: expected at least 2 notes")
-        if not 8 <= self.config.hidden <= 2048:
-            raise ExportError(f"--hidden {self.config.hidden}: expected 8 to 2048 units")
-        if self.config.batch_size < 1:
-            raise ExportError(f"--batch-size {self.config.batch_size}: expected at least 1")
+        check_run(self.epochs, self.patience, self.limit)
+        check_sizes(self.config.window, "notes", self.config.hidden, self.config.batch_size)
         if self.config.time_head not in TIME_HEADS:
             raise ExportError(f"--time-head {self.config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
 
@@ -192,47 +188,6 @@ def evaluate_held_out(
     }
 
 
-def _fingerprint(tunes: Sequence[Tune]) -> str:
-    """A short hash of the tunes' names and notes, to tell two corpora apart in provenance."""
-    digest = hashlib.sha256()
-    for tune in tunes:
-        digest.update(tune.name.encode())
-        digest.update(tune.pitch.tobytes())
-        digest.update(tune.onset.tobytes())
-        digest.update(tune.duration.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _sample(tunes: Sequence[Tune]) -> list[dict[str, Any]]:
-    """A few held-out tunes, spread over the held-out set, as plain lists (for ``torch.load(weights_only=True)``).
-
-    Spread rather than the first few, so that every collection of a corpus (its
-    rhythms, lengths and ranges) reaches the parity check and the seed phrase.
-    """
-    eligible = [t for t in tunes if len(t) >= 16] or list(tunes)
-    stride = max(1, len(eligible) // SAMPLE_TUNES)
-    chosen = eligible[::stride][:SAMPLE_TUNES]
-    return [
-        {
-            "name": t.name,
-            "pitch": [int(p) for p in t.pitch[:SAMPLE_NOTES]],
-            "onset": [float(x) for x in t.onset[:SAMPLE_NOTES]],
-            "duration": [float(x) for x in t.duration[:SAMPLE_NOTES]],
-        }
-        for t in chosen
-    ]
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-
-
 def train_midirnn(options: TrainOptions) -> TrainResult:
     """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
     options.check()
@@ -269,89 +224,34 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         )
 
     torch.manual_seed(options.seed)
-    generator = torch.Generator().manual_seed(options.seed)
     model = MidiRnn(config.hidden, vocabulary)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
+
+    def validate() -> tuple[float, dict[str, float], str]:
+        val = _batch_loss(model, val_windows, config, 512)
+        figures = {"val_pitch_ce": val["pitch"], "val_step": val["step"], "val_duration": val["duration"]}
+        return (
+            val["total"],
+            figures,
+            f" (pitch CE {val['pitch']:.3f}, step {val['step']:.4f}, duration {val['duration']:.4f})",
+        )
+
+    fitted = fit_windows(
+        model,
+        train_windows,
+        lambda batch: midirnn_loss(model, batch, config)[0],
+        validate,
+        config,
+        epochs=options.epochs,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        seed=options.seed,
     )
-    best_loss = math.inf
-    best_epoch = 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    waited = 0
-    batches = math.ceil(len(train_windows) / config.batch_size)
-    train_started = time.perf_counter()
-    with _progress() as progress:
-        for epoch in range(1, options.epochs + 1):
-            epoch_started = time.perf_counter()
-            task = progress.add_task(f"epoch {epoch}", total=batches, info="")
-            model.train()
-            order = torch.randperm(len(train_windows), generator=generator)
-            running = 0.0
-            for i in range(batches):
-                batch = train_windows.take(order[i * config.batch_size : (i + 1) * config.batch_size])
-                loss, _ = midirnn_loss(model, batch, config)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                running += loss.item()
-                progress.update(task, advance=1, info=f"loss {running / (i + 1):.4f}")
-            val = _batch_loss(model, val_windows, config, 512)
-            learning_rate = float(optimizer.param_groups[0]["lr"])
-            scheduler.step(val["total"])
-            seconds = time.perf_counter() - epoch_started
-            history.append(
-                {
-                    "epoch": float(epoch),
-                    "train_loss": running / batches,
-                    "val_loss": val["total"],
-                    "val_pitch_ce": val["pitch"],
-                    "val_step": val["step"],
-                    "val_duration": val["duration"],
-                    "learning_rate": learning_rate,
-                    "seconds": seconds,
-                }
-            )
-            improved = val["total"] < best_loss - options.min_delta
-            if improved:
-                best_loss, best_epoch, waited = val["total"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-            progress.remove_task(task)  # the log line below keeps the epoch's figures
-            log.info(
-                "epoch %d: lr %.2g, train %.4f, validation %.4f (pitch CE %.3f, step %.4f, duration %.4f)%s, %.1f s",
-                epoch,
-                learning_rate,
-                running / batches,
-                val["total"],
-                val["pitch"],
-                val["step"],
-                val["duration"],
-                " best" if improved else "",
-                seconds,
-            )
-            if not math.isfinite(val["total"]):
-                raise ExportError(f"validation loss became {val['total']} at epoch {epoch}; lower the learning rate")
-            if waited >= options.patience:
-                log.info("validation loss has not improved for %d epochs; stopping", options.patience)
-                break
-    training_seconds = time.perf_counter() - train_started
+    best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
     epochs_run = len(history)
-    model.load_state_dict(best_state)
     metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, split.held_out, split.train, config.beats_max)}
     train_pitches = np.concatenate([t.pitch for t in split.train])
     provenance: dict[str, Any] = {
-        "data": options.data,
-        "limit": options.limit,
-        "seed": options.seed,
-        "corpus_fingerprint": _fingerprint(tunes),
-        "tunes": len(tunes),
-        "tunes_train": len(split.train),
-        "tunes_validation": len(split.validation),
-        "tunes_held_out": len(split.held_out),
+        **corpus_provenance(options.data, options.limit, options.seed, tunes, split),
         "notes_train": int(sum(len(t) for t in split.train)),
         "notes_validation": int(sum(len(t) for t in split.validation)),
         "notes_held_out": int(sum(len(t) for t in split.held_out)),
@@ -361,33 +261,25 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         **coverage,
         "torch_version": str(torch.__version__),
     }
-    training = {
-        "epochs_run": epochs_run,
-        "max_epochs": options.epochs,
-        "best_epoch": best_epoch,
-        "patience": options.patience,
-        "stopped_early": epochs_run < options.epochs,
-        "training_seconds": training_seconds,
-        "total_seconds": time.perf_counter() - started,
-        "threads": torch.get_num_threads(),
-    }
-    options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / CHECKPOINT
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "family": FAMILY,
-        "state_dict": best_state,
-        "config": config.to_dict(),
-        "time_classes": None if vocabulary is None else vocabulary.to_dict(),
-        "provenance": provenance,
-        "training": training,
-        "history": history,
-        "metrics": metrics,
-        "held_out_sample": _sample(split.held_out),
-    }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    training = training_record(
+        fitted,
+        max_epochs=options.epochs,
+        patience=options.patience,
+        started=started,
+        stopped_early=epochs_run < options.epochs,
+    )
+    path = save_checkpoint(
+        options.out,
+        FAMILY,
+        state_dict=fitted.state,
+        config=config.to_dict(),
+        time_classes=None if vocabulary is None else vocabulary.to_dict(),
+        provenance=provenance,
+        training=training,
+        history=history,
+        metrics=metrics,
+        held_out_sample=tune_sample(split.held_out, SAMPLE_TUNES, SAMPLE_NOTES),
+    )
     log.info(
         "best epoch %d of %d (validation %.4f); held-out pitch accuracy %.3f (most frequent %.3f, repeat last %.3f); "
         "step MAE %.3f, duration MAE %.3f beats; checkpoint %s",
@@ -413,19 +305,6 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
             metrics["baseline_repeat_last_duration_accuracy"],
         )
     return TrainResult(checkpoint=path, metrics=metrics, epochs_run=epochs_run, best_epoch=best_epoch)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train_midirnn`; clear errors for anything else."""
-    if not path.is_file():
-        raise ExportError(f"{path}: no such checkpoint; expected the {CHECKPOINT} written by `python -m export train`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle, zip and runtime errors for foreign files
-        raise ExportError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ExportError(f"{path}: not a livegen export checkpoint (field 'format' is not {CHECKPOINT_FORMAT!r})")
-    return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> MidiRnn:
