@@ -12,7 +12,8 @@ Context: setup (a command-line tool; configures logging, which library modules n
                                       [--package PKG_DIR]
     python -m export train deep-musician|multitrack-rnn --data corpus:bach|DIR --out DIR [--epochs N]
                                       [--patience N] [--limit N] [--seed S] [--window N] [--batch-size N]
-                                      [--hidden N] [--alpha A] [--gamma G] [--threads N] [--package PKG_DIR]
+                                      [--hidden N] [--alpha A] [--gamma G] [--stride N] [--threads N]
+                                      [--package PKG_DIR]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--alpha", type=float, default=None, help="deep-musician: focal loss alpha (default 0.75)")
     train.add_argument("--gamma", type=float, default=None, help="deep-musician: focal loss gamma (default 2)")
+    train.add_argument(
+        "--stride", type=int, default=None, help="deep-musician: frames between training windows (default 16)"
+    )
     train.add_argument("--threads", type=int, default=None, help="deep-musician, multitrack-rnn: torch threads")
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
     train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
@@ -157,7 +161,8 @@ def _train_frames(args: argparse.Namespace) -> None:
     module = importlib.import_module(module_name)
     _quiet_exporter(args.verbose)
     given = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
-    given |= {"alpha": args.alpha, "gamma": args.gamma} if args.family == "deep-musician" else {}
+    if args.family == "deep-musician":
+        given |= {"alpha": args.alpha, "gamma": args.gamma, "stride": args.stride}
     config = getattr(module, config_name)(**{k: v for k, v in given.items() if v is not None})
     options = getattr(module, options_name)(**_run(args), config=config, threads=args.threads)
     checkpoint = getattr(module, train_name)(options)

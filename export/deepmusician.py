@@ -258,6 +258,8 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
     c = options.config
     if not 0 < c.alpha < 1 or c.gamma < 0:
         raise ExportError(f"--alpha {c.alpha} --gamma {c.gamma}: expected 0 < alpha < 1 and gamma >= 0")
+    if c.stride < 1:
+        raise ExportError(f"--stride {c.stride}: expected at least 1 frame between training windows")
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
