@@ -119,3 +119,15 @@ def test_silence_withdraws_and_waits_for_the_performer():
 def test_settings_name_the_bad_value(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         AccompanySettings(**kwargs)
+
+
+def test_after_a_jump_back_in_song_position_the_line_starts_where_the_performer_plays():
+    _, planner = make()
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    run(planner, 0, 9000)  # committed far ahead of where the song will jump back to
+    planner.silence()  # the transport stopped; it continues at tick 1920
+    planner.on_input(1920, (0x90, 64, 100))
+    planner.on_input(2100, (0x80, 64, 0))
+    ons = note_ons(run(planner, 1920, 4000))
+    assert ons[0][0] == 1920 + 960  # after the listening window from the new note, not after tick 9000

@@ -175,5 +175,5 @@ class AccompanyPlanner:
         self._ended_at = None
         self._playing = False
         self._heard_first = False
-        self.line.end = None
+        self.line.clear()
         return actions

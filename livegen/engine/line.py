@@ -98,6 +98,14 @@ class PlannedLine:
         self.end = None
         self._sample()
 
+    def clear(self) -> None:
+        """Forget the planned line (its committed notes were withdrawn: a panic, a stop, a jump of the
+        song position); the generator keeps its state. Planning resumes wherever it is next asked."""
+        self.fed.clear()
+        self.committed_until = 0
+        self._last_onset = None
+        self.end = None
+
     def feed_context(self, events: list[StepEvent]) -> None:
         """Prime the generator with notes that will not sound (a seed, a reseed); :meth:`restart` follows."""
         for event in events:
