@@ -553,7 +553,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         result.replan_ms = [ns / 1e6 for ns in engine.replan_ns()]
         result.takes = takes
         result.changes = list(conductor.events)
-        result.reseeds = sum(len(getattr(p, "reseeds", [])) for p in (conductor.planner,))
+        result.reseeds = len(getattr(conductor.planner, "reseeds", []))
         result.tempo_bpm = clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
         if error is not None:
