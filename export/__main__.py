@@ -14,6 +14,9 @@ Context: setup (a command-line tool; configures logging, which library modules n
                                       [--patience N] [--limit N] [--seed S] [--window N] [--batch-size N]
                                       [--hidden N] [--alpha A] [--gamma G] [--stride N] [--threads N]
                                       [--package PKG_DIR]
+    python -m export train midigan|imagegan|crnngan|multitrack-cnn --data corpus:folk|corpus:bach|DIR
+                                      --out DIR [--epochs N] [--limit N] [--seed S] [--batch-size N]
+                                      [--threads N] [--package PKG_DIR]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
@@ -32,13 +35,25 @@ from typing import Any
 
 from livegen.errors import LivegenError
 
-FAMILIES = ("midirnn", "token-lstm", "deep-musician", "multitrack-rnn")
-#: Frame families: module, training options and config classes, train and export functions.
+#: Frame and block families: module, training options and config classes, train function.
 FRAME_FAMILIES = {
     "deep-musician": ("export.deepmusician", "DeepMusicianOptions", "DeepMusicianConfig", "train_deep_musician"),
     "multitrack-rnn": ("export.multitrack", "MultiTrackOptions", "MultiTrackConfig", "train_multitrack"),
+    "midigan": ("export.midigan", "MidiGanOptions", "MidiGanConfig", "train_midigan"),
+    "imagegan": ("export.imagegan", "ImageGanOptions", "ImageGanConfig", "train_imagegan"),
+    "crnngan": ("export.crnngan", "CrnnGanOptions", "CrnnGanConfig", "train_crnngan"),
+    "multitrack-cnn": ("export.multitrackcnn", "MultiTrackCnnOptions", "MultiTrackCnnConfig", "train_multitrack_cnn"),
 }
-FRAME_EXPORTS = {"deep-musician": "export_deep_musician", "multitrack-rnn": "export_multitrack"}
+#: Their export functions (checkpoint -> package).
+FRAME_EXPORTS = {
+    "deep-musician": "export_deep_musician",
+    "multitrack-rnn": "export_multitrack",
+    "midigan": "export_midigan",
+    "imagegan": "export_imagegan",
+    "crnngan": "export_crnngan",
+    "multitrack-cnn": "export_multitrack_cnn",
+}
+FAMILIES = ("midirnn", "token-lstm", *FRAME_FAMILIES)
 
 log = logging.getLogger("export")
 
@@ -71,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--stride", type=int, default=None, help="deep-musician: frames between training windows (default 16)"
     )
-    train.add_argument("--threads", type=int, default=None, help="deep-musician, multitrack-rnn: torch threads")
+    train.add_argument("--threads", type=int, default=None, help="frame and block families: torch threads")
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
     train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
 

@@ -25,6 +25,10 @@ _BUILTIN_FAMILIES = {
     "deep-musician": "livegen.models.deepmusician:DeepMusicianGenerator",
     "multitrack-rnn": "livegen.models.multitrack:MultiTrackGenerator",
     "token-lstm": "livegen.models.tokenlstm:TokenLstmGenerator",
+    "midigan": "livegen.models.midigan:MidiGanGenerator",
+    "imagegan": "livegen.models.imagegan:ImageGanGenerator",
+    "crnngan": "livegen.models.crnngan:CrnnGanGenerator",
+    "multitrack-cnn": "livegen.models.multitrackcnn:MultiTrackCnnGenerator",
 }
 
 

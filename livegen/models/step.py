@@ -28,6 +28,11 @@ class StepEvent:
 
     ``channel``: where a multi-track model wants the note (its track's channel); None
     leaves it to the planner's channel. Performed notes are fed with None.
+
+    ``bar_phase``: ticks from the bar line before the note's onset to the onset, when the
+    planner feeding it knows where bars fall (None otherwise). Models that think in bars
+    (the ``block`` kind) align to it; the others ignore it. A generator's own proposals
+    leave it None.
     """
 
     pitch: int
@@ -35,6 +40,7 @@ class StepEvent:
     duration: int
     velocity: int = 90
     channel: int | None = None
+    bar_phase: int | None = None
 
 
 class StepGenerator(Protocol):
