@@ -28,7 +28,11 @@ PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How to draw from a model: temperature, nucleus (top-p), range and scale."""
+    """How to draw from a model: temperature, nucleus (top-p), range and scale.
+
+    ``candidates``: how many blocks an unconditional ``block`` model draws to keep the
+    one that best fits what the performer just played (other models ignore it).
+    """
 
     temperature: float = 1.0
     top_p: float = 0.95
@@ -36,6 +40,7 @@ class SamplingParams:
     pitch_max: int = 127
     scale: str = "chromatic"
     root: int = 0  # pitch class of the scale's root, 0 = C
+    candidates: int = 8
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -48,6 +53,8 @@ class SamplingParams:
             raise ConfigError(f"scale {self.scale!r}: expected one of {', '.join(SCALES)}")
         if not 0 <= self.root <= 11:
             raise ConfigError(f"root {self.root}: expected a pitch class 0..11")
+        if not 1 <= self.candidates <= 64:
+            raise ConfigError(f"candidates {self.candidates}: expected 1 to 64")
 
     def pitch_mask(self) -> np.ndarray:
         """Boolean [128]: the pitches this draw may produce."""

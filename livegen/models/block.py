@@ -1,0 +1,351 @@
+"""The ``block`` kind: models that generate a whole bar or phrase at once, played one note at a time.
+
+Context: control (the planner's thread); an adapter's constructor runs at setup.
+
+The GANs of seeds 000 and 003 and the CNN of seed 004 make a block of music (a
+bar, a phrase) in one call. :class:`BlockGenerator` hosts them on top of the frame
+host (:class:`~livegen.models.frames.FrameGenerator`), so every planner plays them
+as it plays any other model:
+
+- **Blocks on the bar grid.** Blocks of :attr:`block_frames` 16ths tile time from a
+  bar line. The planners say where bars fall (``StepEvent.bar_phase`` of a fed note);
+  before they do, the first note fed is taken to start a bar.
+- **Ahead of the playhead.** A block is generated as a whole when the frame host
+  first needs a frame of it, which is when the planner samples the next note, a
+  lookahead before it sounds; notes reach the planner only complete, so the planner
+  commits them at its commit horizon like any other model's. When generation starts
+  inside a block (the performer just played), the block is still the whole bar's,
+  and only its notes starting from there on are played.
+- **Conditioned families** (:attr:`conditioned`) read the notes of the
+  :attr:`context_frames` before the block, the performer's included, and propose one
+  block. **Unconditional families** follow the performer another way: the host asks
+  for ``params.candidates`` blocks and keeps the one that best fits the last bar
+  heard (:func:`fit_score`: pitch classes, register, density), the performer's notes
+  in it if there are any, else everything in it. Scores are logged (debug) and
+  counted in :attr:`BlockGenerator.fit` for ``livegen evaluate``.
+- **Joins.** A block's notes are cut at its end. A note at a block's first frame of
+  the same pitch and track as one sounding at the end of the block before continues
+  it, so a note across a bar line is held, not struck again; everything else is
+  struck at its onset, repeated pitches included (the frame host's tracker ends
+  every note it started, so nothing is left sounding).
+- **Range and scale.** Notes outside the live pitch range or scale move to the
+  nearest allowed pitch.
+
+A family implements :meth:`BlockGenerator._propose`. Written by hand: the bar
+alignment, the selection and the join rules are this host's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+
+from livegen.models.frames import ANY_TRACK, GRID, VELOCITY, FrameGenerator, RollNote, frame_of
+from livegen.models.sampling import SamplingParams
+from livegen.models.step import StepEvent
+
+log = logging.getLogger(__name__)
+
+#: Frames of the bar a candidate is scored against (a 4/4 bar of 16ths).
+LISTEN_FRAMES = 16
+#: Slot numbers: one per (track, pitch), so two tracks may sound the same pitch.
+SLOTS_PER_TRACK = 128
+
+
+def slot_of(track: int, pitch: int) -> int:
+    return track * SLOTS_PER_TRACK + pitch
+
+
+def track_of(slot: int) -> int:
+    return slot // SLOTS_PER_TRACK
+
+
+# ---- choosing a candidate --------------------------------------------------------------
+
+
+def pitch_class_profile(notes: Sequence[RollNote]) -> np.ndarray:
+    """[12] frames sounded per pitch class."""
+    profile = np.zeros(12)
+    for n in notes:
+        profile[n.pitch % 12] += n.frames
+    return profile
+
+
+def fit_score(
+    candidate: Sequence[RollNote], heard: Sequence[RollNote], *, candidate_frames: int, heard_frames: int
+) -> float:
+    """How well a block fits what was heard, 0..1 (1 = same pitch classes, register and density).
+
+    The mean of three parts, pitch classes counting twice:
+
+    - pitch classes: cosine similarity of the two pitch-class profiles (frames sounded
+      per class), which rewards the same key and the same chord tones;
+    - register: ``1 - |mean pitch difference| / 12``, floored at 0;
+    - density: ``1 - |log2(onsets per frame ratio)|``, floored at 0 (twice or half as
+      many onsets per frame scores 0).
+
+    With nothing heard every candidate scores 0; an empty candidate scores 0.
+    """
+    if not heard or not candidate:
+        return 0.0
+    a, b = pitch_class_profile(candidate), pitch_class_profile(heard)
+    pcs = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    shift = float(np.mean([n.pitch for n in candidate])) - float(np.mean([n.pitch for n in heard]))
+    register = max(0.0, 1.0 - abs(shift) / 12.0)
+    rate_c = len(candidate) / max(1, candidate_frames)
+    rate_h = len(heard) / max(1, heard_frames)
+    density = max(0.0, 1.0 - abs(math.log2(rate_c / rate_h)))
+    return (2.0 * pcs + register + density) / 4.0
+
+
+@dataclass(slots=True)
+class FitCounter:
+    """What candidate selection achieved: blocks chosen, and the mean score of the chosen
+    and of all candidates (what a block drawn without selection would score)."""
+
+    blocks: int = 0
+    chosen_sum: float = 0.0
+    candidates_sum: float = 0.0
+
+    def add(self, chosen: float, scores: Sequence[float]) -> None:
+        self.blocks += 1
+        self.chosen_sum += chosen
+        self.candidates_sum += float(np.mean(scores))
+
+    @property
+    def chosen_mean(self) -> float:
+        return self.chosen_sum / self.blocks if self.blocks else float("nan")
+
+    @property
+    def candidates_mean(self) -> float:
+        return self.candidates_sum / self.blocks if self.blocks else float("nan")
+
+
+def snap_pitch(pitch: int, mask: np.ndarray) -> int:
+    """``pitch`` if ``mask`` allows it, else the nearest allowed pitch (the lower on a tie);
+    ``pitch`` itself when nothing is allowed."""
+    if 0 <= pitch < 128 and mask[pitch]:
+        return pitch
+    for d in range(1, 128):
+        for candidate in (pitch - d, pitch + d):
+            if 0 <= candidate < 128 and mask[candidate]:
+                return candidate
+    return pitch
+
+
+# ---- the host --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    sounding: tuple[tuple[int, int], ...]  # (slot, pitch)
+    strikes: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockState:
+    """The generation's state: the rest of the current block, and what the next one reads."""
+
+    rows: tuple[_Row, ...]  # the current block's frames not yet generated, the next first
+    next_start: int  # the frame the next block starts at
+    recent: tuple[RollNote, ...]  # context and generated notes, absolute frames
+    strikes: frozenset[int] = frozenset()  # of the frame just generated
+    last_pitch: int = 60
+
+
+class BlockGenerator(FrameGenerator):
+    """A :class:`~livegen.models.step.StepGenerator` over a model that makes a block at a time.
+
+    An adapter calls :meth:`_init_block` in its constructor, may set :attr:`channels`
+    (track -> MIDI channel) and a ``programs`` property (channel -> GM program), and
+    implements :meth:`_propose`.
+    """
+
+    def _init_block(
+        self,
+        *,
+        block_frames: int,
+        context_frames: int,
+        conditioned: bool,
+        max_hold: int = 16,
+        grid: int = GRID,
+    ) -> None:
+        FrameGenerator.__init__(
+            self,
+            window=max(context_frames, LISTEN_FRAMES) + block_frames,
+            max_hold=max_hold,
+            max_silence=2 * max(block_frames, LISTEN_FRAMES),
+            grid=grid,
+        )
+        self.block_frames = block_frames
+        self.context_frames = context_frames
+        self.conditioned = conditioned
+        self.fit = FitCounter()
+        self._origin = 0  # a frame on a bar line, relative to the first fed note
+
+    # ---- the family's part --------------------------------------------------------
+
+    @abstractmethod
+    def _propose(
+        self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
+    ) -> list[list[RollNote]]:
+        """``count`` candidate blocks.
+
+        ``previous``: the notes sounding in the :attr:`context_frames` before the block,
+        onsets relative to the block's start (so negative), the performer's with track
+        :data:`~livegen.models.frames.ANY_TRACK`. Each block: notes with onsets in
+        ``0 .. block_frames - 1`` relative to its start, at least one frame long (the host
+        cuts them at the block's end), on the family's tracks. Conditioned families are
+        asked for one block.
+        """
+
+    # ---- alignment ----------------------------------------------------------------
+
+    def reset(self) -> None:
+        super().reset()
+        self._origin = 0
+
+    def feed(self, event: StepEvent) -> None:
+        super().feed(event)
+        if event.bar_phase is not None:
+            self._origin = frame_of(self._clock - event.bar_phase, self.grid)
+
+    def snapshot(self) -> object:
+        return (super().snapshot(), self._origin)
+
+    def restore(self, snapshot: object) -> None:
+        inner, self._origin = cast(tuple[object, int], snapshot)
+        super().restore(inner)
+
+    def block_start(self, frame: int) -> int:
+        """The first frame of the block holding ``frame``."""
+        return frame - (frame - self._origin) % self.block_frames
+
+    # ---- FrameGenerator -----------------------------------------------------------
+
+    def _slot_of(self, note: RollNote) -> int:
+        return slot_of(note.track, note.pitch)
+
+    def _slot_track(self, slot: int) -> int:
+        return track_of(slot)
+
+    def _encode(self, notes: Sequence[RollNote], end: int) -> object:
+        # The block holding ``end`` is made when its first frame is asked for (:meth:`_frame`
+        # has the sampling parameters); only its notes from ``end`` on are played.
+        last = max(notes, key=lambda n: n.onset).pitch if notes else 60
+        return _BlockState(rows=(), next_start=end, recent=tuple(notes), last_pitch=last)
+
+    def _frame(
+        self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
+    ) -> tuple[object, dict[int, int]]:
+        s = cast(_BlockState, state)
+        if not s.rows:
+            s = self._generate(s, held, params, rng, first=s.next_start)
+        row = s.rows[0]
+        return replace(s, rows=s.rows[1:], strikes=row.strikes), dict(row.sounding)
+
+    def _strikes(self, state: object) -> frozenset[int]:
+        return cast(_BlockState, state).strikes
+
+    def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
+        pitch = snap_pitch(cast(_BlockState, state).last_pitch, params.pitch_mask())
+        return {slot_of(0, pitch): pitch}
+
+    # ---- generation ---------------------------------------------------------------
+
+    def _generate(
+        self,
+        state: _BlockState,
+        held: Mapping[int, int],
+        params: SamplingParams,
+        rng: np.random.Generator,
+        *,
+        first: int,
+    ) -> _BlockState:
+        """Make the block holding frame ``first`` and return the state with its rows from ``first`` on."""
+        start = self.block_start(first)
+        previous = [
+            replace(n, onset=n.onset - start)
+            for n in state.recent
+            if n.onset < start and n.end > start - self.context_frames
+        ]
+        count = 1 if self.conditioned else max(1, params.candidates)
+        candidates = [self._clean(block, params) for block in self._propose(previous, count, params, rng)]
+        if not candidates:
+            candidates = [[]]
+        chosen = candidates[0]
+        if not self.conditioned and len(candidates) > 1:
+            heard = self._heard(state.recent, first)
+            if heard:
+                scores = [
+                    fit_score(c, heard, candidate_frames=self.block_frames, heard_frames=LISTEN_FRAMES)
+                    for c in candidates
+                ]
+                best = int(np.argmax(scores))
+                chosen = candidates[best]
+                self.fit.add(scores[best], scores)
+                log.debug("block at frame %d: candidate %d of %d, fit %.3f", start, best, len(scores), scores[best])
+        placed = tuple(replace(n, onset=n.onset + start) for n in chosen if n.onset + start >= first)
+        rows = self._rows(placed, first, start + self.block_frames, held)
+        horizon = start + self.block_frames - self.window
+        recent = tuple(n for n in (*state.recent, *placed) if n.end > horizon)
+        last = placed[-1].pitch if placed else state.last_pitch
+        return replace(state, rows=rows, next_start=start + self.block_frames, recent=recent, last_pitch=last)
+
+    def _heard(self, recent: Sequence[RollNote], first: int) -> list[RollNote]:
+        """The notes of the bar before ``first``: the performer's if any, else all."""
+        window = [n for n in recent if first - LISTEN_FRAMES <= n.onset < first]
+        performed = [n for n in window if n.track == ANY_TRACK]
+        return performed or window
+
+    def _clean(self, block: Sequence[RollNote], params: SamplingParams) -> list[RollNote]:
+        """A proposed block inside its bounds, the live range and scale, sorted by onset."""
+        mask = params.pitch_mask()
+        out = []
+        for n in block:
+            if not 0 <= n.onset < self.block_frames:
+                continue
+            frames = max(1, min(n.frames, self.block_frames - n.onset))
+            out.append(RollNote(n.onset, frames, snap_pitch(n.pitch, mask), n.track, n.velocity))
+        out.sort(key=lambda n: (n.onset, -n.pitch, n.track))
+        return out
+
+    def _rows(self, notes: Sequence[RollNote], first: int, end: int, held: Mapping[int, int]) -> tuple[_Row, ...]:
+        """Frames ``first .. end - 1`` of ``notes`` as rows; a note on ``first`` continues a held one."""
+        sounding: list[dict[int, int]] = [{} for _ in range(end - first)]
+        strikes: list[set[int]] = [set() for _ in range(end - first)]
+        for n in notes:
+            slot = slot_of(n.track, n.pitch)
+            for f in range(n.onset, min(n.end, end)):
+                sounding[f - first][slot] = n.pitch
+            if not (n.onset == first and held.get(slot) == n.pitch):
+                strikes[n.onset - first].add(slot)
+        return tuple(
+            _Row(tuple(sorted(row.items())), frozenset(hits)) for row, hits in zip(sounding, strikes, strict=True)
+        )
+
+
+def notes_of_block(block: np.ndarray, pitch_min: int, *, track: int = 0, velocity: int = VELOCITY) -> list[RollNote]:
+    """A binary roll [frames, keys] as block notes: each run of 1s in a key is one note."""
+    notes = []
+    frames, keys = block.shape
+    for k in range(keys):
+        column = block[:, k] > 0.5
+        f = 0
+        while f < frames:
+            if column[f]:
+                g = f
+                while g < frames and column[g]:
+                    g += 1
+                notes.append(RollNote(f, g - f, pitch_min + k, track, velocity))
+                f = g
+            else:
+                f += 1
+    notes.sort(key=lambda n: (n.onset, -n.pitch))
+    return notes

@@ -1,0 +1,155 @@
+"""The block host (livegen.models.block): bar alignment, joins, candidate selection, scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from livegen.models.block import BlockGenerator, fit_score, notes_of_block, snap_pitch
+from livegen.models.frames import ANY_TRACK, RollNote
+from livegen.models.sampling import SamplingParams
+from livegen.models.step import StepEvent
+from livegen.music.time import SIXTEENTH
+
+G = SIXTEENTH  # ticks per frame
+
+
+class FixedBlocks(BlockGenerator):
+    """A family that proposes the same blocks every time, recording what it was given."""
+
+    def __init__(self, blocks: list[list[RollNote]], *, conditioned: bool = False, block_frames: int = 16) -> None:
+        self._init_block(block_frames=block_frames, context_frames=block_frames, conditioned=conditioned)
+        self.blocks = blocks
+        self.asked: list[tuple[list[RollNote], int]] = []
+
+    def _propose(
+        self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
+    ) -> list[list[RollNote]]:
+        self.asked.append((list(previous), count))
+        return [list(self.blocks[i % len(self.blocks)]) for i in range(count)]
+
+
+def play(gen: BlockGenerator, n: int, params: SamplingParams | None = None) -> list[tuple[int, int, int]]:
+    """Sample and feed back ``n`` notes: (onset tick from the first fed note, pitch, duration)."""
+    params = params or SamplingParams()
+    rng = np.random.default_rng(0)
+    out, clock = [], 0
+    for _ in range(n):
+        event = gen.sample(params, rng)
+        clock += event.step
+        out.append((clock, event.pitch, event.duration))
+        gen.feed(event)
+    return out
+
+
+def test_blocks_start_on_bar_lines_given_by_the_planner() -> None:
+    gen = FixedBlocks([[RollNote(0, 4, 60), RollNote(8, 4, 64)]])
+    # the performer's note 2 frames after a bar line, 4 frames long
+    gen.feed(StepEvent(pitch=67, step=0, duration=4 * G, bar_phase=2 * G))
+    notes = play(gen, 4)
+    # the bar holding the performed note started 2 frames before it: the block's note on
+    # frame 8 of that bar is 6 frames after the performed note; the next bar starts at 14
+    assert notes == [(6 * G, 64, 4 * G), (14 * G, 60, 4 * G), (22 * G, 64, 4 * G), (30 * G, 60, 4 * G)]
+
+
+def test_without_a_bar_phase_the_first_note_starts_a_bar() -> None:
+    gen = FixedBlocks([[RollNote(0, 2, 60), RollNote(8, 2, 62)]])
+    gen.feed(StepEvent(pitch=67, step=0, duration=G))
+    assert play(gen, 3) == [(8 * G, 62, 2 * G), (16 * G, 60, 2 * G), (24 * G, 62, 2 * G)]
+
+
+def test_a_note_across_the_bar_line_is_held_and_a_repeated_pitch_is_struck_again() -> None:
+    params = SamplingParams(candidates=1)
+    # the performer's note on the last 16th of a bar: blocks start one frame later
+    repeated = FixedBlocks([[RollNote(0, 2, 62), RollNote(2, 2, 62), RollNote(12, 4, 60)]])
+    repeated.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=15 * G))
+    # 62 struck twice in a row stays two notes; 60 ends the bar and the next bar starts
+    # with 62, so nothing is continued
+    assert play(repeated, 4, params) == [(G, 62, 2 * G), (3 * G, 62, 2 * G), (13 * G, 60, 4 * G), (17 * G, 62, 2 * G)]
+
+    joined = FixedBlocks([[RollNote(12, 4, 60), RollNote(0, 4, 60), RollNote(6, 2, 64)]])
+    joined.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=15 * G))
+    # 60 at the end of a bar and 60 at the start of the next: one note of 8 frames
+    assert play(joined, 4, params) == [(G, 60, 4 * G), (7 * G, 64, 2 * G), (13 * G, 60, 8 * G), (23 * G, 64, 2 * G)]
+
+
+def test_unconditional_families_keep_the_candidate_that_fits_the_performer() -> None:
+    high_c = [RollNote(0, 4, 72), RollNote(4, 4, 76), RollNote(8, 4, 79), RollNote(12, 4, 72)]
+    low_fsharp = [RollNote(0, 8, 42), RollNote(8, 8, 46)]
+    gen = FixedBlocks([low_fsharp, high_c])
+    for i, pitch in enumerate((72, 76, 79, 76)):  # a C major arpeggio, high, in quarters
+        gen.feed(StepEvent(pitch=pitch, step=0 if i == 0 else 4 * G, duration=4 * G, bar_phase=i * 4 * G))
+    first = play(gen, 1, SamplingParams(candidates=4))
+    assert first[0][1] == 72
+    assert gen.asked[0][1] == 4
+    assert gen.fit.blocks >= 1 and gen.fit.chosen_mean > gen.fit.candidates_mean
+
+
+def test_conditioned_families_get_the_previous_bar_relative_to_the_block() -> None:
+    gen = FixedBlocks([[RollNote(0, 4, 60)]], conditioned=True)
+    gen.feed(StepEvent(pitch=64, step=0, duration=4 * G, bar_phase=0))
+    gen.feed(StepEvent(pitch=67, step=15 * G, duration=G))  # the last 16th of the bar
+    play(gen, 1, SamplingParams(candidates=8))
+    previous, count = gen.asked[0]
+    assert count == 1
+    assert [(n.onset, n.frames, n.pitch, n.track) for n in previous] == [
+        (-16, 4, 64, ANY_TRACK),
+        (-1, 1, 67, ANY_TRACK),
+    ]
+
+
+def test_notes_move_into_the_live_range_and_scale() -> None:
+    gen = FixedBlocks([[RollNote(0, 4, 61), RollNote(4, 4, 90)]])
+    gen.feed(StepEvent(pitch=60, step=0, duration=G, bar_phase=15 * G))
+    params = SamplingParams(pitch_min=48, pitch_max=84, scale="major", root=0, candidates=1)
+    notes = play(gen, 2, params)
+    assert [p for _, p, _ in notes] == [60, 84]
+
+
+def test_snapshots_restore_the_bar_grid_and_the_generation() -> None:
+    gen = FixedBlocks([[RollNote(0, 4, 60), RollNote(4, 4, 62), RollNote(8, 4, 64)]])
+    gen.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=3 * G))
+    snap = gen.snapshot()
+    first = play(gen, 3)
+    gen.restore(snap)
+    assert play(gen, 3) == first
+
+
+def test_fit_score_by_hand() -> None:
+    heard = [RollNote(0, 4, 60), RollNote(4, 4, 64)]  # C, E: 4 frames each, mean 62, 2 onsets / 16
+    same = [RollNote(0, 4, 72), RollNote(4, 4, 76)]  # same classes, an octave up (mean 74), same density
+    # pitch classes 1, register 1 - 12/12 = 0, density 1 -> (2 + 0 + 1) / 4
+    assert fit_score(same, heard, candidate_frames=16, heard_frames=16) == pytest.approx(0.75)
+    other = [RollNote(0, 4, 61), RollNote(2, 4, 63), RollNote(4, 4, 61), RollNote(6, 4, 63)]  # C#, D#: mean 62
+    # no shared class: 0; register 1; twice the onsets per frame: 1 - log2(2) = 0 -> 1/4
+    assert fit_score(other, heard, candidate_frames=16, heard_frames=16) == pytest.approx(0.25)
+    assert fit_score([], heard, candidate_frames=16, heard_frames=16) == 0.0
+    assert fit_score(same, [], candidate_frames=16, heard_frames=16) == 0.0
+
+
+def test_snap_pitch_and_notes_of_block() -> None:
+    mask = np.zeros(128, dtype=bool)
+    mask[[60, 64]] = True
+    assert [snap_pitch(p, mask) for p in (60, 61, 62, 63, 70)] == [60, 60, 60, 64, 64]
+    roll = np.zeros((8, 3), dtype=np.float32)
+    roll[0:3, 0] = 1
+    roll[5:8, 0] = 1
+    roll[2, 2] = 1
+    notes = notes_of_block(roll, 50, track=1)
+    assert [(n.onset, n.frames, n.pitch, n.track) for n in notes] == [(0, 3, 50, 1), (2, 1, 52, 1), (5, 3, 50, 1)]
+
+
+def test_a_silent_family_still_plays_a_note_rather_than_stall() -> None:
+    gen = FixedBlocks([[]])
+    gen.feed(StepEvent(pitch=65, step=0, duration=G))
+    ((onset, pitch, _),) = play(gen, 1)
+    assert pitch == 65 and onset > 0
+
+
+def test_candidates_are_validated() -> None:
+    from livegen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="candidates 0: expected 1 to 64"):
+        SamplingParams(candidates=0)
