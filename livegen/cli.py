@@ -26,6 +26,12 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (model's default if omitted)")
     p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)")
     p.add_argument("--rng-seed", type=int, dest="rng_seed", help="seed of the sampler's random generator")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        metavar="K",
+        help="block models that do not read the performer draw K blocks and keep the best fit (default 8)",
+    )
     p.add_argument("--key", help="keep generated pitches in a scale, e.g. 'D dorian', 'A minor', 'C'")
     p.add_argument("--pitch-range", dest="pitch_range", metavar="LOW-HIGH", help="MIDI note range, e.g. 55-84")
 
@@ -147,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)"
     )
     evaluate.add_argument(
+        "--candidates",
+        type=int,
+        metavar="K",
+        help="block models that do not read the performer: blocks drawn per block (default 8)",
+    )
+    evaluate.add_argument(
         "--split",
         choices=("held-out", "validation"),
         default="held-out",
@@ -197,6 +209,7 @@ def _cmd_jam(args: argparse.Namespace) -> int:
             "max_seconds",
             "temperature",
             "top_p",
+            "candidates",
             "rng_seed",
             "key",
             "pitch_range",
@@ -269,7 +282,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
         find_soundfont(args.soundfont)
     package, generator = load_generator(args.model)
-    params = sampling_params(package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range)
+    params = sampling_params(
+        package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range, candidates=args.candidates
+    )
     tempo = TempoMap.constant(args.tempo) if args.tempo else TempoMap((song.tempo.changes[0],))
     settings = CallResponseSettings(silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar)
     started = time.perf_counter()
@@ -350,6 +365,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rng_seed=args.rng_seed,
         temperature=args.temperature,
         top_p=args.top_p,
+        candidates=args.candidates,
         split=args.split,
     )
     if args.json_path is not None and args.json_path.is_dir():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -65,12 +67,14 @@ def test_response_continues_phrase_after_silence_with_exact_events():
     for tick, commit in commits:
         assert all(tick <= e.tick for e in commit.events if e.is_note_on)
         assert all(e.tick - tick <= 480 for e in commit.events if e.is_note_on)
-    # The phrase was fed as played, then the model's own line.
-    assert gen.fed_events == [
+    # The phrase was fed as played, then the model's own line, each note with its place in the bar.
+    assert [replace(e, bar_phase=None) for e in gen.fed_events] == [
         StepEvent(60, 0, 480, 80),
         StepEvent(64, 480, 480, 100),
         *[SCRIPT[i % 2] for i in range(5)],
     ]
+    onsets = [0, 480, *(e.tick for _, c in commits for e in c.events if e.is_note_on)]
+    assert [e.bar_phase for e in gen.fed_events] == [t % (4 * 480) for t in onsets]
     assert planner.responses == 1 and not planner.busy
 
 

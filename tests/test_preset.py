@@ -49,6 +49,8 @@ def write(tmp_path: Path, text: str) -> str:
         ("[jam]\nmode = 'solo'\n", r"p.toml: --mode 'solo': expected one of call-response, accompany, autonomous"),
         ("[jam]\nclock = 'ptp'\n", r"--clock 'ptp': expected one of internal, midi, link"),
         ("[jam]\ndensity = 9\n", r"--density 9: expected 0.25 to 4"),
+        ("[jam]\ncandidates = 0\n", r"--candidates 0: expected 1 to 64"),
+        ("[jam]\ncandidates = 'many'\n", r"field 'jam.candidates': expected int, got 'many'"),
         ("[jam]\ntranspose = 'up'\n", r"transpose 'up': expected off, follow or semitones"),
         ("[jam]\ncommit-beats = 6\n", r"commit horizon 6 and lookahead 4.0 beats"),
         ("[jam]\nreseed = 'never'\n", r"reseed 'never': expected one of recent, seed"),

@@ -65,7 +65,14 @@ class AccompanyPlanner:
         self.settings = settings or AccompanySettings()
         self.live = live
         self.generations = generations or Generations()
-        self.line = PlannedLine(generator, live, rng, channel=self.settings.channel, grid=self.settings.grid)
+        self.line = PlannedLine(
+            generator,
+            live,
+            rng,
+            channel=self.settings.channel,
+            grid=self.settings.grid,
+            bar=self.settings.beats_per_bar * PPQN,
+        )
         self._lookahead = round(self.settings.lookahead_beats * PPQN)
         self._commit = round(self.settings.commit_beats * PPQN)
         self._listen = round(self.settings.listen_beats * PPQN)

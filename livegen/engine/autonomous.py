@@ -98,7 +98,7 @@ class AutonomousPlanner:
         self.make_inner = make_inner
         self.generations = generations or Generations()
         s = self.settings
-        self.line = PlannedLine(generator, live, rng, channel=s.channel, grid=s.grid)
+        self.line = PlannedLine(generator, live, rng, channel=s.channel, grid=s.grid, bar=s.beats_per_bar * PPQN)
         self._lookahead = round(s.lookahead_beats * PPQN)
         self._commit = round(s.commit_beats * PPQN)
         self._bar = s.beats_per_bar * PPQN

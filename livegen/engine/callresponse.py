@@ -22,7 +22,7 @@ response start), so the model continues its line rather than seeing the pause.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -131,7 +131,10 @@ class CallResponsePlanner:
             step = 0 if self._last_onset is None else start - self._last_onset
             self._last_onset = start
             heard = self.live.to_model(pitch)
-            self.generator.feed(StepEvent(pitch=heard, step=step, duration=end - start, velocity=velocity))
+            phase = start % (self.settings.beats_per_bar * PPQN)
+            self.generator.feed(
+                StepEvent(pitch=heard, step=step, duration=end - start, velocity=velocity, bar_phase=phase)
+            )
 
     # ---- time ---------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class CallResponsePlanner:
             on_channel = channel if event.channel is None else event.channel
             events.append(note_on(onset, on_channel, pitch, response.velocity))
             events.append(note_off(end, on_channel, pitch))
-            self.generator.feed(event)
+            self.generator.feed(replace(event, bar_phase=onset % (self.settings.beats_per_bar * PPQN)))
             following = self.generator.sample(self.live.sampling, self.rng)
             response.next_onset = onset + self.live.scale_time(following.step)
             response.next_event = following if response.next_onset < response.end else None

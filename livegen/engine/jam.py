@@ -43,7 +43,7 @@ from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder
 from livegen.models.package import ModelPackage, load_package, verify_in_child
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
-from livegen.models.sampling import SamplingParams, parse_key
+from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import PROGRAM_CHANGE, Note, notes_to_events
 from livegen.music.midifile import Song, read_midi
@@ -73,6 +73,7 @@ class JamConfig:
     silence_beats: float = 2.0
     temperature: float | None = None
     top_p: float | None = None
+    candidates: int | None = None  # blocks an unconditional block model draws to fit the performer
     rng_seed: int | None = None
     key: str | None = None  # e.g. "D dorian": sampled pitches stay in this scale
     pitch_range: str | None = None  # e.g. "55-84": sampled pitches stay in this range
@@ -108,6 +109,8 @@ class JamConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.candidates is not None and not 1 <= self.candidates <= 64:
+            raise ConfigError(f"--candidates {self.candidates}: expected 1 to 64")
         if self.clock not in CLOCKS:
             raise ConfigError(f"--clock {self.clock!r}: expected one of {', '.join(CLOCKS)}")
         if self.tempo is not None and not 20 <= self.tempo <= 400:
@@ -208,6 +211,7 @@ def sampling_params(
     *,
     key: str | None = None,
     pitch_range: str | None = None,
+    candidates: int | None = None,
 ) -> SamplingParams:
     """Sampling parameters: the package's defaults, overridden by what the performer gave."""
     specs = package.manifest.parameters
@@ -222,8 +226,16 @@ def sampling_params(
             values[name] = given
     root, scale = parse_key(key) if key else (0, "chromatic")
     low, high = parse_pitch_range(pitch_range) if pitch_range else (0, 127)
+    if candidates is not None and not 1 <= candidates <= 64:
+        raise ConfigError(f"--candidates {candidates}: expected 1 to 64")
     return SamplingParams(
-        temperature=values["temperature"], top_p=values["top_p"], pitch_min=low, pitch_max=high, scale=scale, root=root
+        temperature=values["temperature"],
+        top_p=values["top_p"],
+        pitch_min=low,
+        pitch_max=high,
+        scale=scale,
+        root=root,
+        candidates=DEFAULT_CANDIDATES if candidates is None else candidates,
     )
 
 
@@ -371,7 +383,14 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
     warnings: list[str] = []
     package, generator = load_generator(config.model)
     config = _fit_echo_channel(config, generator, warnings)
-    params = sampling_params(package, config.temperature, config.top_p, key=config.key, pitch_range=config.pitch_range)
+    params = sampling_params(
+        package,
+        config.temperature,
+        config.top_p,
+        key=config.key,
+        pitch_range=config.pitch_range,
+        candidates=config.candidates,
+    )
     specs = package.manifest.parameters
     live = LiveParams(
         sampling=params,

@@ -62,8 +62,10 @@ class PlannedLine:
         *,
         channel: int = 0,
         grid: int = PPQN // 4,
+        bar: int | None = None,
     ) -> None:
         self.generator = generator
+        self.bar = bar  # ticks per bar (bars start at tick 0), told to the model with every note fed
         self.live = live
         self.rng = rng
         self.channel = channel
@@ -80,7 +82,7 @@ class PlannedLine:
 
     def _feed(self, onset: int, event: StepEvent, *, performer: bool) -> FedNote:
         step = 0 if self._last_onset is None else max(0, onset - self._last_onset)
-        event = replace(event, step=step)
+        event = replace(event, step=step, bar_phase=None if self.bar is None else onset % self.bar)
         note = FedNote(onset, event, self.generator.snapshot(), self._last_onset, performer)
         self.generator.feed(event)
         self.fed.append(note)

@@ -34,6 +34,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "silence_beats": (int, float),
     "temperature": (int, float),
     "top_p": (int, float),
+    "candidates": (int,),
     "rng_seed": (int,),
     "key": (str,),
     "pitch_range": (str,),

@@ -159,6 +159,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
             "reference": ev.reference_following_rate,
         },
         "export_metrics": ev.export_metrics,
+        "selection": ev.selection,
         "warnings": ev.warnings,
     }
     return dict(_clean(report))
@@ -209,7 +210,19 @@ def markdown_tables(ev: Evaluation) -> str:
         lines.append(f"| {s.label} | {marks} | {_fmt(s.following_rate, 2)} |")
     if ev.reference_following_rate is not None:
         lines.append("| reference | | | | | " + _fmt(ev.reference_following_rate, 2) + " |")
+    if ev.selection:
+        lines += ["", selection_text(ev.selection)]
     return "\n".join(lines) + "\n"
+
+
+def selection_text(selection: dict[str, float]) -> str:
+    """One sentence on a block model's candidate selection."""
+    return (
+        f"Candidate selection: {selection['candidates']:g} blocks drawn per block, {selection['blocks']:g} blocks; "
+        f"fit to the bar heard (pitch classes, register, density; 1 = the same) "
+        f"{_fmt(selection['chosen_fit'])} for the blocks kept, {_fmt(selection['candidate_fit'])} for a block "
+        "drawn without selection."
+    )
 
 
 # ---- terminal ------------------------------------------------------------------------
@@ -297,6 +310,8 @@ def print_report(ev: Evaluation, console: Console | None = None) -> None:
     console.print(chart_table(ev))
     for col in COLUMNS:
         console.print(f"  {col}: {RULES[col]}", style="dim")
+    if ev.selection:
+        console.print(selection_text(ev.selection))
     if ev.export_metrics:
         console.print("From the export's own held-out evaluation (\\[metrics] of livegen.toml):")
         for key, value in ev.export_metrics.items():

@@ -84,6 +84,7 @@ class EvalOptions:
     rng_seed: int = 0
     temperature: float | None = None
     top_p: float | None = None
+    candidates: int | None = None  # blocks an unconditional block model draws per block (default 8)
     split: str = "held-out"  # of the training corpus; "validation" is for tuning sampling defaults
 
     def __post_init__(self) -> None:
@@ -147,6 +148,9 @@ class Evaluation:
     export_metrics: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: A block model's candidate selection: candidates per block, blocks chosen, the mean fit
+    #: score of the chosen block and of all candidates (empty for other models).
+    selection: dict[str, float] = field(default_factory=dict)
 
     def system(self, key: str) -> SystemResult:
         return next(s for s in self.systems if s.key == key)
@@ -382,7 +386,7 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
 
         package, generator = load_generator(options.model)
         subject = package.name
-        params = sampling_params(package, options.temperature, options.top_p)
+        params = sampling_params(package, options.temperature, options.top_p, candidates=options.candidates)
         sampling = {"temperature": params.temperature, "top_p": params.top_p}
         export_metrics = dict(package.manifest.metrics)
         training = dict(package.manifest.training)
@@ -406,8 +410,10 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
             )
     else:
         assert options.midi is not None
-        if options.temperature is not None or options.top_p is not None:
-            raise ConfigError("--temperature and --top-p apply to --model only; --midi files are already generated")
+        if options.temperature is not None or options.top_p is not None or options.candidates is not None:
+            raise ConfigError(
+                "--temperature, --top-p and --candidates apply to --model only; --midi files are already generated"
+            )
         subject = options.midi.name or str(options.midi)
         samples, short = samples_from_midi(options.midi, options.seeds, bars)
         seed_source = str(options.midi)
@@ -446,6 +452,15 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
     else:
         continuations["model"] = [list(s.continuation) for s in samples]
     continuations.update(baseline_continuations(samples, bars, options.rng_seed))
+    selection: dict[str, float] = {}
+    fit = getattr(generator, "fit", None)
+    if fit is not None and fit.blocks and params is not None:
+        selection = {
+            "candidates": params.candidates,
+            "blocks": fit.blocks,
+            "chosen_fit": fit.chosen_mean,
+            "candidate_fit": fit.candidates_mean,
+        }
 
     labels = {"model": subject, "random": "random notes", "repeat": "repeat the seed"}
     reference_streams = streams(reference_notes, reference_metres, length)
@@ -490,4 +505,5 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
         export_metrics=export_metrics,
         training=training,
         warnings=warnings,
+        selection=selection,
     )

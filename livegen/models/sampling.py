@@ -23,6 +23,8 @@ SCALES: dict[str, tuple[int, ...]] = {
     "minor-pentatonic": (0, 3, 5, 7, 10),
     "blues": (0, 3, 5, 6, 7, 10),
 }
+#: Blocks an unconditional block model draws by default (see :attr:`SamplingParams.candidates`).
+DEFAULT_CANDIDATES = 8
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -40,7 +42,7 @@ class SamplingParams:
     pitch_max: int = 127
     scale: str = "chromatic"
     root: int = 0  # pitch class of the scale's root, 0 = C
-    candidates: int = 8
+    candidates: int = DEFAULT_CANDIDATES
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
