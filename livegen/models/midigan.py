@@ -1,0 +1,171 @@
+"""The ``midigan`` family (seed 000 §4.2) as a ``block`` generator.
+
+Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+
+The seed's MidiGAN makes *one note* per noise vector: a dense generator maps
+``latent`` (100) normal numbers to the note's three attributes (pitch, step,
+duration), standardised (zero mean, unit standard deviation over the training
+notes) and squashed by ``tanh``. One graph, ``generator``:
+
+- ``z`` [batch, latent] float32 -> ``notes`` [batch, 3] float32, the standardised
+  (pitch, step, duration) in the order of ``representation.attributes``;
+  ``representation.mean`` and ``representation.std`` turn them back into a MIDI
+  pitch and a step and a duration in beats (``time_unit = "beat"``).
+
+Notes drawn this way are independent of each other; this adapter lays a block of
+them into a bar the way the seed laid them into a song, sequentially: each note
+starts its ``step`` after the note before (rounded to the 16th grid, at least one
+16th), the first its step after the last onset heard before the block (or on the
+block's first 16th when nothing was), and notes are drawn until the bar is full.
+A note sounds its ``duration`` but ends where the next starts (the corpus is one
+line). ``representation.notes_per_block`` notes are drawn per candidate, and all
+candidates go through the graph in one call (batch ``candidates * notes_per_block``).
+
+Sampling parameters: the temperature scales the noise (``z * temperature``: below 1
+the notes gather at the generator's most common note, above 1 they spread to the
+ends of its range); top-p truncates it (every component of ``z`` redrawn until it
+lies in the central ``top_p`` of the standard normal, the GAN "truncation trick";
+1 = no truncation). The family is unconditional: it follows the performer through
+the block host's choice among ``params.candidates`` blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+from livegen.errors import PackageError
+from livegen.models.block import BlockGenerator
+from livegen.models.frames import RollNote, graph_width, representation_int
+from livegen.models.manifest import MANIFEST
+from livegen.models.package import ModelPackage
+from livegen.models.sampling import SamplingParams
+
+ATTRIBUTES = ("pitch", "step", "duration")
+GRAPH = "generator"
+#: Frames (16ths) per beat on the block grid.
+FRAMES_PER_BEAT = 4
+
+
+def to_frames(beats: np.ndarray, frames_per_beat: int = FRAMES_PER_BEAT) -> np.ndarray:
+    """Beats as whole frames, halves rounded up, at least 1."""
+    return np.maximum(1, np.floor(np.asarray(beats, dtype=np.float64) * frames_per_beat + 0.5)).astype(np.int64)
+
+
+def lay_block(
+    pitches: Sequence[int] | np.ndarray,
+    steps: Sequence[int] | np.ndarray,
+    durations: Sequence[int] | np.ndarray,
+    *,
+    last_onset: int | None,
+    block_frames: int,
+) -> list[RollNote]:
+    """Independently drawn notes laid one after another into a block of ``block_frames`` frames.
+
+    ``steps`` and ``durations`` are in frames (at least 1). The first note starts
+    ``steps[0]`` after ``last_onset`` (the last onset before the block, relative to the
+    block's start, so negative) or on frame 0 when there is none; each later note
+    ``steps[i]`` after the one before. Notes before the block are skipped, drawing
+    stops at the block's end, and a note ends where the next one starts (one line).
+    """
+    onsets: list[int] = []
+    kept: list[int] = []
+    onset = last_onset
+    for i, step in enumerate(steps):
+        onset = 0 if onset is None else onset + max(1, int(step))
+        if onset >= block_frames:
+            break
+        if onset >= 0:
+            onsets.append(onset)
+            kept.append(i)
+    notes = []
+    for j, i in enumerate(kept):
+        frames = max(1, int(durations[i]))
+        if j + 1 < len(kept):
+            frames = min(frames, onsets[j + 1] - onsets[j])
+        notes.append(RollNote(onsets[j], frames, int(pitches[i])))
+    return notes
+
+
+def truncated_normal(rng: np.random.Generator, shape: tuple[int, int], top_p: float) -> np.ndarray:
+    """Standard normal draws, each redrawn until it lies in the central ``top_p`` of the distribution."""
+    z = rng.standard_normal(shape)
+    if top_p >= 1.0:
+        return z
+    bound = NormalDist().inv_cdf(0.5 + top_p / 2)
+    outside = np.abs(z) > bound
+    while outside.any():
+        z[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(z) > bound
+    return z
+
+
+class MidiGanGenerator(BlockGenerator):
+    """Dense GAN generator of single notes, laid sequentially into bars."""
+
+    def __init__(self, package: ModelPackage) -> None:
+        self.package = package
+        path = package.folder / MANIFEST
+        rep = package.manifest.representation
+
+        def fail(field: str, expected: str) -> PackageError:
+            return PackageError(f"{path}: field 'representation.{field}': expected {expected}, got {rep.get(field)!r}")
+
+        grid = representation_int(package, "grid")
+        block_frames = representation_int(package, "block_frames")
+        context_frames = representation_int(package, "context_frames", minimum=0)
+        self.latent = representation_int(package, "latent")
+        self.notes_per_block = representation_int(package, "notes_per_block")
+        if block_frames > 256:
+            raise fail("block_frames", "at most 256 frames")
+        if rep.get("attributes") != list(ATTRIBUTES):
+            raise fail("attributes", f"{list(ATTRIBUTES)} (the order of the graph's note attributes)")
+        if rep.get("time_unit", "beat") != "beat":
+            raise fail("time_unit", '"beat" (step and duration in quarter notes)')
+        self.mean = self._numbers(rep.get("mean"), fail("mean", "3 finite numbers (pitch, step, duration)"))
+        self.std = self._numbers(rep.get("std"), fail("std", "3 finite numbers above 0 (pitch, step, duration)"))
+        if not (self.std > 0).all():
+            raise fail("std", "3 finite numbers above 0 (pitch, step, duration)")
+        for tensor, field, value in (("z", "latent", self.latent), ("notes", "attributes", len(ATTRIBUTES))):
+            declared = graph_width(package, GRAPH, tensor)
+            if declared != value:
+                raise PackageError(
+                    f"{path}: field 'representation.{field}': expected {declared} (the last dimension of graph "
+                    f"{GRAPH!r} tensor {tensor!r}), got {rep.get(field)!r}"
+                )
+        self.frames_per_beat = 480 // grid if 480 % grid == 0 else 0
+        if not self.frames_per_beat:
+            raise fail("grid", "a whole fraction of a beat in ticks (PPQN 480), e.g. 120 for 16ths")
+        self._session = package.sessions[GRAPH]
+        self._init_block(block_frames=block_frames, context_frames=context_frames, conditioned=False, grid=grid)
+
+    @staticmethod
+    def _numbers(value: object, error: PackageError) -> np.ndarray:
+        if not isinstance(value, list) or len(value) != len(ATTRIBUTES):
+            raise error
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise error
+        return np.asarray(value, dtype=np.float64)
+
+    def draw(self, count: int, params: SamplingParams, rng: np.random.Generator) -> np.ndarray:
+        """``count`` notes from the generator: float64 [count, 3] of (pitch, step, duration) in MIDI and beats."""
+        z = truncated_normal(rng, (count, self.latent), params.top_p) * params.temperature
+        (notes,) = self._session.run(["notes"], {"z": z.astype(np.float32)})
+        return np.asarray(notes, dtype=np.float64) * self.std + self.mean
+
+    def _propose(
+        self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
+    ) -> list[list[RollNote]]:
+        n = self.notes_per_block
+        notes = self.draw(count * n, params, rng).reshape(count, n, len(ATTRIBUTES))
+        pitches = np.clip(np.rint(notes[..., 0]), 0, 127).astype(np.int64)
+        steps = to_frames(np.maximum(notes[..., 1], 0.0), self.frames_per_beat)
+        durations = to_frames(np.maximum(notes[..., 2], 0.0), self.frames_per_beat)
+        last = max((p.onset for p in previous), default=None)
+        return [
+            lay_block(pitches[k], steps[k], durations[k], last_onset=last, block_frames=self.block_frames)
+            for k in range(count)
+        ]

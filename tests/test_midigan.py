@@ -1,0 +1,289 @@
+"""``midigan`` (seed 000 §4.2): the note data, the bar layout, the adapter's manifest checks, and a tiny
+model end to end, from training on tunes the tests write to export, loading and live play.
+
+Context: setup (tests of the training-only ``export`` package; needs the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
+
+from export.errors import ExportError  # noqa: E402
+from export.midigan import (  # noqa: E402
+    MidiGanConfig,
+    MidiGanOptions,
+    Standard,
+    export_midigan,
+    quantise,
+    total_variation,
+    train_midigan,
+    tune_notes,
+    wasserstein,
+)
+from livegen.engine.accompany import AccompanyPlanner, AccompanySettings  # noqa: E402
+from livegen.engine.autonomous import AutonomousPlanner  # noqa: E402
+from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings  # noqa: E402
+from livegen.engine.jam import load_generator, seed_events  # noqa: E402
+from livegen.engine.live import LiveParams  # noqa: E402
+from livegen.engine.planner import Commit  # noqa: E402
+from livegen.engine.render import render_call_response  # noqa: E402
+from livegen.errors import PackageError  # noqa: E402
+from livegen.io.corpus import Tune  # noqa: E402
+from livegen.models.frames import RollNote  # noqa: E402
+from livegen.models.midigan import MidiGanGenerator, lay_block, to_frames, truncated_normal  # noqa: E402
+from livegen.models.package import load_package  # noqa: E402
+from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.music.events import Note  # noqa: E402
+from livegen.music.midifile import read_midi, write_midi  # noqa: E402
+from livegen.music.time import PPQN, TempoMap  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+D_MAJOR = [62, 64, 66, 67, 69, 71, 73, 74, 76, 78, 79]
+
+
+# ---- data conversion ---------------------------------------------------------------------
+
+
+def test_tune_notes_are_pitch_step_duration_of_each_note_after_the_first() -> None:
+    tune = Tune(
+        "t",
+        np.array([60, 62, 64, 65], dtype=np.int16),
+        np.array([0.0, 0.5, 1.5, 9.5], dtype=np.float32),
+        np.array([0.5, 1.0, 6.0, 0.25], dtype=np.float32),
+    )
+    notes = tune_notes(tune, beats_max=4.0)
+    # steps 0.5, 1.0, 8.0 -> clipped to 4; durations 1.0, 6.0 -> 4, 0.25
+    assert notes.tolist() == [[62, 0.5, 1.0], [64, 1.0, 4.0], [65, 4.0, 0.25]]
+    assert tune_notes(Tune("one", tune.pitch[:1], tune.onset[:1], tune.duration[:1]), 4.0).shape == (0, 3)
+
+
+def test_standardising_uses_the_training_mean_and_deviation_and_inverts() -> None:
+    notes = np.array([[60.0, 0.5, 0.5], [64.0, 1.5, 0.5]])
+    standard = Standard.of(notes)
+    assert standard.mean.tolist() == [62.0, 1.0, 0.5]
+    assert standard.std.tolist() == [2.0, 0.5, 1.0]  # a constant attribute keeps std 1, not 0
+    assert standard.apply(notes).tolist() == [[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]
+    np.testing.assert_allclose(standard.invert(standard.apply(notes)), notes)
+
+
+def test_quantise_rounds_pitch_and_times_to_sixteenths_of_at_least_one() -> None:
+    generated = np.array([[61.6, 0.3, 0.1], [59.4, 0.375, 1.1], [130.0, -0.5, 4.0]])
+    # 0.3 beats = 1.2 16ths -> 1; 0.375 = 1.5 -> 2 (halves up); 0.1 = 0.4 -> at least 1; 1.1 = 4.4 -> 4
+    assert quantise(generated).tolist() == [[62, 1, 1], [59, 2, 4], [127, 1, 16]]
+    assert to_frames(np.array([0.125, 0.5]), 4).tolist() == [1, 2]
+
+
+def test_distances() -> None:
+    # histograms {1: .5, 2: .5} and {1: .75, 3: .25}: (0.25 + 0.5 + 0.25) / 2
+    assert total_variation(np.array([1, 1, 2, 2]), np.array([1, 1, 1, 3])) == pytest.approx(0.5)
+    assert total_variation(np.array([5, 6]), np.array([6, 5])) == 0.0
+    assert wasserstein(np.array([[0.0], [1.0]]), np.array([[2.0], [1.0]])) == pytest.approx(1.0)
+
+
+# ---- laying notes into a bar -------------------------------------------------------------
+
+
+def test_lay_block_places_notes_one_after_another_from_the_bar_start() -> None:
+    notes = lay_block([60, 62, 64, 65], [2, 3, 4, 20], [4, 1, 2, 2], last_onset=None, block_frames=16)
+    # nothing heard: the first note on frame 0, then steps 3 and 4; 65 would start at 27, past the bar.
+    # 60 lasts 4 but ends where 62 starts; the last note keeps its duration.
+    assert notes == [RollNote(0, 3, 60), RollNote(3, 1, 62), RollNote(7, 2, 64)]
+
+
+def test_lay_block_continues_the_rhythm_of_the_notes_before_the_bar() -> None:
+    notes = lay_block([60, 62, 64, 65], [2, 3, 4, 20], [4, 1, 2, 2], last_onset=-3, block_frames=16)
+    # 60 falls at -3 + 2 = -1, before the bar: skipped; 62 at 2, 64 at 6, 65 at 26: past it
+    assert notes == [RollNote(2, 1, 62), RollNote(6, 2, 64)]
+    full = lay_block([70] * 40, [1] * 40, [1] * 40, last_onset=-1, block_frames=16)
+    assert [n.onset for n in full] == list(range(16))
+
+
+def test_truncated_noise_stays_in_the_central_mass() -> None:
+    rng = np.random.default_rng(0)
+    z = truncated_normal(rng, (200, 10), 0.5)
+    assert np.abs(z).max() <= 0.6745 and np.abs(z).max() > 0.6
+    assert np.abs(truncated_normal(rng, (200, 10), 1.0)).max() > 2.0
+
+
+# ---- a tiny model end to end -------------------------------------------------------------
+
+
+def _tune(rng: np.random.Generator, beats: int) -> list[Note]:
+    """One line in D major: eighths and quarters, stepwise."""
+    notes, index, tick = [], 5, 0
+    while tick < beats * PPQN:
+        index = int(np.clip(index + rng.choice([-2, -1, 1, 2]), 0, len(D_MAJOR) - 1))
+        length = int(rng.choice([1, 1, 2])) * PPQN // 2
+        notes.append(Note(D_MAJOR[index], 80, tick, length))
+        tick += length
+    return notes
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tunes")
+    rng = np.random.default_rng(5)
+    for i in range(10):
+        write_midi(folder / f"tune{i}.mid", {"tune": _tune(rng, 32)})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def package(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mg")
+    config = MidiGanConfig(hidden=32, batch_size=16)
+    options = MidiGanOptions(data=str(corpus), out=out / "run", epochs=3, patience=3, config=config)
+    checkpoint = train_midigan(options)
+    return export_midigan(checkpoint, out / "tiny-gan")
+
+
+def _manifest(package: Path) -> dict[str, Any]:
+    return tomllib.loads((package / "livegen.toml").read_text())
+
+
+def test_package_is_a_block_model_with_the_generator_only(package: Path) -> None:
+    manifest = _manifest(package)
+    assert manifest["kind"] == "block" and manifest["family"] == "midigan"
+    assert set(manifest["graphs"]) == {"generator"}
+    assert sorted(p.name for p in package.iterdir()) == ["README.md", "generator.onnx", "livegen.toml", "seed.mid"]
+    rep = manifest["representation"]
+    assert rep["attributes"] == ["pitch", "step", "duration"] and rep["latent"] == 100
+    # the standardisation of the written tunes: pitches of D major, steps of eighths and quarters
+    assert 62 <= rep["mean"][0] <= 79 and 0.5 <= rep["mean"][1] <= 1.0
+    assert 0 <= manifest["metrics"]["parity_max_abs_diff"] <= 1e-4
+    for key in ("final_d_loss", "final_g_loss", "held_out_d_accuracy_real", "held_out_d_accuracy_fake"):
+        assert np.isfinite(manifest["metrics"][key])
+    assert "binary cross-entropy" in manifest["training"]["loss"]
+    assert "musical structure" in (package / "README.md").read_text()
+
+
+def test_window_is_refused(corpus: Path, tmp_path: Path) -> None:
+    options = MidiGanOptions(data=str(corpus), out=tmp_path, config=MidiGanConfig(window=32))
+    with pytest.raises(ExportError, match="--window"):
+        train_midigan(options)
+
+
+def _mutated(package: Path, tmp_path: Path, **representation: Any) -> Path:
+    folder = tmp_path / "pkg"
+    shutil.copytree(package, folder)
+    manifest = _manifest(folder)
+    manifest["representation"].update(representation)
+    (folder / "livegen.toml").write_bytes(tomli_w.dumps(manifest).encode())
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"attributes": ["step", "pitch", "duration"]}, "representation.attributes"),
+        ({"mean": [70.0, 0.5]}, "representation.mean"),
+        ({"std": [5.0, 0.0, 0.5]}, "representation.std"),
+        ({"std": [5.0, "x", 0.5]}, "representation.std"),
+        ({"latent": 64}, "representation.latent"),
+        ({"block_frames": 0}, "representation.block_frames"),
+        ({"grid": 7}, "representation.grid"),
+        ({"notes_per_block": 1.5}, "representation.notes_per_block"),
+        ({"time_unit": "tick"}, "representation.time_unit"),
+    ],
+)
+def test_adapter_refuses_a_bad_representation(
+    package: Path, tmp_path: Path, change: dict[str, Any], field: str
+) -> None:
+    folder = _mutated(package, tmp_path, **change)
+    loaded = load_package(folder)
+    with pytest.raises(PackageError, match=f"livegen.toml: field '{field}'") as err:
+        MidiGanGenerator(loaded)
+    assert str(folder) in str(err.value) and "expected" in str(err.value)
+
+
+def test_candidates_are_drawn_in_one_batch_and_temperature_spreads_them(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, MidiGanGenerator)
+    calls = []
+    real_run = generator._session.run
+    generator._session = type("Spy", (), {"run": lambda self, o, f: calls.append(f["z"].shape) or real_run(o, f)})()
+    blocks = generator._propose([], 8, SamplingParams(), np.random.default_rng(0))
+    assert calls == [(8 * 32, 100)] and len(blocks) == 8
+    for block in blocks:
+        assert block and block[0].onset == 0 and all(0 <= n.onset < 16 and n.frames >= 1 for n in block)
+        assert all(a.end <= b.onset for a, b in itertools.pairwise(block))  # one line
+    again = generator._propose([], 8, SamplingParams(), np.random.default_rng(0))
+    assert again == blocks
+    cold = generator.draw(2000, SamplingParams(temperature=0.05), np.random.default_rng(1))
+    hot = generator.draw(2000, SamplingParams(temperature=3.0), np.random.default_rng(1))
+    assert cold[:, 0].std() < hot[:, 0].std()
+
+
+def test_answers_the_seed_phrase_in_call_and_response(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    seed = read_midi(package / "seed.mid").notes
+    settings = CallResponseSettings()
+    performance = render_call_response(
+        generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0, settings=settings
+    )
+    start = max(n.end for n in seed)
+    assert len(performance.model) >= 4 and all(n.start >= start for n in performance.model)
+    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in performance.model)  # on the 16th grid
+    assert {n.channel for n in performance.model} == {settings.channel}
+    ordered = sorted(performance.model, key=lambda n: n.start)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(ordered))  # one line
+    assert generator.fit.blocks >= 1  # candidates were scored against the seed phrase
+    again = render_call_response(
+        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0,
+        settings=settings,
+    )  # fmt: skip
+    assert again.model == performance.model
+    other = render_call_response(
+        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=1,
+        settings=settings,
+    )  # fmt: skip
+    assert other.model != performance.model
+
+
+def _note_ons(actions: list[Any]) -> list[tuple[int, int, int]]:
+    return [(e.tick, e.channel, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
+
+
+def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    planner = AccompanyPlanner(generator, LiveParams(), np.random.default_rng(0), AccompanySettings(listen_beats=2))
+    planner.on_input(0, (0x90, 64, 100))
+    planner.on_input(240, (0x80, 64, 0))
+    actions = []
+    for tick in range(0, 4 * PPQN, 10):
+        actions += planner.advance(tick)
+    first = _note_ons(actions)
+    assert first and min(t for t, _, _ in first) >= 2 * PPQN
+    planner.on_input(4 * PPQN, (0x90, 67, 100))
+    planner.on_input(4 * PPQN + 200, (0x80, 67, 0))
+    later = []
+    for tick in range(4 * PPQN, 12 * PPQN, 10):
+        later += planner.advance(tick)
+    assert _note_ons(later)
+    assert all(t >= 4 * PPQN for t, _, _ in _note_ons(later))
+
+
+def test_plays_on_its_own_from_the_seed(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    seed = seed_events(read_midi(package / "seed.mid").notes)
+    live = LiveParams()
+    rng = np.random.default_rng(0)
+    planner = AutonomousPlanner(
+        generator, live, rng, seed, make_inner=lambda: CallResponsePlanner(generator, live, rng, CallResponseSettings())
+    )
+    actions = []
+    for tick in range(0, 16 * PPQN, 10):
+        actions += planner.advance(tick)
+    onsets = _note_ons(actions)
+    assert len(onsets) >= 4 and max(t for t, _, _ in onsets) >= 8 * PPQN
