@@ -1,0 +1,283 @@
+"""``imagegan``: the piano-roll images, the host's pixel draw, the manifest checks, and a tiny model end to end.
+
+Context: setup (tests of the training-only ``export`` package; needs the ``train`` extra). A tiny GAN trains
+two epochs on chorale-like pieces the tests write, exports with the parity check, and plays in
+call-and-response, accompaniment and autonomous play.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
+
+from export.imagegan import (  # noqa: E402
+    ImageGanConfig,
+    ImageGanOptions,
+    export_imagegan,
+    image_statistics,
+    train_imagegan,
+    tune_images,
+    tune_notes,
+)
+from livegen.engine.accompany import AccompanyPlanner, AccompanySettings  # noqa: E402
+from livegen.engine.autonomous import AutonomousPlanner  # noqa: E402
+from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings  # noqa: E402
+from livegen.engine.jam import load_generator, seed_events  # noqa: E402
+from livegen.engine.live import LiveParams  # noqa: E402
+from livegen.engine.planner import Commit  # noqa: E402
+from livegen.engine.render import render_call_response  # noqa: E402
+from livegen.errors import PackageError  # noqa: E402
+from livegen.io.corpus import Tune  # noqa: E402
+from livegen.models.frames import RollNote  # noqa: E402
+from livegen.models.imagegan import ImageGanGenerator, draw_pixels  # noqa: E402
+from livegen.models.package import load_package  # noqa: E402
+from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.music.events import Note  # noqa: E402
+from livegen.music.midifile import read_midi, write_midi  # noqa: E402
+from livegen.music.time import PPQN, TempoMap  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
+
+
+def _tune(rows: list[tuple[int, float, float]]) -> Tune:
+    pitch, onset, duration = zip(*rows, strict=True)
+    return Tune(
+        "t",
+        np.asarray(pitch, dtype=np.int16),
+        np.asarray(onset, dtype=np.float32),
+        np.asarray(duration, dtype=np.float32),
+    )
+
+
+# ---- data ------------------------------------------------------------------------------
+
+
+def test_tune_notes_are_16ths_from_the_first_onset() -> None:
+    tune = _tune([(60, 1.0, 1.0), (64, 1.5, 0.5), (67, 3.0, 2.0)])
+    assert tune_notes(tune) == [RollNote(0, 4, 60), RollNote(2, 2, 64), RollNote(8, 8, 67)]
+
+
+def test_images_are_windows_of_the_roll_on_the_stride_without_empty_ones() -> None:
+    # 60 for 4 beats from 0; 64 on beat 2 for a beat; 100 is above the range (36..83); a rest; 62 on beat 8
+    tune = _tune([(60, 0.0, 4.0), (64, 2.0, 1.0), (100, 2.0, 1.0), (62, 8.0, 1.0)])
+    config = ImageGanConfig(window=16, keys=48, pitch_min=36, stride=8)
+    images = tune_images(tune, config)
+    # frames 0..35: windows at 0, 8, 16 (24 would end past 36); the one at 16 (frames 16..31) is silent
+    assert images.shape == (2, 16, 48) and images.dtype == np.uint8
+    first = np.zeros((16, 48), dtype=np.uint8)
+    first[0:16, 60 - 36] = 1
+    first[8:12, 64 - 36] = 1
+    assert (images[0] == first).all()
+    second = np.zeros((16, 48), dtype=np.uint8)
+    second[0:8, 60 - 36] = 1
+    second[0:4, 64 - 36] = 1
+    assert (images[1] == second).all()
+
+
+def test_image_statistics_count_runs_as_notes() -> None:
+    image = np.zeros((1, 16, 8), dtype=np.uint8)
+    image[0, 0:4, 2] = 1  # a quarter
+    image[0, 5, 2] = 1  # a 16th on the same key
+    image[0, 0:16, 7] = 1  # a whole note
+    stats = image_statistics(image, 60, max_hold=8)  # the whole note is cut into two halves
+    assert stats["notes_per_beat"] == pytest.approx(4 / 4)
+    assert stats["keys_per_frame"] == pytest.approx(21 / 16)
+    assert stats["note_frames"] == pytest.approx((4 + 1 + 8 + 8) / 4)
+    assert stats["sixteenth_share"] == pytest.approx(1 / 4)
+
+
+def test_draw_pixels_thresholds_per_key_and_caps_polyphony() -> None:
+    logits = np.array([[[2.0, -2.0, 0.5, 1.0], [2.0, 3.0, 0.5, -1.0]]])  # [1 block, 2 frames, 4 keys]
+    # near temperature 0 every threshold below 1 reads as "logit above 0"
+    on = draw_pixels(logits, 0.01, np.full((1, 4), 0.5), polyphony=4)
+    assert on.tolist() == [[[True, False, True, True], [True, True, True, False]]]
+    # at temperature 1: sigmoid(0.5) = 0.62, sigmoid(1) = 0.73; key 3's threshold 0.7 keeps only its 0.73
+    on = draw_pixels(logits, 1.0, np.array([[0.5, 0.5, 0.7, 0.7]]), polyphony=4)
+    assert on.tolist() == [[[True, False, False, True], [True, True, False, False]]]
+    # two keys a frame at most: the highest logits of those on
+    on = draw_pixels(logits, 0.01, np.full((1, 4), 0.5), polyphony=2)
+    assert on.tolist() == [[[True, False, False, True], [True, True, False, False]]]
+
+
+# ---- a tiny model ----------------------------------------------------------------------
+
+
+def _piece(rng: np.random.Generator, beats: int) -> list[Note]:
+    """Three voices moving by step in quarters and halves."""
+    notes = []
+    for voice, start in enumerate((15, 9, 2)):
+        index, tick = start, 0
+        while tick < beats * PPQN:
+            index = int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(C_MAJOR) - 1))
+            length = int(rng.choice([1, 1, 2])) * PPQN
+            notes.append(Note(C_MAJOR[index], 80, tick, length - PPQN // 8, channel=voice))
+            tick += length
+    return notes
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pieces")
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        write_midi(folder / f"piece{i}.mid", {"voices": _piece(rng, 40)})
+    out = tmp_path_factory.mktemp("ig")
+    config = ImageGanConfig(window=32, hidden=32, channels=4, filters=8, batch_size=16, stride=4)
+    options = ImageGanOptions(data=str(folder), out=out / "run", epochs=2, seed=1, config=config)
+    checkpoint = train_imagegan(options)
+    return export_imagegan(checkpoint, out / "tiny-ig")
+
+
+def _manifest(package: Path) -> dict:
+    return tomllib.loads((package / "livegen.toml").read_text())
+
+
+def test_package_ships_the_generator_with_the_gan_figures(package: Path) -> None:
+    manifest = _manifest(package)
+    assert manifest["kind"] == "block" and manifest["family"] == "imagegan"
+    assert set(manifest["graphs"]) == {"generator"}
+    assert manifest["representation"]["block_frames"] == 32 and manifest["representation"]["latent"] == 10
+    metrics = manifest["metrics"]
+    assert 0 <= metrics["parity_max_abs_diff"] <= 1e-4
+    for key in ("discriminator_loss", "generator_loss", "accuracy_real", "accuracy_fake"):
+        assert np.isfinite(metrics[f"final_{key}"]) and np.isfinite(metrics[f"held_out_{key}"])
+    assert 0 <= metrics["final_accuracy_real"] <= 1 and 0 <= metrics["held_out_accuracy_fake"] <= 1
+    assert "| epoch | discriminator loss |" in (package / "README.md").read_text()
+    assert (package / "seed.mid").is_file()
+
+
+def _broken(package: Path, tmp_path: Path, **representation: object) -> Path:
+    copy = tmp_path / "broken"
+    shutil.copytree(package, copy)
+    manifest = _manifest(copy)
+    manifest["representation"].update(representation)
+    for key, value in representation.items():
+        if value is None:
+            del manifest["representation"][key]
+    (copy / "livegen.toml").write_text(tomli_w.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"block_frames": 24}, "field 'representation.block_frames': expected a whole number of 4/4 bars"),
+        ({"block_frames": 64}, "fields 'representation.block_frames' and 'representation.keys': expected [32, 48]"),
+        ({"keys": 40}, "expected [32, 48]"),
+        ({"latent": 12}, "field 'representation.latent': expected 10"),
+        ({"polyphony": 0}, "field 'representation.polyphony': expected an integer of at least 1, got 0"),
+        ({"pitch_min": 100}, "field 'representation.keys': pitch_min + keys must be at most 128"),
+        ({"max_hold": None}, "field 'representation.max_hold': expected an integer of at least 1, got None"),
+    ],
+)
+def test_the_adapter_names_a_wrong_representation_field(
+    package: Path, tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    broken = _broken(package, tmp_path, **change)
+    loaded = load_package(broken)
+    with pytest.raises(PackageError) as err:
+        ImageGanGenerator(loaded)
+    assert message in str(err.value) and str(broken / "livegen.toml") in str(err.value)
+
+
+def test_proposes_candidate_blocks_in_one_draw_deterministically(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, ImageGanGenerator) and not generator.conditioned
+    params = SamplingParams()
+    blocks = generator._propose([], 6, params, np.random.default_rng(3))
+    again = generator._propose([], 6, params, np.random.default_rng(3))
+    assert len(blocks) == 6 and blocks == again
+    notes = [n for b in blocks for n in b]
+    assert notes and all(0 <= n.onset < 32 and n.onset + n.frames <= 32 for n in notes)
+    assert all(36 <= n.pitch < 36 + 48 for n in notes)
+    for block in blocks:  # at most 4 keys sound in a frame
+        assert all(sum(n.onset <= f < n.onset + n.frames for n in block) <= 4 for f in range(32))
+
+
+def test_temperature_scales_the_latent(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, ImageGanGenerator)
+    cold = generator._propose([], 8, SamplingParams(temperature=0.05), np.random.default_rng(0))
+    hot = generator._propose([], 8, SamplingParams(temperature=2.0), np.random.default_rng(0))
+    # near zero every candidate is nearly the generator's image of the mean latent, thresholded at 0.5
+
+    def spread(blocks: list[list[RollNote]]) -> float:
+        sets = [set(b) for b in blocks]
+        pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
+        return float(np.mean([len(a ^ b) / max(1, len(a | b)) for a, b in pairs]))
+
+    assert spread(cold) < spread(hot)
+
+
+def test_answers_the_seed_phrase_in_call_and_response(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    seed = read_midi(package / "seed.mid").notes
+    settings = CallResponseSettings()
+    performance = render_call_response(
+        generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0, settings=settings
+    )
+    start = max(n.end for n in seed)
+    assert performance.model and all(n.start >= start for n in performance.model)
+    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in performance.model)  # on the 16th grid
+    assert max(n.duration for n in performance.model) <= 16 * 120
+    assert isinstance(generator, ImageGanGenerator) and generator.fit.blocks >= 1  # candidates were chosen
+    assert generator.fit.chosen_mean >= generator.fit.candidates_mean
+    again = render_call_response(
+        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0,
+        settings=settings,
+    )  # fmt: skip
+    assert again.model == performance.model
+    other = render_call_response(
+        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=1,
+        settings=settings,
+    )  # fmt: skip
+    assert other.model != performance.model
+
+
+def _note_ons(actions: list) -> list[tuple[int, int, int]]:
+    return [(e.tick, e.channel, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
+
+
+def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    planner = AccompanyPlanner(generator, LiveParams(), np.random.default_rng(0), AccompanySettings(listen_beats=2))
+    planner.on_input(0, (0x90, 64, 100))
+    planner.on_input(240, (0x80, 64, 0))
+    actions = []
+    for tick in range(0, 4 * PPQN, 10):
+        actions += planner.advance(tick)
+    first = _note_ons(actions)
+    assert first and min(t for t, _, _ in first) >= 2 * PPQN
+    blocks_before = generator.fit.blocks  # type: ignore[attr-defined]
+    planner.on_input(4 * PPQN, (0x90, 67, 100))  # the performer plays again: a new block is drawn to fit it
+    planner.on_input(4 * PPQN + 200, (0x80, 67, 0))
+    later = []
+    for tick in range(4 * PPQN, 12 * PPQN, 10):
+        later += planner.advance(tick)
+    assert _note_ons(later)
+    assert all(t >= 4 * PPQN for t, _, _ in _note_ons(later))
+    assert generator.fit.blocks > blocks_before  # type: ignore[attr-defined]
+
+
+def test_plays_on_its_own_from_the_seed(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    seed = seed_events(read_midi(package / "seed.mid").notes)
+    live = LiveParams()
+    rng = np.random.default_rng(0)
+    planner = AutonomousPlanner(
+        generator, live, rng, seed, make_inner=lambda: CallResponsePlanner(generator, live, rng, CallResponseSettings())
+    )
+    actions = []
+    for tick in range(0, 16 * PPQN, 10):
+        actions += planner.advance(tick)
+    onsets = _note_ons(actions)
+    assert len(onsets) >= 4 and max(t for t, _, _ in onsets) >= 8 * PPQN
