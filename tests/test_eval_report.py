@@ -276,3 +276,27 @@ def test_missing_matplotlib_says_what_to_install(fixtures, monkeypatch, tmp_path
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(LivegenError, match=r"pip install -e '\.\[eval\]'"):
         draw_sheet(evaluation, tmp_path / "x.png")
+
+
+def test_a_block_model_reports_its_candidate_selection(fixtures, tmp_path):
+    import shutil
+
+    from livegen.models.registry import resolve_package
+
+    package = tmp_path / "midigan"
+    shutil.copytree(resolve_package("midigan"), package)
+    manifest = package / "livegen.toml"
+    manifest.write_text(manifest.read_text().replace('data = "corpus:folk"', 'data = "a folder"'))
+    reports = {}
+    for k in ("8", "1"):
+        out = tmp_path / f"k{k}.json"
+        args = ["evaluate", "--model", str(package), "--reference", str(fixtures["tunes"]), "--seeds", "6"]
+        assert (
+            main([*args, "--bars", "4", "--candidates", k, "--json", str(out), "--png", str(out.with_suffix(".png"))])
+            == 0
+        )
+        reports[k] = json.loads(out.read_text())
+    selection = reports["8"]["selection"]
+    assert selection["candidates"] == 8 and selection["blocks"] >= 6
+    assert 0 <= selection["candidate_fit"] <= selection["chosen_fit"] <= 1
+    assert reports["1"]["selection"] == {}  # one candidate: nothing chosen
