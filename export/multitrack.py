@@ -248,7 +248,7 @@ class MultiTrackOptions:
     threads: int | None = None
 
 
-def _merged(piece: MultiTune) -> Tune:
+def merged_tune(piece: MultiTune) -> Tune:
     """All tracks of a piece as one tune (for the seed phrase the performer plays)."""
     pitch = np.concatenate([t.pitch for t in piece.tracks])
     onset = np.concatenate([t.onset for t in piece.tracks])
@@ -335,7 +335,7 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
         training=training_record(result, max_epochs=options.epochs, patience=options.patience, started=started),
         history=result.history,
         metrics=metrics,
-        held_out_sample=tune_sample([_merged(p) for p in held_p]),
+        held_out_sample=tune_sample([merged_tune(p) for p in held_p]),
         held_out_frames=[piece_frames(p, c)[:128].tolist() for p in held_p[:: max(1, len(held_p) // 6)][:6]],
     )
 

@@ -88,6 +88,27 @@ def tracks_to_frames(
     return frames
 
 
+def read_tracks(package: ModelPackage) -> tuple[Track, ...]:
+    """``representation.tracks`` as :class:`Track` values (the same table as ``multitrack-rnn``'s)."""
+    path = package.folder / MANIFEST
+    items = package.manifest.representation.get("tracks")
+    expected = "a list of {name, channel (0-15), program (0-127), center (a MIDI pitch)} tables, one per track"
+    if not isinstance(items, list) or not items:
+        raise PackageError(f"{path}: field 'representation.tracks': expected {expected}, got {items!r}")
+    tracks = []
+    for i, item in enumerate(items):
+        ok = isinstance(item, dict) and isinstance(item.get("name"), str)
+        channel, program, center = (item.get(k) for k in ("channel", "program", "center")) if ok else (0, 0, 0)
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in (channel, program))
+        ok = ok and isinstance(center, int | float) and not isinstance(center, bool)
+        if not ok or not 0 <= cast(int, channel) <= 15 or not 0 <= cast(int, program) <= 127:
+            raise PackageError(f"{path}: field 'representation.tracks[{i}]': expected {expected}, got {item!r}")
+        tracks.append(Track(item["name"], cast(int, channel), cast(int, program), float(cast(float, center))))
+    if len({t.channel for t in tracks}) != len(tracks):
+        raise PackageError(f"{path}: field 'representation.tracks': expected one channel per track, got {items!r}")
+    return tuple(tracks)
+
+
 class MultiTrackGenerator(FrameGenerator):
     """LSTM over flattened multi-track frames, one line per track on its own channel."""
 
@@ -97,7 +118,7 @@ class MultiTrackGenerator(FrameGenerator):
         self._init_representation(package, INTEGER_FIELDS)
         if self.pitch_min + self.keys > 128:
             raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
-        self.tracks = self._tracks(path)
+        self.tracks = read_tracks(package)
         self.channels = {t: track.channel for t, track in enumerate(self.tracks)}
         width = len(self.tracks) * (self.keys + 1)
         for tensor, expected in (("frame", width), ("logits", self.keys + 1)):
@@ -111,24 +132,6 @@ class MultiTrackGenerator(FrameGenerator):
         self._centers = [t.center for t in self.tracks]
         self._mask_key: SamplingParams | None = None
         self._mask = np.ones(self.keys + 1, dtype=bool)
-
-    def _tracks(self, path: object) -> tuple[Track, ...]:
-        items = self.package.manifest.representation.get("tracks")
-        expected = "a list of {name, channel (0-15), program (0-127), center (a MIDI pitch)} tables, one per track"
-        if not isinstance(items, list) or not items:
-            raise PackageError(f"{path}: field 'representation.tracks': expected {expected}, got {items!r}")
-        tracks = []
-        for i, item in enumerate(items):
-            ok = isinstance(item, dict) and isinstance(item.get("name"), str)
-            channel, program, center = (item.get(k) for k in ("channel", "program", "center")) if ok else (0, 0, 0)
-            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in (channel, program))
-            ok = ok and isinstance(center, int | float) and not isinstance(center, bool)
-            if not ok or not 0 <= cast(int, channel) <= 15 or not 0 <= cast(int, program) <= 127:
-                raise PackageError(f"{path}: field 'representation.tracks[{i}]': expected {expected}, got {item!r}")
-            tracks.append(Track(item["name"], cast(int, channel), cast(int, program), float(cast(float, center))))
-        if len({t.channel for t in tracks}) != len(tracks):
-            raise PackageError(f"{path}: field 'representation.tracks': expected one channel per track, got {items!r}")
-        return tuple(tracks)
 
     @property
     def programs(self) -> dict[int, int]:

@@ -1,0 +1,442 @@
+"""``multitrack-cnn``: the data conversion, the adapter's manifest checks and block playing, and a tiny
+model trained, exported and played end to end.
+
+Context: setup (tests of the training-only ``export`` package; needs the ``train`` extra). The adapter
+tests use a hand-written graph, ``logits = 20 * roll``: a model that predicts the next block to be the
+block before, so what the host plays can be computed by hand. The end-to-end tests train one epoch of a
+tiny CNN on four-voice pieces the tests write, export it with the parity check, and play it in
+call-and-response, accompaniment and autonomous play.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import tomli_w
+from onnx import TensorProto, helper, numpy_helper
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
+
+from export.errors import ExportError  # noqa: E402
+from export.multitrackcnn import (  # noqa: E402
+    MultiTrackCnn,
+    MultiTrackCnnConfig,
+    MultiTrackCnnOptions,
+    export_multitrack_cnn,
+    make_blocks,
+    piece_roll,
+    train_multitrack_cnn,
+    transpose_classes,
+)
+from livegen.engine.accompany import AccompanyPlanner, AccompanySettings  # noqa: E402
+from livegen.engine.autonomous import AutonomousPlanner  # noqa: E402
+from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings  # noqa: E402
+from livegen.engine.jam import load_generator, seed_events  # noqa: E402
+from livegen.engine.live import LiveParams  # noqa: E402
+from livegen.engine.planner import Commit  # noqa: E402
+from livegen.engine.render import render_call_response  # noqa: E402
+from livegen.errors import PackageError  # noqa: E402
+from livegen.io.corpus import MultiTune, Tune  # noqa: E402
+from livegen.models.frames import ANY_TRACK, RollNote  # noqa: E402
+from livegen.models.multitrackcnn import (  # noqa: E402
+    MultiTrackCnnGenerator,
+    context_roll,
+    draw_lines,
+    lines_to_notes,
+)
+from livegen.models.package import load_package, sha256_of  # noqa: E402
+from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.models.step import StepEvent  # noqa: E402
+from livegen.music.events import Note  # noqa: E402
+from livegen.music.midifile import read_midi, write_midi  # noqa: E402
+from livegen.music.time import PPQN, TempoMap  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
+CENTERS = (70.8, 65.2, 59.5, 51.1)
+TRACKS = [
+    {"name": name, "channel": k, "program": 68 + k, "center": center}
+    for k, (name, center) in enumerate(zip(("soprano", "alto", "tenor", "bass"), CENTERS, strict=True))
+]
+
+
+# ---- data conversion ---------------------------------------------------------------------------
+
+
+def _tune(pitch: list[int], onset: list[float], duration: list[float]) -> Tune:
+    return Tune("t", np.array(pitch, dtype=np.int16), np.array(onset, np.float32), np.array(duration, np.float32))
+
+
+def test_a_piece_becomes_one_one_hot_line_per_track_with_a_rest_class() -> None:
+    # two tracks; beats are 4 frames; the piece starts at its first onset (beat 1)
+    piece = MultiTune("p", (_tune([60, 62], [1.0, 2.0], [1.0, 0.5]), _tune([48], [1.5], [1.0])))
+    config = MultiTrackCnnConfig(tracks=2, pitch_min=48, keys=15, window=2)
+    roll = piece_roll(piece, config)
+    assert roll.shape == (2, 6, 16)  # tracks, frames (to the last note's end, beat 3 = frame 6), rest + 15 keys
+    assert (roll.sum(-1) == 1).all()  # one class per track and frame
+    assert roll[0].argmax(-1).tolist() == [13, 13, 13, 13, 15, 15]  # 60 = 1 + 12, then 62 for half a beat
+    assert roll[1].argmax(-1).tolist() == [0, 0, 1, 1, 1, 1]  # rest, then 48 from beat 1.5 for a beat
+
+
+def test_blocks_pair_a_context_with_the_block_after_it() -> None:
+    piece = MultiTune("p", (_tune([60, 62, 64], [0.0, 0.5, 1.0], [0.5, 0.5, 0.5]),))
+    config = MultiTrackCnnConfig(tracks=1, pitch_min=60, keys=5, window=2, stride=1)
+    blocks = make_blocks([piece], config)
+    # classes per frame: 60 60 62 62 64 64 -> 1 1 3 3 5 5; windows of 2 + 2 frames start at 0, 1, 2
+    assert len(blocks) == 3
+    assert blocks.inputs.argmax(-1)[:, 0].tolist() == [[1, 1], [1, 3], [3, 3]]
+    assert blocks.targets[:, 0].tolist() == [[3, 3], [3, 5], [5, 5]]
+    assert len(make_blocks([piece], MultiTrackCnnConfig(tracks=1, pitch_min=60, keys=5, window=2, stride=2))) == 2
+
+
+def test_transposing_moves_pitches_and_rests_those_moved_out_of_range() -> None:
+    classes = torch.tensor([0, 1, 5, 47])  # rest, the lowest key, key 4, the highest of 47
+    assert transpose_classes(classes, 2, 47).tolist() == [0, 3, 7, 0]
+    assert transpose_classes(classes, -1, 47).tolist() == [0, 0, 4, 46]
+    assert transpose_classes(classes, 0, 47).tolist() == [0, 1, 5, 47]
+
+
+def test_the_context_gives_performed_notes_the_nearest_free_track() -> None:
+    previous = [
+        RollNote(-4, 4, 72, ANY_TRACK),  # nearest the soprano
+        RollNote(-4, 4, 50, ANY_TRACK),  # nearest the bass
+        RollNote(-2, 2, 60, 2),  # the model's tenor
+    ]
+    roll = context_roll(previous, CENTERS, 4, 48, 30)
+    assert roll.shape == (4, 4, 31)
+    classes = roll.argmax(-1)
+    assert classes.tolist() == [[25, 25, 25, 25], [0, 0, 0, 0], [0, 0, 13, 13], [3, 3, 3, 3]]
+
+
+def test_lines_hold_a_likely_class_and_draw_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    params = SamplingParams(temperature=1.0, top_p=1.0)
+    logits = np.zeros((2, 3, 4))
+    logits[0, :, 2] = 1.0  # track 0: class 2 a little likelier everywhere (p = 0.475)
+    logits[1, :, 3] = 8.0  # track 1: class 3 almost sure
+    mask = np.ones(4, dtype=bool)
+    # track 0 starts on class 1 (p = 0.175 < 0.3): it draws; track 1 holds nothing it had (class 0)
+    lines = draw_lines(logits, [1, 0], params, rng, mask, hold_threshold=0.3)
+    assert lines[1].tolist() == [3, 3, 3]
+    # once class 2 is drawn for track 0 (p 0.475 >= 0.3) it holds for the rest of the block
+    first = int(np.flatnonzero(lines[0] == 2)[0]) if (lines[0] == 2).any() else 3
+    assert (lines[0][first:] == 2).all()
+    # holding a likely class: starting from class 2 nothing is drawn at all
+    assert draw_lines(logits, [2, 3], params, rng, mask, hold_threshold=0.3).tolist() == [[2, 2, 2], [3, 3, 3]]
+    # the mask rules out a class even when it is held or likeliest
+    masked = np.array([True, True, False, False])
+    assert set(draw_lines(logits, [2, 3], params, rng, masked, hold_threshold=0.3).ravel()) <= {0, 1}
+
+
+def test_draws_follow_the_tempered_distribution() -> None:
+    logits = np.log(np.array([[[0.1, 0.2, 0.7]]]))
+    mask = np.ones(3, dtype=bool)
+    rng = np.random.default_rng(1)
+    draws = [
+        int(draw_lines(logits, [-1], SamplingParams(top_p=1.0), rng, mask, hold_threshold=1.0)[0, 0])
+        for _ in range(4000)
+    ]
+    assert np.bincount(draws, minlength=3) / 4000 == pytest.approx([0.1, 0.2, 0.7], abs=0.03)
+    cold = SamplingParams(temperature=0.2, top_p=1.0)
+    draws = [int(draw_lines(logits, [-1], cold, rng, mask, hold_threshold=1.0)[0, 0]) for _ in range(500)]
+    assert np.mean(np.array(draws) == 2) > 0.98
+
+
+def test_lines_become_notes_per_track() -> None:
+    classes = np.array([[1, 1, 0, 3], [0, 2, 2, 2]])
+    notes = lines_to_notes(classes, 60, 5)
+    assert notes == [RollNote(0, 2, 60, 0), RollNote(1, 3, 61, 1), RollNote(3, 1, 62, 0)]
+
+
+@pytest.mark.parametrize("window", [16, 20])
+def test_the_cnn_is_four_convolutions_and_the_transposed_path_back_without_dense_layers(window: int) -> None:
+    config = MultiTrackCnnConfig(window=window, hidden=8)
+    model = MultiTrackCnn(config)
+    kinds = [type(m).__name__ for m in model.modules() if not isinstance(m, MultiTrackCnn | torch.nn.ModuleList)]
+    assert kinds == ["Conv2d"] * 4 + ["ConvTranspose2d"] * 4
+    roll = torch.zeros(3, 4, window, 48)
+    assert model(roll).shape == (3, 4, window, 48)
+    # all tracks are read together: a note in one track changes the prediction for every track
+    changed = roll.clone()
+    changed[0, 3, -1, 5] = 1.0
+    diff = (model(changed) - model(roll))[0].abs().amax(dim=(1, 2))
+    assert (diff > 0).all()
+
+
+def test_bad_sizes_are_refused_with_the_option_named() -> None:
+    with pytest.raises(ExportError, match="--window 1"):
+        MultiTrackCnnConfig(window=1)
+    with pytest.raises(ExportError, match="--hidden 2"):
+        MultiTrackCnnConfig(hidden=2)
+
+
+# ---- the adapter, on a model that repeats the block before --------------------------------------
+
+
+def _copy_graph(tracks: int, frames: int, width: int) -> onnx.ModelProto:
+    f = TensorProto.FLOAT
+    shape = ["batch", tracks, frames, width]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["roll", "scale"], ["logits"])],
+        "copy_block",
+        [helper.make_tensor_value_info("roll", f, shape)],
+        [helper.make_tensor_value_info("logits", f, shape)],
+        [numpy_helper.from_array(np.array(20.0, dtype=np.float32), "scale")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _write_copy_package(folder: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    folder.mkdir(parents=True)
+    keys, frames = 47, 16
+    onnx.save(_copy_graph(4, frames, keys + 1), folder / "model.onnx")
+    shape = ["batch", 4, frames, keys + 1]
+    manifest: dict[str, Any] = {
+        "schema": 1,
+        "name": "copy-cnn",
+        "family": "multitrack-cnn",
+        "kind": "block",
+        "version": "1.0.0",
+        "description": "repeats the block before",
+        "representation": {
+            "grid": 120,
+            "pitch_min": 36,
+            "keys": keys,
+            "context_frames": frames,
+            "block_frames": frames,
+            "hold_threshold": 0.3,
+            "max_hold": 16,
+            "tracks": [dict(t) for t in TRACKS],
+        },
+        "graphs": {
+            "block": {
+                "file": "model.onnx",
+                "inputs": [{"name": "roll", "shape": shape, "dtype": "float32"}],
+                "outputs": [{"name": "logits", "shape": shape, "dtype": "float32"}],
+            }
+        },
+        "parameters": {"temperature": {"default": 1.0, "min": 0.05, "max": 4.0}},
+        "files": {"model.onnx": sha256_of(folder / "model.onnx")},
+    }
+    if edit is not None:
+        edit(manifest)
+    (folder / "livegen.toml").write_text(tomli_w.dumps(manifest))
+    return folder
+
+
+def _answer(generator: MultiTrackCnnGenerator, count: int) -> list[StepEvent]:
+    params, rng, out = SamplingParams(), np.random.default_rng(0), []
+    for _ in range(count):
+        event = generator.sample(params, rng)
+        out.append(event)
+        generator.feed(event)
+    return out
+
+
+def test_the_next_bar_repeats_a_copying_models_context_on_the_tracks_the_performer_was_given(tmp_path: Path) -> None:
+    generator = MultiTrackCnnGenerator(load_package(_write_copy_package(tmp_path / "copy")))
+    assert generator.conditioned and generator.block_frames == 16 and generator.context_frames == 16
+    assert generator.programs == {0: 68, 1: 69, 2: 70, 3: 71}
+    for i, pitch in enumerate((72, 74, 76, 77)):  # a bar of quarters, high: the soprano's
+        generator.feed(StepEvent(pitch, 0 if i == 0 else PPQN, PPQN, bar_phase=i * PPQN))
+    answer = _answer(generator, 6)
+    # the rest of the performer's bar is its block, made from the silence before it; then the bar repeats
+    assert [(e.pitch, e.step, e.duration, e.channel) for e in answer] == [
+        (72, PPQN, PPQN, 0),
+        (74, PPQN, PPQN, 0),
+        (76, PPQN, PPQN, 0),
+        (77, PPQN, PPQN, 0),
+        (72, PPQN, PPQN, 0),
+        (74, PPQN, PPQN, 0),
+    ]
+
+
+def test_a_performed_chord_is_spread_over_the_tracks_and_held_a_bar(tmp_path: Path) -> None:
+    generator = MultiTrackCnnGenerator(load_package(_write_copy_package(tmp_path / "copy")))
+    for i, pitch in enumerate((72, 64, 57, 48)):
+        generator.feed(StepEvent(pitch, 0, 16 * 120, bar_phase=0 if i == 0 else None))
+    answer = _answer(generator, 4)
+    assert sorted((e.pitch, e.channel, e.duration) for e in answer) == [
+        (48, 3, 1920),
+        (57, 2, 1920),
+        (64, 1, 1920),
+        (72, 0, 1920),
+    ]
+    assert answer[0].step == 16 * 120 and all(e.step == 0 for e in answer[1:])
+
+
+def test_the_live_range_and_scale_limit_what_is_drawn(tmp_path: Path) -> None:
+    generator = MultiTrackCnnGenerator(load_package(_write_copy_package(tmp_path / "copy")))
+    generator.feed(StepEvent(72, 0, 16 * 120, bar_phase=0))
+    generator.feed(StepEvent(66, 0, 16 * 120))  # F#: outside C major
+    params = SamplingParams(pitch_min=40, pitch_max=70, scale="major")
+    rng = np.random.default_rng(0)
+    answer = []
+    for _ in range(12):
+        answer.append(generator.sample(params, rng))
+        generator.feed(answer[-1])
+    assert all(40 <= e.pitch <= 70 and e.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) for e in answer)
+    assert {e.channel for e in answer} >= {0, 1}  # the soprano's 72 and the alto's 66 were copied elsewhere
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        table = manifest
+        for key in parents:
+            table = table[key]
+        if value is None:
+            del table[last]
+        else:
+            table[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("representation.keys", 48, r"field 'representation': 4 tracks, context_frames = 16 and 48 keys need graph "
+         r"tensor 'roll' of shape \[batch, 4, 16, 49\]"),
+        ("representation.block_frames", 20, r"block_frames = 20 .* tensor 'logits' of shape \[batch, 4, 20, 48\]"),
+        ("representation.context_frames", 0, r"'representation.context_frames': expected an integer of at least 1"),
+        ("representation.pitch_min", 100, r"field 'representation.keys': pitch_min \+ keys must be at most 128"),
+        ("representation.hold_threshold", 1.5, r"field 'representation.hold_threshold': expected a number above 0"),
+        ("representation.tracks", [], r"field 'representation.tracks': expected a list of \{name, channel"),
+        ("representation.tracks", [*TRACKS[:3], {**TRACKS[3], "channel": 0}], "expected one channel per track"),
+        ("representation.tracks", [*TRACKS[:3], {**TRACKS[3], "program": 128}], r"'representation.tracks\[3\]'"),
+        ("representation.grid", None, r"field 'representation.grid': expected an integer"),
+    ],
+)  # fmt: skip
+def test_manifest_mistakes_name_the_field_and_what_is_accepted(
+    tmp_path: Path, path: str, value: object, message: str
+) -> None:
+    package = load_package(_write_copy_package(tmp_path / "bad", _set(path, value)), check_family=False)
+    with pytest.raises(PackageError, match=message) as err:
+        MultiTrackCnnGenerator(package)
+    assert "livegen.toml" in str(err.value)
+
+
+# ---- end to end: tiny training, export, live playback -------------------------------------------
+
+
+def _piece(rng: np.random.Generator, beats: int) -> list[Note]:
+    """Four voices (channels 0-3, high to low) moving by step in quarters and halves."""
+    notes = []
+    for voice, start in enumerate((15, 11, 7, 2)):
+        index, tick = start, 0
+        while tick < beats * PPQN:
+            index = int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(C_MAJOR) - 1))
+            length = int(rng.choice([1, 1, 2])) * PPQN
+            notes.append(Note(C_MAJOR[index], 80, tick, length - PPQN // 8, channel=voice))
+            tick += length
+    return notes
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("voices")
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        write_midi(folder / f"piece{i}.mid", {"voices": _piece(rng, 48)})
+    out = tmp_path_factory.mktemp("cnn")
+    config = MultiTrackCnnConfig(hidden=4, batch_size=16, stride=4)
+    options = MultiTrackCnnOptions(data=str(folder), out=out / "run", epochs=1, patience=1, config=config)
+    checkpoint = train_multitrack_cnn(options)
+    return export_multitrack_cnn(checkpoint, out / "tiny-cnn")
+
+
+def test_the_package_is_a_block_model_with_a_channel_and_program_per_track(package: Path) -> None:
+    manifest = tomllib.loads((package / "livegen.toml").read_text())
+    assert manifest["kind"] == "block" and manifest["family"] == "multitrack-cnn"
+    representation = manifest["representation"]
+    assert representation["context_frames"] == representation["block_frames"] == 16
+    tracks = representation["tracks"]
+    assert [t["channel"] for t in tracks] == [0, 1, 2, 3]
+    assert [t["center"] for t in tracks] == sorted((t["center"] for t in tracks), reverse=True)
+    assert 0 <= manifest["metrics"]["parity_max_abs_diff"] <= 1e-4
+    assert manifest["metrics"]["val_density_notes_per_beat"] > 0
+    assert set(manifest["graphs"]) == {"block"}
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, MultiTrackCnnGenerator)
+    assert generator.programs == {t["channel"]: t["program"] for t in tracks}
+    assert len(read_midi(package / "seed.mid").notes) >= 4
+
+
+def test_answers_the_seed_phrase_in_call_and_response_the_same_for_the_same_seed(package: Path) -> None:
+    seed = read_midi(package / "seed.mid").notes
+    settings = CallResponseSettings()
+
+    def render(rng_seed: int) -> list[Note]:
+        _, generator = load_generator(str(package))
+        performance = render_call_response(
+            generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=rng_seed,
+            settings=settings,
+        )  # fmt: skip
+        return list(performance.model)
+
+    model = render(0)
+    start = max(n.end for n in seed)
+    assert model and all(n.start >= start for n in model)
+    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in model)  # on the 16th grid
+    assert max(n.duration for n in model) <= 16 * 120  # held at most a bar
+    assert {n.channel for n in model} <= {0, 1, 2, 3}
+    assert render(0) == model
+    assert render(1) != model
+
+
+def _note_ons(actions: list) -> list[tuple[int, int, int]]:
+    return [(e.tick, e.channel, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
+
+
+def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    planner = AccompanyPlanner(generator, LiveParams(), np.random.default_rng(0), AccompanySettings(listen_beats=2))
+    planner.on_input(0, (0x90, 64, 100))
+    planner.on_input(240, (0x80, 64, 0))
+    actions = []
+    for tick in range(0, 4 * PPQN, 10):  # a manual clock in 10-tick steps
+        actions += planner.advance(tick)
+    first = _note_ons(actions)
+    assert first and min(t for t, _, _ in first) >= 2 * PPQN
+    planner.on_input(4 * PPQN, (0x90, 67, 100))  # the performer plays again: the plan is re-made from its note
+    planner.on_input(4 * PPQN + 200, (0x80, 67, 0))
+    later = []
+    for tick in range(4 * PPQN, 12 * PPQN, 10):
+        later += planner.advance(tick)
+    assert _note_ons(later)
+    assert all(t >= 4 * PPQN for t, _, _ in _note_ons(later))
+    assert {c for _, c, _ in _note_ons(actions + later)} <= {0, 1, 2, 3}
+
+
+def test_plays_on_its_own_from_the_seed(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    seed = seed_events(read_midi(package / "seed.mid").notes)
+    live = LiveParams()
+    rng = np.random.default_rng(0)
+    planner = AutonomousPlanner(
+        generator, live, rng, seed, make_inner=lambda: CallResponsePlanner(generator, live, rng, CallResponseSettings())
+    )
+    actions = []
+    for tick in range(0, 16 * PPQN, 10):
+        actions += planner.advance(tick)
+    onsets = _note_ons(actions)
+    assert len(onsets) >= 4 and max(t for t, _, _ in onsets) >= 8 * PPQN
+
+
+def test_a_tampered_package_is_refused(package: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(package, tmp_path / "copy")
+    text = (copy / "livegen.toml").read_text().replace("context_frames = 16", "context_frames = 8")
+    (copy / "livegen.toml").write_text(text)
+    with pytest.raises(PackageError, match="context_frames = 8"):
+        load_generator(str(copy))
