@@ -1,0 +1,952 @@
+"""The ``crnngan`` family (seed 003, C-RNN-GAN): a recurrent GAN over note events, played as ``block`` phrases.
+
+Context: setup (training and export; imports torch, never imported by the host).
+
+Seed 003's C-RNN-GAN (Mogren's continuous RNN-GAN) models a sequence of note events,
+each a vector of four continuous values: the note's duration, its tone (as a sound
+frequency), its intensity (velocity) and the time since the previous note's onset.
+
+- **Generator**: a unidirectional LSTM of ``layers`` layers; the input of each step is
+  a random vector concatenated with the generator's own output at the previous step
+  (zeros before the first); a dense layer shared over time maps each step's LSTM
+  output to the four values (standardised: each value minus the training mean,
+  divided by the training standard deviation).
+- **Discriminator**: a bidirectional LSTM of ``layers`` layers over the sequence, a
+  dense layer with weights shared over time giving one sigmoid per step, averaged into
+  the decision for the whole sequence.
+- **Training** (the seed's, but for the optimiser): L2 regularisation of the weights
+  of both networks, gradients clipped to norm 5 as in Mogren's code; Adam by default,
+  the seed's minibatch SGD at learning rate 0.1 with ``optimizer = "sgd"`` (too slow for
+  this budget: the card says what it measured); first ``pretrain_epochs`` epochs of pretraining the generator on
+  next-event prediction with a squared-error loss (the input is the noise and the real
+  previous event; the sequence length grows from short to ``window`` over those
+  epochs, the seed's schedule), then adversarial training: the discriminator's binary
+  cross-entropy, **feature matching** for the generator (the squared distance between
+  the mean of the discriminator's last LSTM layer over real and over generated
+  sequences replaces the generator's adversarial loss), and **freezing**: the
+  discriminator is not updated on a batch whose discriminator loss is below 70% of the
+  generator's adversarial loss (``-log D(G(z))``, on the same scale as the
+  discriminator's), as in the seed.
+
+The host (``livegen/models/crnngan.py``) draws ``params.candidates`` phrases of
+``window`` notes in one call of the exported generator and lays each from the start
+of a block of ``block_frames`` 16ths by its times since the last note; see the
+adapter for the graph contract.
+
+What differs from the seed, and why (the model card says it too): the sizes (the seed:
+2 layers of 350 units and sequences of up to hundreds of events; here ``hidden`` units
+and ``window`` notes, so that training fits about 15 minutes on one CPU thread); an
+adversarial "epoch" is ``batches_per_epoch`` batches, not a pass over the data, and the
+generator kept is the one whose validation distance (:func:`feature_distance`) was
+lowest; music21's folk tunes, which have no dynamics, give every note the same
+intensity.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.common import FitResult, tune_fingerprint
+from export.errors import ExportError
+from export.framecommon import (
+    FRAMES_PER_BEAT,
+    check_parity,
+    export_graph,
+    read_checkpoint,
+    sample_tunes,
+    save_checkpoint,
+    session,
+    tensor,
+    training_record,
+    tune_sample,
+    write_package,
+    write_seed,
+)
+from livegen.io.corpus import Tune, load_corpus, split_by_tune
+from livegen.models.crnngan import FEATURES, frequency_of_pitch, phrase_notes
+from livegen.models.frames import VELOCITY
+from livegen.music.midifile import read_midi
+from livegen.music.time import SIXTEENTH
+
+log = logging.getLogger(__name__)
+
+FAMILY = "crnngan"
+#: Feature columns of an event (the seed's order: duration, tone, intensity, time since the last tone).
+DURATION, FREQUENCY, INTENSITY, STEP = range(4)
+#: Validation windows the adversarial epochs are scored on.
+VALIDATION_WINDOWS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class CrnnGanConfig:
+    """Sizes and training settings. ``window`` is N, the notes of a phrase (the graph's fixed length)."""
+
+    hidden: int = 64
+    layers: int = 2
+    window: int = 20
+    noise: int = 16
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    pretrain_epochs: int = 6
+    batches_per_epoch: int = 50
+    min_epochs: int = 10
+    freeze_ratio: float = 0.7
+    stride_beats: int = 4
+    beats_max: float = 4.0
+    block_frames: int = 32
+    max_hold: int = 16
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> CrnnGanConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def check(self) -> None:
+        if self.window < 2:
+            raise ExportError(f"--window {self.window}: expected at least 2 notes per phrase")
+        if not 8 <= self.hidden <= 1024:
+            raise ExportError(f"--hidden {self.hidden}: expected 8 to 1024 units")
+        if self.batch_size < 2:
+            raise ExportError(f"--batch-size {self.batch_size}: expected at least 2")
+        if self.layers < 1 or self.noise < 1 or self.pretrain_epochs < 0 or self.batches_per_epoch < 1:
+            raise ExportError("crnngan config: layers, noise and batches_per_epoch must be at least 1")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ExportError(f"crnngan config: optimizer {self.optimizer!r}; accepted: sgd, adam")
+        if self.block_frames < 1 or self.max_hold < 1 or self.stride_beats < 1 or not self.beats_max > 0:
+            raise ExportError("crnngan config: block_frames, max_hold, stride_beats and beats_max must be above 0")
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def tune_velocities(tune: Tune) -> np.ndarray:
+    """The velocity of each note of ``tune``: read again from its MIDI file when it came from one, else
+    :data:`~livegen.models.frames.VELOCITY` (music21's folk tunes and chorales have no dynamics)."""
+    path = Path(tune.name)
+    if path.suffix.lower() in (".mid", ".midi") and path.is_file():
+        notes = sorted(read_midi(path).notes, key=lambda n: (n.start, -n.pitch))
+        if len(notes) == len(tune):
+            return np.asarray([n.velocity for n in notes], dtype=np.float64)
+    return np.full(len(tune), float(VELOCITY))
+
+
+def tune_windows(
+    tune: Tune, notes: int, *, stride_beats: int = 1, beats_max: float = 4.0, velocities: np.ndarray | None = None
+) -> np.ndarray:
+    """Phrases of ``notes`` events float64 [n, notes, 4] (duration, frequency in Hz, velocity, step), in beats.
+
+    A phrase starts on every ``stride_beats``-th whole beat T of the tune where a note
+    starts less than a beat later (not inside a long note or rest) and ``notes`` notes
+    remain: its first event is the first note starting at or after T, and that event's
+    step is its onset minus T (how the host lays a phrase from a block's start); every
+    later step is the time since the previous onset. Steps and durations are clipped to
+    ``beats_max``.
+    """
+    n = len(tune)
+    if n < notes:
+        return np.zeros((0, notes, 4))
+    onset = tune.onset.astype(np.float64)
+    velocity = tune_velocities(tune) if velocities is None else velocities.astype(np.float64)
+    events = np.stack(
+        [
+            np.minimum(tune.duration.astype(np.float64), beats_max),
+            frequency_of_pitch(tune.pitch.astype(np.float64)),
+            velocity,
+            np.concatenate([[0.0], np.minimum(np.diff(onset), beats_max)]),
+        ],
+        axis=1,
+    )
+    out = []
+    last_start = -1
+    for beat in range(math.ceil(onset[0]), int(onset[n - notes]) + 1, stride_beats):
+        first = int(np.searchsorted(onset, beat - 1e-6))
+        if first + notes > n or first == last_start or onset[first] - beat >= 1.0:
+            continue
+        last_start = first
+        window = events[first : first + notes].copy()
+        window[0, STEP] = min(onset[first] - beat, beats_max)
+        out.append(window)
+    return np.stack(out) if out else np.zeros((0, notes, 4))
+
+
+def make_windows(tunes: Sequence[Tune], config: CrnnGanConfig) -> np.ndarray:
+    """Every tune's phrases (see :func:`tune_windows`), float32 [n, window, 4]."""
+    parts = [
+        tune_windows(t, config.window, stride_beats=config.stride_beats, beats_max=config.beats_max) for t in tunes
+    ]
+    parts = [p for p in parts if len(p)]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, config.window, 4), dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Standard:
+    """Per-feature mean and scale: the model sees ``(value - mean) / scale``."""
+
+    mean: np.ndarray  # [4]
+    scale: np.ndarray  # [4]
+
+    @classmethod
+    def of(cls, windows: np.ndarray) -> Standard:
+        flat = windows.reshape(-1, 4).astype(np.float64)
+        std = flat.std(0)
+        return cls(flat.mean(0), np.where(std > 1e-6, std, 1.0))
+
+    def apply(self, windows: np.ndarray) -> np.ndarray:
+        return ((windows - self.mean) / self.scale).astype(np.float32)
+
+    def invert(self, values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float64) * self.scale + self.mean
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """LSTM whose input at each step is noise concatenated with its previous output; a shared dense output."""
+
+    def __init__(self, config: CrnnGanConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lstm = nn.LSTM(config.noise + 4, config.hidden, config.layers, batch_first=True)
+        self.out = nn.Linear(config.hidden, 4)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        """Free running: noise [batch, steps, noise] -> events [batch, steps, 4] (standardised)."""
+        batch, steps = noise.shape[0], noise.shape[1]
+        previous = noise.new_zeros(batch, 4)
+        state: tuple[torch.Tensor, torch.Tensor] | None = None
+        outputs = []
+        for t in range(steps):
+            x = torch.cat([noise[:, t], previous], dim=-1).unsqueeze(1)
+            y, state = self.lstm(x, state)
+            previous = self.out(y[:, 0])
+            outputs.append(previous)
+        return torch.stack(outputs, dim=1)
+
+    def teacher_forced(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Next-event prediction: step t reads noise and the real event t - 1 (zeros at t = 0)."""
+        previous = torch.cat([real.new_zeros(real.shape[0], 1, 4), real[:, :-1]], dim=1)
+        y, _ = self.lstm(torch.cat([noise, previous], dim=-1))
+        return self.out(y)
+
+
+class Discriminator(nn.Module):
+    """Bidirectional LSTM; a dense layer shared over time gives a sigmoid per step, averaged over the sequence."""
+
+    def __init__(self, config: CrnnGanConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, config.hidden, config.layers, batch_first=True, bidirectional=True)
+        self.decision = nn.Linear(2 * config.hidden, 1)
+
+    def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probability of real [batch], the last LSTM layer's outputs [batch, steps, 2 * hidden])."""
+        features, _ = self.lstm(events)
+        per_step = torch.sigmoid(self.decision(features))[..., 0]
+        return per_step.mean(dim=1), features
+
+
+class GeneratorGraph(nn.Module):
+    """What is exported: ``noise`` [batch, window, noise] -> ``notes`` [batch, window, 4], unrolled."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.generator(noise)
+
+
+def draw_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """The generator's input: uniform in [-1, 1] (the host scales it by the temperature)."""
+    return torch.rand(*shape, generator=generator) * 2.0 - 1.0
+
+
+# ---- training ----------------------------------------------------------------------------
+
+
+EPS = 1e-7
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """The seed's: mean of ``-log D(x) - log(1 - D(G(z)))``."""
+    return (-torch.log(d_real.clamp(EPS, 1.0)) - torch.log((1.0 - d_fake).clamp(EPS, 1.0))).mean()
+
+
+def generator_adversarial_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """``-log D(G(z))``: reported, and compared with the discriminator's loss for freezing."""
+    return (-torch.log(d_fake.clamp(EPS, 1.0))).mean()
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Squared distance between the mean discriminator features of real and generated sequences."""
+    return ((real_features.mean(dim=(0, 1)) - fake_features.mean(dim=(0, 1))) ** 2).mean()
+
+
+def freeze_discriminator(d_loss: float, g_loss: float, ratio: float = 0.7) -> bool:
+    """The seed's freezing rule: no discriminator update while its loss is below ``ratio`` of the generator's."""
+    return d_loss < ratio * g_loss
+
+
+def pretrain_lengths(window: int, epochs: int) -> list[int]:
+    """Sequence length of each pretraining epoch: growing from short to ``window`` (the seed's schedule)."""
+    return [max(min(4, window), math.ceil(window * (e + 1) / epochs)) for e in range(epochs)]
+
+
+def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
+    """1-D earth mover's distance between two samples (by quantiles)."""
+    q = np.linspace(0.0, 1.0, 101)
+    return float(np.mean(np.abs(np.quantile(a, q) - np.quantile(b, q))))
+
+
+def feature_distance(real: np.ndarray, fake: np.ndarray, standard: Standard) -> float:
+    """How far generated phrases are from real ones: the mean over the four features (standardised) and
+    the melodic interval (in octaves) of the 1-D earth mover's distance between the two samples.
+
+    ``real``, ``fake``: events in musical units [n, window, 4]. Lower is better; used to keep the best
+    generator and to stop adversarial training.
+    """
+    a, b = standard.apply(real), standard.apply(fake)
+    parts = [wasserstein(a[..., k].ravel(), b[..., k].ravel()) for k in range(4)]
+
+    def intervals(x: np.ndarray) -> np.ndarray:
+        pitch = np.log2(np.maximum(x[..., FREQUENCY], 1.0))
+        return np.diff(pitch, axis=1).ravel()
+
+    parts.append(wasserstein(intervals(real), intervals(fake)))
+    return float(np.mean(parts))
+
+
+def _optimizer(module: nn.Module, config: CrnnGanConfig) -> torch.optim.Optimizer:
+    """The seed's minibatch SGD (``optimizer = "sgd"``, learning rate 0.1 in the seed) or Adam (beta1 0.5),
+    both with L2 regularisation of the weights."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.Adam(
+        module.parameters(), lr=config.learning_rate, betas=(0.5, 0.999), weight_decay=config.weight_decay
+    )
+
+
+def _step(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], clip: float
+) -> None:
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def pretrain(
+    generator: Generator, train: torch.Tensor, val: torch.Tensor, config: CrnnGanConfig, seed: int, patience: int
+) -> list[dict[str, float]]:
+    """Next-event prediction with squared error, lengths growing over the epochs; keeps the best epoch's weights."""
+    rng = torch.Generator().manual_seed(seed)
+    optimizer = _optimizer(generator, config)
+    val_noise = draw_noise((len(val), config.window, config.noise), torch.Generator().manual_seed(seed + 1))
+    history: list[dict[str, float]] = []
+    best, best_state, waited = math.inf, copy.deepcopy(generator.state_dict()), 0
+    for epoch, length in enumerate(pretrain_lengths(config.window, config.pretrain_epochs), start=1):
+        started = time.perf_counter()
+        generator.train()
+        order = torch.randperm(len(train), generator=rng)
+        running, count = 0.0, 0
+        for i in range(0, len(train), config.batch_size):
+            real = train[order[i : i + config.batch_size], :length]
+            noise = draw_noise((len(real), length, config.noise), rng)
+            loss = ((generator.teacher_forced(noise, real) - real) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
+            optimizer.step()
+            running += float(loss.detach())
+            count += 1
+        generator.eval()
+        with torch.no_grad():
+            errors = ((generator.teacher_forced(val_noise, val) - val) ** 2).mean(dim=(0, 1))
+        value = float(errors.mean())
+        row = {
+            "epoch": float(epoch),
+            "length": float(length),
+            "train_mse": running / max(count, 1),
+            "val_mse": value,
+            **{f"val_mse_{name}": float(e) for name, e in zip(FEATURES, errors, strict=True)},
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        if not math.isfinite(value):
+            raise ExportError(f"pretraining loss became {value} at epoch {epoch}; lower the learning rate")
+        # Only full-length epochs compete: a shorter curriculum epoch is not the model to keep.
+        improved = length == config.window and value < best - 1e-5
+        if improved:
+            best, best_state, waited = value, copy.deepcopy(generator.state_dict()), 0
+        elif length == config.window:
+            waited += 1
+        log.info(
+            "pretraining epoch %d (length %d): train %.4f, validation %.4f (%s)%s, %.1f s",
+            epoch,
+            length,
+            row["train_mse"],
+            value,
+            ", ".join(f"{n} {float(e):.3f}" for n, e in zip(FEATURES, errors, strict=True)),
+            " best" if improved else "",
+            row["seconds"],
+        )
+        if waited >= patience:
+            break
+    if math.isfinite(best):
+        generator.load_state_dict(best_state)
+    return history
+
+
+@dataclass(slots=True)
+class AdversarialResult:
+    fit: FitResult
+    final: dict[str, float]
+    start_distance: float  # the validation distance of the pretrained generator
+
+
+def adversarial(
+    generator: Generator,
+    discriminator: Discriminator,
+    train: torch.Tensor,
+    val_real: np.ndarray,
+    val: torch.Tensor,
+    standard: Standard,
+    config: CrnnGanConfig,
+    *,
+    epochs: int,
+    patience: int,
+    seed: int,
+) -> AdversarialResult:
+    """GAN training: discriminator BCE (frozen by the seed's rule), feature matching for the generator."""
+    rng = torch.Generator().manual_seed(seed + 2)
+    g_opt, d_opt = _optimizer(generator, config), _optimizer(discriminator, config)
+    g_params = [p for p in generator.parameters() if p.requires_grad]
+    d_params = [p for p in discriminator.parameters() if p.requires_grad]
+    val_noise = draw_noise((len(val), config.window, config.noise), torch.Generator().manual_seed(seed + 3))
+    history: list[dict[str, float]] = []
+    best, best_epoch, waited = math.inf, 0, 0
+    best_state = copy.deepcopy(generator.state_dict())
+    order = torch.randperm(len(train), generator=rng)
+    cursor = 0
+    with torch.no_grad():
+        generator.eval()
+        start_distance = feature_distance(val_real, standard.invert(generator(val_noise).numpy()), standard)
+    log.info("before adversarial training: validation distance %.4f", start_distance)
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
+        generator.train()
+        discriminator.train()
+        sums = {"d_loss": 0.0, "g_loss": 0.0, "fm_loss": 0.0, "frozen": 0.0}
+        for _ in range(config.batches_per_epoch):
+            if cursor + config.batch_size > len(train):
+                order, cursor = torch.randperm(len(train), generator=rng), 0
+            real = train[order[cursor : cursor + config.batch_size]]
+            cursor += config.batch_size
+            fake = generator(draw_noise((len(real), config.window, config.noise), rng))
+            d_real, f_real = discriminator(real)
+            d_fake, f_fake = discriminator(fake)
+            d_loss = discriminator_loss(d_real, d_fake)
+            g_loss = generator_adversarial_loss(d_fake)
+            fm = feature_matching_loss(f_real.detach(), f_fake)
+            frozen = freeze_discriminator(float(d_loss.detach()), float(g_loss.detach()), config.freeze_ratio)
+            # Both gradients from the same forward pass, before either network changes.
+            d_grads = None if frozen else torch.autograd.grad(d_loss, d_params, retain_graph=True)
+            g_grads = torch.autograd.grad(fm, g_params)
+            if d_grads is not None:
+                _step(d_opt, d_params, d_grads, config.grad_clip)
+            _step(g_opt, g_params, g_grads, config.grad_clip)
+            sums["d_loss"] += float(d_loss.detach())
+            sums["g_loss"] += float(g_loss.detach())
+            sums["fm_loss"] += float(fm.detach())
+            sums["frozen"] += float(frozen)
+        figures = {k: v / config.batches_per_epoch for k, v in sums.items()}
+        generator.eval()
+        discriminator.eval()
+        with torch.no_grad():
+            fake = generator(val_noise)
+            scores = validation_scores(discriminator, val, fake)
+            distance = feature_distance(val_real, standard.invert(fake.numpy()), standard)
+        seconds = time.perf_counter() - epoch_started
+        history.append({"epoch": float(epoch), **figures, **scores, "val_distance": distance, "seconds": seconds})
+        if not math.isfinite(distance) or not math.isfinite(figures["d_loss"]):
+            raise ExportError(f"adversarial training diverged at epoch {epoch}; lower the learning rate")
+        improved = distance < best - 1e-5
+        if improved:
+            best, best_epoch, waited = distance, epoch, 0
+            best_state = copy.deepcopy(generator.state_dict())
+        else:
+            waited += 1
+        log.info(
+            "epoch %d: D %.3f, G %.3f, FM %.4f, D frozen %.0f%%; validation: D accuracy real %.2f fake %.2f, "
+            "distance %.4f%s, %.1f s",
+            epoch,
+            figures["d_loss"],
+            figures["g_loss"],
+            figures["fm_loss"],
+            100 * figures["frozen"],
+            scores["d_accuracy_real"],
+            scores["d_accuracy_fake"],
+            distance,
+            " best" if improved else "",
+            seconds,
+        )
+        if epoch >= config.min_epochs and waited >= patience:
+            log.info("validation distance has not improved for %d epochs; stopping", patience)
+            break
+    seconds = time.perf_counter() - started
+    final = history[-1] if history else {}
+    generator.load_state_dict(best_state)
+    return AdversarialResult(FitResult(best_state, history, best_epoch, best, seconds), dict(final), start_distance)
+
+
+def validation_scores(discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """The discriminator's losses and accuracies (D > 0.5 means real) on validation and generated phrases."""
+    d_real, f_real = discriminator(real)
+    d_fake, f_fake = discriminator(fake)
+    return {
+        "val_d_loss": float(discriminator_loss(d_real, d_fake)),
+        "val_g_loss": float(generator_adversarial_loss(d_fake)),
+        "val_fm_loss": float(feature_matching_loss(f_real, f_fake)),
+        "d_accuracy_real": float((d_real > 0.5).float().mean()),
+        "d_accuracy_fake": float((d_fake <= 0.5).float().mean()),
+    }
+
+
+def is_monophonic(windows: np.ndarray) -> bool:
+    """No note of the phrases starts with the one before (every step after the first is above 0)."""
+    return bool(windows.shape[1] < 2 or (windows[:, 1:, STEP] > 0).all())
+
+
+def tunes_monophonic(tunes: Sequence[Tune]) -> bool:
+    """No two notes of a tune start together."""
+    return all(len(t) < 2 or bool((np.diff(t.onset) > 0).all()) for t in tunes)
+
+
+def phrase_statistics(events: np.ndarray, config: CrnnGanConfig, *, monophonic: bool = False) -> dict[str, float]:
+    """What phrases laid into blocks hold, laid the way the host lays them: notes per beat, mean pitch and
+    distinct pitch classes per block."""
+    notes_per_block: list[int] = []
+    pitches: list[int] = []
+    classes: list[int] = []
+    for phrase in events:
+        notes = phrase_notes(phrase, config.block_frames, config.max_hold, monophonic=monophonic)
+        notes_per_block.append(len(notes))
+        pitches.extend(n.pitch for n in notes)
+        classes.append(len({n.pitch % 12 for n in notes}))
+    beats = config.block_frames / FRAMES_PER_BEAT
+    return {
+        "notes_per_beat": float(np.mean(notes_per_block)) / beats,
+        "mean_pitch": float(np.mean(pitches)) if pitches else float("nan"),
+        "pitch_classes_per_block": float(np.mean(classes)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CrnnGanOptions:
+    data: str
+    out: Path
+    epochs: int = 100
+    patience: int = 5
+    limit: int | None = None
+    seed: int = 0
+    config: CrnnGanConfig = field(default_factory=CrnnGanConfig)
+    threads: int | None = None
+
+
+def train_crnngan(options: CrnnGanOptions) -> Path:
+    """Pretrain the generator, train the GAN, measure; write ``checkpoint.pt``."""
+    c = options.config
+    c.check()
+    if options.epochs < 1 or options.patience < 1:
+        raise ExportError(f"--epochs {options.epochs} --patience {options.patience}: expected at least 1 each")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    started = time.perf_counter()
+    tunes = load_corpus(options.data, limit=options.limit)
+    split = split_by_tune(tunes)
+    raw_train, raw_val, raw_held = (make_windows(part, c) for part in (split.train, split.validation, split.held_out))
+    if not len(raw_train) or not len(raw_val) or not len(raw_held):
+        raise ExportError(f"{options.data}: the tunes are too short for phrases of {c.window} notes (--window)")
+    standard = Standard.of(raw_train)
+    val_pick = np.random.default_rng(options.seed).permutation(len(raw_val))[:VALIDATION_WINDOWS]
+    raw_val = raw_val[np.sort(val_pick)]
+    train, val, held = (torch.from_numpy(standard.apply(w)) for w in (raw_train, raw_val, raw_held))
+    log.info(
+        "data %s: %d tunes (train %d, validation %d, held-out %d); %d training phrases of %d notes",
+        options.data,
+        len(tunes),
+        len(split.train),
+        len(split.validation),
+        len(split.held_out),
+        len(train),
+        c.window,
+    )
+    torch.manual_seed(options.seed)
+    generator = Generator(c)
+    discriminator = Discriminator(c)
+    pre_history = pretrain(generator, train, val, c, options.seed, options.patience) if c.pretrain_epochs else []
+    result = adversarial(
+        generator,
+        discriminator,
+        train,
+        raw_val.astype(np.float64),
+        val,
+        standard,
+        c,
+        epochs=options.epochs,
+        patience=options.patience,
+        seed=options.seed,
+    )
+    generator.eval()
+    discriminator.eval()
+    with torch.no_grad():
+        noise = draw_noise((len(held), c.window, c.noise), torch.Generator().manual_seed(options.seed + 4))
+        fake = generator(noise)
+        held_scores = validation_scores(discriminator, held, fake)
+        fake_raw = standard.invert(fake.numpy())
+        held_distance = feature_distance(raw_held.astype(np.float64), fake_raw, standard)
+        tf_noise = draw_noise((len(held), c.window, c.noise), torch.Generator().manual_seed(options.seed + 5))
+        held_mse = float(((generator.teacher_forced(tf_noise, held) - held) ** 2).mean())
+    monophonic = is_monophonic(raw_train)
+    real_stats = phrase_statistics(raw_held.astype(np.float64), c, monophonic=monophonic)
+    fake_stats = phrase_statistics(fake_raw, c, monophonic=monophonic)
+    final = result.final
+    metrics: dict[str, float] = {
+        "pretrain_val_mse": pre_history[-1]["val_mse"] if pre_history else float("nan"),
+        "pretrain_best_val_mse": min((h["val_mse"] for h in pre_history if h["length"] == c.window), default=math.nan),
+        "held_out_next_event_mse": held_mse,
+        "final_d_loss": final["d_loss"],
+        "final_g_loss": final["g_loss"],
+        "final_fm_loss": final["fm_loss"],
+        "final_d_frozen_share": final["frozen"],
+        "pretrained_val_distance": result.start_distance,
+        "best_val_distance": result.fit.best_loss,
+        "held_out_d_loss": held_scores["val_d_loss"],
+        "held_out_g_loss": held_scores["val_g_loss"],
+        "held_out_d_accuracy_real": held_scores["d_accuracy_real"],
+        "held_out_d_accuracy_fake": held_scores["d_accuracy_fake"],
+        "held_out_distance": held_distance,
+        "generated_notes_per_beat": fake_stats["notes_per_beat"],
+        "held_out_notes_per_beat": real_stats["notes_per_beat"],
+        "generated_mean_pitch": fake_stats["mean_pitch"],
+        "held_out_mean_pitch": real_stats["mean_pitch"],
+        "generated_pitch_classes_per_block": fake_stats["pitch_classes_per_block"],
+        "held_out_pitch_classes_per_block": real_stats["pitch_classes_per_block"],
+    }
+    log.info("held-out: %s", ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    pitches = np.concatenate([t.pitch for t in split.train])
+    training = training_record(result.fit, max_epochs=options.epochs, patience=options.patience, started=started)
+    training["pretrain_epochs_run"] = len(pre_history)
+    training["pretrain_seconds"] = sum(h["seconds"] for h in pre_history)
+    training["total_seconds"] = time.perf_counter() - started
+    return save_checkpoint(
+        options.out,
+        FAMILY,
+        state_dict=generator.state_dict(),
+        discriminator_state_dict=discriminator.state_dict(),
+        config=c.to_dict(),
+        standard={"mean": standard.mean.tolist(), "scale": standard.scale.tolist()},
+        provenance={
+            "data": options.data,
+            "limit": options.limit,
+            "seed": options.seed,
+            "corpus_fingerprint": tune_fingerprint(tunes),
+            "tunes_train": len(split.train),
+            "tunes_validation": len(split.validation),
+            "tunes_held_out": len(split.held_out),
+            "phrases_train": len(train),
+            "monophonic": monophonic,
+            "pitch_min": int(pitches.min()),
+            "pitch_max": int(pitches.max()),
+            "torch_version": str(torch.__version__),
+        },
+        training=training,
+        pretrain_history=pre_history,
+        history=result.fit.history,
+        metrics=metrics,
+        held_out_sample=tune_sample(split.held_out),
+    )
+
+
+# ---- export ------------------------------------------------------------------------------
+
+
+def generator_from_checkpoint(checkpoint: Mapping[str, Any], path: Path) -> Generator:
+    model = Generator(CrnnGanConfig.from_dict(checkpoint["config"]))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise ExportError(f"{path}: the weights do not fit a crnngan generator of this config ({err})") from err
+    return model.eval()
+
+
+def parity(model: Generator, path: Path, seed: int = 0) -> float:
+    """Largest |onnxruntime - PyTorch float64| of the generated phrases, for a batch of 1 and of 8."""
+    graph = session(path)
+    exact = Generator(model.config).double().eval()
+    exact.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    c = model.config
+    rng = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    with torch.no_grad():
+        for batch, scale in ((1, 1.0), (8, 1.0), (8, 2.0)):
+            noise = draw_noise((batch, c.window, c.noise), rng) * scale
+            (notes,) = graph.run(["notes"], {"noise": noise.numpy().astype(np.float32)})
+            reference = exact(noise.double()).numpy()
+            worst = max(worst, float(np.abs(notes - reference).max()))
+    return worst if np.isfinite(worst) else float("inf")
+
+
+def export_crnngan(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
+    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    model = generator_from_checkpoint(checkpoint, checkpoint_path)
+    c = model.config
+    name = name or out.name
+    provenance = checkpoint["provenance"]
+    standard = checkpoint["standard"]
+
+    def build(staging: Path) -> tuple[dict[str, Any], str]:
+        batch = torch.export.Dim("batch")
+        export_graph(
+            GeneratorGraph(model),
+            (torch.zeros(2, c.window, c.noise),),
+            staging / "generator.onnx",
+            inputs=["noise"],
+            outputs=["notes"],
+            dynamic={"noise": {0: batch}},
+        )
+        diff = parity(model, staging / "generator.onnx")
+        log.info("parity: max |onnxruntime - torch float64| = %.3g", diff)
+        check_parity(diff, str(staging))
+        pitch_min, pitch_max = int(provenance["pitch_min"]), int(provenance["pitch_max"])
+        held_out = sample_tunes(checkpoint["held_out_sample"])
+        seed_tune = write_seed(staging / "seed.mid", held_out, pitch_min, pitch_max)
+        # A checkpoint written before training recorded it: the held-out sample tells.
+        monophonic = bool(provenance.get("monophonic", tunes_monophonic(held_out)))
+        metrics = {**checkpoint["metrics"], "parity_max_abs_diff": diff}
+        training = checkpoint["training"]
+        manifest: dict[str, Any] = {
+            "schema": 1,
+            "name": name,
+            "family": FAMILY,
+            "kind": "block",
+            "version": version,
+            "description": (
+                f"C-RNN-GAN: LSTM generator ({c.layers} x {c.hidden}) of {c.window}-note phrases laid into "
+                f"{c.block_frames // 16}-bar blocks, trained on {provenance['data']}; unconditional, the host keeps "
+                "the best-fitting of several phrases."
+            ),
+            "seed_phrase": "seed.mid",
+            "representation": {
+                "grid": SIXTEENTH,
+                "block_frames": c.block_frames,
+                "notes": c.window,
+                "noise": c.noise,
+                "features": list(FEATURES),
+                "feature_mean": [float(v) for v in standard["mean"]],
+                "feature_scale": [float(v) for v in standard["scale"]],
+                "max_hold": c.max_hold,
+                "monophonic": monophonic,
+                "pitch_min": pitch_min,
+                "pitch_max": pitch_max,
+            },
+            "graphs": {
+                "generator": {
+                    "file": "generator.onnx",
+                    "inputs": [tensor("noise", ["batch", c.window, c.noise])],
+                    "outputs": [tensor("notes", ["batch", c.window, 4])],
+                }
+            },
+            "parameters": {
+                "temperature": {"default": 1.0, "min": 0.05, "max": 4.0},
+                "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
+            },
+            "training": {
+                "data": provenance["data"],
+                "corpus_fingerprint": provenance["corpus_fingerprint"],
+                "tunes_train": provenance["tunes_train"],
+                "tunes_validation": provenance["tunes_validation"],
+                "tunes_held_out": provenance["tunes_held_out"],
+                "phrases_train": provenance["phrases_train"],
+                "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
+                "hidden": c.hidden,
+                "layers": c.layers,
+                "notes": c.window,
+                "noise": c.noise,
+                "batch_size": c.batch_size,
+                "optimizer": (
+                    f"{'SGD' if c.optimizer == 'sgd' else 'Adam (beta1 0.5)'} lr {c.learning_rate:g}, "
+                    f"L2 {c.weight_decay:g}, gradient norm clipped at {c.grad_clip:g}"
+                ),
+                "loss": (
+                    "pretraining: squared error of the next event; adversarial: discriminator binary cross-entropy, "
+                    f"generator feature matching; discriminator frozen while its loss < {c.freeze_ratio:g} x the "
+                    "generator's -log D(G(z))"
+                ),
+                "pretrain_epochs": training["pretrain_epochs_run"],
+                "epochs": training["epochs_run"],
+                "batches_per_epoch": c.batches_per_epoch,
+                "best_epoch": training["best_epoch"],
+                "max_epochs": training["max_epochs"],
+                "patience": training["patience"],
+                "training_seconds": round(float(training["total_seconds"]), 1),
+                "threads": training["threads"],
+                "seed": provenance["seed"],
+                "seed_tune": seed_tune,
+                "torch": provenance["torch_version"],
+            },
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        }
+        return manifest, crnngan_card(name, checkpoint, metrics, monophonic)
+
+    return write_package(out, name, build)
+
+
+def crnngan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float], monophonic: bool) -> str:
+    c = CrnnGanConfig.from_dict(checkpoint["config"])
+    p, t = checkpoint["provenance"], checkpoint["training"]
+    bars = c.block_frames // 16
+    rows = [
+        ("pretraining: validation squared error (standardised, full length)", f"{m['pretrain_best_val_mse']:.4f}"),
+        ("held-out next-event squared error", f"{m['held_out_next_event_mse']:.4f}"),
+        ("last epoch: discriminator loss", f"{m['final_d_loss']:.3f}"),
+        ("last epoch: generator loss `-log D(G(z))`", f"{m['final_g_loss']:.3f}"),
+        ("last epoch: feature matching loss", f"{m['final_fm_loss']:.4f}"),
+        ("held-out: discriminator accuracy on real phrases", f"{m['held_out_d_accuracy_real']:.3f}"),
+        ("held-out: discriminator accuracy on generated phrases", f"{m['held_out_d_accuracy_fake']:.3f}"),
+        (
+            "validation distance of generated to real phrases: after pretraining / best epoch",
+            f"{m['pretrained_val_distance']:.4f} / {m['best_val_distance']:.4f}",
+        ),
+        ("held-out: distance of generated to real phrases", f"{m['held_out_distance']:.4f}"),
+        (
+            "notes per beat in a block: generated / held-out",
+            f"{m['generated_notes_per_beat']:.2f} / {m['held_out_notes_per_beat']:.2f}",
+        ),
+        ("mean pitch: generated / held-out", f"{m['generated_mean_pitch']:.1f} / {m['held_out_mean_pitch']:.1f}"),
+        (
+            "pitch classes per block: generated / held-out",
+            f"{m['generated_pitch_classes_per_block']:.2f} / {m['held_out_pitch_classes_per_block']:.2f}",
+        ),
+    ]
+    line = (
+        " The training tunes are single lines (no two notes start together), so the package says"
+        " `monophonic = true`: a note starting on the same 16th as the one before moves to the next 16th, and"
+        " each note ends where the next begins (the generator's steps are continuous; rounding alone would"
+        " make chords of the short ones)."
+        if monophonic
+        else ""
+    )
+    table = "\n".join(f"| {label} | {value} |" for label, value in rows)
+    optimizer = (
+        f"SGD, learning rate {c.learning_rate:g} (the seed's)"
+        if c.optimizer == "sgd"
+        else f"Adam, learning rate {c.learning_rate:g}, instead of the seed's SGD"
+    )
+    dynamics = (
+        "music21's folk tunes have no dynamics, so every note has velocity 90 and the generator learns a constant"
+        if str(p["data"]).startswith("corpus:")
+        else "velocities are read from the MIDI files"
+    )
+    return f"""# {name}
+
+A `crnngan` model (livegen `block` kind) after seed 003's C-RNN-GAN: a recurrent generator and a
+bidirectional recurrent discriminator trained adversarially on sequences of note events.
+
+## Data
+
+`{p["data"]}`: {p["tunes_train"]} tunes for training, {p["tunes_validation"]} for validation and
+{p["tunes_held_out"]} held out (split by tune name, so `livegen evaluate` seeds come from tunes the model
+never saw). A training phrase is {c.window} consecutive notes starting at a whole beat of a tune (one every
+{c.stride_beats} beat(s): {p["phrases_train"]} phrases). Each note is the seed's four values: **duration**,
+**tone as a frequency** (Hz), **intensity** (velocity) and **time since the last note** (in beats; the
+first note's is its distance from the phrase's beat); durations and steps are clipped at {c.beats_max:g}
+beats, and every value is standardised with the training mean and deviation. Intensity: {dynamics}.
+
+## Model and training: what is the seed's and what differs
+
+Kept from the seed:
+
+- the generator is a unidirectional LSTM whose input at each step is a random vector concatenated with
+  its own output at the previous step; a dense layer shared over time gives the four values;
+- the discriminator is a bidirectional LSTM with a dense layer shared over time, one sigmoid per step,
+  averaged over the sequence into its decision;
+- pretraining of the generator on next-event prediction with squared error ({t["pretrain_epochs_run"]}
+  epochs; the seed: 6), with the seed's schedule of sequence lengths growing from short to {c.window};
+- L2 regularisation of the weights of both networks ({c.weight_decay:g}; the seed gives no value), gradients
+  clipped at norm {c.grad_clip:g} (Mogren's code);
+- **feature matching**: the generator minimises the squared distance between the discriminator's mean
+  last-layer LSTM output over real and over generated phrases;
+- **freezing**: the discriminator is not updated on a batch where its loss is below {c.freeze_ratio:g} x the
+  generator's `-log D(G(z))` (it was frozen on {100 * m["final_d_frozen_share"]:.0f}% of the last epoch's
+  batches).
+
+Scaled down for two CPU cores (the seed: 2 LSTM layers of 350 units in both networks, long sequences of
+classical piano music, on a GPU):
+
+- **{c.layers} layers of {c.hidden} units** in each network and phrases of **{c.window} notes**; noise of
+  {c.noise} values per step, uniform in [-1, 1];
+- **{optimizer}**. The seed's minibatch SGD at learning rate 0.1 is in the exporter
+  (`CrnnGanConfig(optimizer="sgd", learning_rate=0.1)`), but in this budget it does not move the generator:
+  in a trial on 1,500 training tunes, after the same pretraining and 10 adversarial epochs (500 batches), the SGD
+  generator still played the pretrained average phrase (1.9 pitch classes per block against 5.1 in the
+  tunes; the validation distance rose from 0.44 to 0.85), while Adam (learning rate 1e-3, beta1 0.5) brought
+  the distance from 0.45 to 0.15 in 15 epochs. The seed trained for hundreds of epochs on a GPU;
+- an adversarial epoch is {c.batches_per_epoch} batches of {c.batch_size} phrases, not a pass over the data;
+  {t["epochs_run"]} epochs ran (at most {t["max_epochs"]}, stopping after {t["patience"]} without a lower
+  validation distance, never before {c.min_epochs}); the generator kept is that of epoch {t["best_epoch"]},
+  whose phrases were nearest the validation phrases (the mean 1-D earth mover's distance of the four
+  standardised values and of the melodic interval);
+- training took {t["total_seconds"] / 60:.1f} minutes on {t["threads"]} thread(s).
+
+## How it plays
+
+The host draws `candidates` noise batches (uniform noise times the temperature) and runs the generator
+once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
+16ths): note k starts at the sum of the times since the last note up to k, rounded to the 16th grid, lasts
+its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the nearest MIDI pitch of its
+frequency; notes from the block's end on are dropped.{line} The model is unconditional: it never hears the
+performer. The host keeps the phrase that best fits the last bar heard (pitch classes, register, density).
+Each block is a new phrase from new noise, so there is no continuity across blocks beyond what the
+selection gives; a continuous frequency makes chromatic neighbours of scale tones as easy to generate as
+the tones (give the jam a `--key` to snap them).
+
+## Limits
+
+- **Pitch.** The generator outputs a continuous frequency, so a phrase drifts through chromatic neighbours
+  of the key: its pitch classes and melodic intervals are the weakest part of what it plays (see the
+  Evaluation below, where they lose to both baselines). Candidate selection keeps the phrase nearest the
+  performer's pitch classes; a `--key` (or the `key` command) snaps every note into a scale.
+- **Rhythm.** Steps and durations are continuous too and are rounded to 16ths; uneven values become
+  syncopations the tunes rarely have.
+- **No memory across blocks.** Every block is a fresh phrase from fresh noise.
+
+## Figures
+
+| | |
+|---|---:|
+{table}
+
+The discriminator's figures are from the discriminator of the last epoch (the generator kept may be an
+earlier one). Export parity: the largest difference between onnxruntime and PyTorch in float64 over the
+generated phrases (standardised) is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
+"""

@@ -1,0 +1,173 @@
+"""The ``crnngan`` family (seed 003, C-RNN-GAN) as a ``block`` generator.
+
+Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+
+One graph, ``generator``: the C-RNN-GAN's LSTM generator unrolled for a fixed number
+N of notes (``representation.notes``), each step reading its noise and its own
+previous output.
+
+- ``noise`` float32 [batch, N, noise]: the random vector of each step, uniform in
+  [-1, 1] in training; the host multiplies it by the live temperature.
+- ``notes`` float32 [batch, N, 4]: one event per step, standardised: the value in
+  musical units is ``notes * feature_scale + feature_mean``, and the columns are
+  ``representation.features``, always ``["duration", "frequency", "velocity", "step"]``
+  (the seed's duration, tone as a frequency in Hz, intensity, and time since the
+  previous note's onset; durations and steps in beats).
+
+The family is unconditional (it never reads the performer's notes): for every block
+the host asks for ``params.candidates`` phrases, made in one call with the candidates
+as the batch, and keeps the one that fits the last bar heard best
+(:class:`~livegen.models.block.BlockGenerator`). A phrase is laid from the block's
+start by :func:`phrase_notes`: onsets are the running sum of the steps, rounded to the
+16th grid; durations are rounded to 16ths (1 to ``max_hold``); pitches are the nearest
+MIDI pitch of each frequency; notes starting at or after the block's end
+(``block_frames`` 16ths) are dropped. A package trained on single lines says
+``monophonic = true``: its notes are laid one after another, at least a 16th apart,
+each ending where the next starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from livegen.errors import PackageError
+from livegen.models.block import BlockGenerator
+from livegen.models.frames import RollNote
+from livegen.models.manifest import MANIFEST
+from livegen.models.package import ModelPackage
+from livegen.models.sampling import SamplingParams
+
+#: The columns of a generated event, in order.
+FEATURES = ("duration", "frequency", "velocity", "step")
+#: Frequency of the lowest MIDI pitch (0); lower generated frequencies play as pitch 0.
+LOWEST_FREQUENCY = 440.0 * 2.0 ** (-69 / 12)
+GRAPH = "generator"
+
+
+def frequency_of_pitch(pitch: np.ndarray | float) -> np.ndarray:
+    """Equal-tempered frequency in Hz of a MIDI pitch (A4 = 69 = 440 Hz)."""
+    return np.asarray(440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0))
+
+
+def pitch_of_frequency(frequency: np.ndarray | float) -> np.ndarray:
+    """The nearest MIDI pitch (0-127, int64) of a frequency in Hz."""
+    f = np.maximum(np.asarray(frequency, dtype=np.float64), LOWEST_FREQUENCY)
+    return np.clip(np.floor(69.0 + 12.0 * np.log2(f / 440.0) + 0.5), 0, 127).astype(np.int64)
+
+
+def phrase_notes(
+    events: np.ndarray, block_frames: int, max_hold: int, *, monophonic: bool = False, track: int = 0
+) -> list[RollNote]:
+    """A generated phrase [N, 4] in musical units (duration, frequency, velocity, step) laid into a block.
+
+    Note k starts at ``round(4 * (step_0 + ... + step_k))`` 16ths from the block's start
+    (negative steps count as 0), halves rounding up; it lasts ``round(4 * duration)``
+    16ths, at least 1 and at most ``max_hold``; its pitch is the nearest MIDI pitch of its
+    frequency and its velocity the rounded intensity, 1 to 127. Notes starting at or after
+    ``block_frames`` are dropped (the host cuts the others at the block's end).
+
+    ``monophonic`` (a package trained on single lines): a note starts at least one 16th
+    after the one before, and ends at the latest where the next one starts.
+    """
+    events = np.asarray(events, dtype=np.float64)
+    onsets = np.floor(4.0 * np.cumsum(np.maximum(events[:, 3], 0.0)) + 0.5).astype(np.int64)
+    frames = np.clip(np.floor(4.0 * events[:, 0] + 0.5), 1, max_hold).astype(np.int64)
+    if monophonic and len(onsets):
+        onsets = np.maximum.accumulate(onsets - np.arange(len(onsets))) + np.arange(len(onsets))
+        frames[:-1] = np.minimum(frames[:-1], np.diff(onsets))
+    pitches = pitch_of_frequency(events[:, 1])
+    velocities = np.clip(np.floor(events[:, 2] + 0.5), 1, 127).astype(np.int64)
+    notes = [
+        RollNote(int(onset), int(length), int(pitch), track, int(velocity))
+        for onset, length, pitch, velocity in zip(onsets, frames, pitches, velocities, strict=True)
+        if onset < block_frames
+    ]
+    notes.sort(key=lambda n: (n.onset, -n.pitch))
+    return notes
+
+
+class CrnnGanGenerator(BlockGenerator):
+    """C-RNN-GAN generator: phrases of N notes from noise, laid into blocks, the best-fitting kept."""
+
+    def __init__(self, package: ModelPackage) -> None:
+        self.package = package
+        path = package.folder / MANIFEST
+        rep = package.manifest.representation
+
+        def integer(key: str, minimum: int, maximum: int) -> int:
+            value = rep.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+                raise PackageError(
+                    f"{path}: field 'representation.{key}': expected an integer from {minimum} to {maximum}, "
+                    f"got {value!r}"
+                )
+            return value
+
+        def numbers(key: str, *, positive: bool) -> np.ndarray:
+            value: Any = rep.get(key)
+            ok = isinstance(value, list) and len(value) == len(FEATURES)
+            ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            ok = ok and (not positive or all(v > 0 for v in value))
+            if not ok:
+                what = "numbers above 0" if positive else "finite numbers"
+                raise PackageError(
+                    f"{path}: field 'representation.{key}': expected a list of {len(FEATURES)} {what}, one per "
+                    f"feature ({', '.join(FEATURES)}), got {value!r}"
+                )
+            return np.asarray(value, dtype=np.float64)
+
+        grid = integer("grid", 1, 1920)
+        block_frames = integer("block_frames", 1, 256)
+        self.notes = integer("notes", 1, 1024)
+        self.noise = integer("noise", 1, 4096)
+        self.max_hold = integer("max_hold", 1, 256)
+        features = rep.get("features")
+        if features != list(FEATURES):
+            raise PackageError(
+                f"{path}: field 'representation.features': expected {list(FEATURES)} (duration and step in beats, "
+                f"frequency in Hz, velocity), got {features!r}"
+            )
+        monophonic = rep.get("monophonic", False)
+        if not isinstance(monophonic, bool):
+            raise PackageError(
+                f"{path}: field 'representation.monophonic': expected true (lay the notes as one line) or false, "
+                f"got {monophonic!r}"
+            )
+        self.monophonic = monophonic
+        self.mean = numbers("feature_mean", positive=False)
+        self.scale = numbers("feature_scale", positive=True)
+        graph = package.manifest.graphs.get(GRAPH)
+        if graph is None:
+            raise PackageError(f"{path}: a crnngan package needs [graphs.{GRAPH}]")
+        shapes = {t.name: t.shape for t in (*graph.inputs, *graph.outputs)}
+        expected = {"noise": ("batch", self.notes, self.noise), "notes": ("batch", self.notes, len(FEATURES))}
+        for tensor, (_, steps, width) in expected.items():
+            shape = shapes.get(tensor)
+            if shape is None or len(shape) != 3 or shape[1] != steps or shape[2] != width:
+                raise PackageError(
+                    f"{path}: field 'graphs.{GRAPH}': expected a tensor {tensor!r} of shape "
+                    f"[batch, {steps}, {width}] (representation.notes = {self.notes}, representation.noise = "
+                    f"{self.noise}), got {list(shape) if shape is not None else None}"
+                )
+        self._session = package.sessions[GRAPH]
+        self._init_block(
+            block_frames=block_frames, context_frames=0, conditioned=False, max_hold=self.max_hold, grid=grid
+        )
+
+    def generate(self, noise: np.ndarray) -> np.ndarray:
+        """One call of the graph: noise [batch, N, noise] -> events in musical units [batch, N, 4]."""
+        (notes,) = self._session.run(["notes"], {"noise": noise.astype(np.float32)})
+        return np.asarray(notes, dtype=np.float64) * self.scale + self.mean
+
+    def _propose(
+        self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
+    ) -> list[list[RollNote]]:
+        noise = rng.uniform(-1.0, 1.0, size=(count, self.notes, self.noise)) * params.temperature
+        return [
+            phrase_notes(phrase, self.block_frames, self.max_hold, monophonic=self.monophonic)
+            for phrase in self.generate(noise)
+        ]
