@@ -81,6 +81,16 @@ FAMILY = "multitrack-cnn"
 #: context is the model's own).
 DEFAULT_TEMPERATURE = 0.7
 HOLD_THRESHOLD = 0.1
+#: What the card says of the defaults, for the data they were chosen on (the bundled package's corpus
+#: fingerprint); a package trained on other data says they were not tuned on it.
+TUNED_ON = "dd42bd03cf3c3b6e"
+TUNING = (
+    "The threshold and temperature were chosen with `livegen evaluate --split validation --seeds 16 --bars 4` "
+    "(overlaps of pitch classes / intervals / inter-onset intervals, rests held then): hold 0.1 at temperature "
+    "0.7: 0.683 / 0.787 / 0.503; hold 0.05: 0.527 / 0.695 / 0.872; hold 0.2 at temperature 1: 0.934 / 0.741 / "
+    "0.000 (voices changing almost every 16th). With rests no longer held, hold 0.1 at 0.7 gives 0.649 / 0.808 / "
+    "0.454 against 0.627 / 0.761 / 0.571 with held rests (`--seeds 16 --bars 8`, rng seeds 0-2)."
+)
 #: The ``hold_threshold`` values whose density the card reports.
 HOLD_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 #: Validation blocks kept in the checkpoint to measure the density the host plays.
@@ -584,6 +594,11 @@ def multitrack_cnn_card(
 ) -> str:
     c = MultiTrackCnnConfig.from_dict(checkpoint["config"])
     p, t = checkpoint["provenance"], checkpoint["training"]
+    tuning = (
+        TUNING
+        if p.get("corpus_fingerprint") == TUNED_ON
+        else "The defaults were not tuned on this data: compare `livegen evaluate --split validation --temperature T`."
+    )
     rows = "\n".join(f"| {tr['name']} | {tr['channel'] + 1} | {tr['program']} | {tr['center']:.1f} |" for tr in tracks)
     voices = (
         "the four voices of the Bach chorales (soprano, alto, tenor, bass) are the four tracks"
@@ -630,15 +645,13 @@ the sizes mirrored exactly: {p["parameters"]} parameters. Loss: the cross-entrop
 frame of the next block; Adam, learning rate {c.learning_rate:g}, batches of {c.batch_size}, early stopping on
 the validation loss. {augment}
 
-The host plays the logits as one line per track: frame by frame a track keeps its class of the frame before
-while the model gives it at least {hold:g}, else draws a class at the live temperature and top-p (default
-{DEFAULT_TEMPERATURE:g}). The CNN predicts every frame of a block from the context alone, so drawing each frame
-independently would change a voice almost every 16th; holding turns runs of frames into notes. The threshold
-and temperature were chosen with `livegen evaluate --split validation --seeds 16 --bars 4` (overlaps of pitch
-classes / intervals / inter-onset intervals): hold 0.1 at temperature 0.7: 0.683 / 0.787 / 0.503; hold 0.05:
-0.527 / 0.695 / 0.872; hold 0.2 at temperature 1 (the threshold whose density from true contexts is nearest the
-pieces'): 0.934 / 0.741 / 0.000: in live play, where the context is the model's own, the voices then change
-almost every 16th.
+The host plays the logits as one line per track: frame by frame a sounding track keeps its pitch while the
+model gives it at least {hold:g}, else (and always while it rests) it draws a class at the live temperature
+and top-p (default {DEFAULT_TEMPERATURE:g}). The CNN predicts every frame of a block from the context alone,
+so drawing each frame independently would change a voice almost every 16th; holding turns runs of frames
+into notes. A rest is never held, so a silent voice may enter on any frame: when rests were held too, a
+voice after a sparse bar (a performer's single line) stayed silent for as long as the model gave a rest
+at least {hold:g}, which was for ever. {tuning}
 
 ## What is the seed's and what differs
 

@@ -85,11 +85,13 @@ def draw_lines(
 ) -> np.ndarray:
     """One line per track: classes int64 [tracks, frames] drawn from ``logits`` [tracks, frames, classes].
 
-    Frame by frame, a track keeps its class of the frame before (``last[t]`` before the
-    first frame) while ``mask`` allows it and the model gives it at least ``hold_threshold``
+    Frame by frame, a track keeps the pitch it sounded in the frame before (``last[t]`` before
+    the first frame) while ``mask`` allows it and the model gives it at least ``hold_threshold``
     (``softmax(logits)`` over the classes ``mask`` allows, at temperature 1); otherwise the
     class is drawn with :func:`~livegen.models.sampling.sample_logits` (temperature, top-p,
-    ``mask``).
+    ``mask``). A rest is never held: a silent voice may enter on any frame (held rests
+    kept a voice silent for as long as the model gave a rest that much, which after a
+    sparse bar, such as a performer's single line, was for ever).
     """
     tracks, frames, _ = logits.shape
     probs = softmax(np.where(mask, logits, -np.inf)) if mask.any() else softmax(logits)
@@ -97,7 +99,7 @@ def draw_lines(
     for t in range(tracks):
         prev = int(last[t])
         for f in range(frames):
-            if 0 <= prev < len(mask) and mask[prev] and probs[t, f, prev] >= hold_threshold:
+            if 0 < prev < len(mask) and mask[prev] and probs[t, f, prev] >= hold_threshold:
                 choice = prev
             else:
                 choice = sample_logits(logits[t, f], params, rng, mask)
