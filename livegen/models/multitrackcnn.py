@@ -17,10 +17,10 @@ The graph contract (one graph, ``block``)::
 
 The CNN is not autoregressive: every frame of the block is a distribution given the
 context only. The host plays it as one line per track (:func:`draw_lines`): frame by
-frame, a track keeps the class it had in the frame before (the last context frame for
-the block's first) while the model gives that class a probability of at least
-``hold_threshold``; otherwise it draws a class at the live temperature and top-p among
-the classes the live range and scale allow. Drawing every frame independently would
+frame, a sounding track keeps the pitch it had in the frame before (the last context
+frame for the block's first) while the model gives that pitch a probability of at least
+``hold_threshold``; otherwise, and always while it rests, it draws a class at the live
+temperature and top-p among the classes the live range and scale allow. Drawing every frame independently would
 change a voice almost every 16th (the clutter seed 004 reports for its independently
 sampled RNN); holding makes runs of frames into notes.
 
