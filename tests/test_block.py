@@ -153,3 +153,19 @@ def test_candidates_are_validated() -> None:
 
     with pytest.raises(ConfigError, match="candidates 0: expected 1 to 64"):
         SamplingParams(candidates=0)
+
+
+def test_candidates_are_scored_against_the_performers_last_bar_however_long_ago() -> None:
+    high_c = [RollNote(0, 4, 72), RollNote(4, 4, 76), RollNote(8, 4, 79), RollNote(12, 4, 72)]
+    low_fsharp = [RollNote(0, 8, 42), RollNote(8, 8, 46)]
+    gen = FixedBlocks([low_fsharp, high_c])
+    performed = (72, 76, 79, 76)
+    for i, pitch in enumerate(performed):
+        gen.feed(StepEvent(pitch=pitch, step=0 if i == 0 else 4 * G, duration=4 * G, bar_phase=i * 4 * G))
+    notes = play(gen, 16, SamplingParams(candidates=2))  # four bars of the model's own notes
+    assert notes[-1][0] >= 4 * 16 * G
+    assert {p for _, p, _ in notes} == {72, 76, 79}  # every bar kept the block that fits the performer
+    heard = gen._heard([], 10**6)
+    assert [n.pitch for n in heard] == list(performed)
+    gen.reset()
+    assert gen._heard([], 0) == []

@@ -19,9 +19,10 @@ as it plays any other model:
 - **Conditioned families** (:attr:`conditioned`) read the notes of the
   :attr:`context_frames` before the block, the performer's included, and propose one
   block. **Unconditional families** follow the performer another way: the host asks
-  for ``params.candidates`` blocks and keeps the one that best fits the last bar
-  heard (:func:`fit_score`: pitch classes, register, density), the performer's notes
-  in it if there are any, else everything in it. Scores are logged (debug) and
+  for ``params.candidates`` blocks and keeps the one that best fits the performer's
+  last bar (:func:`fit_score`: pitch classes, register, density): the notes they
+  played in the bar up to their latest note, however long ago; before anyone has
+  played, the bar before the block (the model's own notes). Scores are logged (debug) and
   counted in :attr:`BlockGenerator.fit` for ``livegen evaluate``.
 - **Joins.** A block's notes are cut at its end. A note at a block's first frame of
   the same pitch and track as one sounding at the end of the block before continues
@@ -188,6 +189,7 @@ class BlockGenerator(FrameGenerator):
         self.conditioned = conditioned
         self.fit = FitCounter()
         self._origin = 0  # a frame on a bar line, relative to the first fed note
+        self._performer_bar: tuple[RollNote, ...] = ()  # the performer's notes in the bar up to their last
 
     # ---- the family's part --------------------------------------------------------
 
@@ -210,17 +212,22 @@ class BlockGenerator(FrameGenerator):
     def reset(self) -> None:
         super().reset()
         self._origin = 0
+        self._performer_bar = ()
 
     def feed(self, event: StepEvent) -> None:
         super().feed(event)
         if event.bar_phase is not None:
             self._origin = frame_of(self._clock - event.bar_phase, self.grid)
+        note = self._context[-1]
+        if note.track == ANY_TRACK:
+            since = note.onset - LISTEN_FRAMES
+            self._performer_bar = (*(n for n in self._performer_bar if n.onset > since), note)
 
     def snapshot(self) -> object:
-        return (super().snapshot(), self._origin)
+        return (super().snapshot(), self._origin, self._performer_bar)
 
     def restore(self, snapshot: object) -> None:
-        inner, self._origin = cast(tuple[object, int], snapshot)
+        inner, self._origin, self._performer_bar = cast(tuple[object, int, tuple[RollNote, ...]], snapshot)
         super().restore(inner)
 
     def block_start(self, frame: int) -> int:
@@ -299,10 +306,10 @@ class BlockGenerator(FrameGenerator):
         return replace(state, rows=rows, next_start=start + self.block_frames, recent=recent, last_pitch=last)
 
     def _heard(self, recent: Sequence[RollNote], first: int) -> list[RollNote]:
-        """The notes of the bar before ``first``: the performer's if any, else all."""
-        window = [n for n in recent if first - LISTEN_FRAMES <= n.onset < first]
-        performed = [n for n in window if n.track == ANY_TRACK]
-        return performed or window
+        """What a candidate is scored against: the performer's last bar, else the bar before ``first``."""
+        if self._performer_bar:
+            return list(self._performer_bar)
+        return [n for n in recent if first - LISTEN_FRAMES <= n.onset < first]
 
     def _clean(self, block: Sequence[RollNote], params: SamplingParams) -> list[RollNote]:
         """A proposed block inside its bounds, the live range and scale, sorted by onset."""
