@@ -11,12 +11,18 @@ import time
 import mido
 import pytest
 
+from livegen.models.registry import resolve_package
+from livegen.music.midifile import read_midi
 from tests.jackutil import Peer
 from tests.test_jam_jack import collect, sounding_after, start_jam
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 BLOCK_MODELS = ["midigan", "imagegan", "crnngan", "multitrack-cnn"]
+
+
+def seed_of(model: str):
+    return resolve_package(model) / "seed.mid"
 
 
 def track_notes(path) -> dict[str, int]:
@@ -62,14 +68,16 @@ def test_accompanies_a_keyboard_and_leaves_nothing_sounding(jack_server, tmp_pat
     assert counts["performer"] == 6 and counts["livegen"] >= len(ons) - 1
 
 
+@pytest.mark.parametrize("mode", ["autonomous", "accompany"])
 @pytest.mark.parametrize("model", BLOCK_MODELS)
-def test_plays_on_its_own_from_the_seed_file(tmp_path, model):
+def test_plays_from_the_seed_file(tmp_path, model, mode):
+    """Autonomous: hears the seed and plays on its own; accompany: the seed is performed and accompanied."""
     import subprocess
     import sys
 
-    record = tmp_path / "alone.mid"
+    record = tmp_path / "take.mid"
     done = subprocess.run(
-        [sys.executable, "-m", "livegen", "jam", "--model", model, "--mode", "autonomous", "--out", "none",
+        [sys.executable, "-m", "livegen", "jam", "--model", model, "--mode", mode, "--out", "none",
          "--tempo", "160", "--max-seconds", "6", "--rng-seed", "2", "--record", str(record),
          "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
@@ -77,4 +85,4 @@ def test_plays_on_its_own_from_the_seed_file(tmp_path, model):
     assert done.returncode == 0, done.stderr
     counts = track_notes(record)
     assert counts["livegen"] >= 8, (counts, done.stdout)
-    assert counts["performer"] == 0
+    assert counts["performer"] == (0 if mode == "autonomous" else len(read_midi(seed_of(model)).notes))
