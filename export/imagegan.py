@@ -27,12 +27,16 @@ What differs from the seed, and why (the model card says it too):
 - An image starts every bar's length (16 frames) from a piece's first note; the corpus
   keeps no bar lines and most chorales open with a one-beat pickup, so the model does
   not know where a bar starts.
-- Dense layers of 64, 128 and 256 units and 8 x 16 x 12 before the transposed
-  convolution (kernel 8, stride 4; the seed's widths are only in its figure): small
-  enough to train in minutes on two CPU cores and to ship a generator of 2 MB. The
-  stride leaves a 4-frame period in the images (notes struck every fourth 16th rather
-  than held); ``upsample = 2`` (dense 32-64-128, 8 x 32 x 24) was tried on the same
-  data and was no better (12.2 notes per beat against 9.9, 72% of notes a 16th long).
+- Dense layers of 64, 128 and 256 units and 8 x 16 x 12 before the upsampling (by 4): small enough to
+  train in minutes on two CPU cores and to ship a generator of 2 MB.
+- GAN stabilisers, ``ImageGanConfig`` fields that default to the seed's recipe (the card lists those in
+  use as departures): ``upsampling = "nearest"`` (upsampling then a convolution in place of the transposed
+  convolution, whose taps depend on a frame's position mod 4), ``generator_dropout``, one-sided label
+  smoothing (``real_label``), instance noise (``noise_start`` -> ``noise_end``), a lower discriminator
+  learning rate (``d_learning_rate``) and the minibatch standard deviation (``minibatch_std``). None of
+  them, alone or together, kept the generator from collapsing to one image whatever the latent within
+  12 epochs on corpus:bach (the card's Limits give the figures), so the bundled package is the seed's
+  recipe (v1.0.0).
 - The seed keeps the last epoch; so does this (a GAN has no validation loss to stop
   on: ``patience`` is not used).
 """
@@ -97,6 +101,8 @@ class ImageGanConfig:
     filters: int = 16
     disc_filters: int = 16
     dropout: float = 0.2
+    #: the generator's dropout (the discriminator's is ``dropout``); the seed's is 0.2, see the card
+    generator_dropout: float = 0.2
     window: int = 64
     pitch_min: int = 36
     keys: int = 48
@@ -108,13 +114,16 @@ class ImageGanConfig:
     max_hold: int = 16
     #: "nearest" (nearest-neighbour upsampling by ``upsample``, then a convolution of kernel ``2 * upsample - 1``)
     #: or "transpose" (the seed's transposed convolution, kernel ``2 * upsample``, stride ``upsample``)
-    upsampling: str = "nearest"
+    upsampling: str = "transpose"
     #: the discriminator's target for real images (one-sided label smoothing; 1 is the seed's)
-    real_label: float = 0.9
+    real_label: float = 1.0
     #: instance noise: the standard deviation of Gaussian noise added to every image the discriminator
     #: sees in training, falling linearly from ``noise_start`` at the first step to ``noise_end`` at the last
     noise_start: float = 0.0
     noise_end: float = 0.0
+    #: minibatch standard deviation (Karras et al. 2018): the discriminator's head also sees how much the
+    #: images of a batch differ, so a generator drawing one image whatever the latent is told apart
+    minibatch_std: bool = False
     #: the discriminator's learning rate (the generator's is ``learning_rate``); 0 = ``learning_rate``
     d_learning_rate: float = 0.0
 
@@ -122,10 +131,16 @@ class ImageGanConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ImageGanConfig:
+    def from_dict(cls, checkpoint_values: Mapping[str, Any]) -> ImageGanConfig:
         known = set(cls.__dataclass_fields__)
         # checkpoints from before these fields were the seed's transposed convolution and plain labels
-        values = {"upsampling": "transpose", "real_label": 1.0, **values}
+        values: dict[str, Any] = {
+            "upsampling": "transpose",
+            "real_label": 1.0,
+            "generator_dropout": 0.2,
+            "minibatch_std": False,
+        }
+        values |= dict(checkpoint_values)
         return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
@@ -144,6 +159,8 @@ class ImageGanConfig:
             raise ExportError(f"upsampling {self.upsampling!r}: expected 'nearest' or 'transpose'")
         if not 0.5 < self.real_label <= 1.0:
             raise ExportError(f"real_label {self.real_label}: expected above 0.5 and at most 1")
+        if not (0 <= self.dropout < 1 and 0 <= self.generator_dropout < 1):
+            raise ExportError(f"dropout {self.dropout}, generator_dropout {self.generator_dropout}: expected 0 to 1")
         if self.noise_start < 0 or self.noise_end < 0 or self.d_learning_rate < 0:
             raise ExportError("noise_start, noise_end and d_learning_rate: expected at least 0")
         if self.batch_size < 2:
@@ -163,7 +180,7 @@ class Generator(nn.Module):
         d1, d2, d3 = c.dense
         layers: list[nn.Module] = []
         for a, b in ((c.latent, d1), (d1, d2), (d2, d3), (d3, c.channels * self.rows * self.cols)):
-            layers += [nn.Linear(a, b), nn.LeakyReLU(SLOPE), nn.Dropout(c.dropout)]
+            layers += [nn.Linear(a, b), nn.LeakyReLU(SLOPE), nn.Dropout(c.generator_dropout)]
         self.dense = nn.Sequential(*layers)
         s = c.upsample
         grow: list[nn.Module]
@@ -173,8 +190,11 @@ class Generator(nn.Module):
             grow = [nn.ConvTranspose2d(c.channels, c.filters, 2 * s, stride=s, padding=s // 2)]
         else:
             # every output pixel through the same taps: no period of s frames
-            grow = [nn.Upsample(scale_factor=s, mode="nearest"), nn.Conv2d(c.channels, c.filters, 2 * s - 1, padding=s - 1)]
-        self.up = nn.Sequential(*grow, nn.LeakyReLU(SLOPE), nn.Dropout(c.dropout))
+            grow = [
+                nn.Upsample(scale_factor=s, mode="nearest"),
+                nn.Conv2d(c.channels, c.filters, 2 * s - 1, padding=s - 1),
+            ]
+        self.up = nn.Sequential(*grow, nn.LeakyReLU(SLOPE), nn.Dropout(c.generator_dropout))
         self.out = nn.Conv2d(c.filters, 1, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -198,11 +218,20 @@ class Discriminator(nn.Module):
                 nn.Dropout(c.dropout),
             ]
         self.blocks = nn.Sequential(*blocks)
-        flat = f * math.ceil(c.window / 4) * math.ceil(c.keys / 4)
+        self.minibatch_std = c.minibatch_std
+        flat = (f + int(c.minibatch_std)) * math.ceil(c.window / 4) * math.ceil(c.keys / 4)
         self.head = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(flat), nn.Dropout(c.dropout), nn.Linear(flat, 1))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(image.unsqueeze(1)))[:, 0]
+    def forward(self, image: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """``groups``: the batch is that many equal parts (real, fake) whose spread is measured apart."""
+        h = self.blocks(image.unsqueeze(1))
+        if self.minibatch_std:
+            parts = []
+            for part in h.chunk(groups):
+                spread = part.std(dim=0, unbiased=False).mean() if len(part) > 1 else part.new_zeros(())
+                parts.append(spread.expand(len(part), 1, *h.shape[2:]))
+            h = torch.cat([h, torch.cat(parts)], dim=1)
+        return self.head(h)[:, 0]
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -317,6 +346,20 @@ def sample_images(generator: Generator, count: int, seed: int, temperature: floa
     return draw_pixels(logits, temperature, rng.random((count, c.keys)), c.polyphony).astype(np.uint8)
 
 
+def texture_figures(images: np.ndarray) -> dict[str, float]:
+    """Of binary images [n, frames, keys]: ``diversity``, the mean share of pixels in which two images differ
+    (image ``i`` against image ``i + n // 2``: near 0 when the generator draws one image whatever the latent, the
+    GAN's mode collapse), and ``onbeat_share``, the share of note onsets on a beat (frame 0 mod 4; the images
+    start on a piece's first note)."""
+    half = len(images) // 2
+    a, b = images[:half].astype(bool), images[half : 2 * half].astype(bool)
+    diversity = float((a != b).mean()) if half else 0.0
+    onsets = images.astype(bool) & ~np.pad(images.astype(bool), ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    per_frame = onsets.sum(axis=(0, 2))
+    total = int(per_frame.sum())
+    return {"diversity": diversity, "onbeat_share": float(per_frame[0::FRAMES_PER_BEAT].sum()) / max(total, 1)}
+
+
 def choose_temperature(
     generator: Generator, true_notes_per_beat: float, seed: int = 0
 ) -> tuple[float, dict[str, float]]:
@@ -375,7 +418,7 @@ def train_gan(
             fake = torch.sigmoid(generator(z))
             # real and fake go through the discriminator as one batch, so its batch normalisation
             # sees the same mix in both steps (separate batches would normalise the difference away)
-            logits = discriminator(noisy(torch.cat([real, fake.detach()])))
+            logits = discriminator(noisy(torch.cat([real, fake.detach()])), groups=2)
             real_logits, fake_logits = logits[:b], logits[b:]
             d_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, config.real_label))
             d_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -384,7 +427,7 @@ def train_gan(
             d_loss.backward()
             d_opt.step()
             z = torch.randn(b, config.latent, generator=generator_rng)
-            judged = discriminator(noisy(torch.cat([real, torch.sigmoid(generator(z))])))[b:]
+            judged = discriminator(noisy(torch.cat([real, torch.sigmoid(generator(z))])), groups=2)[b:]
             g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -541,7 +584,12 @@ def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None
         seed_tune = write_seed(staging / "seed.mid", sample, c.pitch_min, c.pitch_min + c.keys - 1)
         temperature, sweep = choose_temperature(generator, float(checkpoint["metrics"]["held_out_true_notes_per_beat"]))
         log.info("default temperature %g (%s)", temperature, ", ".join(f"{k} {v:.3f}" for k, v in sweep.items()))
-        metrics = {**checkpoint["metrics"], **sweep, "parity_max_abs_diff": diff}
+        drawn = sample_images(generator, 256, 1, temperature)
+        held = make_images(sample, c).numpy()
+        held = held[np.random.default_rng(0).permutation(len(held))]
+        texture = {f"generated_{k}": v for k, v in texture_figures(drawn).items()}
+        texture |= {f"held_out_sample_{k}": v for k, v in texture_figures(held).items()}
+        metrics = {**checkpoint["metrics"], **sweep, **texture, "parity_max_abs_diff": diff}
         training = checkpoint["training"]
         manifest: dict[str, Any] = {
             "schema": 1,
@@ -580,8 +628,16 @@ def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None
                 "pieces_held_out": provenance["pieces_held_out"],
                 "images_train": provenance["images_train"],
                 "split": "by piece (sha256 of the name): 80% train, 10% validation, 10% held-out",
-                "loss": "binary cross-entropy (discriminator: real 1, fake 0; generator: fake labelled 1)",
-                "optimizer": f"Adam, learning rate {c.learning_rate:g}, beta1 {c.beta1:g}, both nets",
+                "loss": (
+                    f"binary cross-entropy (discriminator: real {c.real_label:g}, fake 0; generator: fake labelled 1)"
+                ),
+                "optimizer": (
+                    f"Adam, beta1 {c.beta1:g}, learning rate {c.learning_rate:g} (generator), "
+                    f"{c.d_learning_rate or c.learning_rate:g} (discriminator)"
+                ),
+                "upsampling": c.upsampling,
+                "real_label": c.real_label,
+                "instance_noise": f"Gaussian, sd {c.noise_start:g} falling linearly to {c.noise_end:g}",
                 "latent": c.latent,
                 "dense": ", ".join(str(d) for d in c.dense),
                 "batch_size": c.batch_size,
@@ -597,6 +653,54 @@ def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None
         return manifest, imagegan_card(name, checkpoint, metrics, temperature)
 
     return write_package(out, name, build)
+
+
+def imagegan_departures(c: ImageGanConfig) -> list[str]:
+    """The card's lines on what the training does beyond the seed's recipe (none for the seed's settings)."""
+    s = c.upsample
+    lines = []
+    if c.upsampling == "nearest":
+        lines.append(
+            f"**Upsampling then convolution instead of the transposed convolution** (Odena et al. 2016, "
+            f"*Deconvolution and checkerboard artifacts*): the transposed convolution (kernel {2 * s}, stride {s}) "
+            f"gives each output frame its taps by the frame's position mod {s}, and v1.0.0's images carried that "
+            f"period: notes broken and struck again every {s}th 16th. Nearest-neighbour upsampling by {s} then a "
+            f"{2 * s - 1} x {2 * s - 1} convolution treats every frame alike."
+        )
+    if c.generator_dropout != 0.2:
+        lines.append(
+            f"**Dropout {c.generator_dropout:g} in the generator, not the seed's 0.2** (the discriminator keeps "
+            f"{c.dropout:g}): with dropout the generator learnt to draw its variety from the dropout masks and to "
+            "ignore the latent (in training, one latent repeated gave fakes as different as many latents did); "
+            "exported without dropout, as a generator is, it drew one image whatever the latent (v1.0.0, and a "
+            "first try with the stabilisers below: two blocks differed in 0.2-0.5% of their pixels, real ones in 13%)."
+        )
+    if c.real_label < 1.0:
+        lines.append(
+            f"**One-sided label smoothing** (Salimans et al. 2016): the discriminator's target for real images is "
+            f"{c.real_label:g}, not 1 (fakes stay 0), so it is not rewarded for ever more confident logits."
+        )
+    if c.noise_start > 0 or c.noise_end > 0:
+        lines.append(
+            f"**Instance noise** (Sønderby et al. 2016; Arjovsky and Bottou 2017): every image the discriminator "
+            f"sees in training, real or fake, gets Gaussian noise of standard deviation {c.noise_start:g} at the "
+            f"first step falling linearly to {c.noise_end:g} at the last; real images are 0/1 and fakes are "
+            f"probabilities, which without noise the discriminator tells apart by their values alone."
+        )
+    if c.minibatch_std:
+        lines.append(
+            "**Minibatch standard deviation in the discriminator** (Karras et al. 2018, *Progressive growing of "
+            "GANs*): before the seed's flattening, one more feature map holds how much the batch's images differ "
+            "(the mean over features of their standard deviation, measured on the real and the fake half apart), so "
+            "a generator that draws one image whatever the latent is told apart by that alone. It adds one input "
+            "channel to the head; the discriminator is not shipped."
+        )
+    if c.d_learning_rate and c.d_learning_rate != c.learning_rate:
+        lines.append(
+            f"**A lower learning rate for the discriminator**: {c.d_learning_rate:g} (the generator keeps the "
+            f"seed's {c.learning_rate:g}), so it does not run away from the generator."
+        )
+    return lines
 
 
 def imagegan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float], temperature: float) -> str:
@@ -619,6 +723,19 @@ def imagegan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, floa
     minutes = float(t["training_seconds"]) / 60
     parameters = sum(w.numel() for w in Generator(c).parameters())
     s = c.upsample
+    if c.upsampling == "transpose":
+        grow_short = "a transposed convolution"
+        grow_long = f"a transposed convolution ({c.filters} filters, kernel {2 * s}, stride {s})"
+    else:
+        grow_short = "an upsampling with a convolution (in place of the seed's transposed convolution)"
+        grow_long = (
+            f"a nearest-neighbour upsampling by {s} then a convolution ({c.filters} filters, {2 * s - 1} x {2 * s - 1})"
+        )
+    limits = imagegan_limits(m)
+    g_dropout = (
+        f" and dropout {c.generator_dropout:g}" if c.generator_dropout else " (the seed's dropout 0.2: see below)"
+    )
+    departures = "\n".join(f"- {line}" for line in imagegan_departures(c)) or "- none: the seed's recipe as it is."
     return f"""# {name}
 
 An `imagegan` model (livegen `block` kind), after the ImageGAN of seed 000 (*Comparing Different Neural
@@ -642,12 +759,17 @@ GAN whose pixels are drawn independently cannot keep to one note at a time.
 
 ## Model, and what is the seed's
 
-Kept from the seed: a {c.latent}-dimensional latent; four dense layers, a transposed convolution and a
-convolution in the generator, each followed by LeakyReLU 0.2 and dropout 0.2 (the last convolution gives
+Kept from the seed: a {c.latent}-dimensional latent; four dense layers, {grow_short} and a
+convolution in the generator, each followed by LeakyReLU 0.2{g_dropout} (the last convolution gives
 the pixel logits); a discriminator of two blocks (16-channel convolution, dropout 0.2, LeakyReLU 0.2,
 dropout 0.2), then flattening, batch normalisation, dropout and one dense output; binary cross-entropy;
-Adam with learning rate {c.learning_rate:g} and beta1 {c.beta1:g} for both nets; a fixed number of
-epochs, the last one kept.
+Adam with learning rate {c.learning_rate:g} and beta1 {c.beta1:g} (the generator's; the discriminator's
+below); a fixed number of epochs, the last one kept.
+
+Departures from the seed's recipe, standard GAN stabilisers (the seed's own first run ended with the
+discriminator winning outright, and so did this family's first package, v1.0.0, below):
+
+{departures}
 
 Scaled down or chosen here (the seed gives its widths only in a figure):
 
@@ -655,10 +777,10 @@ Scaled down or chosen here (the seed gives its widths only in a figure):
   nearest whole number of bars to the seed's 100 steps) by four octaves (the chorales' range; notes
   outside it are left out of the images).
 - **Dense layers of {d1}, {d2} and {d3} units, then {c.channels} x {c.window // s} x {c.keys // s}**,
-  a transposed convolution ({c.filters} filters, kernel {2 * s}, stride {s}) and a 3 x 3 convolution to one
-  channel; the discriminator's convolutions have stride 2. Small enough that {t["epochs_run"]} epochs
-  took {minutes:.1f} minutes with {t["threads"]} torch thread(s) on a two-core machine shared with other
-  training jobs, and the generator has {parameters:,} parameters ({parameters * 4 / 1e6:.1f} MB).
+  {grow_long} and a 3 x 3 convolution to one channel; the discriminator's convolutions have stride 2.
+  Small enough that {t["epochs_run"]} epochs took {minutes:.1f} minutes with {t["threads"]} torch
+  thread(s) on a two-core machine shared with other training jobs, and the generator has {parameters:,}
+  parameters ({parameters * 4 / 1e6:.1f} MB).
 - Batches of {c.batch_size}; each step trains the discriminator on a real batch and as many fakes, then
   the generator on fresh fakes labelled real (the non-saturating loss the seed's Keras recipe uses).
 
@@ -690,6 +812,12 @@ in a key read as one note; against the held-out images):
 | keys sounding per frame | {m["generated_keys_per_frame"]:.2f} | {m["held_out_true_keys_per_frame"]:.2f} |
 | mean note length (16ths) | {m["generated_note_frames"]:.2f} | {m["held_out_true_note_frames"]:.2f} |
 | share of notes one 16th long | {m["generated_sixteenth_share"]:.2f} | {m["held_out_true_sixteenth_share"]:.2f} |
+| share of note onsets on a beat * | {m["generated_onbeat_share"]:.2f} | {m["held_out_sample_onbeat_share"]:.2f} |
+| pixels two images differ in * | {m["generated_diversity"]:.3f} | {m["held_out_sample_diversity"]:.3f} |
+
+\\* At the default temperature ({temperature:g}), against the images of the sample of held-out pieces
+the checkpoint keeps (8 pieces, the seed phrase's among them); the last row measures mode collapse: two
+fakes from two latents should differ in about as many pixels as two real images do.
 
 The package's default temperature is {temperature:g}: 1 unless 0.5 or 0.75 brings the drawn blocks nearer the
 held-out density by more than 0.1 notes per beat (notes per beat:
@@ -712,7 +840,34 @@ that best fits the last bar heard (pitch classes, register, density). The model 
 follows the performer only through that choice, the key and range the performer sets, and the join at
 the bar line (a note sounding across it is held, not struck again).
 
-Limits: a block is a piece of texture, not a continuation: nothing carries a phrase from one block to
-the next but the choice of candidate; the chorales' cadences and voice leading are images to it, so
-voices may appear and vanish mid-phrase.
+## Limits
+
+{limits}
+- A block is a piece of texture, not a continuation: nothing carries a phrase from one block to the next
+  but the choice of candidate; the chorales' cadences and voice leading are images to it, so voices may
+  appear and vanish mid-phrase.
 """
+
+
+def imagegan_limits(m: Mapping[str, float]) -> str:
+    """The card's figures on what is still wrong with the drawn images (collapse, density, rhythm)."""
+    diversity, real_diversity = m["generated_diversity"], m["held_out_sample_diversity"]
+    density, real_density = m["generated_notes_per_beat"], m["held_out_true_notes_per_beat"]
+    lines = [
+        f"- **Mode collapse**: two drawn blocks differ in {diversity:.3f} of their pixels, two real ones in "
+        f"{real_diversity:.3f} ({diversity / max(real_diversity, 1e-9):.0%} of the real variety; v1.0.0, which "
+        "drew nearly one image whatever the latent, 0.005). "
+        + (
+            "The generator still covers only a part of the chorales' textures."
+            if diversity < 0.5 * real_diversity
+            else "Less collapsed than v1.0.0, but a GAN of this size covers fewer textures than the chorales hold."
+        ),
+        f"- **Density and rhythm**: {density:.2f} notes per beat against {real_density:.2f} in the held-out "
+        f"chorales, {m['generated_sixteenth_share']:.0%} of notes one 16th long against "
+        f"{m['held_out_true_sixteenth_share']:.0%}, {m['generated_onbeat_share']:.0%} of onsets on a beat against "
+        f"{m['held_out_sample_onbeat_share']:.0%} (v1.0.0: 9.94 notes per beat, 66% 16ths, 40% on a beat).",
+        f"- **The discriminator still tells fakes apart**: in evaluation mode it calls "
+        f"{m['held_out_accuracy_fake']:.0%} of fakes fake and {m['held_out_accuracy_real']:.0%} of held-out images "
+        "real; the generator has not converged to the chorales' distribution.",
+    ]
+    return "\n".join(lines)

@@ -18,10 +18,13 @@ import tomli_w
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.imagegan import (  # noqa: E402
+    Generator,
     ImageGanConfig,
     ImageGanOptions,
     export_imagegan,
     image_statistics,
+    imagegan_departures,
+    texture_figures,
     train_imagegan,
     tune_images,
     tune_notes,
@@ -93,6 +96,52 @@ def test_image_statistics_count_runs_as_notes() -> None:
     assert stats["keys_per_frame"] == pytest.approx(21 / 16)
     assert stats["note_frames"] == pytest.approx((4 + 1 + 8 + 8) / 4)
     assert stats["sixteenth_share"] == pytest.approx(1 / 4)
+
+
+def test_texture_figures_count_differing_pixels_and_onsets_on_beats() -> None:
+    images = np.zeros((2, 8, 4), dtype=np.uint8)
+    images[0, 0:8, 0] = 1  # one onset, on beat (frame 0)
+    images[1, 0:2, 0] = 1  # onset on frame 0 ...
+    images[1, 6:8, 0] = 1  # ... and frame 6 (off the beat); differs from image 0 in frames 2..5 of key 0
+    images[1, 4, 3] = 1  # onset on frame 4 (a beat); differs in one more pixel
+    figures = texture_figures(images)
+    assert figures["diversity"] == pytest.approx(5 / 32)
+    assert figures["onbeat_share"] == pytest.approx(3 / 4)
+    assert texture_figures(np.stack([images[0], images[0]]))["diversity"] == 0.0
+
+
+def test_nearest_upsampling_has_no_period_in_time_and_transpose_does() -> None:
+    torch.manual_seed(0)
+    for upsampling, periodic in (("nearest", False), ("transpose", True)):
+        generator = Generator(ImageGanConfig(upsampling=upsampling)).eval()
+        x = torch.ones(1, generator.config.channels, generator.rows, generator.cols)  # the same in every row
+        with torch.no_grad():
+            y = generator.out(generator.up(x))[0, 0, 8:-8]  # frames away from the padded ends
+        spread = float((y - y.mean(dim=0)).abs().max())
+        assert (spread > 1e-4) == periodic, upsampling
+
+
+def test_the_card_names_each_departure_from_the_seed() -> None:
+    seed = ImageGanConfig()  # the defaults are the seed's recipe
+    assert imagegan_departures(seed) == []
+    lines = imagegan_departures(
+        ImageGanConfig(
+            upsampling="nearest",
+            generator_dropout=0.0,
+            real_label=0.9,
+            noise_start=0.2,
+            minibatch_std=True,
+            d_learning_rate=1e-4,
+        )
+    )
+    assert [line.split("**")[1].split(" ")[0] for line in lines] == [
+        "Upsampling",
+        "Dropout",
+        "One-sided",
+        "Instance",
+        "Minibatch",
+        "A",
+    ]
 
 
 def test_draw_pixels_thresholds_per_key_and_caps_polyphony() -> None:
