@@ -33,15 +33,17 @@ def track_notes(path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.parametrize("mode", ["accompany", "autonomous"])
 @pytest.mark.parametrize("model", BLOCK_MODELS)
-def test_accompanies_a_keyboard_and_leaves_nothing_sounding(jack_server, tmp_path, model):
+def test_plays_with_a_keyboard_and_leaves_nothing_sounding(jack_server, tmp_path, model, mode):
+    """Accompany waits for the performer; autonomous plays from its seed and yields when the performer plays."""
     record = tmp_path / "take.mid"
     keys = Peer("send", "--name", "keys")
     listener = None
     try:
         keys.expect("ready", timeout=30)
         listener = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "60")
-        jam = start_jam("--model", model, "--mode", "accompany", "--in", "keys", "--out", "livegen",
+        jam = start_jam("--model", model, "--mode", mode, "--in", "keys", "--out", "livegen",
                         "--tempo", "120", "--max-seconds", "9", "--rng-seed", "1",
                         "--record", str(record))  # fmt: skip
         listener.expect("ready", timeout=30)
@@ -62,7 +64,8 @@ def test_accompanies_a_keyboard_and_leaves_nothing_sounding(jack_server, tmp_pat
     assert jam.returncode == 0, err
     ons = [m for m in messages if m["data"][0] & 0xF0 == 0x90 and m["data"][2] > 0]
     assert len(ons) >= 4, f"{model} played {len(ons)} notes; jam said: {out}\n{err}"
-    assert all(m["t_ns"] >= played_at for m in ons)  # it accompanies: it waits for the performer
+    if mode == "accompany":
+        assert all(m["t_ns"] >= played_at for m in ons)  # it waits for the performer
     assert not sounding_after(messages)
     counts = track_notes(record)
     assert counts["performer"] == 6 and counts["livegen"] >= len(ons) - 1
