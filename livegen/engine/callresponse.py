@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from livegen.engine.live import Generations, LiveParams
+from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
@@ -61,6 +61,7 @@ class _Response:
     next_onset: int
     next_event: StepEvent | None  # sampled, not yet placed
     velocity: int
+    chord: int = 0  # notes placed at the last onset
 
 
 class CallResponsePlanner:
@@ -202,7 +203,11 @@ class CallResponsePlanner:
             events.append(note_off(end, on_channel, pitch))
             self.generator.feed(replace(event, bar_phase=onset % (self.settings.beats_per_bar * PPQN)))
             following = self.generator.sample(self.live.sampling, self.rng)
-            response.next_onset = onset + self.live.scale_time(following.step)
+            step = self.live.scale_time(following.step)
+            response.chord = response.chord + 1 if step == 0 else 0
+            if response.chord >= MAX_CHORD:  # a model of endless chord notes: move on a 16th
+                step, response.chord = SIXTEENTH, 0
+            response.next_onset = onset + step
             response.next_event = following if response.next_onset < response.end else None
         events.sort()
         return events

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from livegen.engine.live import LiveParams
+from livegen.engine.live import MAX_CHORD, LiveParams
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, note_off, note_on
@@ -146,12 +146,29 @@ class PlannedLine:
     # ---- planning -----------------------------------------------------------------
 
     def _place(self, event: StepEvent) -> int:
-        """Where ``event`` would start: after the last fed note, on the grid, never in the committed part."""
+        """Where ``event`` would start: after the last fed note, on the grid, never in the committed part.
+
+        A step after the last note stays a step on the grid however short the density
+        makes it (else a model of 16ths at density 4 would stand still on one tick), and
+        after :data:`~livegen.engine.live.MAX_CHORD` notes at one onset the line moves on.
+        """
         floor = ceil_to_grid(self.committed_until, self.grid)
-        if self._last_onset is None:
+        last = self._last_onset
+        if last is None:
             return floor
-        onset = quantize(self._last_onset + self.live.scale_time(event.step), self.grid)
+        onset = quantize(last + self.live.scale_time(event.step), self.grid)
+        if event.step > 0 or self._notes_at(last) >= MAX_CHORD:
+            onset = max(onset, last + self.grid)
         return max(onset, floor)
+
+    def _notes_at(self, onset: int) -> int:
+        """How many fed notes start at ``onset`` (the latest ones)."""
+        count = 0
+        for note in reversed(self.fed):
+            if note.onset != onset:
+                break
+            count += 1
+        return count
 
     def next_onset(self) -> int | None:
         """Where the next model note would start, or None when the model has nothing to continue."""

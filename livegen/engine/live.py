@@ -20,6 +20,11 @@ DENSITY_RANGE = (0.25, 4.0)
 RESPONSE_BARS_RANGE = (1, 256)
 
 
+#: Notes a planner places at one onset before it moves on a step: a model proposing
+#: chord notes (step 0) for ever must not hold the planner at one tick.
+MAX_CHORD = 16
+
+
 @dataclass(slots=True)
 class LiveParams:
     """Sampling, density and length as they are now; ``transpose`` semitones applied to output."""
