@@ -94,7 +94,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "controls" in table:
         values["controls"] = parse_controls(table["controls"], str(path))
-    for key, raw in table.get("jam", {}).items():
+    jam = table.get("jam", {})
+    if not isinstance(jam, dict):
+        raise ConfigError(f"{path}: 'jam' must be a table ([jam] with the long options of livegen jam), got {jam!r}")
+    for key, raw in jam.items():
         field = key.replace("-", "_")
         if field not in _TYPES:
             accepted = ", ".join(sorted(k.replace("_", "-") for k in _TYPES))

@@ -8,6 +8,7 @@ say what would be accepted; the format itself is documented in
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -21,7 +22,12 @@ MANIFEST = "livegen.toml"
 SCHEMA_VERSION = 1
 KINDS = ("step", "frame", "block")
 DTYPES = ("float32", "int64")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+#: Largest fixed dimension, and largest number of elements a tensor's fixed dimensions
+#: give: a manifest's shapes size the trial inference's zero tensors, and the bundled
+#: models' largest tensor holds a few thousand.
+MAX_DIM = 1 << 16
+MAX_ELEMENTS = 1 << 24
 
 Dim = int | str
 
@@ -106,6 +112,11 @@ def _tensors(r: _Reader, key: str) -> tuple[TensorSpec, ...]:
         shape = t.get("shape", list, "a list of dimensions (integers or names)")
         if not all(isinstance(d, int | str) and not isinstance(d, bool) for d in shape):
             raise t.fail("shape", "integers for fixed dimensions and strings for dynamic ones", shape)
+        fixed = [d for d in shape if isinstance(d, int)]
+        if not all(1 <= d <= MAX_DIM for d in fixed):
+            raise t.fail("shape", f"fixed dimensions from 1 to {MAX_DIM}", shape)
+        if math.prod(fixed) > MAX_ELEMENTS:
+            raise t.fail("shape", f"at most {MAX_ELEMENTS} elements in the fixed dimensions", shape)
         dtype = t.get("dtype", str, f"one of {', '.join(DTYPES)}")
         if dtype not in DTYPES:
             raise t.fail("dtype", f"one of {', '.join(DTYPES)}", dtype)
@@ -149,7 +160,7 @@ def parse_manifest(path: Path) -> Manifest:
     if schema != SCHEMA_VERSION:
         raise r.fail("schema", f"{SCHEMA_VERSION} (this livegen reads schema {SCHEMA_VERSION})", schema)
     name = r.get("name", str, "a name of lowercase letters, digits and dashes")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise r.fail("name", "lowercase letters, digits and dashes", name)
     kind = r.get("kind", str, f"one of {', '.join(KINDS)}")
     if kind not in KINDS:

@@ -126,3 +126,98 @@ def pair_notes(messages: Iterable[tuple[int, tuple[int, ...]]], *, end: int | No
             notes.append(Note(pitch, vel, start, max(0, close_at - start), channel))
     notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
     return notes
+
+
+#: Data bytes each channel message carries, by its high nibble.
+_CHANNEL_DATA = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
+#: Data bytes of the system common messages (0xF4 and 0xF5 are undefined and dropped).
+_COMMON_DATA = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0}
+SYSEX_START = 0xF0
+SYSEX_END = 0xF7
+
+
+class MidiStreamParser:
+    """Turns raw MIDI bytes, in packets of any size, into complete, well-formed messages.
+
+    Context: an input backend's thread (allocates only the messages it returns). A
+    backend normally hands over one complete message per packet, but JACK passes on
+    whatever another client wrote. So, as the MIDI 1.0 byte stream is read:
+    running status continues across packets (a system common message cancels it);
+    real-time bytes (0xF8-0xFF) come out at once as one-byte messages, also from
+    inside a message or a SysEx; a SysEx comes out whole from 0xF0 to 0xF7, and one
+    that another status byte cuts off, or longer than :attr:`MAX_SYSEX`, is dropped.
+    Messages a new status byte cuts short, data bytes with no status before them,
+    undefined status bytes (0xF4, 0xF5) and values that are not bytes at all are
+    dropped and counted in :attr:`dropped`. Every message returned has its status
+    byte first, the exact number of data bytes for it, each 0-127.
+    """
+
+    MAX_SYSEX = 4096
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self._status = 0  # running status (0: none)
+        self._need = 0  # data bytes the message under way still needs
+        self._message: list[int] = []
+        self._sysex: list[int] | None = None
+        self._sysex_too_long = False
+
+    def feed(self, data: Iterable[int]) -> list[tuple[int, ...]]:
+        out: list[tuple[int, ...]] = []
+        for byte in data:
+            if not isinstance(byte, int) or not 0 <= byte <= 0xFF:
+                self._abandon()
+                self._status = 0
+            elif byte >= 0xF8:
+                out.append((byte,))
+            elif self._sysex is not None or self._sysex_too_long:
+                self._in_sysex(byte, out)
+            elif byte >= 0x80:
+                self._start(byte, out)
+            elif self._message:
+                self._message.append(byte)
+                self._need -= 1
+                if not self._need:
+                    out.append(tuple(self._message))
+                    self._message = [self._status] if self._status else []
+                    self._need = _CHANNEL_DATA[self._status >> 4] if self._status else 0
+            else:
+                self.dropped += 1  # a data byte with no status before it
+        return out
+
+    def _abandon(self) -> None:
+        if len(self._message) > 1 or self._sysex is not None:
+            self.dropped += 1
+        self._message, self._need = [], 0
+        self._sysex, self._sysex_too_long = None, False
+
+    def _start(self, status: int, out: list[tuple[int, ...]]) -> None:
+        self._abandon()
+        if status < 0xF0:
+            self._status = status
+            self._message, self._need = [status], _CHANNEL_DATA[status >> 4]
+            return
+        self._status = 0  # system common and exclusive cancel running status
+        if status == SYSEX_START:
+            self._sysex = [status]
+        elif status in _COMMON_DATA:
+            if _COMMON_DATA[status]:
+                self._message, self._need = [status], _COMMON_DATA[status]
+            else:
+                out.append((status,))
+        else:
+            self.dropped += 1  # SYSEX_END with no SysEx, or undefined 0xF4/0xF5
+
+    def _in_sysex(self, byte: int, out: list[tuple[int, ...]]) -> None:
+        if byte == SYSEX_END:
+            if self._sysex is not None:
+                out.append((*self._sysex, SYSEX_END))
+            self._sysex, self._sysex_too_long = None, False
+        elif byte >= 0x80:
+            self._start(byte, out)  # cuts the SysEx off: dropped
+        elif self._sysex is not None:
+            if len(self._sysex) + 1 >= self.MAX_SYSEX:
+                self._sysex, self._sysex_too_long = None, True
+                self.dropped += 1
+            else:
+                self._sysex.append(byte)

@@ -44,7 +44,7 @@ def _load(path: Path) -> mido.MidiFile:
         raise MidiFileError(f"{path}: the file is empty (0 bytes), expected a Standard MIDI File")
     try:
         return mido.MidiFile(str(path), clip=True)
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as err:
+    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError, KeySignatureError and others
         reason = str(err) or type(err).__name__
         raise MidiFileError(
             f"{path}: not a readable Standard MIDI File ({reason}); expected an 'MThd' header "
@@ -73,6 +73,11 @@ def read_midi(path: str | Path) -> Song:
         for msg in track:
             tick += msg.time
             if msg.type == "set_tempo":
+                if msg.tempo <= 0:
+                    raise MidiFileError(
+                        f"{path}: a tempo of {msg.tempo} microseconds per quarter note at tick {tick}; "
+                        "expected 1 to 16777215"
+                    )
                 tempo_changes.setdefault(scale(tick), msg.tempo)
             elif msg.type == "time_signature" and not beats_per_bar:
                 beats_per_bar = max(1, round(msg.numerator * 4 / msg.denominator))
