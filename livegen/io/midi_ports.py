@@ -69,6 +69,7 @@ import rtmidi
 from livegen.errors import BackendUnavailableError, ConfigError, LivegenError, PortNotFoundError
 from livegen.io import jack
 from livegen.io.base import InputCallback, MidiInput, MidiOutput
+from livegen.music.events import MidiStreamParser
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,14 @@ ALSA_MISSING = (
 
 #: How long opening a port waits for a JACK server to answer before giving up (seconds).
 PROBE_TIMEOUT = 5.0
+
+#: A JACK server that answered a probe this recently (seconds) is not probed again before
+#: a port is opened: each probe is a child interpreter (0.1 to 0.3 s), and a jam's start
+#: probed twice in a row (choosing the API, then opening the port). A failed probe is
+#: never reused.
+PROBE_REUSE_S = 2.0
+
+_answered: dict[str, float] = {}  # JACK server name -> time.monotonic() of its last good probe
 
 #: Size of RtMidi's own input queue (messages waiting for the reader thread).
 INPUT_QUEUE_SIZE = 4096
@@ -155,7 +164,12 @@ def probe_api(name: str, *, timeout: float = 5.0) -> str | None:
         built = ", ".join(compiled_apis()) or "none"
         return f"python-rtmidi on this machine was built without the {api} MIDI API (built with: {built})"
     if api == "jack":
-        return jack.probe_server(timeout)
+        reason = jack.probe_server(timeout)
+        if reason is None:
+            _answered[jack.server_name()] = time.monotonic()
+        else:
+            _answered.pop(jack.server_name(), None)
+        return reason
     if api == "alsa" and not os.path.exists(ALSA_SEQ_DEVICE):
         return ALSA_MISSING
     noise: list[str] = []
@@ -169,6 +183,8 @@ def probe_api(name: str, *, timeout: float = 5.0) -> str | None:
 
 
 def _require_usable(api: str) -> None:
+    if api == "jack" and time.monotonic() - _answered.get(jack.server_name(), -PROBE_REUSE_S) < PROBE_REUSE_S:
+        return  # it answered a moment ago (see PROBE_REUSE_S)
     reason = probe_api(api, timeout=PROBE_TIMEOUT)
     if reason is not None:
         others = [name for name in compiled_apis() if name != api]
@@ -438,7 +454,9 @@ class RtMidiInput(MidiInput):
     The backend queues each message on its own thread without Python (see the module
     docstring for why no rtmidi callback is used). The reader thread, every
     ``poll_interval`` seconds, takes all waiting messages; for each it reads
-    ``perf_counter_ns()`` first, then calls the callback with the raw bytes as a tuple.
+    ``perf_counter_ns()`` first, then calls the callback once per complete, well-formed
+    message a :class:`~livegen.music.events.MidiStreamParser` finds in its bytes (JACK
+    passes on whatever another client wrote); what it drops is counted in :attr:`malformed`.
     It never raises: callback and backend errors are counted in :attr:`errors`.
     SysEx, MIDI clock (and MTC) and active sensing are dropped by RtMidi unless asked for.
     """
@@ -451,6 +469,7 @@ class RtMidiInput(MidiInput):
         self.virtual = virtual
         self.errors = 0
         self.received = 0
+        self._parser = MidiStreamParser()
         self._client = client
         self._poll_interval = poll_interval
         self._stop = threading.Event()
@@ -466,6 +485,7 @@ class RtMidiInput(MidiInput):
         sleep = time.sleep
         stop = self._stop
         interval = self._poll_interval
+        parse = self._parser.feed
         while not stop.is_set():
             try:
                 event = get_message()
@@ -479,9 +499,15 @@ class RtMidiInput(MidiInput):
             t_ns = clock()
             self.received += 1
             try:
-                self._deliver(tuple(event[0]), t_ns)
+                for message in parse(event[0]):
+                    self._deliver(message, t_ns)
             except Exception:  # a failing callback is counted, not fatal
                 self.errors += 1
+
+    @property
+    def malformed(self) -> int:
+        """Messages and bytes dropped as malformed (cut short, stray, not bytes)."""
+        return self._parser.dropped
 
     def _close(self) -> None:
         """Setup context: stop and join the reader, then release the backend."""

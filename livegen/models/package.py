@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import subprocess
 import sys
 import tempfile
@@ -80,15 +81,41 @@ def _check_files(folder: Path, manifest: Manifest) -> None:
             )
 
 
-def _check_onnx(folder: Path, path: Path) -> onnx.ModelProto:
+def _check_external(folder: Path, path: Path, manifest: Manifest, tensor: onnx.TensorProto) -> None:
+    """Refuse external data of ``tensor`` that leaves the package, is not checksummed in
+    [files], or is smaller than the tensor's declared dimensions need; opens nothing."""
+    info = {e.key: e.value for e in tensor.external_data}
+    what = f"external data of tensor {tensor.name!r}"
+    location = info.get("location", "")
+    data = _inside(folder, location, what)
+    if not any(Path(location) == Path(name) for name in manifest.files):
+        raise PackageError(
+            f"{path}: {what} is in {location!r}, which [files] of {MANIFEST} does not list; "
+            "list it there with its sha256 so it is verified"
+        )
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        offset, length = int(info.get("offset", "0")), int(info["length"]) if "length" in info else None
+    except (KeyError, ValueError, TypeError) as err:
+        raise PackageError(f"{path}: {what} has an unreadable type or offset/length ({err})") from err
+    dims = list(tensor.dims)
+    need = math.prod(dims) * itemsize
+    size = data.stat().st_size
+    if any(d < 0 for d in dims) or offset < 0 or offset + need > size or (length is not None and length != need):
+        raise PackageError(
+            f"{path}: {what} declares dimensions {dims} ({need} bytes from offset {offset}"
+            f"{'' if length is None else f', length {length}'}), but {location!r} holds {size} bytes"
+        )
+
+
+def _check_onnx(folder: Path, path: Path, manifest: Manifest) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises DecodeError and others
         raise PackageError(f"{path}: not a readable ONNX model ({err})") from err
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            _inside(folder, location, f"external data of tensor {tensor.name!r}")
+            _check_external(folder, path, manifest, tensor)
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as err:
@@ -128,6 +155,10 @@ def _session(path: Path) -> ort.InferenceSession:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # All graph optimisations (onnxruntime's default, stated so it stays): measured in
+    # benchmarks/engineering.py, none is 1.7-2.8 times slower per step, basic and
+    # extended are within noise of all, and turning off the pool's spinning changes nothing.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -210,7 +241,7 @@ def load_package(path: str | Path, *, check_family: bool = True, check_graphs: b
         folder = path
     else:
         raise PackageError(f"{path}: no model package there; expected a folder holding {MANIFEST} or a .zip of one")
-    manifest = parse_manifest(folder / MANIFEST)
+    manifest = parse_manifest(_inside(folder, MANIFEST, "the manifest"))
     if check_family:
         from livegen.models.registry import generator_class
 
@@ -220,7 +251,7 @@ def load_package(path: str | Path, *, check_family: bool = True, check_graphs: b
     for role, graph in manifest.graphs.items():
         graph_path = _inside(folder, graph.file, f"graphs.{role}.file")
         if check_graphs:
-            _check_onnx(folder, graph_path)
+            _check_onnx(folder, graph_path, manifest)
         session = _session(graph_path)
         _match_io(graph_path, f"graphs.{role}.inputs", graph.inputs, session.get_inputs())
         _match_io(graph_path, f"graphs.{role}.outputs", graph.outputs, session.get_outputs())
