@@ -45,8 +45,10 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
+# The benchmark suite (issue 7): figures, not pass/fail. BENCH_ARGS=--quick for a short check.
+BENCH_ARGS ?=
 bench: $(VENV)/.dev
-	$(BIN)/python -m benchmarks
+	$(BIN)/livegen bench --json out/bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,7 @@
-"""Run every benchmark: ``python -m benchmarks`` (``make bench``)."""
+"""Run the suite: ``python -m benchmarks [--quick] [--json FILE] [--only ITEMS]`` (or ``livegen bench``)."""
 
-from benchmarks import replan
+import sys
 
-replan.main([])
+from benchmarks.suite import main
+
+sys.exit(main())

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from livegen.errors import LivegenError
 
@@ -181,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--in", dest="input", metavar="PORT", help="MIDI input port (default: first keyboard found)")
     learn.add_argument("--midi-api", choices=["alsa", "jack", "coremidi", "winmm"], help="MIDI backend")
     learn.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)")
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure latency, jitter, inference, capacity and start-up (the benchmarks/ suite)",
+        description="Run the benchmark suite of a source checkout (benchmarks/): onset error at the port, "
+        "reaction, inference against PyTorch, capacity, start-up and memory, the built-in synth, the view "
+        "from a separate JACK client and the Notochord peer. Figures, not pass/fail.",
+    )
+    bench.add_argument("--quick", action="store_true", help="short runs, to check that everything works")
+    bench.add_argument("--json", type=Path, dest="json_path", metavar="FILE", help="write every figure as JSON to FILE")
+    bench.add_argument(
+        "--only",
+        action="append",
+        metavar="ITEMS",
+        help="items to run, by number or name, comma-separated: 1 onset, 2 outside, 3 synth, 4 reaction, "
+        "5 inference, 6 capacity, 7 peer, 8 startup (default: all)",
+    )
 
     sub.add_parser("ports", help="MIDI APIs and ports, audio devices")
     sub.add_parser("doctor", help="what works on this machine and what to install")
@@ -401,6 +419,36 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_suite() -> Any:
+    """The benchmarks/ package of the source checkout this livegen runs from."""
+    try:
+        from benchmarks import suite
+    except ImportError:
+        checkout = Path(__file__).resolve().parent.parent
+        if not (checkout / "benchmarks" / "suite.py").is_file():
+            raise LivegenError(
+                f"livegen bench runs the benchmarks/ folder of a source checkout; there is none in {checkout}"
+            ) from None
+        sys.path.insert(0, str(checkout))
+        from benchmarks import suite
+    return suite
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    suite = _import_suite()
+    if args.json_path is not None and args.json_path.is_dir():
+        raise LivegenError(f"--json {args.json_path}: is a folder; expected a file name such as out/bench.json")
+    try:
+        items = suite.select(args.only)
+    except ValueError as err:
+        raise LivegenError(f"--only: {err}") from err
+    report = suite.run_all(items, quick=args.quick)
+    suite.print_table(report)
+    if args.json_path is not None:
+        print(f"livegen: JSON report -> {suite.write_json(report, args.json_path).resolve()}")
+    return 0
+
+
 def _cmd_ports(args: argparse.Namespace) -> int:
     from livegen.io import midi_ports
     from livegen.io.synth import list_audio_devices
@@ -446,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ports": _cmd_ports,
         "doctor": _cmd_doctor,
         "learn": _cmd_learn,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)

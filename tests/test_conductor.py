@@ -185,3 +185,12 @@ def test_typed_command_posts_are_applied_on_the_control_thread():
     assert rig.live.response_bars == 8 and rig.conductor.mode == "call-response"
     with pytest.raises(ConfigError, match="mode 'solo': expected one of call-response, accompany"):
         rig.conductor.apply(ControlChange("mode", "solo"))
+
+
+def test_a_late_first_step_starts_midi_clock_on_the_next_sixteenth():
+    rig = Rig()
+    rig.run(14, 400)  # the first control step comes 14 ticks after the clock started
+    clock = [(rig.clock.ns_to_tick(t), m) for t, m in rig.clock_port.messages if m[0] in (0xF2, 0xFA, 0xFB)]
+    # Song Position 1 (a 16th) and Continue, sent at the first control step from tick 120
+    assert [m for _, m in clock[:2]] == [(0xF2, 1, 0), (0xFB,)]
+    assert 120 <= clock[0][0] < 130

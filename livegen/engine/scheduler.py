@@ -7,8 +7,16 @@ control side and only enqueue or read.
 The thread blocks on its inbox until shortly before the next deadline (so new
 work wakes it at once), then spins the last ``spin_ns`` to hit the deadline.
 Deadlines are absolute ``perf_counter_ns()`` values from the clock; nothing is
-chained from a previous sleep. The thread does no logging and no I/O except the
-send; it counts lateness and send errors for the control side to read.
+chained from a previous sleep. Everything due by then goes out in one burst
+(chords, many voices on one grid point) before the inbox is looked at again.
+
+Where the operating system allows it (Linux with ``CAP_SYS_NICE`` or an rtprio limit,
+as audio users usually have), the thread asks for ``SCHED_FIFO`` at ``rt_priority``
+(below JACK's own real-time threads), so that a busy machine does not delay its
+wake-up; otherwise it stays an ordinary thread and :attr:`SchedulerStats.realtime`
+says so. The issue-7 benchmarks measured why (``benchmarks/engineering.py``).
+The thread does no logging and no I/O except the send; it counts lateness and send
+errors for the control side to read.
 Sent messages go to a bounded log that the control side drains for the recorder,
 so the MIDI file holds what was actually sent (a withdrawn note is not in it, a
 cut note is cut).
@@ -17,6 +25,7 @@ cut note is cut).
 from __future__ import annotations
 
 import heapq
+import os
 import queue
 import threading
 import time
@@ -57,6 +66,7 @@ class SchedulerStats:
     late: int = 0  # sent more than late_threshold_ns after the deadline
     max_late_ns: int = 0
     withdrawn: int = 0
+    realtime: bool = False  # the thread runs with SCHED_FIFO
 
 
 _ADD, _WITHDRAW, _NOW, _STOP, _RETIME = range(5)
@@ -74,6 +84,8 @@ class Scheduler:
         spin_ns: int = 300_000,
         late_threshold_ns: int = 1_000_000,
         lateness_capacity: int = 16384,
+        rt_priority: int | None = 5,
+        burst: bool = True,
     ) -> None:
         self.groups = [list(g) for g in groups]
         self.tracker = NoteTracker(len(self.groups))
@@ -90,6 +102,8 @@ class Scheduler:
         self._lateness_count = 0
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._rt_priority = rt_priority
+        self._burst = burst
 
     # ---- control side -------------------------------------------------------------
 
@@ -129,7 +143,7 @@ class Scheduler:
         return len(self._heap)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="livegen-scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._run_thread, name="livegen-scheduler", daemon=True)
         self._thread.start()
 
     def stop(self, *, timeout: float = 2.0) -> None:
@@ -213,9 +227,24 @@ class Scheduler:
             self._send(heapq.heappop(self._heap)[2])
         return True
 
+    def _ask_realtime(self) -> None:
+        """SCHED_FIFO for the calling thread, if allowed (on Linux, pid 0 is the calling thread)."""
+        if self._rt_priority is None or not hasattr(os, "sched_setscheduler"):
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._rt_priority))
+        except (OSError, ValueError):
+            return  # not permitted here: an ordinary thread, as stats.realtime reports
+        self.stats.realtime = True
+
+    def _run_thread(self) -> None:
+        """The thread :meth:`start` starts: real-time priority if allowed, then the loop."""
+        self._ask_realtime()
+        self.run()
+
     def run(self) -> None:
         """The real-time loop (runs on the scheduler thread until :meth:`stop`)."""
-        inbox, now_ns, spin = self._inbox, self._now, self._spin_ns
+        inbox, now_ns, spin, burst = self._inbox, self._now, self._spin_ns, self._burst
         while True:
             heap = self._heap
             if heap:
@@ -240,3 +269,7 @@ class Scheduler:
             while now_ns() < deadline:
                 pass  # the last few hundred microseconds: spin, sleeping would overshoot
             self._send(heapq.heappop(heap)[2])
+            if burst:  # the rest of what is due now, before the inbox
+                now = now_ns()
+                while heap and heap[0][0] <= now:
+                    self._send(heapq.heappop(heap)[2])

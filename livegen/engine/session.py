@@ -11,21 +11,30 @@ Link. Whenever the clock's mapping from ticks to time changes, what is already
 scheduled is retimed from its ticks, so notes stay on the source's beat grid.
 While the transport is stopped the planner is not advanced. As clock master the
 engine schedules clock pulses like notes, in their own output group.
+
+For the live loop the heap built during setup (modules, the model, the ports) is
+frozen out of the cyclic garbage collector (``gc.freeze``) and young collections are
+spaced out (generation-0 threshold 10 000): a full collection of the setup's heap
+held the GIL for about 55 ms on the reference machine, and the scheduler thread
+cannot send while another thread holds the GIL (issue 7, ``benchmarks/engineering.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import queue
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from livegen.engine.clock import Clock, MidiClockFollower
+from livegen.engine.clock import TICKS_PER_SPP, Clock, MidiClockFollower
 from livegen.engine.clockout import ClockMaster
 from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake, Withdraw
 from livegen.engine.scheduler import Scheduled, Scheduler, Sent
 from livegen.io.recorder import MidiRecorder
 from livegen.music.events import NOTE_ON
+from livegen.music.time import ceil_to_grid
 
 #: Scheduler group of the model's outputs (the virtual port, the synth).
 MODEL_GROUP = 0
@@ -58,6 +67,8 @@ class Engine:
         clock_out: ClockMaster | None = None,
         on_save_take: Callable[[], None] | None = None,
         replan_capacity: int = 65536,
+        freeze_gc: bool = True,
+        gc_threshold0: int | None = 10_000,
     ) -> None:
         self.planner = planner
         self.clock = clock
@@ -76,6 +87,8 @@ class Engine:
         self._clock_started = False
         self._replan = array("q", bytes(8 * replan_capacity))
         self._replans = 0
+        self.freeze_gc = freeze_gc
+        self.gc_threshold0 = gc_threshold0
 
     # ---- input backend thread -----------------------------------------------------
 
@@ -160,7 +173,9 @@ class Engine:
             now = clock.now_tick()
             if not self._clock_started:
                 self._clock_started = True
-                self._submit_clock(self.clock_out.start(max(0, now)))
+                # the first whole sixteenth from now: a late first step (a slow start) must not
+                # ask MIDI clock to start between sixteenths, which it cannot
+                self._submit_clock(self.clock_out.start(ceil_to_grid(max(0, now), TICKS_PER_SPP)))
             self._submit_clock(self.clock_out.advance(now))
 
     def _submit_clock(self, items: list[tuple[int, tuple[int, ...]]]) -> None:
@@ -195,9 +210,22 @@ class Engine:
         self.collect_sent()
 
     def run(self, until: Callable[[], bool], *, period_s: float = 0.002) -> None:
-        """Live loop: step every ``period_s`` (or at once on input) until ``until()`` is true."""
-        while not until():
-            self.step(period_s)
+        """Live loop: step every ``period_s`` (or at once on input) until ``until()`` is true.
+
+        With ``freeze_gc`` the setup's heap is frozen for the loop's duration, so the
+        collector's full passes only walk what the performance allocates;
+        ``gc_threshold0`` (None: Python's 700) spaces the young collections out, and with
+        them the full ones, for the loop's duration.
+        """
+        with contextlib.ExitStack() as stack:
+            if self.freeze_gc:
+                stack.enter_context(_frozen_heap())
+            if self.gc_threshold0 is not None:
+                saved = gc.get_threshold()
+                gc.set_threshold(self.gc_threshold0, *saved[1:])
+                stack.callback(gc.set_threshold, *saved)
+            while not until():
+                self.step(period_s)
 
     def finish(self) -> None:
         """Stop the scheduler (silencing everything it played, and sending Stop as clock master)
@@ -207,3 +235,18 @@ class Engine:
                 self.scheduler.send_now(data, CLOCK_GROUP)
         self.scheduler.stop()
         self.collect_sent()
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Move every object alive into the collector's permanent generation, for the block.
+
+    No ``gc.collect()`` first: a full collection takes tens of milliseconds, and the
+    loop's first step must come before the clock's start (a clock master announces its
+    Song Position there); the little garbage frozen with the heap is released after.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
