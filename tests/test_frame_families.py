@@ -23,17 +23,14 @@ from export.deepmusician import (  # noqa: E402
     train_deep_musician,
 )
 from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack  # noqa: E402
-from livegen.engine.accompany import AccompanyPlanner, AccompanySettings  # noqa: E402
-from livegen.engine.autonomous import AutonomousPlanner  # noqa: E402
-from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator, seed_events  # noqa: E402
-from livegen.engine.live import LiveParams  # noqa: E402
-from livegen.engine.planner import Commit  # noqa: E402
+from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
+from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN, TempoMap  # noqa: E402
+from tests.liveplay import accompanies_and_replans, plays_on_its_own  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -142,43 +139,13 @@ def test_answers_the_seed_phrase_in_call_and_response(family: str, request: pyte
     assert again.model == performance.model
 
 
-def _note_ons(actions: list) -> list[tuple[int, int, int]]:
-    return [(e.tick, e.channel, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
-
-
 @pytest.mark.parametrize("family", ["deep_musician", "multitrack"])
 def test_accompanies_and_replans_when_the_performer_plays(family: str, request: pytest.FixtureRequest) -> None:
     package: Path = request.getfixturevalue(family)
-    _, generator = load_generator(str(package))
-    planner = AccompanyPlanner(generator, LiveParams(), np.random.default_rng(0), AccompanySettings(listen_beats=2))
-    planner.on_input(0, (0x90, 64, 100))
-    planner.on_input(240, (0x80, 64, 0))
-    actions = []
-    for tick in range(0, 4 * PPQN, 10):  # a manual clock in 10-tick steps
-        actions += planner.advance(tick)
-    first = _note_ons(actions)
-    assert first and min(t for t, _, _ in first) >= 2 * PPQN
-    planner.on_input(4 * PPQN, (0x90, 67, 100))  # the performer plays again: the plan is re-made from its note
-    planner.on_input(4 * PPQN + 200, (0x80, 67, 0))
-    later = []
-    for tick in range(4 * PPQN, 12 * PPQN, 10):
-        later += planner.advance(tick)
-    assert _note_ons(later)
-    assert all(t >= 4 * PPQN for t, _, _ in _note_ons(later))
+    accompanies_and_replans(load_generator(str(package))[1])
 
 
 @pytest.mark.parametrize("family", ["deep_musician", "multitrack"])
 def test_plays_on_its_own_from_the_seed(family: str, request: pytest.FixtureRequest) -> None:
     package: Path = request.getfixturevalue(family)
-    _, generator = load_generator(str(package))
-    seed = seed_events(read_midi(package / "seed.mid").notes)
-    live = LiveParams()
-    rng = np.random.default_rng(0)
-    planner = AutonomousPlanner(
-        generator, live, rng, seed, make_inner=lambda: CallResponsePlanner(generator, live, rng, CallResponseSettings())
-    )
-    actions = []
-    for tick in range(0, 16 * PPQN, 10):
-        actions += planner.advance(tick)
-    onsets = _note_ons(actions)
-    assert len(onsets) >= 4 and max(t for t, _, _ in onsets) >= 8 * PPQN
+    plays_on_its_own(load_generator(str(package))[1], package)
