@@ -241,9 +241,9 @@ class Engine:
 def _frozen_heap() -> Iterator[None]:
     """Move every object alive into the collector's permanent generation, for the block.
 
-    No ``gc.collect()`` first: a full collection takes tens of milliseconds, and the
-    loop's first step must come before the clock's start (a clock master announces its
-    Song Position there); the little garbage frozen with the heap is released after.
+    No ``gc.collect()`` first: a full collection takes tens of milliseconds that would
+    delay the loop's first step past the clock's start; the little garbage frozen with
+    the heap is released after.
     """
     gc.freeze()
     try:
