@@ -25,9 +25,9 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, cast
 
 import numpy as np
 import onnx
@@ -53,6 +53,23 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 # ---- training ----------------------------------------------------------------------------
+
+
+class ConfigRecord:
+    """``to_dict`` and ``from_dict`` for a family's training config (a frozen dataclass that
+    subclasses this): checkpoints and manifests keep the config as a plain table."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """A config from a checkpoint: fields it lacks (older checkpoints) keep their defaults,
+        fields this version no longer has are left out."""
+        known = {f.name for f in fields(cast(Any, cls))}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def check_run(epochs: int, patience: int, limit: int | None) -> None:

@@ -49,7 +49,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import FitResult, tune_fingerprint
+from export.common import ConfigRecord, FitResult, tune_fingerprint
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -89,7 +89,7 @@ VALIDATION_WINDOWS = 512
 
 
 @dataclass(frozen=True, slots=True)
-class CrnnGanConfig:
+class CrnnGanConfig(ConfigRecord):
     """Sizes and training settings. ``window`` is N, the notes of a phrase (the graph's fixed length)."""
 
     hidden: int = 64
@@ -109,14 +109,6 @@ class CrnnGanConfig:
     beats_max: float = 4.0
     block_frames: int = 32
     max_hold: int = 16
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> CrnnGanConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     def check(self) -> None:
         if self.window < 2:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from export.common import ConfigRecord
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -68,7 +69,7 @@ TEMPERATURES = (0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
-class DeepMusicianConfig:
+class DeepMusicianConfig(ConfigRecord):
     hidden: int = 192
     layers: int = 2
     dropout: float = 0.2
@@ -84,14 +85,6 @@ class DeepMusicianConfig:
     polyphony: int = 4
     max_hold: int = 16
     max_silence: int = 32
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DeepMusicianConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 class DeepMusician(nn.Module):

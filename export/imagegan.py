@@ -47,7 +47,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import check_run
+from export.common import ConfigRecord, check_run
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -91,7 +91,7 @@ TEMPERATURES = (1.0, 0.5, 0.75)
 
 
 @dataclass(frozen=True, slots=True)
-class ImageGanConfig:
+class ImageGanConfig(ConfigRecord):
     """Sizes and optimiser. ``window``: frames per image (the block); ``hidden``: the widest dense layer."""
 
     latent: int = 10
@@ -126,22 +126,6 @@ class ImageGanConfig:
     minibatch_std: bool = False
     #: the discriminator's learning rate (the generator's is ``learning_rate``); 0 = ``learning_rate``
     d_learning_rate: float = 0.0
-
-    def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, checkpoint_values: Mapping[str, Any]) -> ImageGanConfig:
-        known = set(cls.__dataclass_fields__)
-        # checkpoints from before these fields were the seed's transposed convolution and plain labels
-        values: dict[str, Any] = {
-            "upsampling": "transpose",
-            "real_label": 1.0,
-            "generator_dropout": 0.2,
-            "minibatch_std": False,
-        }
-        values |= dict(checkpoint_values)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def dense(self) -> tuple[int, int, int]:

@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import FitResult, progress
+from export.common import ConfigRecord, FitResult, progress
 from export.errors import ExportError
 from export.framecommon import (
     check_parity,
@@ -88,7 +88,7 @@ VALIDATION_TEMPERATURES = (
 
 
 @dataclass(frozen=True, slots=True)
-class MidiGanConfig:
+class MidiGanConfig(ConfigRecord):
     latent: int = 100
     hidden: int = 512  # the widest layer; the generator is hidden/4, hidden/2, hidden, the discriminator reversed
     leaky_slope: float = 0.2
@@ -100,14 +100,6 @@ class MidiGanConfig:
     context_frames: int = 16
     notes_per_block: int = 32
     window: int | None = None  # not used: the seed draws one note per noise vector (refused when given)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MidiGanConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def widths(self) -> tuple[int, int, int]:

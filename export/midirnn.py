@@ -62,7 +62,7 @@ the generated rhythms do not show (their overlap stays 0.95-0.96), for pitch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from export.common import ConfigRecord
 from livegen.io.corpus import Tune
 
 FAMILY = "midirnn"
@@ -89,7 +90,7 @@ CLASS_QUANTUM = 1.0 / 24.0
 
 
 @dataclass(frozen=True, slots=True)
-class MidiRnnConfig:
+class MidiRnnConfig(ConfigRecord):
     """Architecture and training hyper-parameters; stored in the checkpoint and the manifest."""
 
     hidden: int = 128
@@ -119,15 +120,6 @@ class MidiRnnConfig:
         :data:`CLASS_TIME_WEIGHT`; ``changes`` override any field."""
         weights = {"step_weight": CLASS_TIME_WEIGHT, "duration_weight": CLASS_TIME_WEIGHT}
         return cls(**{"time_head": time_head, **(weights if time_head == "classes" else {}), **changes})
-
-    def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, float | int | str]) -> MidiRnnConfig:
-        """A config from a checkpoint; fields it lacks (older checkpoints) keep their defaults."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

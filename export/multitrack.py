@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from export.common import ConfigRecord
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -73,7 +74,7 @@ DEFAULT_TEMPERATURE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class MultiTrackConfig:
+class MultiTrackConfig(ConfigRecord):
     hidden: int = 256
     tracks: int = 4
     pitch_min: int = 36
@@ -83,14 +84,6 @@ class MultiTrackConfig:
     learning_rate: float = 2e-3
     max_hold: int = 16
     max_silence: int = 32
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MultiTrackConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def width(self) -> int:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import check_run
+from export.common import ConfigRecord, check_run
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -100,7 +100,7 @@ LAYERS = 4
 
 
 @dataclass(frozen=True, slots=True)
-class MultiTrackCnnConfig:
+class MultiTrackCnnConfig(ConfigRecord):
     """``window``: frames of the context and of the predicted block; ``hidden``: channels of the first layer;
     ``stride``: frames between training blocks; ``transpose``: most semitones a training batch is shifted by."""
 
@@ -130,14 +130,6 @@ class MultiTrackCnnConfig:
             raise ExportError(f"transpose {self.transpose}: expected 0 to 12 semitones")
         if self.stride < 1:
             raise ExportError(f"stride {self.stride}: expected at least 1 frame between training windows")
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MultiTrackCnnConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def width(self) -> int:

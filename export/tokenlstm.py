@@ -42,7 +42,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import (
+    ConfigRecord,
     check_run,
     check_sizes,
     corpus_provenance,
@@ -76,7 +77,7 @@ SAMPLE_TUNES = 8
 
 
 @dataclass(frozen=True, slots=True)
-class TokenLstmConfig:
+class TokenLstmConfig(ConfigRecord):
     """Architecture and training hyper-parameters; stored in the checkpoint and the manifest."""
 
     embed: int = EMBED
@@ -93,14 +94,6 @@ class TokenLstmConfig:
     lr_min: float = 1e-4
     grad_clip: float = 1.0
     max_vocab: int = 512
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TokenLstmConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ---- tokens ------------------------------------------------------------------------------
