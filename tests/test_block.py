@@ -75,6 +75,32 @@ def test_a_note_across_the_bar_line_is_held_and_a_repeated_pitch_is_struck_again
     assert play(joined, 4, params) == [(G, 60, 4 * G), (7 * G, 64, 2 * G), (13 * G, 60, 8 * G), (23 * G, 64, 2 * G)]
 
 
+def test_a_note_begun_before_the_performer_enters_on_the_next_beat() -> None:
+    # the performer plays on the second 16th of a bar; the block's 60 sounds the whole bar
+    gen = FixedBlocks([[RollNote(0, 12, 60), RollNote(8, 4, 64), RollNote(0, 3, 67)]])
+    gen.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=G))
+    # generation starts on frame 2: 60 comes in on the next beat (frame 4) with its last
+    # 8 frames; 67 has 1 frame left there and is dropped; 64 starts as written
+    assert play(gen, 2, SamplingParams(candidates=1)) == [(3 * G, 60, 8 * G), (7 * G, 64, 4 * G)]
+
+
+def test_a_replan_inside_a_block_reuses_its_proposal() -> None:
+    for conditioned in (True, False):
+        gen = FixedBlocks([[RollNote(0, 4, 60), RollNote(8, 4, 64)], [RollNote(12, 4, 72)]], conditioned=conditioned)
+        gen.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=0))
+        before = gen.snapshot()
+        play(gen, 1)
+        gen.restore(before)
+        gen.feed(StepEvent(pitch=57, step=5 * G, duration=G))  # the performer again, mid-bar
+        play(gen, 1)
+        first_bar = [count for previous, count in gen.asked if not previous]  # nothing before the first bar
+        assert len(first_bar) == 1, conditioned
+        gen.reset()
+        gen.feed(StepEvent(pitch=55, step=0, duration=G, bar_phase=0))
+        play(gen, 1)
+        assert [previous for previous, _ in gen.asked].count([]) == 2, conditioned  # a reset forgets it
+
+
 def test_unconditional_families_keep_the_candidate_that_fits_the_performer() -> None:
     high_c = [RollNote(0, 4, 72), RollNote(4, 4, 76), RollNote(8, 4, 79), RollNote(12, 4, 72)]
     low_fsharp = [RollNote(0, 8, 42), RollNote(8, 8, 46)]

@@ -71,21 +71,41 @@ def test_plays_with_a_keyboard_and_leaves_nothing_sounding(jack_server, tmp_path
     assert counts["performer"] == 6 and counts["livegen"] >= len(ons) - 1
 
 
+def livegen_onsets(path) -> list[float]:
+    """Onsets in beats of the notes on a recording's ``livegen`` track."""
+    midi = mido.MidiFile(path)
+    track = next(t for t in midi.tracks if t.name == "livegen")
+    onsets, tick = [], 0
+    for message in track:
+        tick += message.time
+        if message.type == "note_on" and message.velocity > 0:
+            onsets.append(tick / midi.ticks_per_beat)
+    return onsets
+
+
 @pytest.mark.parametrize("mode", ["autonomous", "accompany"])
 @pytest.mark.parametrize("model", BLOCK_MODELS)
 def test_plays_from_the_seed_file(tmp_path, model, mode):
-    """Autonomous: hears the seed and plays on its own; accompany: the seed is performed and accompanied."""
+    """Autonomous: hears the seed and plays on its own; accompany: the seed is performed and accompanied.
+
+    Accompany listens 8 beats before it plays and then keeps going for 4 bars after the
+    performer stops, so it runs long enough (10 s at 160 BPM) to hear that through;
+    it must keep playing bar after bar, not one chord.
+    """
     import subprocess
     import sys
 
     record = tmp_path / "take.mid"
+    seconds = "6" if mode == "autonomous" else "10"
     done = subprocess.run(
         [sys.executable, "-m", "livegen", "jam", "--model", model, "--mode", mode, "--out", "none",
-         "--tempo", "160", "--max-seconds", "6", "--rng-seed", "2", "--record", str(record),
+         "--tempo", "160", "--max-seconds", seconds, "--rng-seed", "2", "--record", str(record),
          "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     counts = track_notes(record)
-    assert counts["livegen"] >= 8, (counts, done.stdout)
+    onsets = livegen_onsets(record)
+    assert len(onsets) >= 8, (counts, done.stdout)
+    assert len({int(beat // 4) for beat in onsets}) >= 3, (onsets, done.stdout)
     assert counts["performer"] == (0 if mode == "autonomous" else len(read_midi(seed_of(model)).notes))

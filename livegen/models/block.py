@@ -50,11 +50,16 @@ import numpy as np
 from livegen.models.frames import ANY_TRACK, GRID, VELOCITY, FrameGenerator, RollNote, frame_of
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
+from livegen.music.time import PPQN
 
 log = logging.getLogger(__name__)
 
 #: Frames of the bar a candidate is scored against (a 4/4 bar of 16ths).
 LISTEN_FRAMES = 16
+#: The shortest rest of a note, in frames, that enters late (:meth:`BlockGenerator._from`).
+LATE_ENTRY_MIN = 2
+#: Proposals kept for re-plans inside a block (:meth:`BlockGenerator._candidates`).
+PROPOSALS_KEPT = 8
 #: Slot numbers: one per (track, pitch), so two tracks may sound the same pitch.
 SLOTS_PER_TRACK = 128
 
@@ -190,6 +195,7 @@ class BlockGenerator(FrameGenerator):
         self.fit = FitCounter()
         self._origin = 0  # a frame on a bar line, relative to the first fed note
         self._performer_bar: tuple[RollNote, ...] = ()  # the performer's notes in the bar up to their last
+        self._proposals: dict[tuple[object, ...], list[list[RollNote]]] = {}  # see :meth:`_candidates`
 
     # ---- the family's part --------------------------------------------------------
 
@@ -213,6 +219,7 @@ class BlockGenerator(FrameGenerator):
         super().reset()
         self._origin = 0
         self._performer_bar = ()
+        self._proposals.clear()
 
     def feed(self, event: StepEvent) -> None:
         super().feed(event)
@@ -282,10 +289,7 @@ class BlockGenerator(FrameGenerator):
             for n in state.recent
             if n.onset < start and n.end > start - self.context_frames
         ]
-        count = 1 if self.conditioned else max(1, params.candidates)
-        candidates = [self._clean(block, params) for block in self._propose(previous, count, params, rng)]
-        if not candidates:
-            candidates = [[]]
+        candidates = self._candidates(start, previous, params, rng)
         chosen = candidates[0]
         if not self.conditioned and len(candidates) > 1:
             heard = self._heard(state.recent, first)
@@ -298,12 +302,57 @@ class BlockGenerator(FrameGenerator):
                 chosen = candidates[best]
                 self.fit.add(scores[best], scores)
                 log.debug("block at frame %d: candidate %d of %d, fit %.3f", start, best, len(scores), scores[best])
-        placed = tuple(replace(n, onset=n.onset + start) for n in chosen if n.onset + start >= first)
+        placed = tuple(self._from(first, start, chosen, held))
         rows = self._rows(placed, first, start + self.block_frames, held)
         horizon = start + self.block_frames - self.window
         recent = tuple(n for n in (*state.recent, *placed) if n.end > horizon)
         last = placed[-1].pitch if placed else state.last_pitch
         return replace(state, rows=rows, next_start=start + self.block_frames, recent=recent, last_pitch=last)
+
+    def _candidates(
+        self, start: int, previous: Sequence[RollNote], params: SamplingParams, rng: np.random.Generator
+    ) -> list[list[RollNote]]:
+        """The cleaned candidate blocks starting at ``start``: proposed once per context and parameters.
+
+        A re-plan inside a block (the performer played mid-bar) asks for the same block again
+        with the same notes before it. It gets the same candidates back, so the notes already
+        committed and the rest of the bar come from one block: drawing afresh on every
+        performed note kept only the new draw's notes after the note, and against a
+        performer playing on every beat a chorale-like model then played almost nothing
+        (its notes start on the bar and last it). An unconditional family's candidates are
+        re-scored against the performer's newest bar. Only the last few blocks are kept.
+        """
+        key = (start, tuple(previous), params)
+        found = self._proposals.get(key)
+        if found is None:
+            count = 1 if self.conditioned else max(1, params.candidates)
+            found = [self._clean(block, params) for block in self._propose(previous, count, params, rng)] or [[]]
+            while len(self._proposals) >= PROPOSALS_KEPT:
+                del self._proposals[next(iter(self._proposals))]
+            self._proposals[key] = found
+        return found
+
+    def _from(self, first: int, start: int, block: Sequence[RollNote], held: Mapping[int, int]) -> list[RollNote]:
+        """The notes of ``block`` (starting at frame ``start``) played from frame ``first`` on, absolute.
+
+        A note begun before ``first`` and still sounding there is not lost: if the same
+        pitch on the same track is sounding (a committed note) it continues; otherwise it
+        enters on the next beat with what is left of it, if that is at least
+        :data:`LATE_ENTRY_MIN` frames, as a player joining mid-bar comes in with the
+        chord of the moment.
+        """
+        beat = max(1, PPQN // self.grid)
+        out: list[RollNote] = []
+        for n in block:
+            onset, end = n.onset + start, n.onset + start + n.frames
+            if onset < first:
+                sounding = held.get(slot_of(n.track, n.pitch)) == n.pitch
+                onset = first if sounding else first + (start - first) % beat
+                if end - onset < LATE_ENTRY_MIN:
+                    continue
+            out.append(replace(n, onset=onset, frames=end - onset))
+        out.sort(key=lambda n: (n.onset, -n.pitch, n.track))
+        return out
 
     def _heard(self, recent: Sequence[RollNote], first: int) -> list[RollNote]:
         """What a candidate is scored against: the performer's last bar, else the bar before ``first``."""
