@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +60,18 @@ class Tuning:
     rt_priority: int | str | None = "default"  # the scheduler thread's SCHED_FIFO priority; None: ordinary
     burst: bool | None = None
     control_nice: int | None = None  # nice value of the control thread during the run (None: unchanged)
+    worker: bool | None = None  # the planner in an inference worker process, as ``livegen jam`` (None: on)
 
     def label(self) -> str:
         parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None and v != "default"]
         return ", ".join(parts) or "as shipped"
 
 
-def _engine(port: Any, tempo: float, density: float, tuning: Tuning, seed: int) -> Any:
+def autonomous_planner(density: float, seed: int, heard: Any = None) -> Any:
+    """The benchmark's planner: ``folk-lstm`` playing on its own from its seed (in-process or in a worker)."""
     from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
-    from livegen.engine.clock import InternalClock
     from livegen.engine.jam import load_generator, sampling_params, seed_events, seed_song
     from livegen.engine.live import LiveParams
-    from livegen.engine.scheduler import Scheduler
-    from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK, Engine
-    from livegen.io.recorder import MidiRecorder
-    from livegen.music.time import TempoMap
 
     package, generator = load_generator(MODEL)
     song = seed_song(package, None)
@@ -82,9 +80,24 @@ def _engine(port: Any, tempo: float, density: float, tuning: Tuning, seed: int) 
     def no_inner() -> Any:
         raise RuntimeError("nobody performs in this benchmark")
 
-    planner = AutonomousPlanner(
+    return AutonomousPlanner(
         generator, live, np.random.default_rng(seed), seed_events(song.notes), no_inner, AutonomousSettings()
     )
+
+
+def _engine(port: Any, tempo: float, density: float, tuning: Tuning, seed: int) -> Any:
+    from livegen.engine.clock import InternalClock
+    from livegen.engine.scheduler import Scheduler
+    from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK, Engine
+    from livegen.engine.worker import PlannerWorker
+    from livegen.io.recorder import MidiRecorder
+    from livegen.music.time import TempoMap
+
+    if tuning.worker is False:
+        planner = autonomous_planner(density, seed)
+    else:
+        planner = PlannerWorker(partial(autonomous_planner, density, seed))
+        planner.start()
     clock = InternalClock(TempoMap.constant(tempo), start_ns=time.perf_counter_ns() + 300_000_000)
     kwargs: dict[str, Any] = {}
     if tuning.spin_ns is not None:
@@ -178,6 +191,9 @@ def run(
                 started = time.perf_counter()
                 engine.run(until)
                 engine.finish()
+                close = getattr(engine.planner, "close", None)
+                if close is not None:
+                    close()
                 elapsed = time.perf_counter() - started
         finally:
             if tuning.control_nice is not None:
@@ -201,6 +217,8 @@ def run(
         "inside": summary_ms(inside),
         "late_over_1ms": sum(1 for v in inside if v > 1_000_000),
         "committed_after_deadline": len(committed_late),
+        "late_steps": engine.late_steps,
+        "inference": "in-process" if tuning.worker is False else "worker process",
         "scheduler_own": summary_ms(own),
         "gc_collections": collections,
         "scheduler_realtime": engine.scheduler.stats.realtime,

@@ -12,15 +12,67 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livegen.errors import LivegenError
 
+if TYPE_CHECKING:
+    from livegen.engine.jam import JamConfig
+
 log = logging.getLogger("livegen")
+#: The jam's report (the lines it prints): only a ``--log-file`` handler listens to it.
+report = logging.getLogger("livegen.report")
+report.propagate = False
+report.setLevel(logging.INFO)
+report.addHandler(logging.NullHandler())
 
 EXIT_USER_ERROR = 2
+
+
+def _say(line: str) -> None:
+    """Print a report line, and write it to the log file when there is one."""
+    print(line, flush=True)
+    report.info(line.removeprefix("livegen: "))
+
+
+@contextmanager
+def _log_file(config: JamConfig, *, verbose: bool) -> Iterator[None]:
+    """With ``config.log_file``: livegen's log (INFO and up, DEBUG with -v) and the jam's report also
+    go to that file, rotated at ``log_max_bytes`` keeping ``log_backups`` old files; the console
+    keeps its level. Errors that end the jam are written there too."""
+    if config.log_file is None:
+        yield
+        return
+    from livegen.engine.logfile import rotating_handler
+
+    handler = rotating_handler(config.log_file, config.log_max_bytes, config.log_backups, out_dir=config.out_dir)
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger()
+    saved = root.level, [(h, h.level) for h in root.handlers]
+    for console, level in saved[1]:
+        if level == logging.NOTSET:
+            console.setLevel(root.level)  # the console shows what it showed before
+    root.setLevel(min(root.level, handler.level))
+    root.addHandler(handler)
+    report.addHandler(handler)
+    try:
+        yield
+    except LivegenError as err:
+        report.error("error: %s", err)
+        raise
+    except BaseException as err:
+        report.error("stopped: %r", err)
+        raise
+    finally:
+        report.removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for console, level in saved[1]:
+            console.setLevel(level)
+        handler.close()
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -101,6 +153,39 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="read typed commands (mode, model, temperature, panic, take, quit) from stdin (default: on a terminal)",
+    )
+    jam.add_argument(
+        "--worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the model in a supervised child process, restarted if it crashes or hangs (default: on)",
+    )
+    supervision = jam.add_argument_group("supervision (unattended installations; see the README)")
+    supervision.add_argument(
+        "--health-port",
+        type=int,
+        dest="health_port",
+        metavar="PORT",
+        help="serve /healthz and Prometheus /metrics on 127.0.0.1:PORT (default 0: no endpoint)",
+    )
+    supervision.add_argument(
+        "--health-host",
+        dest="health_host",
+        metavar="ADDR",
+        help="the loopback address the endpoint listens on (default 127.0.0.1; nothing but loopback is accepted)",
+    )
+    supervision.add_argument(
+        "--log-file", type=Path, dest="log_file", metavar="FILE", help="also log to FILE, rotated at --log-max-bytes"
+    )
+    supervision.add_argument(
+        "--log-max-bytes",
+        type=int,
+        dest="log_max_bytes",
+        metavar="N",
+        help="size cap of the log file before it rotates (default 5000000)",
+    )
+    supervision.add_argument(
+        "--log-backups", type=int, dest="log_backups", metavar="N", help="rotated log files kept (default 3)"
     )
     _add_sampling(jam)
 
@@ -206,7 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_jam(args: argparse.Namespace) -> int:
-    from livegen.engine.jam import run_jam
     from livegen.engine.preset import make_config
 
     overrides = {
@@ -244,41 +328,62 @@ def _cmd_jam(args: argparse.Namespace) -> int:
             "takeover_beats",
             "autosave_seconds",
             "commands",
+            "health_port",
+            "health_host",
+            "log_file",
+            "log_max_bytes",
+            "log_backups",
+            "worker",
         ]
     }
     overrides["outputs"] = tuple(args.outputs) if args.outputs else None
     config = make_config(args.preset, overrides)
-    print(f"livegen: jamming with {config.model} ({config.mode}); Ctrl-C stops", flush=True)
+    with _log_file(config, verbose=args.verbose):
+        return _play(config)
+
+
+def _play(config: JamConfig) -> int:
+    """Run the jam and report it (on stdout and, with ``--log-file``, in the log)."""
+    from livegen.engine.jam import run_jam
+
+    if config.health_port:
+        host = f"[{config.health_host}]" if ":" in config.health_host else config.health_host
+        _say(f"livegen: health endpoint: http://{host}:{config.health_port}/healthz and /metrics")
+    _say(f"livegen: jamming with {config.model} ({config.mode}); Ctrl-C stops")
     if config.clock == "midi":
         source = config.clock_input or ("'livegen in'" if config.input in (None, "virtual") else config.input)
-        print(f"livegen: following MIDI clock on {source}: plays after the DAW's Start", flush=True)
+        _say(f"livegen: following MIDI clock on {source}: plays after the DAW's Start")
     result = run_jam(config)
     for warning in result.warnings:
-        print(f"livegen: note: {warning}")
-    print(f"livegen: input: {result.input_name}")
+        _say(f"livegen: note: {warning}")
+    _say(f"livegen: input: {result.input_name}")
     for output in result.outputs:
-        print(f"livegen: output: {output}")
-    print(
+        _say(f"livegen: output: {output}")
+    _say(
         f"livegen: {result.notes_performed} notes performed, {result.notes_generated} generated "
         f"in {result.responses} answer(s); late sends: {result.late} (max {result.max_late_ms:.2f} ms)"
     )
     if result.replan_ms:
         ordered = sorted(result.replan_ms)
         p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-        print(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
+        _say(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
     if result.send_errors:
-        print(f"livegen: warning: {result.send_errors} message(s) could not be sent (a port or server went away)")
+        _say(f"livegen: warning: {result.send_errors} message(s) could not be sent (a port or server went away)")
+    if result.late_steps:
+        _say(f"livegen: {result.late_steps} note(s) skipped: the model planned them after their time")
+    if result.worker_restarts:
+        _say(f"livegen: warning: the inference worker restarted {result.worker_restarts} time(s) after a crash or hang")
     if config.clock != "internal":
-        print(f"livegen: clock: {config.clock}, tempo at the end {result.tempo_bpm:.2f} BPM")
+        _say(f"livegen: clock: {config.clock}, tempo at the end {result.tempo_bpm:.2f} BPM")
     if result.reseeds:
-        print(f"livegen: reseeded {result.reseeds} time(s) out of a loop or silence")
+        _say(f"livegen: reseeded {result.reseeds} time(s) out of a loop or silence")
     for change in result.changes:
-        print(f"livegen: live: {change}")
+        _say(f"livegen: live: {change}")
     for take in result.takes:
-        print(f"livegen: take: {take}")
-    print(f"livegen: MIDI recording: {result.midi_path}")
+        _say(f"livegen: take: {take}")
+    _say(f"livegen: MIDI recording: {result.midi_path}")
     if result.wav_path:
-        print(f"livegen: audio: {result.wav_path}")
+        _say(f"livegen: audio: {result.wav_path}")
     return 0
 
 

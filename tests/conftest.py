@@ -19,6 +19,21 @@ from tests.jackutil import JackServer, find_jackd
 JACKD_MISSING = "jackd not installed: run `make setup` (Debian package jackd2)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Crash journals go to the session's own folder, never the user's ``~/.local/state/livegen``
+    (a test that kills a jam leaves one; the jams it starts inherit the variable)."""
+    saved = os.environ.get("LIVEGEN_STATE_DIR")
+    os.environ["LIVEGEN_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LIVEGEN_STATE_DIR", None)
+        else:
+            os.environ["LIVEGEN_STATE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def jack_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
     """The session's jackd (``-d dummy -r 48000 -p 128``), stopped by its PID at the end."""

@@ -92,6 +92,11 @@ class Conductor:
     def busy(self) -> bool:
         return self.planner.busy or self.loading is not None
 
+    @property
+    def programs(self) -> dict[int, int] | None:
+        """MIDI channel -> GM program of the current model's tracks (a multi-track model's), else None."""
+        return self.generator.programs
+
     def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
         if self.controls is not None and data and data[0] & 0xF0 == 0xB0:
             changes = self.controls(data)

@@ -16,9 +16,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +32,20 @@ from livegen.engine.clockout import ClockMaster
 from livegen.engine.commands import CommandReader
 from livegen.engine.conductor import Conductor
 from livegen.engine.controls import ControlMap
+from livegen.engine.health import DEFAULT_HOST, check_health_address, model_identity, supervise
 from livegen.engine.keyfollow import KeyFollower
 from livegen.engine.live import Generations, LiveParams
+from livegen.engine.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, check_log_file
 from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
 from livegen.engine.swap import SwappableGenerator
+from livegen.engine.worker import PlannerWorker
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder
-from livegen.models.package import ModelPackage, load_package, verify_in_child
+from livegen.models.package import ModelPackage, load_package, read_package, verify_in_child
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
 from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
 from livegen.models.step import StepEvent, StepGenerator
@@ -105,6 +109,13 @@ class JamConfig:
     controls: ControlMap | None = None
     commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
     autosave_seconds: float | None = None
+    worker: bool = True  # the model runs in a supervised child process (False: on the control thread)
+    # supervision (issue 8): the loopback health endpoint and the rotating log file
+    health_port: int = 0  # /healthz and /metrics on health_host:health_port; 0: none
+    health_host: str = DEFAULT_HOST  # a loopback address only
+    log_file: Path | None = None  # livegen's log, rotated at log_max_bytes (read by the cli)
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -121,6 +132,8 @@ class JamConfig:
             raise ConfigError(f"--density {self.density}: expected 0.25 to 4 (a multiplier of notes per beat)")
         if self.autosave_seconds is not None and not self.autosave_seconds >= 1:
             raise ConfigError(f"--autosave {self.autosave_seconds}: expected at least 1 second")
+        check_health_address(self.health_host, self.health_port)
+        check_log_file(self.log_file, self.log_max_bytes, self.log_backups, out_dir=self.out_dir)
         parse_transpose(self.transpose)
         # the settings of each mode check their own fields now, not when the mode is switched to
         self.accompany_settings(4)
@@ -183,6 +196,8 @@ class JamResult:
     reseeds: int = 0
     tempo_bpm: float = 0.0  # the clock's tempo at the end (a followed clock's estimate)
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
+    late_steps: int = 0  # notes skipped because the model planned them after their time
+    worker_restarts: int = 0  # inference workers started again after a crash or a hang
 
 
 def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
@@ -294,6 +309,25 @@ def _open_midi(config: JamConfig, warnings: list[str]) -> tuple[str | None, str 
     return None, f"MIDI API {api}: {reason}"
 
 
+def open_port_output(name: str, api: str) -> MidiOutput:
+    """Open the model's MIDI port output ``name`` (setup context).
+
+    ``livegen`` is livegen's own virtual port, any other name an existing port. Before
+    anything else is sent on it, what a jam killed on this port left sounding is
+    silenced, and the port gets its crash journal (:func:`livegen.io.journal.guard_output`).
+    """
+    from livegen.io import midi_ports
+    from livegen.io.journal import guard_output
+
+    port = midi_ports.open_output(name, api=api, virtual=(name == "livegen"))
+    try:
+        guard_output(port)
+    except BaseException:
+        port.close()
+        raise
+    return port
+
+
 def seed_events(notes: Sequence[Note]) -> list[StepEvent]:
     """A seed phrase as the events a step model hears (onset order, steps between onsets)."""
     events, previous = [], None
@@ -303,6 +337,50 @@ def seed_events(notes: Sequence[Note]) -> list[StepEvent]:
         )
         previous = note.start
     return events
+
+
+def live_params(config: JamConfig, package: ModelPackage) -> LiveParams:
+    """The live parameters a jam starts from: the config's sampling over the package's defaults and ranges."""
+    params = sampling_params(
+        package,
+        config.temperature,
+        config.top_p,
+        key=config.key,
+        pitch_range=config.pitch_range,
+        candidates=config.candidates,
+    )
+    specs = package.manifest.parameters
+    return LiveParams(
+        sampling=params,
+        density=config.density,
+        response_bars=config.bars,
+        transpose=parse_transpose(config.transpose) or 0,
+        temperature_range=(specs["temperature"].min, specs["temperature"].max) if "temperature" in specs else (0.05, 4),
+        top_p_range=(specs["top_p"].min, specs["top_p"].max) if "top_p" in specs else (0.05, 1.0),
+    )
+
+
+def build_planner(
+    config: JamConfig, beats_per_bar: int, seed: list[StepEvent], heard: list[StepEvent] | None = None
+) -> Conductor:
+    """The inference worker's planner: load the model and build the conductor (worker process, setup).
+
+    ``heard``: a restarted worker's seed, the recent performance, instead of ``seed``.
+    """
+    package, generator = load_generator(config.model)
+    rng = np.random.default_rng(config.rng_seed)
+    return make_conductor(
+        config, package, generator, live_params(config, package), rng, beats_per_bar=beats_per_bar, seed=heard or seed
+    )
+
+
+def recent_seed(recorder: MidiRecorder, beats_per_bar: int, bars: int = 8) -> list[StepEvent]:
+    """The last ``bars`` bars of the performance, both tracks, as a seed (control thread: a worker restarts)."""
+    notes = [*recorder.notes(PERFORMER_TRACK), *recorder.notes(MODEL_TRACK)]
+    if not notes:
+        return []
+    since = max(n.start for n in notes) - bars * beats_per_bar * PPQN
+    return seed_events([n for n in notes if n.start >= since])
 
 
 def make_conductor(
@@ -348,15 +426,14 @@ def make_conductor(
     )
 
 
-def channel_programs(config: JamConfig, generator: object) -> dict[int, int]:
-    """GM program per channel: the model's, a multi-track model's own per track, the echo's."""
-    tracks: dict[int, int] = dict(getattr(generator, "programs", None) or {})
-    return {config.model_channel: config.model_program, **tracks, config.echo_channel: config.echo_program}
+def channel_programs(config: JamConfig, tracks: Mapping[int, int] | None) -> dict[int, int]:
+    """GM program per channel: the model's, a multi-track model's own per track (``tracks``), the echo's."""
+    return {config.model_channel: config.model_program, **(tracks or {}), config.echo_channel: config.echo_program}
 
 
-def _fit_echo_channel(config: JamConfig, generator: object, warnings: list[str]) -> JamConfig:
-    """Move the performer's echo off a channel a multi-track model plays on."""
-    used = set(getattr(generator, "programs", None) or {}) | {config.model_channel}
+def _fit_echo_channel(config: JamConfig, tracks: Mapping[int, int] | None, warnings: list[str]) -> JamConfig:
+    """Move the performer's echo off a channel a multi-track model plays on (``tracks``: its programs)."""
+    used = set(tracks or {}) | {config.model_channel}
     if config.echo_channel not in used:
         return config
     free = next(c for c in range(16) if c not in used and c != 9)  # 9 is General MIDI's drums
@@ -381,35 +458,25 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
 
     stop = stop or threading.Event()
     warnings: list[str] = []
-    package, generator = load_generator(config.model)
-    config = _fit_echo_channel(config, generator, warnings)
-    params = sampling_params(
-        package,
-        config.temperature,
-        config.top_p,
-        key=config.key,
-        pitch_range=config.pitch_range,
-        candidates=config.candidates,
-    )
-    specs = package.manifest.parameters
-    live = LiveParams(
-        sampling=params,
-        density=config.density,
-        response_bars=config.bars,
-        transpose=parse_transpose(config.transpose) or 0,
-        temperature_range=(specs["temperature"].min, specs["temperature"].max) if "temperature" in specs else (0.05, 4),
-        top_p_range=(specs["top_p"].min, specs["top_p"].max) if "top_p" in specs else (0.05, 1.0),
-    )
+    generator: StepGenerator | None = None
+    if config.worker:  # the worker loads the model; here only the manifest is read
+        package = read_package(resolve_package(config.model))
+    else:
+        package, generator = load_generator(config.model)
+    live = live_params(config, package)
     autonomous = config.mode == "autonomous"
     wants_phrase = config.input is None and config.clock == "internal" and not autonomous
     song = seed_song(package, config.seed_file) if wants_phrase or autonomous or config.seed_file else None
     tempo = TempoMap.constant(config.tempo) if config.tempo else (song.tempo if song else TempoMap.constant(120))
     tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock
     beats_per_bar = song.beats_per_bar if song else 4
-    rng = np.random.default_rng(config.rng_seed)
-    conductor = make_conductor(
-        config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed_events(song.notes) if song else []
-    )
+    seed = seed_events(song.notes) if song else []
+    conductor: Conductor | PlannerWorker
+    if generator is None:
+        conductor = PlannerWorker(partial(build_planner, config, beats_per_bar, seed))
+    else:
+        rng = np.random.default_rng(config.rng_seed)
+        conductor = make_conductor(config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed)
 
     wanted = config.outputs if config.outputs is not None else ("livegen", "synth")
     explicit_ports = config.outputs is not None and any(o not in ("synth", "none") for o in wanted)
@@ -423,6 +490,9 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         config = replace(config, input=VIRTUAL_INPUT)  # a DAW sends its clock to livegen's own port
 
     with ExitStack() as stack:
+        if isinstance(conductor, PlannerWorker):
+            conductor.launch()  # the worker loads the model while the ports open
+            stack.callback(conductor.close)
         model_outputs: list[MidiOutput] = []
         echo_outputs: list[MidiOutput] = []
         clock_outputs: list[MidiOutput] = []
@@ -430,7 +500,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         for name in wanted:
             if name in ("synth", "none") or api is None:
                 continue
-            port = midi_ports.open_output(name, api=api, virtual=(name == "livegen"))
+            port = open_port_output(name, api)
             stack.callback(port.close)
             model_outputs.append(port)
             if config.clock_out:
@@ -461,6 +531,10 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                     raise ConfigError(f"audio device {config.audio_device!r} is not available")
                 warnings.append("no audio output device: the built-in synth renders to a WAV file instead")
 
+        if isinstance(conductor, PlannerWorker):
+            conductor.wait_ready()  # before the clock starts: the performance begins with a model
+        config = _fit_echo_channel(config, conductor.programs, warnings)
+        programs = channel_programs(config, conductor.programs)
         clock = _make_clock(config, tempo)
         if hasattr(clock, "close"):
             stack.callback(clock.close)
@@ -486,7 +560,8 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             clock_out=ClockMaster() if clock_outputs else None,
             on_save_take=save_take,
         )
-        programs = channel_programs(config, generator)
+        if isinstance(conductor, PlannerWorker):
+            conductor.recent = partial(recent_seed, recorder, beats_per_bar)
         if live_synth is not None:
             for channel, program in programs.items():
                 live_synth.send_now((PROGRAM_CHANGE | channel, program))
@@ -523,6 +598,20 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 config.clock_input, api=api, callback=engine.on_midi, ignore_clock=False
             )
             stack.callback(clock_source.close)
+        # the health endpoint binds now (a taken port fails before anything plays); systemd hears
+        # READY=1 at the scheduler's first heartbeat and WATCHDOG=1 while it keeps turning
+        supervision = stack.enter_context(
+            supervise(
+                scheduler,
+                host=config.health_host,
+                port=config.health_port,
+                sources=(engine, conductor),
+                synth=live_synth,
+                model=model_identity(package.folder),
+                model_source=conductor,
+                status=f"playing {package.name} ({config.mode})",
+            )
+        )
         if config.commands or (config.commands is None and sys.stdin is not None and sys.stdin.isatty()):
             CommandReader(conductor.post, stop.set).start()
         # The scheduler and the audio callback need the GIL within a millisecond; Python's
@@ -558,11 +647,16 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             except BaseException as err:  # keep what was recorded, then report
                 error = err
             finally:
+                supervision.stopping()  # STOPPING=1 before the scheduler stops: writing files is no hang
                 engine.finish()
+                if isinstance(conductor, PlannerWorker):
+                    conductor.close()
                 if live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
         start_ns = clock.start_ns if isinstance(clock, InternalClock) else started_ns
-        result = _write_files(config, engine, recorder, start_ns, tempo, beats_per_bar, offline_synth, midi_path)
+        result = _write_files(
+            config, engine, recorder, start_ns, tempo, beats_per_bar, offline_synth, midi_path, programs
+        )
         result.input_name = source.name if source is not None else "none (autonomous)"
         result.outputs = output_names + ([f"built-in synth -> {result.wav_path}"] if offline_synth else [])
         result.warnings = warnings
@@ -572,7 +666,12 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         result.replan_ms = [ns / 1e6 for ns in engine.replan_ns()]
         result.takes = takes
         result.changes = list(conductor.events)
-        result.reseeds = len(getattr(conductor.planner, "reseeds", []))
+        if isinstance(conductor, PlannerWorker):
+            result.reseeds = conductor.summary.reseeds
+            result.worker_restarts = conductor.restarts
+        else:
+            result.reseeds = len(getattr(conductor.planner, "reseeds", []))
+        result.late_steps = engine.late_steps
         result.tempo_bpm = clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
         if error is not None:
@@ -593,6 +692,7 @@ def _write_files(
     beats_per_bar: int,
     offline_synth: bool,
     midi_path: Path,
+    programs: dict[int, int],
 ) -> JamResult:
     recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
     wav_path = None
@@ -603,9 +703,7 @@ def _write_files(
             start_ns,
             wav_path,
             soundfont=config.soundfont,
-            programs=channel_programs(
-                config, engine.planner.generator if isinstance(engine.planner, Conductor) else None
-            ),
+            programs=programs,
         )
     return JamResult(
         midi_path=midi_path,

@@ -15,16 +15,14 @@ mode messages) are ignored.
 
 The preset is edited with ``tomlkit``, which keeps comments, order and layout; only
 the one binding (and any old binding of the same CC) changes. The file is written
-to a temporary file beside it and renamed over it, so a crash never leaves half a
-preset.
+with :func:`~livegen.music.atomic.write_atomically` (a temporary file beside it,
+fsync-ed, renamed over it), so a crash never leaves half a preset.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from tomlkit.items import InlineTable, Table
 from livegen.engine.controls import PARAMETERS, Binding, parse_controls, toml_name
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput
+from livegen.music.atomic import write_atomically
 from livegen.music.events import CONTROL_CHANGE
 
 #: How long ``livegen learn`` waits for a control to move by default (seconds).
@@ -205,19 +204,9 @@ def _read(path: Path) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
+    """Replace the preset with ``text`` whole, or leave it as it was (setup context)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                out.write(text)
-            if path.exists():
-                os.chmod(temp, path.stat().st_mode & 0o7777)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda out: out.write(text.encode("utf-8")))
     except OSError as err:
         raise ConfigError(f"{path}: cannot write the preset ({err})") from err
 

@@ -62,9 +62,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "transpose": (str, int),
     "commands": (bool,),
     "autosave_seconds": (int, float),
+    "worker": (bool,),
+    "health_port": (int,),
+    "health_host": (str,),
+    "log_file": (str,),
+    "log_max_bytes": (int,),
+    "log_backups": (int,),
 }
 #: Fields whose value is true or false (every other field rejects booleans).
-_BOOLEAN = frozenset(("clock_out", "commands"))
+_BOOLEAN = frozenset(("clock_out", "commands", "worker"))
 TABLES = ("jam", "controls")
 
 
@@ -110,7 +116,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             if not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: field 'jam.outputs': expected a list of port names, 'synth' or 'none'")
             value = tuple(value)
-        elif field in ("record", "seed_file", "out_dir"):
+        elif field in ("record", "seed_file", "out_dir", "log_file"):
             value = (path.parent / value).resolve() if not Path(value).is_absolute() else Path(value)
         elif field == "transpose":
             value = str(value)

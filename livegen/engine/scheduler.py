@@ -37,6 +37,12 @@ from dataclasses import dataclass, replace
 from livegen.engine.tracker import NoteTracker
 from livegen.io.base import MidiOutput
 
+#: A generation number that withdraws every pending message of a group (a crashed planner's).
+ALL_GENERATIONS = -2
+#: The longest the real-time loop waits without turning: :attr:`Scheduler.heartbeat_ns` is at
+#: most this old while the loop runs (supervision reads it: ``livegen/engine/notify.py``), ns.
+BEAT_NS = 250_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Scheduled:
@@ -104,6 +110,9 @@ class Scheduler:
         self._stopped = threading.Event()
         self._rt_priority = rt_priority
         self._burst = burst
+        #: ``now_ns()`` at the real-time loop's last turn (0: not started). One attribute store per
+        #: turn, no lock: the supervision thread and the health endpoint only read it.
+        self.heartbeat_ns = 0
 
     # ---- control side -------------------------------------------------------------
 
@@ -112,8 +121,13 @@ class Scheduler:
         if events:
             self._inbox.put((_ADD, tuple(events)))
 
+    def now_ns(self) -> int:
+        """The scheduler's time (the clock its deadlines are in); any thread."""
+        return self._now()
+
     def withdraw(self, generation: int, group: int) -> None:
-        """Drop pending messages of ``generation`` and release what sounds on ``group``, now."""
+        """Drop pending messages of ``generation`` (:data:`ALL_GENERATIONS`: every pending message of
+        ``group``) and release what sounds on ``group``, now."""
         self._inbox.put((_WITHDRAW, generation, group))
 
     def retime(self, tick_to_ns: Callable[[int], int]) -> None:
@@ -189,7 +203,10 @@ class Scheduler:
                 heapq.heappush(self._heap, (item.deadline_ns, self._seq, item))
         elif op == _WITHDRAW:
             _, generation, group = message
-            kept = [entry for entry in self._heap if entry[2].generation != generation]
+            if generation == ALL_GENERATIONS:
+                kept = [entry for entry in self._heap if entry[2].group != group]
+            else:
+                kept = [entry for entry in self._heap if entry[2].generation != generation]
             self.stats.withdrawn += len(self._heap) - len(kept)
             heapq.heapify(kept)
             self._heap = kept
@@ -243,16 +260,24 @@ class Scheduler:
         self.run()
 
     def run(self) -> None:
-        """The real-time loop (runs on the scheduler thread until :meth:`stop`)."""
-        inbox, now_ns, spin, burst = self._inbox, self._now, self._spin_ns, self._burst
+        """The real-time loop (runs on the scheduler thread until :meth:`stop`).
+
+        Each turn stores its time in :attr:`heartbeat_ns`, and no wait is longer than
+        :data:`BEAT_NS`, so an old heartbeat means a stuck loop, never an idle one.
+        """
+        inbox, now_ns, spin, burst, beat = self._inbox, self._now, self._spin_ns, self._burst, BEAT_NS
         while True:
             heap = self._heap
+            now = now_ns()
+            self.heartbeat_ns = now
             if heap:
-                wait = heap[0][0] - spin - now_ns()
+                wait = heap[0][0] - spin - now
                 if wait > 0:
                     try:
-                        message = inbox.get(timeout=wait / 1e9)
+                        message = inbox.get(timeout=(wait if wait < beat else beat) / 1e9)
                     except queue.Empty:
+                        if wait > beat:
+                            continue  # woke to beat; the deadline is still ahead
                         message = None
                 else:
                     try:
@@ -260,7 +285,10 @@ class Scheduler:
                     except queue.Empty:
                         message = None
             else:
-                message = inbox.get()
+                try:
+                    message = inbox.get(timeout=beat / 1e9)
+                except queue.Empty:
+                    continue  # idle: woke to beat
             if message is not None:
                 if not self._handle(message):
                     return

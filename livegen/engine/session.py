@@ -33,7 +33,7 @@ from livegen.engine.clockout import ClockMaster
 from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake, Withdraw
 from livegen.engine.scheduler import Scheduled, Scheduler, Sent
 from livegen.io.recorder import MidiRecorder
-from livegen.music.events import NOTE_ON
+from livegen.music.events import NOTE_OFF, NOTE_ON
 from livegen.music.time import ceil_to_grid
 
 #: Scheduler group of the model's outputs (the virtual port, the synth).
@@ -47,6 +47,8 @@ CLOCK_MESSAGES = frozenset((0xF8, 0xFA, 0xFB, 0xFC, 0xF2))
 #: Generation no scheduled item has: withdrawing it only silences what sounds.
 NO_GENERATION = -1
 ALL_NOTES_OFF = 123
+#: A note planned to start more than this long ago when its commit arrives is skipped, ns.
+LATE_STEP_NS = 20_000_000
 PERFORMER_TRACK = "performer"
 MODEL_TRACK = "livegen"
 
@@ -80,6 +82,7 @@ class Engine:
         self.on_save_take = on_save_take
         self.sent: list[Sent] = []
         self.input_overflow = 0
+        self.late_steps = 0  # notes skipped because their plan arrived after their time
         self.transport: list[tuple[str, int]] = []  # (kind, tick) of each transport event followed
         self._inbox: queue.Queue[tuple[tuple[int, ...], int]] = queue.Queue(maxsize=input_capacity)
         self._clock_version = clock.version
@@ -105,12 +108,7 @@ class Engine:
         tick_to_ns = self.clock.tick_to_ns
         for action in actions:
             if isinstance(action, Commit):
-                self.scheduler.submit(
-                    [
-                        Scheduled(tick_to_ns(e.tick), e.tick, tuple(e.bytes()), MODEL_GROUP, action.generation)
-                        for e in action.events
-                    ]
-                )
+                self.scheduler.submit(self._on_time(action, tick_to_ns))
             elif isinstance(action, Withdraw):
                 self.scheduler.withdraw(action.generation, MODEL_GROUP)
             elif isinstance(action, Panic):
@@ -122,6 +120,33 @@ class Engine:
                 self.collect_sent()
                 if self.on_save_take is not None:
                     self.on_save_take()
+
+    def _on_time(self, commit: Commit, tick_to_ns: Callable[[int], int]) -> list[Scheduled]:
+        """The commit's events as scheduled items, without the notes it is too late for.
+
+        A note whose note-on reaches the engine more than :data:`LATE_STEP_NS` after its
+        time (a generator that took longer than the music allowed) is skipped with its
+        note-off and counted in :attr:`late_steps`: the step is lost, the clock and
+        everything else keep their time. Other messages are sent, late or not.
+        """
+        late_after = self.scheduler.now_ns() - LATE_STEP_NS
+        items: list[Scheduled] = []
+        skipped: list[tuple[int, int]] = []  # (status low nibble, pitch) of skipped note-ons
+        for e in commit.events:
+            deadline = tick_to_ns(e.tick)
+            data = tuple(e.bytes())
+            if len(data) == 3 and data[0] & 0xF0 in (NOTE_ON, NOTE_OFF):
+                key = (data[0] & 0x0F, data[1])
+                if data[0] & 0xF0 == NOTE_ON and data[2] > 0:
+                    if deadline < late_after:
+                        skipped.append(key)
+                        self.late_steps += 1
+                        continue
+                elif key in skipped:
+                    skipped.remove(key)
+                    continue
+            items.append(Scheduled(deadline, e.tick, data, MODEL_GROUP, commit.generation))
+        return items
 
     def _take_input(self, data: tuple[int, ...], t_ns: int) -> None:
         if data and data[0] in CLOCK_MESSAGES:

@@ -6,7 +6,9 @@ Contexts:
   :func:`list_ports`, :func:`match_port`, :func:`find_keyboard`, :func:`open_output`,
   :func:`open_input` and every ``close()``. They may block (a JACK probe waits up to its
   timeout), log, and raise livegen errors.
-- real-time: :meth:`RtMidiOutput.send` (through ``_send``), on the scheduler thread.
+- real-time: :meth:`RtMidiOutput.send` (through ``_send``), on the scheduler thread;
+  with a crash journal attached (:meth:`RtMidiOutput.attach_journal`, see
+  :mod:`livegen.io.journal`) it also stores each note into the journal's mapped page.
 - backend thread: :meth:`RtMidiInput._run`, the input's own reader thread, which
   timestamps each message and calls the :data:`~livegen.io.base.InputCallback`.
 
@@ -62,7 +64,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rtmidi
 
@@ -70,6 +72,9 @@ from livegen.errors import BackendUnavailableError, ConfigError, LivegenError, P
 from livegen.io import jack
 from livegen.io.base import InputCallback, MidiInput, MidiOutput
 from livegen.music.events import MidiStreamParser
+
+if TYPE_CHECKING:
+    from livegen.io.journal import NoteJournal
 
 log = logging.getLogger(__name__)
 
@@ -378,19 +383,42 @@ class RtMidiOutput(MidiOutput):
         self._send_message = client.send_message
         self._lock = threading.Lock()
         self._live = True
+        self._journal: NoteJournal | None = None
+
+    def attach_journal(self, journal: NoteJournal) -> None:
+        """Setup context: journal every message from now on; closing the port closes ``journal``.
+
+        A note-on is journalled before it is handed to the backend and a note-off after
+        (see :mod:`livegen.io.journal`), both under the send lock, so the journal never
+        holds less than what sounds.
+        """
+        with self._lock:
+            self._journal = journal
 
     def _send(self, data: Sequence[int]) -> None:
         with self._lock:
-            if self._live:
+            if not self._live:
+                self.dropped += 1
+                return
+            journal = self._journal
+            if journal is None:
                 self._send_message(data)
             else:
-                self.dropped += 1
+                journal.before_send(data)
+                self._send_message(data)
+                journal.after_send(data)
 
     def _close(self) -> None:
-        """Setup context. On JACK this waits (up to 1 s) until queued messages went out."""
+        """Setup context. On JACK this waits (up to 1 s) until queued messages went out.
+
+        Then the crash journal, if any, is closed: removed when nothing sounds any more.
+        """
         with self._lock:
             self._live = False
+            journal, self._journal = self._journal, None
         _release_client(self._client, self.api, f"closing MIDI output {self.port!r}")
+        if journal is not None:
+            journal.close()
 
     def __repr__(self) -> str:
         kind = "virtual" if self.virtual else "connected"

@@ -39,19 +39,19 @@ from __future__ import annotations
 import ctypes
 import heapq
 import os
-import tempfile
 import wave
 from collections.abc import Iterable, Sequence
 from numbers import Integral
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 from livegen.errors import BackendUnavailableError, ConfigError
 from livegen.io.soundfont import SoundFontError, describe_load_failure, find_soundfont
+from livegen.music.atomic import write_atomically
 from livegen.music.events import CONTROL_CHANGE, NOTE_OFF, NOTE_ON, PROGRAM_CHANGE
 
 DEFAULT_SAMPLERATE = 48_000
@@ -332,8 +332,10 @@ def render_offline(
 def write_wav(path: str | os.PathLike[str], audio: npt.ArrayLike, samplerate: int = DEFAULT_SAMPLERATE) -> Path:
     """Write float audio in [-1, 1] (shape (frames,) or (frames, channels)) as 16-bit PCM WAV.
 
-    Written to a temporary file beside ``path`` and renamed over it, so a reader never
-    sees half a file. Samples beyond full scale are clipped.
+    Written with :func:`~livegen.music.atomic.write_atomically` (a temporary file
+    beside ``path``, fsync-ed, renamed over it), so a reader, a crash or a signal never
+    leaves half a file. Samples beyond full scale are clipped. Raises :class:`OSError`
+    from the file system.
     """
     target = Path(path)
     data = np.asarray(audio, dtype=np.float64)
@@ -342,16 +344,13 @@ def write_wav(path: str | os.PathLike[str], audio: npt.ArrayLike, samplerate: in
     if data.ndim != 2 or data.shape[1] < 1:
         raise ConfigError(f"audio for {str(target)!r} must have shape (frames,) or (frames, channels)")
     pcm = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a rendered WAV is for sharing
-        with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as w:
+
+    def write(raw: BinaryIO) -> None:
+        with wave.open(raw, "wb") as w:  # closing the writer patches the header; ``raw`` stays open
             w.setnchannels(pcm.shape[1])
             w.setsampwidth(2)
             w.setframerate(samplerate)
             w.writeframes(pcm.tobytes())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(target, write)
     return target

@@ -226,6 +226,29 @@ def verify_in_child(path: str | Path, *, timeout: float = 120.0) -> None:
         raise PackageError(message if str(path) in message else f"{path}: {message}")
 
 
+def read_package(path: str | Path) -> ModelPackage:
+    """The package at ``path`` with its manifest and file checksums verified, and no sessions opened.
+
+    For a process that only needs to know the package (its name, parameters, seed), such as a
+    jam whose model runs in an inference worker; the worker loads it with :func:`load_package`.
+    """
+    folder = _package_folder(Path(path))
+    manifest = parse_manifest(_inside(folder, MANIFEST, "the manifest"))
+    from livegen.models.registry import generator_class
+
+    generator_class(manifest.family, where=folder / MANIFEST)
+    _check_files(folder, manifest)
+    return ModelPackage(folder=folder, manifest=manifest, sessions={})
+
+
+def _package_folder(path: Path) -> Path:
+    if path.is_file() and path.suffix == ".zip":
+        return _open_zip(path)
+    if path.is_dir():
+        return path
+    raise PackageError(f"{path}: no model package there; expected a folder holding {MANIFEST} or a .zip of one")
+
+
 def load_package(path: str | Path, *, check_family: bool = True, check_graphs: bool = True) -> ModelPackage:
     """Verify the package at ``path`` (a folder or .zip) and open its sessions.
 
@@ -234,13 +257,7 @@ def load_package(path: str | Path, *, check_family: bool = True, check_graphs: b
     model swap during a performance does. Checksums, tensor names and the trial
     inference always run.
     """
-    path = Path(path)
-    if path.is_file() and path.suffix == ".zip":
-        folder = _open_zip(path)
-    elif path.is_dir():
-        folder = path
-    else:
-        raise PackageError(f"{path}: no model package there; expected a folder holding {MANIFEST} or a .zip of one")
+    folder = _package_folder(Path(path))
     manifest = parse_manifest(_inside(folder, MANIFEST, "the manifest"))
     if check_family:
         from livegen.models.registry import generator_class

@@ -17,6 +17,7 @@ from pathlib import Path
 import mido
 
 from livegen.errors import MidiFileError
+from livegen.music.atomic import write_atomically
 from livegen.music.events import Note, pair_notes
 from livegen.music.time import PPQN, TempoMap
 
@@ -105,8 +106,10 @@ def write_midi(
     """Write a type-1 file: a tempo track, then one named track per entry of ``tracks``.
 
     ``programs`` maps a track name to a General MIDI program sent at its start.
-    The file is written to a temporary name and renamed, so a crash never
-    leaves half a file.
+    Written with :func:`~livegen.music.atomic.write_atomically`: a crash, a signal
+    or a full disk at any moment leaves the previous file or the new one, never half
+    of one (a jam's autosave rewrites its recording this way every few seconds).
+    Context: the caller's (control or setup), never the real-time thread.
     """
     path = Path(path)
     tempo = tempo or TempoMap()
@@ -135,11 +138,8 @@ def write_midi(
             track.append(msg.copy(time=tick - now))
             now = tick
         mid.tracks.append(track)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     try:
-        mid.save(str(tmp))
-        tmp.replace(path)
+        write_atomically(path, lambda out: mid.save(file=out))
     except OSError as err:
         raise MidiFileError(f"{path}: cannot write the MIDI file ({err.strerror or err})") from err
     return path
