@@ -60,7 +60,7 @@ class Tuning:
     rt_priority: int | str | None = "default"  # the scheduler thread's SCHED_FIFO priority; None: ordinary
     burst: bool | None = None
     control_nice: int | None = None  # nice value of the control thread during the run (None: unchanged)
-    worker: bool | None = None  # the planner in an inference worker process, as ``livegen jam`` (None: on)
+    worker: bool | None = None  # the planner in an inference worker process, as ``jam --worker`` (None: on)
 
     def label(self) -> str:
         parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None and v != "default"]

@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the model in a supervised child process, restarted if it crashes or hangs (default: on)",
+        help="run the model in a supervised child process, restarted if it crashes or hangs "
+        "(default: off; on in the installation preset)",
     )
     supervision = jam.add_argument_group("supervision (unattended installations; see the README)")
     supervision.add_argument(

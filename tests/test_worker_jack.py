@@ -37,9 +37,9 @@ def test_a_killed_worker_leaves_no_note_sounding_and_the_jam_plays_on(jack_serve
     listener = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "60")
     killed: dict[str, int] = {}
     try:
-        jam = start_jam("--model", "deep-musician", "--mode", "autonomous", "--out", "livegen", "--tempo", "120",
-                        "--max-seconds", "9", "--rng-seed", "1", "--record", str(tmp_path / "take.mid"),
-                        "--out-dir", str(tmp_path))  # fmt: skip
+        jam = start_jam("--worker", "--model", "deep-musician", "--mode", "autonomous", "--out", "livegen",
+                        "--tempo", "120", "--max-seconds", "9", "--rng-seed", "1",
+                        "--record", str(tmp_path / "take.mid"), "--out-dir", str(tmp_path))  # fmt: skip
         listener.expect("ready", timeout=30)
 
         def kill_later() -> None:

@@ -109,7 +109,7 @@ class JamConfig:
     controls: ControlMap | None = None
     commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
     autosave_seconds: float | None = None
-    worker: bool = True  # the model runs in a supervised child process (False: on the control thread)
+    worker: bool = False  # the model runs in a supervised child process (the installation preset's choice)
     # supervision (issue 8): the loopback health endpoint and the rotating log file
     health_port: int = 0  # /healthz and /metrics on health_host:health_port; 0: none
     health_host: str = DEFAULT_HOST  # a loopback address only
