@@ -51,10 +51,6 @@ class DeepMusicianGenerator(FrameGenerator):
                 f"0 and 1, got {threshold!r}"
             )
         self.hold_threshold = float(threshold)
-        if self.pitch_min + self.keys > 128:
-            raise PackageError(
-                f"{package.folder / MANIFEST}: field 'representation.keys': pitch_min + keys must be at most 128"
-            )
         for role, tensor in (("encoder", "roll"), ("decoder", "frame"), ("decoder", "logits")):
             width = graph_width(package, role, tensor)
             if width != self.keys:

@@ -251,6 +251,17 @@ def representation_int(package: ModelPackage, key: str, *, minimum: int = 1) -> 
     return value
 
 
+def representation_ints(package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
+    """The package's integer representation ``fields``: ``pitch_min`` at least 0, the rest at least 1,
+    and ``pitch_min + keys`` at most 128 when both are asked for; a :class:`PackageError` naming the field."""
+    values = {key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in fields}
+    if "pitch_min" in values and "keys" in values and values["pitch_min"] + values["keys"] > 128:
+        raise PackageError(
+            f"{package.folder / MANIFEST}: field 'representation.keys': pitch_min + keys must be at most 128"
+        )
+    return values
+
+
 def graph_width(package: ModelPackage, role: str, tensor: str) -> int | str | None:
     """The last dimension of a graph's tensor as the manifest declares it."""
     graph = package.manifest.graphs.get(role)
@@ -285,8 +296,8 @@ class FrameGenerator(ABC):
 
     def _init_representation(self, package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
         """Set the frame host up from the package's integer representation ``fields`` (an adapter's
-        ``__init__``): ``pitch_min`` at least 0, the rest at least 1. Returns them all."""
-        values = {key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in fields}
+        ``__init__``), checked by :func:`representation_ints`. Returns them all."""
+        values = representation_ints(package, fields)
         FrameGenerator.__init__(
             self,
             window=values["window"],

@@ -34,7 +34,7 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import LISTEN_FRAMES, BlockGenerator, notes_of_block
-from livegen.models.frames import RollNote, representation_int, sigmoid
+from livegen.models.frames import RollNote, representation_ints, sigmoid
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
@@ -67,14 +67,10 @@ class ImageGanGenerator(BlockGenerator):
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
-        values = {
-            key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in INTEGER_FIELDS
-        }
+        values = representation_ints(package, INTEGER_FIELDS)
         self.pitch_min, self.keys = values["pitch_min"], values["keys"]
         self.latent, self.polyphony = values["latent"], values["polyphony"]
         frames = values["block_frames"]
-        if self.pitch_min + self.keys > 128:
-            raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
         if frames % LISTEN_FRAMES:
             raise PackageError(
                 f"{path}: field 'representation.block_frames': expected a whole number of 4/4 bars "

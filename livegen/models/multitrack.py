@@ -116,8 +116,6 @@ class MultiTrackGenerator(FrameGenerator):
         self.package = package
         path = package.folder / MANIFEST
         self._init_representation(package, INTEGER_FIELDS)
-        if self.pitch_min + self.keys > 128:
-            raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
         self.tracks = read_tracks(package)
         self.channels = {t: track.channel for t, track in enumerate(self.tracks)}
         width = len(self.tracks) * (self.keys + 1)

@@ -41,7 +41,7 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, notes_of_block
-from livegen.models.frames import RollNote, representation_int
+from livegen.models.frames import RollNote, representation_ints
 from livegen.models.manifest import MANIFEST
 from livegen.models.multitrack import assign_tracks, read_tracks, tracks_to_frames
 from livegen.models.package import ModelPackage
@@ -127,12 +127,8 @@ class MultiTrackCnnGenerator(BlockGenerator):
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
-        values = {
-            key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in INTEGER_FIELDS
-        }
+        values = representation_ints(package, INTEGER_FIELDS)
         self.pitch_min, self.keys = values["pitch_min"], values["keys"]
-        if self.pitch_min + self.keys > 128:
-            raise PackageError(f"{path}: field 'representation.keys': pitch_min + keys must be at most 128")
         threshold = package.manifest.representation.get("hold_threshold", 0.5)
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
             raise PackageError(
