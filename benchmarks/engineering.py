@@ -100,6 +100,11 @@ def spin(events: int, rounds: int) -> dict[str, Any]:
     return _ab(variants, hog=True, events=events, rounds=rounds)
 
 
+def inference_process(events: int, rounds: int) -> dict[str, Any]:
+    variants = {"in-process (shipped default)": Tuning(worker=False), "worker process (--worker)": Tuning(worker=True)}
+    return _ab(variants, hog=True, events=events, rounds=rounds)
+
+
 def burst(seconds: float, counts: tuple[int, ...], rounds: int) -> dict[str, Any]:
     from benchmarks import capacity
     from livegen.io import midi_ports
@@ -248,6 +253,7 @@ EXPERIMENTS = (
     "realtime",
     "gc",
     "spin",
+    "inference_process",
     "control_priority",
     "burst",
     "burst_micro",
@@ -272,6 +278,8 @@ def measure(*, quick: bool = False, only: list[str] | None = None) -> dict[str, 
             out[name] = gc_tuning(events, rounds)
         elif name == "spin":
             out[name] = spin(events, rounds)
+        elif name == "inference_process":
+            out[name] = inference_process(events, rounds)
         elif name == "control_priority":
             out[name] = control_priority(events, rounds)
         elif name == "burst":

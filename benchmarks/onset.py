@@ -60,7 +60,7 @@ class Tuning:
     rt_priority: int | str | None = "default"  # the scheduler thread's SCHED_FIFO priority; None: ordinary
     burst: bool | None = None
     control_nice: int | None = None  # nice value of the control thread during the run (None: unchanged)
-    worker: bool | None = None  # the planner in an inference worker process, as ``jam --worker`` (None: on)
+    worker: bool | None = None  # the planner in an inference worker process, as ``jam --worker`` (None: off)
 
     def label(self) -> str:
         parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None and v != "default"]
@@ -93,11 +93,11 @@ def _engine(port: Any, tempo: float, density: float, tuning: Tuning, seed: int) 
     from livegen.io.recorder import MidiRecorder
     from livegen.music.time import TempoMap
 
-    if tuning.worker is False:
-        planner = autonomous_planner(density, seed)
-    else:
+    if tuning.worker:
         planner = PlannerWorker(partial(autonomous_planner, density, seed))
         planner.start()
+    else:
+        planner = autonomous_planner(density, seed)
     clock = InternalClock(TempoMap.constant(tempo), start_ns=time.perf_counter_ns() + 300_000_000)
     kwargs: dict[str, Any] = {}
     if tuning.spin_ns is not None:
@@ -218,7 +218,7 @@ def run(
         "late_over_1ms": sum(1 for v in inside if v > 1_000_000),
         "committed_after_deadline": len(committed_late),
         "late_steps": engine.late_steps,
-        "inference": "in-process" if tuning.worker is False else "worker process",
+        "inference": "worker process" if tuning.worker else "in-process",
         "scheduler_own": summary_ms(own),
         "gc_collections": collections,
         "scheduler_realtime": engine.scheduler.stats.realtime,

@@ -463,7 +463,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         package = read_package(resolve_package(config.model))
     else:
         package, generator = load_generator(config.model)
-    live = live_params(config, package)
+    live = live_params(config, package)  # checks the sampling options now, with a worker too
     autonomous = config.mode == "autonomous"
     wants_phrase = config.input is None and config.clock == "internal" and not autonomous
     song = seed_song(package, config.seed_file) if wants_phrase or autonomous or config.seed_file else None

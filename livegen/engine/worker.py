@@ -265,7 +265,7 @@ class PlannerWorker:
                     self._note_status(reply)
                 else:
                     break
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             pass
         process.join(timeout)
         _kill(process)
@@ -275,10 +275,6 @@ class PlannerWorker:
     def pid(self) -> int | None:
         """The worker's process id (None while it restarts)."""
         return None if self._process is None else self._process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None
 
     # ---- any thread ---------------------------------------------------------------
 
@@ -338,7 +334,7 @@ class PlannerWorker:
         seq = self._next_seq()
         try:
             conn.send((kind, seq, *args))
-        except (OSError, BrokenPipeError):
+        except OSError:
             return None  # found dead at the next check
         self._outstanding[seq] = time.monotonic()
         return seq
@@ -364,8 +360,7 @@ class PlannerWorker:
                 reply = conn.recv()
                 if reply[0] != "done":
                     said = reply[1] if len(reply) > 1 else reply[0]
-                    self._failed(f"the inference worker stopped: {said}", crash=True)
-                    return actions + self._withdraw_all()
+                    return actions + self._failed(f"the inference worker stopped: {said}", crash=True)
                 seq = reply[1]
                 self._outstanding.pop(seq, None)
                 if seq == self._advance_seq:
@@ -373,8 +368,7 @@ class PlannerWorker:
                 actions.extend(reply[2])
                 self._note_status(reply)
         except (EOFError, OSError):
-            self._failed("the inference worker's pipe closed", crash=True)
-            return actions + self._withdraw_all()
+            return actions + self._failed("the inference worker's pipe closed", crash=True)
 
     # ---- supervision ----------------------------------------------------------------
 
@@ -388,22 +382,18 @@ class PlannerWorker:
             return []
         now = time.monotonic()
         if not process.is_alive():
-            self._failed(f"the inference worker died (exit code {process.exitcode})", crash=True)
-            return self._withdraw_all()
+            return self._failed(f"the inference worker died (exit code {process.exitcode})", crash=True)
         if now - self._heartbeat.value > self.hang_after_s:
-            self._failed(f"the inference worker stopped answering (heartbeat {now - self._heartbeat.value:.3f} s old)")
-            return self._withdraw_all()
+            age = now - self._heartbeat.value
+            return self._failed(f"the inference worker stopped answering (heartbeat {age:.3f} s old)")
         oldest = min(self._outstanding.values(), default=now)
         if now - oldest > self.stuck_after_s:
-            self._failed(f"the inference worker has not answered for {now - oldest:.1f} s")
-            return self._withdraw_all()
+            return self._failed(f"the inference worker has not answered for {now - oldest:.1f} s")
         return []
 
-    def _withdraw_all(self) -> list[Action]:
-        return [Withdraw(ALL_GENERATIONS)]
-
-    def _failed(self, why: str, *, crash: bool = False) -> None:
-        """Drop the worker (killing what is left of it) and start another in the background."""
+    def _failed(self, why: str, *, crash: bool = False) -> list[Action]:
+        """Drop the worker (killing what is left of it), start another in the background, and
+        return the action that withdraws the dropped worker's line."""
         if crash:
             self.crashes += 1
         else:
@@ -421,6 +411,7 @@ class PlannerWorker:
         seed = self.recent() if self.recent is not None else None
         process, conn = self._spawn(seed or None)
         self._starting = (process, conn, time.monotonic())
+        return [Withdraw(ALL_GENERATIONS)]
 
     def _poll_restart(self) -> None:
         """Adopt the restarting worker once it is ready (never waits)."""

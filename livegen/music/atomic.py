@@ -8,7 +8,7 @@ writer here and every layer above it (``io``, ``engine``) share it.
 How (POSIX ``rename(2)``, which :func:`os.replace` calls, swaps a name to another file
 in one step when both are in the same folder):
 
-1. a new temporary file ``.NAME.XXXXXXXX.tmp`` in the target's own folder (so the
+1. a new temporary file ``.NAME.<8 random characters>.tmp`` in the target's own folder (so the
    rename never crosses file systems), created with ``O_EXCL`` so two writers never
    share one;
 2. the caller writes into it; it is flushed and ``fsync``-ed, so its bytes are on disk
@@ -40,7 +40,7 @@ _NAME_TRIES = 64
 
 
 def _temporary_name(target: Path) -> Path:
-    """A fresh hidden temporary name beside ``target`` (``.NAME.XXXXXXXX.tmp``)."""
+    """A fresh hidden temporary name beside ``target`` (``.NAME.<8 random characters>.tmp``)."""
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
 
 
