@@ -117,3 +117,14 @@ def test_recorder_keeps_parts_on_separate_tracks(tmp_path):
     names = [next(m.name for m in t if m.type == "track_name") for t in mid.tracks[1:]]
     assert names == ["performer", "livegen"]
     assert rec.notes("livegen") == [Note(67, 90, 960, 240), Note(69, 90, 1200, 0)]
+
+
+def test_a_note_struck_and_released_on_one_tick_is_kept(tmp_path):
+    """A note struck just as a jam stops is released on the same tick; the file keeps it, a tick long."""
+    recorder = MidiRecorder(("livegen",))
+    recorder.record("livegen", 0, (0x90, 60, 90))
+    recorder.record("livegen", 480, (0x80, 60, 0))
+    recorder.record("livegen", 960, (0x90, 64, 90))
+    recorder.record("livegen", 960, (0x80, 64, 0))
+    path = recorder.save(tmp_path / "take.mid", TempoMap.constant(120))
+    assert [(n.pitch, n.start, n.duration) for n in read_midi(path).notes] == [(60, 0, 480), (64, 960, 1)]

@@ -131,7 +131,10 @@ def write_midi(
         timed: list[tuple[int, int, mido.Message]] = []
         for n in notes:
             timed.append((n.start, 1, mido.Message("note_on", channel=n.channel, note=n.pitch, velocity=n.velocity)))
-            timed.append((n.end, 0, mido.Message("note_off", channel=n.channel, note=n.pitch, velocity=0)))
+            # a note struck and released on one tick (struck just as a jam stopped) lasts a tick:
+            # its note-off would otherwise be written before it and the note lost on reading
+            end = max(n.end, n.start + 1)
+            timed.append((end, 0, mido.Message("note_off", channel=n.channel, note=n.pitch, velocity=0)))
         timed.sort(key=lambda item: (item[0], item[1]))
         now = 0
         for tick, _, msg in timed:
