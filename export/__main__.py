@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128; token-lstm 256)")
     train.add_argument("--vocab-size", type=int, default=None, help="token-lstm: most tokens kept (default 512)")
     train.add_argument(
+        "--pitch-embedding",
+        type=int,
+        default=None,
+        help="midirnn: read the pitch through a learned vector of N values (default 0: the seed's pitch / 128)",
+    )
+    train.add_argument(
         "--time-head",
         choices=("regression", "classes"),
         default="regression",
@@ -147,7 +153,14 @@ def _train(args: argparse.Namespace) -> None:
 
     _quiet_exporter(args.verbose)
 
-    sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
+    sizes = {
+        "window": args.window,
+        "batch_size": args.batch_size,
+        "hidden": args.hidden,
+        "pitch_embedding": args.pitch_embedding,
+    }
+    if args.pitch_embedding is not None and not 0 <= args.pitch_embedding <= 256:
+        raise ExportError(f"--pitch-embedding {args.pitch_embedding}: expected a whole number from 0 to 256")
     config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
     options = TrainOptions(**_run(args), config=config)
     result = train_midirnn(options)

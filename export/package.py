@@ -121,6 +121,7 @@ def build_manifest(
     training: dict[str, Any] = {
         **run_table(provenance, training_info, "notes_train"),
         "hidden": hidden,
+        "pitch_embedding": config.pitch_embedding,
         "window": config.window,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
@@ -300,7 +301,7 @@ differs from that reference by up to {m["parity_torch_float32_max_abs_diff"]:.2g
   never re-runs a window.
 - **Data**: {"folk melodies" if data == "corpus:folk" else "the MIDI files above"} instead of MAESTRO piano
   performances; one melodic line, which is what a call-and-response partner plays.
-{_time_head_note(classes, config)}{weight_note}\
+{_time_head_note(classes, config)}{_pitch_input_note(config, data)}{weight_note}\
 - **Early stopping** on a validation split instead of a fixed 50 epochs, with the learning rate
   halved when validation loss stalls (the tutorial keeps 0.005 throughout); gradient clipping for stability.
 - **Step and duration clipped to {config.beats_max:g} beats** in training (about 0.03% of folk notes are
@@ -324,10 +325,20 @@ def _beats(value: float) -> str:
     return str(Fraction(value).limit_denominator(round(1 / CLASS_QUANTUM)))
 
 
+def _input_text(config: MidiRnnConfig) -> str:
+    """What the card says the LSTM reads."""
+    if config.pitch_embedding <= 0:
+        return f"LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`"
+    return (
+        f"LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`; inside the graph the pitch is rounded\n"
+        f"  back to a MIDI pitch and read as a learned vector of {config.pitch_embedding} values (`--pitch-embedding`)"
+    )
+
+
 def _heads_text(config: MidiRnnConfig, classes: TimeClasses | None, provenance: Mapping[str, Any]) -> str:
     """The model card's bullets on the heads, the duration classes and the loss."""
     if classes is None:
-        return f"""- LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`; dense heads: pitch logits (128),
+        return f"""- {_input_text(config)}; dense heads: pitch logits (128),
   step (1), duration (1).
 - Loss: cross-entropy for pitch; MSE plus the tutorial's positive pressure `10 * mean(relu(-pred))` for
   step and duration; weights pitch {config.pitch_weight}, step {config.step_weight}, duration
@@ -335,7 +346,7 @@ def _heads_text(config: MidiRnnConfig, classes: TimeClasses | None, provenance: 
     quantum = round(1 / CLASS_QUANTUM)
     step_share = _pct(float(provenance["step_class_coverage"]))
     duration_share = _pct(float(provenance["duration_class_coverage"]))
-    return f"""- LSTM({config.hidden}) over notes `[pitch / 128, step, duration]`, step and duration in beats (the same
+    return f"""- {_input_text(config)}, step and duration in beats (the same
   input as the regression variant); dense heads: pitch logits (128), step logits ({len(classes.step)}) and
   duration logits ({len(classes.duration)}) over duration classes.
 - Duration classes (`step_classes` and `duration_classes` in the manifest), in beats:
@@ -380,8 +391,9 @@ def _time_weight_table(classes: TimeClasses | None, data: str) -> str:
         for w, ce, pitch, dur, pc, iv, ioi in FOLK_TIME_WEIGHT_ABLATION
     )
     pc, iv, ioi = FOLK_REPEAT_SEED_OVERLAPS
-    return f"""The step/duration loss weight, measured on this corpus (seed 0, otherwise these settings; the
-overlaps are `livegen evaluate` means over rng seeds 0-19, higher is better):
+    return f"""The step/duration loss weight, measured on this corpus with the seed's pitch input `pitch / 128`
+(seed 0, otherwise these settings; the overlaps are `livegen evaluate` means over rng seeds 0-19,
+higher is better):
 
 | step and duration weight | val pitch CE | held-out pitch accuracy | held-out duration accuracy | \
 overlap: pitch classes | overlap: intervals | overlap: inter-onset intervals |
@@ -461,6 +473,50 @@ def _time_head_note(classes: TimeClasses | None, config: MidiRnnConfig) -> str:
 """
 
 
+#: The pitch input of the corpus:folk classes model (time weight 0.1, seed 0, otherwise the defaults):
+#: ``--pitch-embedding`` (0: the seed's ``pitch / 128``), best epoch, validation pitch CE there, held-out
+#: pitch accuracy, and ``livegen evaluate`` overlaps (pitch classes, intervals, inter-onset intervals)
+#: averaged over rng seeds 0-19 (``python -m export evaluate PACKAGE --rng-seeds 20``).
+FOLK_PITCH_INPUT_ABLATION: tuple[tuple[int, int, float, float, float, float, float], ...] = (
+    (0, 58, 2.119, 0.256, 0.822, 0.726, 0.963),
+    (32, 30, 1.636, 0.428, 0.911, 0.850, 0.925),
+)
+
+
+def _pitch_input_note(config: MidiRnnConfig, data: str) -> str:
+    """The model card's line on the learned pitch vectors, when the model has them."""
+    if config.pitch_embedding <= 0:
+        return ""
+    rows = "\n".join(
+        f"  | {'`pitch / 128` (the seed)' if size == 0 else f'a learned vector of {size}'} | {epoch} | {ce:.3f} "
+        f"| {_pct(accuracy)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
+        for size, epoch, ce, accuracy, pc, iv, ioi in FOLK_PITCH_INPUT_ABLATION
+    )
+    pc, iv, ioi = FOLK_REPEAT_SEED_OVERLAPS
+    table = (
+        f"""
+
+  Measured on corpus:folk (classes head, time weight 0.1, seed 0, otherwise these settings; overlaps are
+  `livegen evaluate` means over rng seeds 0-19):
+
+  | pitch input | best epoch | val pitch CE | held-out pitch accuracy | overlap: pitch classes \
+| overlap: intervals | overlap: inter-onset intervals |
+  |---|---:|---:|---:|---:|---:|---:|
+{rows}
+  | baseline: repeat the seed | | | | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"""
+        if data == "corpus:folk"
+        else ""
+    )
+    flag = f"--pitch-embedding {config.pitch_embedding}"
+    return f"""- **The pitch is read as a learned vector** (`{flag}`), not as the seed's single number
+  `pitch / 128`. The step graph's input stays `[pitch / 128, step, duration]`; the graph rounds the first
+  value back to a MIDI pitch and looks up its vector, so the host feeds it exactly as before. A single
+  number puts neighbouring pitches 1/128 apart, and the LSTM must learn to tell a semitone from a fifth
+  out of that; with a vector per pitch it learns what each pitch does in a tune. With the scalar input
+  the melodic intervals lost to repeating the seed.{table}
+"""
+
+
 def _clip_note(classes: TimeClasses | None) -> str:
     if classes is None:
         return ""
@@ -521,7 +577,7 @@ def stream_cell_max(model: MidiRnn, sequences: Sequence[np.ndarray]) -> tuple[in
     with torch.no_grad():
         state = None
         for chunk in torch.from_numpy(notes).split(1, dim=1):
-            _, state = model.lstm(chunk, state)
+            _, state = model.lstm(model.lstm_input(chunk), state)
             largest = max(largest, float(state[1].abs().max()))
     return int(notes.shape[1]), largest
 

@@ -224,7 +224,7 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         )
 
     torch.manual_seed(options.seed)
-    model = MidiRnn(config.hidden, vocabulary)
+    model = MidiRnn(config.hidden, vocabulary, config.pitch_embedding)
 
     def validate() -> tuple[float, dict[str, float], str]:
         val = _batch_loss(model, val_windows, config, 512)
@@ -318,7 +318,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> MidiRnn:
         vocabulary = TimeClasses.from_dict(table)
     elif config.time_head != "regression":
         raise ExportError(f"{path}: config time_head {config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
-    model = MidiRnn(config.hidden, vocabulary)
+    model = MidiRnn(config.hidden, vocabulary, config.pitch_embedding)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError) as err:

@@ -397,3 +397,53 @@ def test_unknown_time_head_is_refused(capsys: pytest.CaptureFixture[str], tmp_pa
     with pytest.raises(SystemExit):
         main(["train", "midirnn", "--data", "corpus:folk", "--out", str(tmp_path), "--time-head", "mixture"])
     assert "--time-head: invalid choice: 'mixture'" in capsys.readouterr().err
+
+
+def test_pitch_embedding_reads_the_rounded_pitch_and_keeps_the_host_input() -> None:
+    """``pitch / 128`` is rounded back to a MIDI pitch, so 60/128 and 60.4/128 read the same vector,
+    61/128 another; out-of-range values clamp to 0 and 127; step and duration follow unchanged."""
+    model = MidiRnn(16, pitch_embedding=4)
+    notes = torch.tensor([[[60 / 128, 0.5, 1.0], [60.4 / 128, 0.25, 2.0], [61 / 128, 0.0, 0.5], [2.0, 1, 1]]])
+    x = model.lstm_input(notes)
+    assert x.shape == (1, 4, 6)
+    assert model.lstm.input_size == 6
+    assert model.embed is not None
+    torch.testing.assert_close(x[0, 0, :4], model.embed.weight[60])
+    torch.testing.assert_close(x[0, 1, :4], model.embed.weight[60])
+    torch.testing.assert_close(x[0, 2, :4], model.embed.weight[61])
+    torch.testing.assert_close(x[0, 3, :4], model.embed.weight[127])
+    torch.testing.assert_close(x[0, :, 4:], notes[0, :, 1:])
+    assert MidiRnn(16).lstm_input(notes) is notes  # the seed's input: the notes themselves
+
+
+def test_pitch_embedding_trains_exports_with_parity_and_plays(corpus: Path, tmp_path: Path) -> None:
+    from livegen.cli import main as livegen_main
+
+    package = tmp_path / "pkg" / "tiny-embedded"
+    code = main(["train", "midirnn", "--data", str(corpus), "--out", str(tmp_path / "run"), *TINY,
+                 "--time-head", "classes", "--pitch-embedding", "8", "--package", str(package)])  # fmt: skip
+    assert code == 0
+    manifest = tomllib.loads((package / "livegen.toml").read_text())
+    assert manifest["training"]["pitch_embedding"] == 8
+    assert manifest["graphs"]["step"]["inputs"][0] == {"name": "note", "shape": ["batch", 3], "dtype": "float32"}
+    assert 0.0 <= manifest["metrics"]["parity_max_abs_diff"] <= PARITY_TOLERANCE
+    assert "The pitch is read as a learned vector** (`--pitch-embedding 8`)" in (package / "README.md").read_text()
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert checkpoint["state_dict"]["embed.weight"].shape == (128, 8)
+    out = tmp_path / "played.mid"
+    code = livegen_main(["render", "--model", str(package), "--seed-file", str(package / "seed.mid"),
+                         "--bars", "2", "--out", str(out), "--rng-seed", "1"])  # fmt: skip
+    assert code == 0
+    import mido
+
+    from livegen.engine.session import MODEL_TRACK
+
+    track = {t.name: t for t in mido.MidiFile(out).tracks}[MODEL_TRACK]
+    assert sum(m.type == "note_on" and m.velocity > 0 for m in track) > 0  # the model answered
+
+
+@pytest.mark.parametrize("size", ["-1", "257"])
+def test_pitch_embedding_out_of_range_is_refused(size: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["train", "midirnn", "--data", "corpus:folk", "--out", str(tmp_path), "--pitch-embedding", size])
+    assert code != 0
+    assert f"--pitch-embedding {size}: expected a whole number from 0 to 256" in capsys.readouterr().err

@@ -223,7 +223,7 @@ def test_metrics_hold_what_the_engine_holds(rig):
     assert m[("livegen_peak_resident_memory_bytes", ())] >= 0.5 * rss
     assert abs(m[("livegen_start_time_seconds", ())] - time.time()) < 60
     sha = hashlib.sha256(FOLK_MANIFEST.read_bytes()).hexdigest()
-    assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.1.0"), ("sha256", sha)))] == 1
+    assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.2.0"), ("sha256", sha)))] == 1
     # the engine counts on: the next scrape says so
     metrics.reconnects += 1
     sched.stats.late += 1
@@ -355,6 +355,6 @@ def test_a_running_jam_answers_healthz_and_metrics(tmp_path):
     assert m[("livegen_sounding_notes", (("group", "echo"),))] == 0
     assert 20 * 2**20 < m[("livegen_resident_memory_bytes", ())] < 2**31
     sha = hashlib.sha256(FOLK_MANIFEST.read_bytes()).hexdigest()
-    assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.1.0"), ("sha256", sha)))] == 1
+    assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.2.0"), ("sha256", sha)))] == 1
     with pytest.raises(urllib.error.URLError):  # the port is released when the jam ends
         urllib.request.urlopen(url + "/healthz", timeout=2)
