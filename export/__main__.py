@@ -18,6 +18,13 @@ Context: setup (a command-line tool; configures logging, which library modules n
                                       --out DIR [--epochs N] [--limit N] [--seed S] [--batch-size N]
                                       [--threads N] [--package PKG_DIR]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
+    python -m export prepare --data MIDI_FOLDER --out CACHE [--jobs N]
+
+Every ``train`` also takes [--fresh] [--checkpoint-every N] [--device auto|cpu|cuda]
+[--precision auto|fp32|bf16], reads a prepared CACHE wherever it reads a MIDI folder, and
+runs unchanged under ``torchrun --nproc_per_node=N -m export train ...`` (see
+:mod:`export.distributed`); an interrupted run continues from ``--out``'s ``last.pt``
+when the same command is run again.
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
 with a one-line message and exit status 2 (usage) or 1 (everything else), never
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write checkpoint.pt")
     train.add_argument("family", help=f"model family; accepted: {', '.join(FAMILIES)}")
-    train.add_argument("--data", required=True, help="corpus:folk, or a folder of .mid files")
+    train.add_argument(
+        "--data", required=True, help="corpus:folk, a folder of .mid files, or a cache made by `prepare`"
+    )
     train.add_argument("--out", required=True, type=Path, help="folder for checkpoint.pt")
     train.add_argument("--epochs", type=int, default=100, help="most epochs to run (default 100)")
     train.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping (5)")
@@ -94,7 +104,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--threads", type=int, default=None, help="frame and block families: torch threads")
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
+    train.add_argument(
+        "--fresh", action="store_true", help="start afresh even when --out holds a resumable last.pt of this run"
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=200, help="batches between resumable checkpoints (default 200)"
+    )
+    train.add_argument(
+        "--stop-after-batches", type=int, default=None, help="stop as SIGTERM would after N batches (for tests)"
+    )
+    train.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: this rank's GPU where there is one"
+    )
+    train.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bfloat16 autocast on a GPU that has it (midirnn, token-lstm), else float32",
+    )
     train.add_argument("--name", default=None, help="package name (default: the --package folder's name)")
+
+    prepare = commands.add_parser(
+        "prepare", help="convert a folder tree of MIDI files into a cache that `train --data` reads"
+    )
+    prepare.add_argument("--data", required=True, type=Path, help="folder tree of .mid/.midi files")
+    prepare.add_argument("--out", required=True, type=Path, help="cache folder (made, or updated in place)")
+    prepare.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per CPU)")
 
     onnx = commands.add_parser("onnx", help="export a checkpoint as a model package")
     onnx.add_argument("checkpoint", type=Path, help="checkpoint.pt written by `train`")
@@ -115,6 +150,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(write_evaluation(args.package, rng_seeds=range(args.rng_seeds)))
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    from export.prepare import log_report, prepare
+
+    log_report(prepare(args.data, args.out, jobs=args.jobs))
+
+
 def _quiet_exporter(verbose: bool) -> None:
     """Silence torch's ONNX exporter warning about each torchvision operator it cannot register.
 
@@ -126,6 +167,16 @@ def _quiet_exporter(verbose: bool) -> None:
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     """What every family's training options take from the command line about the run."""
+    from export.distributed import RunOptions
+
+    run = RunOptions(
+        resume=not args.fresh,
+        checkpoint_every=args.checkpoint_every,
+        stop_after_batches=args.stop_after_batches,
+        device=args.device,
+        precision=args.precision,
+    )
+    run.check()
     return {
         "data": args.data,
         "out": args.out,
@@ -133,7 +184,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "patience": args.patience,
         "limit": args.limit,
         "seed": args.seed,
+        "run": run,
     }
+
+
+def _main_rank() -> bool:
+    """Whether this process writes packages: always, except on torchrun's ranks other than 0."""
+    from export.distributed import world
+
+    return world().main
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -164,7 +223,7 @@ def _train(args: argparse.Namespace) -> None:
     config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
     options = TrainOptions(**_run(args), config=config)
     result = train_midirnn(options)
-    if args.package is not None:
+    if args.package is not None and _main_rank():
         export_package(result.checkpoint, args.package, name=args.name)
 
 
@@ -176,7 +235,7 @@ def _train_token_lstm(args: argparse.Namespace) -> None:
     config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None})
     options = TokenTrainOptions(**_run(args), config=config)
     checkpoint = train_token_lstm(options)
-    if args.package is not None:
+    if args.package is not None and _main_rank():
         from export.tokenlstm_package import export_token_package
 
         export_token_package(checkpoint, args.package, name=args.name)
@@ -194,7 +253,7 @@ def _train_frames(args: argparse.Namespace) -> None:
     config = getattr(module, config_name)(**{k: v for k, v in given.items() if v is not None})
     options = getattr(module, options_name)(**_run(args), config=config, threads=args.threads)
     checkpoint = getattr(module, train_name)(options)
-    if args.package is not None:
+    if args.package is not None and _main_rank():
         getattr(module, FRAME_EXPORTS[args.family])(checkpoint, args.package, name=args.name)
 
 
@@ -222,17 +281,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rich.logging import RichHandler
 
+    # torchrun's ranks other than 0 say only what goes wrong: rank 0 reports the run
+    quiet = os.environ.get("RANK", "0") not in ("", "0")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(show_path=False, show_time=False, markup=False)],
     )
     try:
-        commands = {"train": _train, "onnx": _onnx, "evaluate": _evaluate}
+        commands = {"train": _train, "onnx": _onnx, "evaluate": _evaluate, "prepare": _prepare}
         commands[args.command](args)
     except LivegenError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        code = getattr(err, "exit_code", 1)  # TrainingInterrupted: 128 + the signal, as if it had killed us
+        print(f"{'stopped' if code != 1 else 'error'}: {err}", file=sys.stderr)
+        return int(code)
     except ImportError as err:
         print(
             f"error: {err.name or err} is not installed; install the training extra: pip install -e '.[train]'",
@@ -245,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if args.command == "train" and "export.distributed" in sys.modules:
+            from export.distributed import shutdown
+
+            shutdown()  # leave torchrun's process group
     return 0
 
 

@@ -36,6 +36,21 @@ import tomli_w
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from export.distributed import (
+    Checkpoints,
+    RunOptions,
+    autocast,
+    average_gradients,
+    broadcast_module,
+    device,
+    from_main,
+    mean,
+    model_identity,
+    seed_ranks,
+    shard,
+    to_device,
+    world,
+)
 from export.errors import ExportError, ParityError
 from livegen.errors import PackageError
 from livegen.io.corpus import Tune
@@ -124,14 +139,15 @@ def training_record(
     return record
 
 
-def progress() -> Progress:
-    """The rich progress bar of one epoch's batches."""
+def progress(*, disable: bool = False) -> Progress:
+    """The rich progress bar of one epoch's batches (``disable``: on ranks other than 0)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
+        disable=disable,
     )
 
 
@@ -182,6 +198,8 @@ def fit_windows(
     patience: int,
     min_delta: float,
     seed: int,
+    run: RunOptions | None = None,
+    out: Path | None = None,
 ) -> FitResult:
     """Adam over shuffled batches of ``windows`` with gradient clipping, a rich progress bar per epoch,
     learning-rate reduction on a validation plateau and early stopping after ``patience`` epochs without
@@ -190,74 +208,170 @@ def fit_windows(
     ``validate()`` returns (validation loss, further history figures, what the epoch's log line adds
     after the validation loss). The model's weights are drawn before this is called, after
     ``torch.manual_seed(seed)``; batches are shuffled with a generator seeded with ``seed``.
+
+    Under torchrun each rank trains on its shard of every epoch's order and gradients are averaged
+    across ranks; rank 0 validates (the model on the CPU) and every rank takes its figures. The loop
+    keeps ``out/last.pt`` (see :mod:`export.distributed`): with ``run.resume`` a run interrupted at
+    any batch continues from it to the same weights as an uninterrupted run. ``loss`` gets each batch
+    on the training device (the GPU of this rank when ``run.device`` allows), under ``run.precision``.
     """
+    run = run or RunOptions()
+    w = world()
+    where = device(run)
+    seed_ranks(seed)
+    broadcast_module(model)
+    sample = windows.take(torch.arange(min(len(windows), 64)))
+    identity = {
+        "loop": "fit_windows",
+        **model_identity(model),
+        "config": _plain(config),
+        "windows": len(windows),
+        "data_sample": weights_digest_of(sample),
+        "seed": seed,
+        "epochs": epochs,
+        "patience": patience,
+        "min_delta": min_delta,
+    }
+    checkpoints = Checkpoints(out, run, identity)
+    model.to(where)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.lr_min
     )
-    best_loss = math.inf
-    best_epoch = 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    waited = 0
-    batches = math.ceil(len(windows) / config.batch_size)
-    started = time.perf_counter()
-    with progress() as bar:
-        for epoch in range(1, epochs + 1):
-            epoch_started = time.perf_counter()
-            task = bar.add_task(f"epoch {epoch}", total=batches, info="")
-            model.train()
-            order = torch.randperm(len(windows), generator=generator)
-            running = 0.0
-            for i in range(batches):
-                batch = windows.take(order[i * config.batch_size : (i + 1) * config.batch_size])
-                value = loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                running += value.item()
-                bar.update(task, advance=1, info=f"loss {running / (i + 1):.4f}")
-            val, figures, detail = validate()
-            learning_rate = float(optimizer.param_groups[0]["lr"])
-            scheduler.step(val)
-            seconds = time.perf_counter() - epoch_started
-            history.append(
-                {
-                    "epoch": float(epoch),
-                    "train_loss": running / batches,
-                    "val_loss": val,
-                    **figures,
-                    "learning_rate": learning_rate,
-                    "seconds": seconds,
-                }
-            )
-            improved = val < best_loss - min_delta
-            if improved:
-                best_loss, best_epoch, waited = val, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-            bar.remove_task(task)  # the log line below keeps the epoch's figures
-            log.info(
-                "epoch %d: lr %.2g, train %.4f, validation %.4f%s%s, %.1f s",
-                epoch,
-                learning_rate,
-                running / batches,
-                val,
-                detail,
-                " best" if improved else "",
-                seconds,
-            )
-            if not math.isfinite(val):
-                raise ExportError(f"validation loss became {val} at epoch {epoch}; lower the learning rate")
-            if waited >= patience:
-                log.info("validation loss has not improved for %d epochs; stopping", patience)
-                break
-    seconds = time.perf_counter() - started
-    model.load_state_dict(best_state)
-    return FitResult(best_state, history, best_epoch, best_loss, seconds)
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "shuffle": generator}
+    with checkpoints.phase("fit", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            done = restored[0]
+            model.to("cpu")
+            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        state: dict[str, Any] = {
+            "epoch": 1,
+            "batch": 0,
+            "order": None,  # the epoch's whole shuffled order (each rank trains on its shard)
+            "history": [],
+            "best_loss": math.inf,
+            "best_epoch": 0,
+            "best_state": copy.deepcopy(model.state_dict()),
+            "waited": 0,
+            "seconds": 0.0,
+            "stopped": False,
+        }
+        local = {"running": 0.0, "train_seconds": 0.0}
+        if restored is not None:
+            state |= restored[0]
+            local |= restored[1]
+        started = time.perf_counter()
+
+        def snapshot() -> dict[str, Any]:
+            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+
+        with progress(disable=not w.main) as bar:
+            while state["epoch"] <= epochs and not state["stopped"]:
+                epoch = state["epoch"]
+                epoch_started = time.perf_counter()
+                if state["order"] is None:
+                    state["order"] = torch.randperm(len(windows), generator=generator)
+                    local["running"], local["train_seconds"] = 0.0, 0.0
+                mine = shard(state["order"])
+                batches = math.ceil(len(mine) / config.batch_size)
+                task = bar.add_task(f"epoch {epoch}", total=batches, completed=state["batch"], info="")
+                model.train()
+                for i in range(state["batch"], batches):
+                    step_started = time.perf_counter()
+                    index = mine[i * config.batch_size : (i + 1) * config.batch_size]
+                    batch = to_device(windows.take(index), where)
+                    with autocast(where, run):
+                        value = loss(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    value.backward()
+                    average_gradients(model.parameters())
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    local["running"] += value.item()
+                    local["train_seconds"] += time.perf_counter() - step_started
+                    state["batch"] = i + 1
+                    bar.update(task, advance=1, info=f"loss {local['running'] / (i + 1):.4f}")
+                    phase.after_batch(snapshot, lambda: dict(local), batch=index)
+                train_loss = mean(local["running"] / batches)
+                samples_per_second = len(mine) * w.size / max(mean(local["train_seconds"]), 1e-9)
+                if where.type != "cpu" and w.main:
+                    model.to("cpu")
+                val, figures, detail = from_main(validate)
+                model.to(where)
+                learning_rate = float(optimizer.param_groups[0]["lr"])
+                scheduler.step(val)
+                seconds = time.perf_counter() - epoch_started
+                state["history"].append(
+                    {
+                        "epoch": float(epoch),
+                        "train_loss": train_loss,
+                        "val_loss": val,
+                        **figures,
+                        "learning_rate": learning_rate,
+                        "seconds": seconds,
+                        "samples_per_second": samples_per_second,
+                    }
+                )
+                improved = val < state["best_loss"] - min_delta
+                if improved:
+                    state["best_loss"], state["best_epoch"], state["waited"] = val, epoch, 0
+                    state["best_state"] = copy.deepcopy(model.state_dict())
+                else:
+                    state["waited"] += 1
+                bar.remove_task(task)  # the log line below keeps the epoch's figures
+                log.info(
+                    "epoch %d: lr %.2g, train %.4f, validation %.4f%s%s, %.1f s, %.0f samples/s%s",
+                    epoch,
+                    learning_rate,
+                    train_loss,
+                    val,
+                    detail,
+                    " best" if improved else "",
+                    seconds,
+                    samples_per_second,
+                    f" ({w.size} processes)" if w.distributed else "",
+                )
+                if not math.isfinite(val):
+                    raise ExportError(f"validation loss became {val} at epoch {epoch}; lower the learning rate")
+                state |= {"epoch": epoch + 1, "batch": 0, "order": None}
+                if state["waited"] >= patience:
+                    log.info("validation loss has not improved for %d epochs; stopping", patience)
+                    state["stopped"] = True
+                phase.after_epoch(snapshot, lambda: {"running": 0.0, "train_seconds": 0.0})
+        model.load_state_dict(state["best_state"])
+        model.to("cpu")
+        best = {k: v.detach().cpu() for k, v in state["best_state"].items()}
+        result = FitResult(best, state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"])
+        phase.finish(
+            {
+                "state": best,
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "seconds": result.seconds,
+            }
+        )
+    return result
+
+
+def _plain(config: object) -> Any:
+    """A config as a plain table (for a run's identity)."""
+    to_dict = getattr(config, "to_dict", None)
+    return to_dict() if callable(to_dict) else repr(config)
+
+
+def weights_digest_of(value: Any) -> str:
+    """A sha256 of the tensors of ``value`` (a batch dataclass, tuple or tensor)."""
+    digest = hashlib.sha256()
+    for field_ in fields(value) if hasattr(value, "__dataclass_fields__") else ():
+        item = getattr(value, field_.name)
+        if isinstance(item, torch.Tensor):
+            digest.update(item.detach().cpu().contiguous().numpy().tobytes())
+    if isinstance(value, torch.Tensor):
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def tune_fingerprint(tunes: Sequence[Tune]) -> str:
@@ -308,9 +422,14 @@ def sample_tunes(sample: Sequence[Mapping[str, Any]]) -> list[Tune]:
 
 
 def save_checkpoint(out: Path, family: str, **fields: Any) -> Path:
-    """Write ``out/checkpoint.pt`` (through a ``.part`` file, so a crash leaves no half checkpoint)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``out/checkpoint.pt`` (through a ``.part`` file, so a crash leaves no half checkpoint).
+
+    Under torchrun only rank 0 writes; the others get the path it writes to.
+    """
     path = out / CHECKPOINT
+    if not world().main:
+        return path
+    out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     torch.save({"format": CHECKPOINT_FORMAT, "family": family, **fields}, tmp)
     tmp.replace(path)

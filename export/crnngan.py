@@ -58,6 +58,20 @@ import torch
 from torch import nn
 
 from export.common import ConfigRecord, FitResult, tune_fingerprint
+from export.distributed import (
+    Checkpoints,
+    RunOptions,
+    average_gradients,
+    broadcast_module,
+    from_main,
+    main_first,
+    mean,
+    model_identity,
+    rank_generator,
+    seed_ranks,
+    shard,
+    world,
+)
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -130,7 +144,10 @@ class CrnnGanConfig(ConfigRecord):
 
 def tune_velocities(tune: Tune) -> np.ndarray:
     """The velocity of each note of ``tune``: read again from its MIDI file when it came from one, else
-    :data:`~livegen.models.frames.VELOCITY` (music21's folk tunes and chorales have no dynamics)."""
+    :data:`~livegen.models.frames.VELOCITY` (music21's folk tunes and chorales have no dynamics). A prepared
+    cache's tunes carry their velocities."""
+    if tune.velocity is not None:
+        return np.asarray(tune.velocity, dtype=np.float64)
     path = Path(tune.name)
     if path.suffix.lower() in (".mid", ".midi") and path.is_file():
         notes = sorted(read_midi(path).notes, key=lambda n: (n.start, -n.pitch))
@@ -340,71 +357,120 @@ def _step(
 ) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = g
+    average_gradients(params)
     torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
 def pretrain(
-    generator: Generator, train: torch.Tensor, val: torch.Tensor, config: CrnnGanConfig, seed: int, patience: int
+    generator: Generator,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    config: CrnnGanConfig,
+    seed: int,
+    patience: int,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, float]]:
-    """Next-event prediction with squared error, lengths growing over the epochs; keeps the best epoch's weights."""
+    """Next-event prediction with squared error, lengths growing over the epochs; keeps the best epoch's weights.
+
+    Under torchrun each rank trains on its shard with noise of its own and gradients are averaged; rank 0
+    validates. ``checkpoints`` keeps the phase resumable (see :mod:`export.distributed`)."""
+    checkpoints = checkpoints or Checkpoints(None, RunOptions(resume=False), {})
     rng = torch.Generator().manual_seed(seed)
+    noise = rank_generator(rng, seed, stream=1)
     optimizer = _optimizer(generator, config)
     val_noise = draw_noise((len(val), config.window, config.noise), torch.Generator().manual_seed(seed + 1))
-    history: list[dict[str, float]] = []
-    best, best_state, waited = math.inf, copy.deepcopy(generator.state_dict()), 0
-    for epoch, length in enumerate(pretrain_lengths(config.window, config.pretrain_epochs), start=1):
-        started = time.perf_counter()
-        generator.train()
-        order = torch.randperm(len(train), generator=rng)
-        running, count = 0.0, 0
-        for i in range(0, len(train), config.batch_size):
-            real = train[order[i : i + config.batch_size], :length]
-            noise = draw_noise((len(real), length, config.noise), rng)
-            loss = ((generator.teacher_forced(noise, real) - real) ** 2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
-            optimizer.step()
-            running += float(loss.detach())
-            count += 1
-        generator.eval()
-        with torch.no_grad():
-            errors = ((generator.teacher_forced(val_noise, val) - val) ** 2).mean(dim=(0, 1))
-        value = float(errors.mean())
-        row = {
-            "epoch": float(epoch),
-            "length": float(length),
-            "train_mse": running / max(count, 1),
-            "val_mse": value,
-            **{f"val_mse_{name}": float(e) for name, e in zip(FEATURES, errors, strict=True)},
-            "seconds": time.perf_counter() - started,
+    lengths = pretrain_lengths(config.window, config.pretrain_epochs)
+    objects: dict[str, Any] = {"generator": generator, "optimizer": optimizer, "shuffle": rng}
+    if noise is not rng:
+        objects["noise"] = noise
+    with checkpoints.phase("pretrain", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            return list(restored[0]["history"])
+        state: dict[str, Any] = {
+            "epoch": 1,
+            "batch": 0,
+            "order": None,
+            "history": [],
+            "best": math.inf,
+            "best_state": copy.deepcopy(generator.state_dict()),
+            "waited": 0,
+            "stopped": False,
         }
-        history.append(row)
-        if not math.isfinite(value):
-            raise ExportError(f"pretraining loss became {value} at epoch {epoch}; lower the learning rate")
-        # Only full-length epochs compete: a shorter curriculum epoch is not the model to keep.
-        improved = length == config.window and value < best - 1e-5
-        if improved:
-            best, best_state, waited = value, copy.deepcopy(generator.state_dict()), 0
-        elif length == config.window:
-            waited += 1
-        log.info(
-            "pretraining epoch %d (length %d): train %.4f, validation %.4f (%s)%s, %.1f s",
-            epoch,
-            length,
-            row["train_mse"],
-            value,
-            ", ".join(f"{n} {float(e):.3f}" for n, e in zip(FEATURES, errors, strict=True)),
-            " best" if improved else "",
-            row["seconds"],
-        )
-        if waited >= patience:
-            break
-    if math.isfinite(best):
-        generator.load_state_dict(best_state)
-    return history
+        local = {"running": 0.0, "count": 0.0}
+        if restored is not None:
+            state |= restored[0]
+            local |= restored[1]
+
+        def snapshot() -> dict[str, Any]:
+            return dict(state)
+
+        while state["epoch"] <= len(lengths) and not state["stopped"]:
+            epoch = state["epoch"]
+            length = lengths[epoch - 1]
+            started = time.perf_counter()
+            generator.train()
+            if state["order"] is None:
+                state["order"] = torch.randperm(len(train), generator=rng)
+                local.update(running=0.0, count=0.0)
+            mine = shard(state["order"])
+            starts = list(range(0, len(mine), config.batch_size))
+            for j in range(state["batch"], len(starts)):
+                i = starts[j]
+                index = mine[i : i + config.batch_size]
+                real = train[index, :length]
+                drawn = draw_noise((len(real), length, config.noise), noise)
+                loss = ((generator.teacher_forced(drawn, real) - real) ** 2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                average_gradients(generator.parameters())
+                torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
+                optimizer.step()
+                local["running"] += float(loss.detach())
+                local["count"] += 1
+                state["batch"] = j + 1
+                phase.after_batch(snapshot, lambda: dict(local), batch=index)
+            generator.eval()
+            with torch.no_grad():
+                errors = from_main(lambda: ((generator.teacher_forced(val_noise, val) - val) ** 2).mean(dim=(0, 1)))
+            value = float(errors.mean())
+            row = {
+                "epoch": float(epoch),
+                "length": float(length),
+                "train_mse": mean(local["running"] / max(local["count"], 1)),
+                "val_mse": value,
+                **{f"val_mse_{name}": float(e) for name, e in zip(FEATURES, errors, strict=True)},
+                "seconds": time.perf_counter() - started,
+            }
+            state["history"].append(row)
+            if not math.isfinite(value):
+                raise ExportError(f"pretraining loss became {value} at epoch {epoch}; lower the learning rate")
+            # Only full-length epochs compete: a shorter curriculum epoch is not the model to keep.
+            improved = length == config.window and value < state["best"] - 1e-5
+            if improved:
+                state["best"], state["best_state"], state["waited"] = value, copy.deepcopy(generator.state_dict()), 0
+            elif length == config.window:
+                state["waited"] += 1
+            log.info(
+                "pretraining epoch %d (length %d): train %.4f, validation %.4f (%s)%s, %.1f s",
+                epoch,
+                length,
+                row["train_mse"],
+                value,
+                ", ".join(f"{n} {float(e):.3f}" for n, e in zip(FEATURES, errors, strict=True)),
+                " best" if improved else "",
+                row["seconds"],
+            )
+            state |= {"epoch": epoch + 1, "batch": 0, "order": None}
+            if state["waited"] >= patience:
+                state["stopped"] = True
+            phase.after_epoch(snapshot, lambda: {"running": 0.0, "count": 0.0})
+        if math.isfinite(state["best"]):
+            generator.load_state_dict(state["best_state"])
+        phase.finish({"history": state["history"]})
+    return state["history"]
 
 
 @dataclass(slots=True)
@@ -426,88 +492,159 @@ def adversarial(
     epochs: int,
     patience: int,
     seed: int,
+    checkpoints: Checkpoints | None = None,
 ) -> AdversarialResult:
-    """GAN training: discriminator BCE (frozen by the seed's rule), feature matching for the generator."""
+    """GAN training: discriminator BCE (frozen by the seed's rule), feature matching for the generator.
+
+    Under torchrun each rank trains on its shard with noise of its own; the freezing rule reads the losses
+    averaged over the ranks, so that all ranks freeze together, and gradients are averaged; rank 0
+    validates. ``checkpoints`` keeps the phase resumable (see :mod:`export.distributed`)."""
+    checkpoints = checkpoints or Checkpoints(None, RunOptions(resume=False), {})
     rng = torch.Generator().manual_seed(seed + 2)
+    noise = rank_generator(rng, seed, stream=2)
     g_opt, d_opt = _optimizer(generator, config), _optimizer(discriminator, config)
     g_params = [p for p in generator.parameters() if p.requires_grad]
     d_params = [p for p in discriminator.parameters() if p.requires_grad]
     val_noise = draw_noise((len(val), config.window, config.noise), torch.Generator().manual_seed(seed + 3))
-    history: list[dict[str, float]] = []
-    best, best_epoch, waited = math.inf, 0, 0
-    best_state = copy.deepcopy(generator.state_dict())
-    order = torch.randperm(len(train), generator=rng)
-    cursor = 0
-    with torch.no_grad():
-        generator.eval()
-        start_distance = feature_distance(val_real, standard.invert(generator(val_noise).numpy()), standard)
-    log.info("before adversarial training: validation distance %.4f", start_distance)
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        epoch_started = time.perf_counter()
-        generator.train()
-        discriminator.train()
-        sums = {"d_loss": 0.0, "g_loss": 0.0, "fm_loss": 0.0, "frozen": 0.0}
-        for _ in range(config.batches_per_epoch):
-            if cursor + config.batch_size > len(train):
-                order, cursor = torch.randperm(len(train), generator=rng), 0
-            real = train[order[cursor : cursor + config.batch_size]]
-            cursor += config.batch_size
-            fake = generator(draw_noise((len(real), config.window, config.noise), rng))
-            d_real, f_real = discriminator(real)
-            d_fake, f_fake = discriminator(fake)
-            d_loss = discriminator_loss(d_real, d_fake)
-            g_loss = generator_adversarial_loss(d_fake)
-            fm = feature_matching_loss(f_real.detach(), f_fake)
-            frozen = freeze_discriminator(float(d_loss.detach()), float(g_loss.detach()), config.freeze_ratio)
-            # Both gradients from the same forward pass, before either network changes.
-            d_grads = None if frozen else torch.autograd.grad(d_loss, d_params, retain_graph=True)
-            g_grads = torch.autograd.grad(fm, g_params)
-            if d_grads is not None:
-                _step(d_opt, d_params, d_grads, config.grad_clip)
-            _step(g_opt, g_params, g_grads, config.grad_clip)
-            sums["d_loss"] += float(d_loss.detach())
-            sums["g_loss"] += float(g_loss.detach())
-            sums["fm_loss"] += float(fm.detach())
-            sums["frozen"] += float(frozen)
-        figures = {k: v / config.batches_per_epoch for k, v in sums.items()}
-        generator.eval()
-        discriminator.eval()
-        with torch.no_grad():
-            fake = generator(val_noise)
-            scores = validation_scores(discriminator, val, fake)
-            distance = feature_distance(val_real, standard.invert(fake.numpy()), standard)
-        seconds = time.perf_counter() - epoch_started
-        history.append({"epoch": float(epoch), **figures, **scores, "val_distance": distance, "seconds": seconds})
-        if not math.isfinite(distance) or not math.isfinite(figures["d_loss"]):
-            raise ExportError(f"adversarial training diverged at epoch {epoch}; lower the learning rate")
-        improved = distance < best - 1e-5
-        if improved:
-            best, best_epoch, waited = distance, epoch, 0
-            best_state = copy.deepcopy(generator.state_dict())
+    objects: dict[str, Any] = {
+        "generator": generator,
+        "discriminator": discriminator,
+        "g_opt": g_opt,
+        "d_opt": d_opt,
+        "shuffle": rng,
+    }
+    if noise is not rng:
+        objects["noise"] = noise
+    with checkpoints.phase("adversarial", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            done = restored[0]
+            fit = FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+            return AdversarialResult(fit, dict(done["final"]), done["start_distance"])
+        if restored is None:
+            order = torch.randperm(len(train), generator=rng)
+            with torch.no_grad():
+                generator.eval()
+                start_distance = feature_distance(val_real, standard.invert(generator(val_noise).numpy()), standard)
+            log.info("before adversarial training: validation distance %.4f", start_distance)
+            state: dict[str, Any] = {
+                "epoch": 1,
+                "batch": 0,
+                "order": order,
+                "cursor": 0,
+                "history": [],
+                "best": math.inf,
+                "best_epoch": 0,
+                "best_state": copy.deepcopy(generator.state_dict()),
+                "waited": 0,
+                "start_distance": start_distance,
+                "seconds": 0.0,
+                "stopped": False,
+            }
+            local = dict.fromkeys(("d_loss", "g_loss", "fm_loss", "frozen"), 0.0)
         else:
-            waited += 1
-        log.info(
-            "epoch %d: D %.3f, G %.3f, FM %.4f, D frozen %.0f%%; validation: D accuracy real %.2f fake %.2f, "
-            "distance %.4f%s, %.1f s",
-            epoch,
-            figures["d_loss"],
-            figures["g_loss"],
-            figures["fm_loss"],
-            100 * figures["frozen"],
-            scores["d_accuracy_real"],
-            scores["d_accuracy_fake"],
-            distance,
-            " best" if improved else "",
-            seconds,
+            state, local = restored
+        started = time.perf_counter()
+
+        def snapshot() -> dict[str, Any]:
+            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+
+        while state["epoch"] <= epochs and not state["stopped"]:
+            epoch = state["epoch"]
+            epoch_started = time.perf_counter()
+            generator.train()
+            discriminator.train()
+            for j in range(state["batch"], config.batches_per_epoch):
+                mine = shard(state["order"])
+                if state["cursor"] + config.batch_size > len(mine):
+                    state["order"], state["cursor"] = torch.randperm(len(train), generator=rng), 0
+                    mine = shard(state["order"])
+                index = mine[state["cursor"] : state["cursor"] + config.batch_size]
+                real = train[index]
+                state["cursor"] += config.batch_size
+                fake = generator(draw_noise((len(real), config.window, config.noise), noise))
+                d_real, f_real = discriminator(real)
+                d_fake, f_fake = discriminator(fake)
+                d_loss = discriminator_loss(d_real, d_fake)
+                g_loss = generator_adversarial_loss(d_fake)
+                fm = feature_matching_loss(f_real.detach(), f_fake)
+                # the rule reads the losses of all ranks, so that every rank freezes (or not) together
+                d_value, g_value = mean(float(d_loss.detach())), mean(float(g_loss.detach()))
+                frozen = freeze_discriminator(d_value, g_value, config.freeze_ratio)
+                # Both gradients from the same forward pass, before either network changes.
+                d_grads = None if frozen else torch.autograd.grad(d_loss, d_params, retain_graph=True)
+                g_grads = torch.autograd.grad(fm, g_params)
+                if d_grads is not None:
+                    _step(d_opt, d_params, d_grads, config.grad_clip)
+                _step(g_opt, g_params, g_grads, config.grad_clip)
+                local["d_loss"] += float(d_loss.detach())
+                local["g_loss"] += float(g_loss.detach())
+                local["fm_loss"] += float(fm.detach())
+                local["frozen"] += float(frozen)
+                state["batch"] = j + 1
+                phase.after_batch(snapshot, lambda: dict(local), batch=index)
+            figures = {k: mean(v / config.batches_per_epoch) for k, v in local.items()}
+            generator.eval()
+            discriminator.eval()
+
+            def measure() -> tuple[dict[str, float], float]:
+                with torch.no_grad():
+                    fake = generator(val_noise)
+                    return (
+                        validation_scores(discriminator, val, fake),
+                        feature_distance(val_real, standard.invert(fake.numpy()), standard),
+                    )
+
+            scores, distance = from_main(measure)
+            seconds = time.perf_counter() - epoch_started
+            state["history"].append(
+                {"epoch": float(epoch), **figures, **scores, "val_distance": distance, "seconds": seconds}
+            )
+            if not math.isfinite(distance) or not math.isfinite(figures["d_loss"]):
+                raise ExportError(f"adversarial training diverged at epoch {epoch}; lower the learning rate")
+            improved = distance < state["best"] - 1e-5
+            if improved:
+                state["best"], state["best_epoch"], state["waited"] = distance, epoch, 0
+                state["best_state"] = copy.deepcopy(generator.state_dict())
+            else:
+                state["waited"] += 1
+            log.info(
+                "epoch %d: D %.3f, G %.3f, FM %.4f, D frozen %.0f%%; validation: D accuracy real %.2f fake %.2f, "
+                "distance %.4f%s, %.1f s",
+                epoch,
+                figures["d_loss"],
+                figures["g_loss"],
+                figures["fm_loss"],
+                100 * figures["frozen"],
+                scores["d_accuracy_real"],
+                scores["d_accuracy_fake"],
+                distance,
+                " best" if improved else "",
+                seconds,
+            )
+            local.update(dict.fromkeys(local, 0.0))
+            state |= {"epoch": epoch + 1, "batch": 0}
+            if epoch >= config.min_epochs and state["waited"] >= patience:
+                log.info("validation distance has not improved for %d epochs; stopping", patience)
+                state["stopped"] = True
+            phase.after_epoch(snapshot, lambda: dict(local))
+        final = state["history"][-1] if state["history"] else {}
+        generator.load_state_dict(state["best_state"])
+        fit = FitResult(
+            state["best_state"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"]
         )
-        if epoch >= config.min_epochs and waited >= patience:
-            log.info("validation distance has not improved for %d epochs; stopping", patience)
-            break
-    seconds = time.perf_counter() - started
-    final = history[-1] if history else {}
-    generator.load_state_dict(best_state)
-    return AdversarialResult(FitResult(best_state, history, best_epoch, best, seconds), dict(final), start_distance)
+        phase.finish(
+            {
+                "state": fit.state,
+                "history": fit.history,
+                "best_epoch": fit.best_epoch,
+                "best_loss": fit.best_loss,
+                "seconds": fit.seconds,
+                "final": dict(final),
+                "start_distance": state["start_distance"],
+            }
+        )
+    return AdversarialResult(fit, dict(final), state["start_distance"])
 
 
 def validation_scores(discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
@@ -562,6 +699,7 @@ class CrnnGanOptions:
     seed: int = 0
     config: CrnnGanConfig = field(default_factory=CrnnGanConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def train_crnngan(options: CrnnGanOptions) -> Path:
@@ -573,7 +711,8 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     raw_train, raw_val, raw_held = (make_windows(part, c) for part in (split.train, split.validation, split.held_out))
     if not len(raw_train) or not len(raw_val) or not len(raw_held):
@@ -595,7 +734,24 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
     torch.manual_seed(options.seed)
     generator = Generator(c)
     discriminator = Discriminator(c)
-    pre_history = pretrain(generator, train, val, c, options.seed, options.patience) if c.pretrain_epochs else []
+    seed_ranks(options.seed)
+    broadcast_module(generator, discriminator)
+    checkpoints = Checkpoints(
+        options.out,
+        options.run,
+        {
+            "loop": "crnngan",
+            **model_identity(generator, discriminator),
+            "config": c.to_dict(),
+            "phrases": len(train),
+            "seed": options.seed,
+            "epochs": options.epochs,
+            "patience": options.patience,
+        },
+    )
+    pre_history = (
+        pretrain(generator, train, val, c, options.seed, options.patience, checkpoints) if c.pretrain_epochs else []
+    )
     result = adversarial(
         generator,
         discriminator,
@@ -607,7 +763,10 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
         epochs=options.epochs,
         patience=options.patience,
         seed=options.seed,
+        checkpoints=checkpoints,
     )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     generator.eval()
     discriminator.eval()
     with torch.no_grad():

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord
+from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -244,6 +245,7 @@ class DeepMusicianOptions:
     seed: int = 0
     config: DeepMusicianConfig = field(default_factory=DeepMusicianConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def train_deep_musician(options: DeepMusicianOptions) -> Path:
@@ -256,7 +258,8 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     train, val, held = (make_windows(part, c) for part in (split.train, split.validation, split.held_out))
     if not len(train) or not len(val) or not len(held):
@@ -294,7 +297,11 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
         patience=options.patience,
         learning_rate=c.learning_rate,
         seed=options.seed,
+        run=options.run,
+        out=options.out,
     )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     model.eval()
     with torch.no_grad():
         val_logits, val_loss = _predict(model, val, c.decode_frames)

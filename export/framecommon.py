@@ -39,6 +39,18 @@ from export.common import session as session
 from export.common import tensor as tensor
 from export.common import training_record as training_record
 from export.common import tune_sample as tune_sample
+from export.distributed import (
+    Checkpoints,
+    RunOptions,
+    average_gradients,
+    broadcast_module,
+    from_main,
+    mean,
+    model_identity,
+    seed_ranks,
+    shard_list,
+    world,
+)
 from export.errors import ExportError
 from export.package import write_seed as write_seed
 
@@ -59,54 +71,123 @@ def fit(
     seed: int,
     grad_clip: float = 1.0,
     label: str = "",
+    run: RunOptions | None = None,
+    out: Path | None = None,
 ) -> FitResult:
-    """Adam with gradient clipping; stop after ``patience`` epochs without a lower ``validate()["loss"]``."""
+    """Adam with gradient clipping; stop after ``patience`` epochs without a lower ``validate()["loss"]``.
+
+    Under torchrun each rank trains on its share of every epoch's batches and gradients are averaged
+    across ranks; rank 0 validates and every rank takes its figures. The loop keeps ``out/last.pt``
+    (see :mod:`export.distributed`), so an interrupted run continues to the same weights. These
+    families train on the CPU (their loss functions index CPU tensors): one process per core.
+    """
+    run = run or RunOptions()
+    w = world()
+    seed_ranks(seed)
+    broadcast_module(model)
+    identity = {
+        "loop": "frames",
+        **model_identity(model),
+        "seed": seed,
+        "epochs": epochs,
+        "patience": patience,
+        "learning_rate": learning_rate,
+        "grad_clip": grad_clip,
+        "label": label,
+    }
+    checkpoints = Checkpoints(out, run, identity)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    best, best_epoch, waited = math.inf, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        epoch_started = time.perf_counter()
-        model.train()
-        running, count = 0.0, 0
-        for batch in batches(generator):
-            value = loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            running += float(value.detach())
-            count += 1
-        model.eval()
-        with torch.no_grad():
-            val = validate()
-        seconds = time.perf_counter() - epoch_started
-        history.append({"epoch": float(epoch), "train_loss": running / max(count, 1), **val, "seconds": seconds})
-        if not math.isfinite(val["loss"]):
-            raise ExportError(f"validation loss became {val['loss']} at epoch {epoch}; lower the learning rate")
-        improved = val["loss"] < best - 1e-5
-        if improved:
-            best, best_epoch, waited = val["loss"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-        figures = ", ".join(f"{k} {v:.4g}" for k, v in val.items())
-        log.info(
-            "%sepoch %d: train %.4f, validation %s%s, %.1f s",
-            label,
-            epoch,
-            running / max(count, 1),
-            figures,
-            " best" if improved else "",
-            seconds,
+    objects = {"model": model, "optimizer": optimizer, "shuffle": generator}
+    with checkpoints.phase(f"{label}fit", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            done = restored[0]
+            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        state: dict[str, Any] = {
+            "epoch": 1,
+            "batch": 0,
+            "batches": None,  # the epoch's batches, all ranks' (each rank trains on its share)
+            "history": [],
+            "best_loss": math.inf,
+            "best_epoch": 0,
+            "best_state": copy.deepcopy(model.state_dict()),
+            "waited": 0,
+            "seconds": 0.0,
+            "stopped": False,
+        }
+        local = {"running": 0.0, "count": 0}
+        if restored is not None:
+            state |= restored[0]
+            local |= restored[1]
+        started = time.perf_counter()
+
+        def snapshot() -> dict[str, Any]:
+            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+
+        while state["epoch"] <= epochs and not state["stopped"]:
+            epoch = state["epoch"]
+            epoch_started = time.perf_counter()
+            if state["batches"] is None:
+                state["batches"] = list(batches(generator))
+                local["running"], local["count"] = 0.0, 0
+            mine = shard_list(state["batches"])
+            model.train()
+            for i in range(state["batch"], len(mine)):
+                value = loss(mine[i])
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                average_gradients(model.parameters())
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                local["running"] += float(value.detach())
+                local["count"] += 1
+                state["batch"] = i + 1
+                phase.after_batch(snapshot, lambda: dict(local), batch=mine[i])
+            train_loss = mean(local["running"] / max(local["count"], 1))
+            model.eval()
+            with torch.no_grad():
+                val = from_main(validate)
+            seconds = time.perf_counter() - epoch_started
+            state["history"].append({"epoch": float(epoch), "train_loss": train_loss, **val, "seconds": seconds})
+            if not math.isfinite(val["loss"]):
+                raise ExportError(f"validation loss became {val['loss']} at epoch {epoch}; lower the learning rate")
+            improved = val["loss"] < state["best_loss"] - 1e-5
+            if improved:
+                state["best_loss"], state["best_epoch"], state["waited"] = val["loss"], epoch, 0
+                state["best_state"] = copy.deepcopy(model.state_dict())
+            else:
+                state["waited"] += 1
+            figures = ", ".join(f"{k} {v:.4g}" for k, v in val.items())
+            log.info(
+                "%sepoch %d: train %.4f, validation %s%s, %.1f s%s",
+                label,
+                epoch,
+                train_loss,
+                figures,
+                " best" if improved else "",
+                seconds,
+                f" ({w.size} processes)" if w.distributed else "",
+            )
+            state |= {"epoch": epoch + 1, "batch": 0, "batches": None}
+            if state["waited"] >= patience:
+                log.info("validation loss has not improved for %d epochs; stopping", patience)
+                state["stopped"] = True
+            phase.after_epoch(snapshot, lambda: {"running": 0.0, "count": 0})
+        model.load_state_dict(state["best_state"])
+        result = FitResult(
+            state["best_state"], state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"]
         )
-        if waited >= patience:
-            log.info("validation loss has not improved for %d epochs; stopping", patience)
-            break
-    model.load_state_dict(best_state)
-    return FitResult(best_state, history, best_epoch, best, time.perf_counter() - started)
+        phase.finish(
+            {
+                "state": result.state,
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "seconds": result.seconds,
+            }
+        )
+    return result
 
 
 def fingerprint(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:

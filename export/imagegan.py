@@ -57,6 +57,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord, check_run
+from export.distributed import (
+    Checkpoints,
+    RunOptions,
+    average_gradients,
+    broadcast_module,
+    main_first,
+    mean,
+    model_identity,
+    rank_generator,
+    seed_ranks,
+    shard,
+    sync_buffers,
+    world,
+)
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -284,6 +298,7 @@ class ImageGanOptions:
     seed: int = 0
     config: ImageGanConfig = field(default_factory=ImageGanConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def _accuracy(logits: torch.Tensor, real: bool) -> float:
@@ -368,77 +383,146 @@ def train_gan(
     *,
     epochs: int,
     seed: int,
+    run: RunOptions | None = None,
+    out: Path | None = None,
 ) -> FitResult:
     """The seed's alternating updates: the discriminator on a batch of real images (label 1) and as many fakes
     (label 0), then the generator on fresh fakes labelled real; Adam (``learning_rate``, ``beta1``) for both.
-    History per epoch: mean losses and the discriminator's accuracy on real and fake during the epoch."""
+    History per epoch: mean losses and the discriminator's accuracy on real and fake during the epoch.
+
+    Under torchrun each rank trains on its shard of every epoch's order with noise of its own, gradients
+    are averaged across ranks and batch-norm buffers follow rank 0's. The loop keeps ``out/last.pt``
+    (see :mod:`export.distributed`), so an interrupted run continues to the same weights."""
+    run = run or RunOptions()
+    w = world()
+    seed_ranks(seed)
+    broadcast_module(generator, discriminator)
     generator_rng = torch.Generator().manual_seed(seed)
+    noise_rng = rank_generator(generator_rng, seed)
     betas = (config.beta1, 0.999)
     g_opt = torch.optim.Adam(generator.parameters(), lr=config.learning_rate, betas=betas)
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.d_learning_rate or config.learning_rate, betas=betas)
-    history: list[dict[str, float]] = []
-    started = time.perf_counter()
     n = len(images)
-    steps = max(1, epochs * math.ceil(n / config.batch_size) - 1)
-    step = 0
+    per_rank = len(shard(torch.arange(n)))
+    steps = max(1, epochs * math.ceil(per_rank / config.batch_size) - 1)
+    identity = {
+        "loop": "imagegan",
+        **model_identity(generator, discriminator),
+        "config": config.to_dict(),
+        "images": n,
+        "seed": seed,
+        "epochs": epochs,
+    }
+    objects: dict[str, Any] = {
+        "generator": generator,
+        "discriminator": discriminator,
+        "g_opt": g_opt,
+        "d_opt": d_opt,
+        "shuffle": generator_rng,
+    }
+    if noise_rng is not generator_rng:
+        objects["noise"] = noise_rng
+    checkpoints = Checkpoints(out, run, identity)
+    keys = ("discriminator_loss", "generator_loss", "accuracy_real", "accuracy_fake")
+    with checkpoints.phase("gan", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            done = restored[0]
+            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        state: dict[str, Any] = {"epoch": 1, "batch": 0, "order": None, "step": 0, "history": [], "seconds": 0.0}
+        local: dict[str, float] = {**dict.fromkeys(keys, 0.0), "batches": 0.0}
+        if restored is not None:
+            state |= restored[0]
+            local |= restored[1]
+        started = time.perf_counter()
 
-    def noisy(batch: torch.Tensor) -> torch.Tensor:
-        sd = config.noise_start + (config.noise_end - config.noise_start) * min(1.0, step / steps)
-        return batch + sd * torch.randn(batch.shape, generator=generator_rng) if sd > 0 else batch
+        def snapshot() -> dict[str, Any]:
+            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
 
-    for epoch in range(1, epochs + 1):
-        epoch_started = time.perf_counter()
-        generator.train()
-        discriminator.train()
-        order = torch.randperm(n, generator=generator_rng)
-        sums = dict.fromkeys(("discriminator_loss", "generator_loss", "accuracy_real", "accuracy_fake"), 0.0)
-        batches = 0
-        for i in range(0, n - 1, config.batch_size):
-            real = images[order[i : i + config.batch_size]].float()
-            if len(real) < 2:
-                continue
-            b = len(real)
-            z = torch.randn(b, config.latent, generator=generator_rng)
-            fake = torch.sigmoid(generator(z))
-            # real and fake go through the discriminator as one batch, so its batch normalisation
-            # sees the same mix in both steps (separate batches would normalise the difference away)
-            logits = discriminator(noisy(torch.cat([real, fake.detach()])), groups=2)
-            real_logits, fake_logits = logits[:b], logits[b:]
-            d_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, config.real_label))
-            d_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-            d_loss = 0.5 * (d_real + d_fake)
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            z = torch.randn(b, config.latent, generator=generator_rng)
-            judged = discriminator(noisy(torch.cat([real, torch.sigmoid(generator(z))])), groups=2)[b:]
-            g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
-            g_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_opt.step()
-            sums["discriminator_loss"] += float(d_loss.detach())
-            sums["generator_loss"] += float(g_loss.detach())
-            sums["accuracy_real"] += _accuracy(real_logits.detach(), True)
-            sums["accuracy_fake"] += _accuracy(fake_logits.detach(), False)
-            batches += 1
-            step += 1
-        means = {k: v / max(batches, 1) for k, v in sums.items()}
-        seconds = time.perf_counter() - epoch_started
-        history.append({"epoch": float(epoch), **means, "seconds": seconds})
-        log.info(
-            "epoch %d: discriminator loss %.4f, generator loss %.4f, accuracy on real %.3f, on fake %.3f, %.1f s",
-            epoch,
-            means["discriminator_loss"],
-            means["generator_loss"],
-            means["accuracy_real"],
-            means["accuracy_fake"],
-            seconds,
+        def noisy(batch: torch.Tensor) -> torch.Tensor:
+            sd = config.noise_start + (config.noise_end - config.noise_start) * min(1.0, state["step"] / steps)
+            return batch + sd * torch.randn(batch.shape, generator=noise_rng) if sd > 0 else batch
+
+        while state["epoch"] <= epochs:
+            epoch = state["epoch"]
+            epoch_started = time.perf_counter()
+            generator.train()
+            discriminator.train()
+            if state["order"] is None:
+                state["order"] = torch.randperm(n, generator=generator_rng)
+                local.update(dict.fromkeys(local, 0.0))
+            mine = shard(state["order"])
+            starts = list(range(0, len(mine) - 1, config.batch_size))
+            for j in range(state["batch"], len(starts)):
+                i = starts[j]
+                index = mine[i : i + config.batch_size]
+                real = images[index].float()
+                state["batch"] = j + 1
+                if len(real) < 2:
+                    continue
+                b = len(real)
+                z = torch.randn(b, config.latent, generator=noise_rng)
+                fake = torch.sigmoid(generator(z))
+                # real and fake go through the discriminator as one batch, so its batch normalisation
+                # sees the same mix in both steps (separate batches would normalise the difference away)
+                logits = discriminator(noisy(torch.cat([real, fake.detach()])), groups=2)
+                real_logits, fake_logits = logits[:b], logits[b:]
+                d_real = F.binary_cross_entropy_with_logits(
+                    real_logits, torch.full_like(real_logits, config.real_label)
+                )
+                d_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+                d_loss = 0.5 * (d_real + d_fake)
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                average_gradients(discriminator.parameters())
+                d_opt.step()
+                z = torch.randn(b, config.latent, generator=noise_rng)
+                judged = discriminator(noisy(torch.cat([real, torch.sigmoid(generator(z))])), groups=2)[b:]
+                g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
+                g_opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                average_gradients(generator.parameters())
+                g_opt.step()
+                sync_buffers(generator, discriminator)
+                local["discriminator_loss"] += float(d_loss.detach())
+                local["generator_loss"] += float(g_loss.detach())
+                local["accuracy_real"] += _accuracy(real_logits.detach(), True)
+                local["accuracy_fake"] += _accuracy(fake_logits.detach(), False)
+                local["batches"] += 1
+                state["step"] += 1
+                phase.after_batch(snapshot, lambda: dict(local), batch=index)
+            batches = max(local["batches"], 1)
+            means = {k: mean(local[k] / batches) for k in keys}
+            seconds = time.perf_counter() - epoch_started
+            state["history"].append({"epoch": float(epoch), **means, "seconds": seconds})
+            log.info(
+                "epoch %d: discriminator loss %.4f, generator loss %.4f, accuracy on real %.3f, on fake %.3f, %.1f s%s",
+                epoch,
+                means["discriminator_loss"],
+                means["generator_loss"],
+                means["accuracy_real"],
+                means["accuracy_fake"],
+                seconds,
+                f" ({w.size} processes)" if w.distributed else "",
+            )
+            if not all(math.isfinite(v) for v in means.values()):
+                raise ExportError(f"the GAN's losses became {means} at epoch {epoch}; lower the learning rate")
+            state |= {"epoch": epoch + 1, "batch": 0, "order": None}
+            phase.after_epoch(snapshot, lambda: {**dict.fromkeys(keys, 0.0), "batches": 0.0})
+        model_state = {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()}
+        model_state |= {f"discriminator.{k}": v.clone() for k, v in discriminator.state_dict().items()}
+        history = state["history"]
+        result = FitResult(model_state, history, epochs, float(history[-1]["generator_loss"]), snapshot()["seconds"])
+        phase.finish(
+            {
+                "state": result.state,
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "seconds": result.seconds,
+            }
         )
-        if not all(math.isfinite(v) for v in means.values()):
-            raise ExportError(f"the GAN's losses became {means} at epoch {epoch}; lower the learning rate")
-    state = {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()}
-    state |= {f"discriminator.{k}": v.clone() for k, v in discriminator.state_dict().items()}
-    return FitResult(state, history, epochs, float(history[-1]["generator_loss"]), time.perf_counter() - started)
+    return result
 
 
 def train_imagegan(options: ImageGanOptions) -> Path:
@@ -449,7 +533,8 @@ def train_imagegan(options: ImageGanOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     train, val, held = (make_images(part, c) for part in (split.train, split.validation, split.held_out))
     if len(train) < 2 or not len(val) or not len(held):
@@ -467,7 +552,11 @@ def train_imagegan(options: ImageGanOptions) -> Path:
     )
     torch.manual_seed(options.seed)
     generator, discriminator = Generator(c), Discriminator(c)
-    result = train_gan(generator, discriminator, train, c, epochs=options.epochs, seed=options.seed)
+    result = train_gan(
+        generator, discriminator, train, c, epochs=options.epochs, seed=options.seed, run=options.run, out=options.out
+    )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     rng = torch.Generator().manual_seed(options.seed + 1)
     held_figures = gan_figures(generator, discriminator, held, rng)
     fakes = sample_images(generator, min(512, max(len(held), 64)), options.seed)

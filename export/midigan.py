@@ -45,6 +45,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord, FitResult, progress
+from export.distributed import (
+    Checkpoints,
+    RunOptions,
+    average_gradients,
+    broadcast_module,
+    from_main,
+    main_first,
+    mean,
+    model_identity,
+    rank_generator,
+    seed_ranks,
+    shard,
+    sync_buffers,
+    world,
+)
 from export.errors import ExportError
 from export.framecommon import (
     check_parity,
@@ -217,6 +232,7 @@ class MidiGanOptions:
     seed: int = 0
     config: MidiGanConfig = field(default_factory=MidiGanConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def _check(options: MidiGanOptions) -> None:
@@ -263,7 +279,8 @@ def train_midigan(options: MidiGanOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     train_raw = corpus_notes(split.train, c.beats_max)
     val_raw = corpus_notes(split.validation, c.beats_max)
@@ -286,85 +303,11 @@ def train_midigan(options: MidiGanOptions) -> Path:
     )
     torch.manual_seed(options.seed)
     g, d = Generator(c), Discriminator(c)
-    opt_g = torch.optim.Adam(g.parameters(), lr=c.learning_rate)
-    opt_d = torch.optim.Adam(d.parameters(), lr=c.learning_rate)
-    generator = torch.Generator().manual_seed(options.seed)
-    ones, zeros = torch.ones(c.batch_size, 1), torch.zeros(c.batch_size, 1)
-    per_epoch = len(train) // c.batch_size  # a pass over the training notes; the last partial batch is dropped
-    best, best_epoch, waited = math.inf, 0, 0
-    best_g, best_d = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
-    history: list[dict[str, float]] = []
-    fit_started = time.perf_counter()
-    with progress() as bar:
-        for epoch in range(1, options.epochs + 1):
-            epoch_started = time.perf_counter()
-            task = bar.add_task(f"epoch {epoch}", total=per_epoch, info="")
-            g.train()
-            d.train()
-            sum_d = sum_g = sum_real = sum_fake = 0.0
-            order = torch.randperm(len(train), generator=generator)
-            for i in range(per_epoch):
-                real = train[order[i * c.batch_size : (i + 1) * c.batch_size]]
-                fake = g(torch.randn(c.batch_size, c.latent, generator=generator))
-                on_real, on_fake = d(real), d(fake.detach())
-                loss_d = F.binary_cross_entropy_with_logits(on_real, ones) + F.binary_cross_entropy_with_logits(
-                    on_fake, zeros
-                )
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                sum_d += loss_d.item()
-                sum_g += loss_g.item()
-                sum_real += float((on_real > 0).float().mean())
-                sum_fake += float((on_fake < 0).float().mean())
-                if i % 64 == 63:
-                    bar.update(task, advance=64, info=f"D {sum_d / (i + 1):.3f} G {sum_g / (i + 1):.3f}")
-            fake_val = generate(g, EVAL_NOTES, options.seed + 1, c.latent)
-            score = wasserstein(fake_val, val)
-            acc_real, acc_fake = discriminator_accuracy(d, val, fake_val)
-            seconds = time.perf_counter() - epoch_started
-            history.append(
-                {
-                    "epoch": float(epoch),
-                    "d_loss": sum_d / per_epoch,
-                    "g_loss": sum_g / per_epoch,
-                    "d_accuracy_real_train": sum_real / per_epoch,
-                    "d_accuracy_fake_train": sum_fake / per_epoch,
-                    "val_wasserstein": score,
-                    "val_d_accuracy_real": acc_real,
-                    "val_d_accuracy_fake": acc_fake,
-                    "seconds": seconds,
-                }
-            )
-            improved = score < best - 1e-4
-            if improved:
-                best, best_epoch, waited = score, epoch, 0
-                best_g, best_d = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
-            else:
-                waited += 1
-            bar.remove_task(task)
-            log.info(
-                "epoch %d: D loss %.4f, G loss %.4f; validation: Wasserstein %.4f, D accuracy real %.3f fake %.3f%s, "
-                "%.1f s",
-                epoch,
-                sum_d / per_epoch,
-                sum_g / per_epoch,
-                score,
-                acc_real,
-                acc_fake,
-                " best" if improved else "",
-                seconds,
-            )
-            if waited >= options.patience:
-                log.info("the validation score has not improved for %d epochs; stopping", options.patience)
-                break
-    g.load_state_dict(best_g)
-    d.load_state_dict(best_d)
-    result = FitResult(best_g, history, best_epoch, best, time.perf_counter() - fit_started)
+    result = _fit_gan(g, d, train, val, c, options)
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
+    history, best_epoch, best = result.history, result.best_epoch, result.best_loss
+    best_g, best_d = g.state_dict(), d.state_dict()
     metrics = held_out_metrics(g, d, standard, train_raw, held_raw, c, seed=options.seed)
     chosen = history[best_epoch - 1]
     metrics |= {
@@ -400,6 +343,172 @@ def train_midigan(options: MidiGanOptions) -> Path:
         metrics=metrics,
         held_out_sample=tune_sample(split.held_out),
     )
+
+
+def _validate(
+    g: Generator, d: Discriminator, val: np.ndarray, c: MidiGanConfig, seed: int
+) -> tuple[float, float, float]:
+    """The epoch's validation: the Wasserstein distance of generated notes to the validation notes, and the
+    discriminator's accuracy on both."""
+    fake = generate(g, EVAL_NOTES, seed + 1, c.latent)
+    return (wasserstein(fake, val), *discriminator_accuracy(d, val, fake))
+
+
+def _fit_gan(
+    g: Generator, d: Discriminator, train: torch.Tensor, val: np.ndarray, c: MidiGanConfig, options: MidiGanOptions
+) -> FitResult:
+    """The alternating updates over epochs of shuffled notes, keeping the epoch whose generated notes are
+    nearest the validation notes; the best epoch's weights are loaded into ``g`` and ``d``.
+
+    Under torchrun each rank trains on its shard of every epoch's order with noise of its own, gradients
+    are averaged across ranks and batch-norm buffers follow rank 0's; rank 0 validates. The loop keeps
+    ``out/last.pt`` (see :mod:`export.distributed`), so an interrupted run continues to the same weights.
+    """
+    w = world()
+    seed_ranks(options.seed)
+    broadcast_module(g, d)
+    opt_g = torch.optim.Adam(g.parameters(), lr=c.learning_rate)
+    opt_d = torch.optim.Adam(d.parameters(), lr=c.learning_rate)
+    generator = torch.Generator().manual_seed(options.seed)
+    noise = rank_generator(generator, options.seed)
+    ones, zeros = torch.ones(c.batch_size, 1), torch.zeros(c.batch_size, 1)
+    # a pass over the training notes; the last partial batch is dropped
+    per_epoch = len(shard(torch.arange(len(train)))) // c.batch_size
+    identity = {
+        "loop": "midigan",
+        **model_identity(g, d),
+        "config": c.to_dict(),
+        "notes": len(train),
+        "seed": options.seed,
+        "epochs": options.epochs,
+        "patience": options.patience,
+    }
+    objects: dict[str, Any] = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "shuffle": generator}
+    if noise is not generator:
+        objects["noise"] = noise
+    checkpoints = Checkpoints(options.out, options.run, identity)
+    with checkpoints.phase("gan", objects) as phase:
+        restored = phase.restore()
+        if restored is not None and restored[0].get("finished"):
+            done = restored[0]
+            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        state: dict[str, Any] = {
+            "epoch": 1,
+            "batch": 0,
+            "order": None,
+            "history": [],
+            "best": math.inf,
+            "best_epoch": 0,
+            "best_g": copy.deepcopy(g.state_dict()),
+            "best_d": copy.deepcopy(d.state_dict()),
+            "waited": 0,
+            "seconds": 0.0,
+            "stopped": False,
+        }
+        local = dict.fromkeys(("sum_d", "sum_g", "sum_real", "sum_fake"), 0.0)
+        if restored is not None:
+            state |= restored[0]
+            local |= restored[1]
+        started = time.perf_counter()
+
+        def snapshot() -> dict[str, Any]:
+            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+
+        with progress(disable=not w.main) as bar:
+            while state["epoch"] <= options.epochs and not state["stopped"]:
+                epoch = state["epoch"]
+                epoch_started = time.perf_counter()
+                if state["order"] is None:
+                    state["order"] = torch.randperm(len(train), generator=generator)
+                    local.update(dict.fromkeys(local, 0.0))
+                mine = shard(state["order"])
+                task = bar.add_task(f"epoch {epoch}", total=per_epoch, completed=state["batch"], info="")
+                g.train()
+                d.train()
+                for i in range(state["batch"], per_epoch):
+                    index = mine[i * c.batch_size : (i + 1) * c.batch_size]
+                    real = train[index]
+                    fake = g(torch.randn(c.batch_size, c.latent, generator=noise))
+                    on_real, on_fake = d(real), d(fake.detach())
+                    loss_d = F.binary_cross_entropy_with_logits(on_real, ones) + F.binary_cross_entropy_with_logits(
+                        on_fake, zeros
+                    )
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    average_gradients(d.parameters())
+                    opt_d.step()
+                    loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
+                    opt_g.zero_grad(set_to_none=True)
+                    loss_g.backward()
+                    average_gradients(g.parameters())
+                    opt_g.step()
+                    sync_buffers(g, d)
+                    local["sum_d"] += loss_d.item()
+                    local["sum_g"] += loss_g.item()
+                    local["sum_real"] += float((on_real > 0).float().mean())
+                    local["sum_fake"] += float((on_fake < 0).float().mean())
+                    state["batch"] = i + 1
+                    if i % 64 == 63:
+                        bar.update(
+                            task,
+                            completed=i + 1,
+                            info=f"D {local['sum_d'] / (i + 1):.3f} G {local['sum_g'] / (i + 1):.3f}",
+                        )
+                    phase.after_batch(snapshot, lambda: dict(local), batch=index)
+                sums = {k: mean(v) for k, v in local.items()}
+                score, acc_real, acc_fake = from_main(lambda: _validate(g, d, val, c, options.seed))
+                seconds = time.perf_counter() - epoch_started
+                batches = max(per_epoch, 1)
+                state["history"].append(
+                    {
+                        "epoch": float(epoch),
+                        "d_loss": sums["sum_d"] / batches,
+                        "g_loss": sums["sum_g"] / batches,
+                        "d_accuracy_real_train": sums["sum_real"] / batches,
+                        "d_accuracy_fake_train": sums["sum_fake"] / batches,
+                        "val_wasserstein": score,
+                        "val_d_accuracy_real": acc_real,
+                        "val_d_accuracy_fake": acc_fake,
+                        "seconds": seconds,
+                    }
+                )
+                improved = score < state["best"] - 1e-4
+                if improved:
+                    state["best"], state["best_epoch"], state["waited"] = score, epoch, 0
+                    state["best_g"], state["best_d"] = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
+                else:
+                    state["waited"] += 1
+                bar.remove_task(task)
+                log.info(
+                    "epoch %d: D loss %.4f, G loss %.4f; validation: Wasserstein %.4f, D accuracy real %.3f fake "
+                    "%.3f%s, %.1f s",
+                    epoch,
+                    sums["sum_d"] / batches,
+                    sums["sum_g"] / batches,
+                    score,
+                    acc_real,
+                    acc_fake,
+                    " best" if improved else "",
+                    seconds,
+                )
+                state |= {"epoch": epoch + 1, "batch": 0, "order": None}
+                if state["waited"] >= options.patience:
+                    log.info("the validation score has not improved for %d epochs; stopping", options.patience)
+                    state["stopped"] = True
+                phase.after_epoch(snapshot, lambda: dict.fromkeys(local, 0.0))
+        g.load_state_dict(state["best_g"])
+        d.load_state_dict(state["best_d"])
+        result = FitResult(state["best_g"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"])
+        phase.finish(
+            {
+                "state": result.state,
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "seconds": result.seconds,
+            }
+        )
+    return result
 
 
 def held_out_metrics(

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord
+from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -239,6 +240,7 @@ class MultiTrackOptions:
     seed: int = 0
     config: MultiTrackConfig = field(default_factory=MultiTrackConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def merged_tune(piece: MultiTune) -> Tune:
@@ -255,7 +257,8 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
     train_p, val_p, held_p = split_pieces(pieces)
     train, val, held = (make_windows(p, c) for p in (train_p, val_p, held_p))
     log.info(
@@ -288,7 +291,11 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
         patience=options.patience,
         learning_rate=c.learning_rate,
         seed=options.seed,
+        run=options.run,
+        out=options.out,
     )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     model.eval()
     with torch.no_grad():
         held_loss, _ = window_loss(model, held, slice(None))

@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord, check_run
+from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from export.framecommon import (
     FRAMES_PER_BEAT,
@@ -329,6 +330,7 @@ class MultiTrackCnnOptions:
     seed: int = 0
     config: MultiTrackCnnConfig = field(default_factory=MultiTrackCnnConfig)
     threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
@@ -337,7 +339,8 @@ def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
-    pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
     train_p, val_p, held_p = split_pieces(pieces)
     train = make_blocks(train_p, c)
     # validation and held-out: one block every beat, whatever the training stride
@@ -379,7 +382,11 @@ def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
         patience=options.patience,
         learning_rate=c.learning_rate,
         seed=options.seed,
+        run=options.run,
+        out=options.out,
     )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     model.eval()
     figures = evaluate_blocks(model, held)
     metrics = {

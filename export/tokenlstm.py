@@ -61,6 +61,7 @@ from export.common import (
     training_record,
     tune_sample,
 )
+from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.tokenlstm import FAMILY, Vocabulary, group_chords, token_name
@@ -260,9 +261,11 @@ class TokenTrainOptions:
     seed: int = 0
     config: TokenLstmConfig = field(default_factory=TokenLstmConfig)
     min_delta: float = 1e-4
+    run: RunOptions = field(default_factory=RunOptions)
 
     def check(self) -> None:
         check_run(self.epochs, self.patience, self.limit)
+        self.run.check()
         check_sizes(self.config.window, "tokens", self.config.hidden, self.config.batch_size)
         if not 2 <= self.config.max_vocab <= 100_000:
             raise ExportError(f"--vocab-size {self.config.max_vocab}: expected 2 to 100000 tokens")
@@ -319,7 +322,8 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
     options.check()
     config = options.config
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     vocabulary, coverage = build_vocabulary(split.train, config.max_vocab)
     step = step_beats(split.train)
@@ -362,7 +366,11 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         patience=options.patience,
         min_delta=options.min_delta,
         seed=options.seed,
+        run=options.run,
+        out=options.out,
     )
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return options.out / "checkpoint.pt"
     best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
     metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, held_seqs, train_seqs)}
     train_pitches = np.concatenate([t.pitch for t in split.train])

@@ -39,6 +39,7 @@ from export.common import (
     tune_sample,
 )
 from export.common import load_checkpoint as load_checkpoint
+from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from export.midirnn import (
     FAMILY,
@@ -81,9 +82,11 @@ class TrainOptions:
     seed: int = 0
     config: MidiRnnConfig = field(default_factory=MidiRnnConfig)
     min_delta: float = 1e-4
+    run: RunOptions = field(default_factory=RunOptions)
 
     def check(self) -> None:
         check_run(self.epochs, self.patience, self.limit)
+        self.run.check()
         check_sizes(self.config.window, "notes", self.config.hidden, self.config.batch_size)
         if self.config.time_head not in TIME_HEADS:
             raise ExportError(f"--time-head {self.config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
@@ -193,7 +196,8 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
     options.check()
     config = options.config
     started = time.perf_counter()
-    tunes = load_corpus(options.data, limit=options.limit)
+    with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
+        tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
     train_windows = make_windows(split.train, config.window, config.beats_max)
     val_windows = make_windows(split.validation, config.window, config.beats_max)
@@ -245,9 +249,13 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         patience=options.patience,
         min_delta=options.min_delta,
         seed=options.seed,
+        run=options.run,
+        out=options.out,
     )
     best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
     epochs_run = len(history)
+    if not world().main:  # rank 0 evaluates and writes the checkpoint
+        return TrainResult(options.out / CHECKPOINT, metrics={}, epochs_run=epochs_run, best_epoch=best_epoch)
     metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, split.held_out, split.train, config.beats_max)}
     train_pitches = np.concatenate([t.pitch for t in split.train])
     provenance: dict[str, Any] = {

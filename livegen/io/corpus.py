@@ -8,11 +8,19 @@ A corpus is converted once into a cache of note arrays, one per tune, and split
 into training, validation and held-out sets *by tune*, so that no tune leaks
 from training into evaluation. The cache is a single ``.npz`` under
 ``$XDG_CACHE_HOME/livegen`` (or ``~/.cache/livegen``).
+
+A large MIDI collection is converted once by ``python -m export prepare`` into a
+*prepared cache*: a folder of memory-mapped ``.npy`` note arrays and a versioned
+manifest (:data:`CACHE_MANIFEST`). Every function here that takes a MIDI folder
+also takes such a folder and reads it without parsing MIDI again (numpy only: the
+host's ``livegen evaluate`` reads it too). The format is defined here, beside its
+reader; the writer is :mod:`export.prepare`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -48,6 +56,8 @@ class Tune:
     pitch: np.ndarray  # int16 [n]
     onset: np.ndarray  # float32 [n], beats from the tune's start
     duration: np.ndarray  # float32 [n], beats
+    #: uint8 [n] MIDI velocities where the source kept them (a prepared cache), else None.
+    velocity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.pitch.shape[0])
@@ -208,7 +218,7 @@ def _tune_from_midi(path: Path) -> Tune | None:
 def _save(path: Path, tunes: Sequence[Tune]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lengths = np.asarray([len(t) for t in tunes], dtype=np.int64)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # several training processes may convert at once
     np.savez_compressed(
         tmp,
         names=np.asarray([t.name for t in tunes]),
@@ -252,6 +262,144 @@ def _convert(items: list, worker, label: str, jobs: int) -> list[Tune]:
     return tunes
 
 
+# ---- prepared caches (written by ``python -m export prepare``) ---------------------------
+
+#: The manifest that makes a folder a prepared cache.
+CACHE_MANIFEST = "livegen-cache.json"
+CACHE_FORMAT = "livegen-midi-cache"
+CACHE_VERSION = 1
+#: The note arrays of a cache and their dtypes: one row per note, file after file, each file's
+#: notes in the order :func:`load_corpus` gives a MIDI file's (by onset, highest pitch first).
+#: ``onset`` and ``duration`` are in beats; ``part`` numbers the file's parts (a MIDI track's
+#: notes on one channel, as symusic splits a file).
+CACHE_ARRAYS = {"pitch": "int16", "onset": "float32", "duration": "float32", "velocity": "uint8", "part": "uint16"}
+#: Fewest notes a tune (or each track of a piece) needs, for MIDI folders and caches alike.
+MIN_NOTES = 8
+
+
+def is_cache(folder: Path) -> bool:
+    """Whether ``folder`` is a prepared cache (it holds :data:`CACHE_MANIFEST`)."""
+    return (folder / CACHE_MANIFEST).is_file()
+
+
+def read_cache_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the prepared cache ``folder``, checked; :class:`CorpusError` naming the file otherwise."""
+    path = folder / CACHE_MANIFEST
+    again = "run `python -m export prepare --data MIDI_FOLDER --out CACHE` to rebuild it"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorpusError(f"{path}: not a readable prepared-cache manifest ({err}); {again}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CorpusError(
+            f"{path}: field 'format' is {got!r}, expected {CACHE_FORMAT!r} (the manifest `python -m export prepare` "
+            "writes); is this folder a livegen cache?"
+        )
+    if manifest.get("version") != CACHE_VERSION:
+        raise CorpusError(
+            f"{path}: cache version {manifest.get('version')!r}; this livegen reads version {CACHE_VERSION}: {again}"
+        )
+    arrays, files, notes = manifest.get("arrays"), manifest.get("files"), manifest.get("notes")
+    if not isinstance(arrays, dict) or not isinstance(files, list) or not isinstance(notes, int) or notes < 0:
+        raise CorpusError(
+            f"{path}: expected the fields 'arrays' (a table), 'files' (a list) and 'notes' (a count); {again}"
+        )
+    for name in CACHE_ARRAYS:
+        entry = arrays.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "/" in entry["file"]:
+            raise CorpusError(f"{path}: field 'arrays.{name}' names no array file of this folder; {again}")
+    return manifest
+
+
+def open_cache(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest and the memory-mapped, read-only note arrays of the prepared cache ``folder``."""
+    manifest = read_cache_manifest(folder)
+    notes = manifest["notes"]
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype in CACHE_ARRAYS.items():
+        path = folder / manifest["arrays"][name]["file"]
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False) if notes else np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise CorpusError(
+                f"{path}: not a readable .npy array ({err}); the cache is damaged: run `python -m export prepare` again"
+            ) from err
+        if array.dtype != np.dtype(dtype) or array.shape != (notes,):
+            raise CorpusError(
+                f"{path}: holds {array.dtype}{list(array.shape)}, expected {dtype}[{notes}] as {CACHE_MANIFEST} says; "
+                "the cache is damaged: run `python -m export prepare` again"
+            )
+        arrays[name] = array
+    return manifest, arrays
+
+
+def cached_files(manifest: dict[str, Any], folder: Path) -> list[tuple[str, int, int]]:
+    """(name, first row, notes) of each file a cache converted, in path order."""
+    out = []
+    for i, entry in enumerate(manifest["files"]):
+        if not isinstance(entry, dict) or entry.get("status") != "ok":
+            continue
+        name, offset, count = entry.get("path"), entry.get("offset"), entry.get("notes")
+        if (
+            not isinstance(name, str)
+            or not isinstance(offset, int)
+            or not isinstance(count, int)
+            or not 0 <= offset <= offset + count <= manifest["notes"]
+        ):
+            raise CorpusError(
+                f"{folder / CACHE_MANIFEST}: files[{i}] ({name!r}): expected a path and notes within the "
+                f"{manifest['notes']} rows of the arrays; run `python -m export prepare` again"
+            )
+        out.append((name, offset, count))
+    return out
+
+
+def _cache_tunes(folder: Path, limit: int | None) -> list[Tune]:
+    """The tunes of a prepared cache: views into its memory-mapped arrays, named by their path in the source."""
+    manifest, arrays = open_cache(folder)
+    files = cached_files(manifest, folder)
+    pitch, onset, duration, velocity = (arrays[k] for k in ("pitch", "onset", "duration", "velocity"))
+    tunes = []
+    for name, a, n in files:
+        if n < MIN_NOTES:
+            continue
+        b = a + n
+        tunes.append(Tune(name, pitch[a:b], onset[a:b], duration[a:b], velocity[a:b]))
+        if limit is not None and len(tunes) >= limit:
+            break
+    if not tunes:
+        raise CorpusError(
+            f"no usable tune in the prepared cache {folder}: {len(files)} files converted, none with at least "
+            f"{MIN_NOTES} notes"
+        )
+    return tunes
+
+
+def _cache_pieces(folder: Path, tracks: int, limit: int | None) -> list[MultiTune]:
+    """The pieces of a prepared cache as ``tracks`` tracks each: a file's busiest parts, highest first
+    (as :func:`_parts_from_midi` takes a file's busiest channels)."""
+    manifest, arrays = open_cache(folder)
+    pieces = []
+    for name, a, n in cached_files(manifest, folder):
+        part = np.asarray(arrays["part"][a : a + n])
+        ids, counts = np.unique(part, return_counts=True)
+        busiest = np.argsort(-counts, kind="stable")[:tracks]
+        if len(busiest) < tracks or int(counts[busiest].min()) < MIN_NOTES:
+            continue
+        columns = {k: np.asarray(arrays[k][a : a + n]) for k in ("pitch", "onset", "duration", "velocity")}
+        masks = [part == ids[i] for i in busiest]
+        masks.sort(key=lambda m: -float(np.mean(columns["pitch"][m].astype(np.float64))))
+        pitch, onset, duration, velocity = (columns[k] for k in ("pitch", "onset", "duration", "velocity"))
+        out = tuple(Tune(f"{name}#{k}", pitch[m], onset[m], duration[m], velocity[m]) for k, m in enumerate(masks))
+        pieces.append(MultiTune(name, out))
+        if limit is not None and len(pieces) >= limit:
+            break
+    if not pieces:
+        raise CorpusError(f"no piece in the prepared cache {folder} has {tracks} parts with at least {MIN_NOTES} notes")
+    return pieces
+
+
 #: The corpora music21 ships: cache stem, the items to convert, the worker, what they are.
 _CORPORA: dict[str, tuple[str, Callable[[], list[Any]], Callable[[Any], Tune | None], str]] = {
     "corpus:folk": ("folk-v1", lambda: list(_abc_tunes(FOLK_COLLECTIONS)), _tune_from_abc, "folk tunes"),
@@ -260,10 +408,12 @@ _CORPORA: dict[str, tuple[str, Callable[[], list[Any]], Callable[[Any], Tune | N
 
 
 def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None) -> list[Tune]:
-    """Load the tunes named by ``spec``: ``corpus:folk`` or a folder of MIDI files.
+    """Load the tunes named by ``spec``: ``corpus:folk``, a folder of MIDI files or a prepared cache.
 
     The folk corpus is converted once and cached; ``limit`` takes the first N tunes
-    (converted without touching the full cache, for quick runs and tests).
+    (converted without touching the full cache, for quick runs and tests). A prepared
+    cache's tunes are named by their path inside the converted folder and are views of
+    its memory-mapped arrays; ``limit`` takes its first N usable tunes.
     """
     jobs = jobs or max(1, (os.cpu_count() or 1))
     if spec in _CORPORA:
@@ -281,11 +431,16 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
     folder = Path(spec)
     if not folder.is_dir():
         raise CorpusError(f"training data {spec!r} is neither corpus:folk nor a folder")
+    if is_cache(folder):
+        return _cache_tunes(folder, limit)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
     if limit is not None:
         paths = paths[:limit]
     if not paths:
-        raise CorpusError(f"folder {folder} holds no .mid or .midi files")
+        raise CorpusError(
+            f"folder {folder} holds no .mid or .midi files (nor the {CACHE_MANIFEST} of a cache written by "
+            "`python -m export prepare`)"
+        )
     tunes = []
     unreadable = short = 0
     for path in paths:
@@ -383,6 +538,8 @@ def load_parts(spec: str, *, tracks: int = 4, limit: int | None = None, jobs: in
     folder = Path(spec)
     if not folder.is_dir():
         raise CorpusError(f"training data {spec!r} is neither {', '.join(_PART_CORPORA)} nor a folder")
+    if is_cache(folder):
+        return _cache_pieces(folder, tracks, limit)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))[:limit]
     pieces = []
     for path in paths:
