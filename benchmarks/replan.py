@@ -3,8 +3,8 @@
 Runs the bundled model (or ``--model``) in an :class:`AccompanyPlanner` on a manual
 timeline: a performer plays an eighth-note line for ``--notes`` notes while the planner
 advances every 2 ms of musical time, and each note-on is timed from the call to
-``on_input`` until the plan up to the lookahead is rebuilt (the fold at the note's
-place in time, the committed notes fed again, the rest sampled afresh). Beside it, in
+``on_input`` until the plan up to the commit horizon is rebuilt (the fold at the note's
+place in time, the committed notes fed again, the notes due for commit sampled afresh). Beside it, in
 the same run, one model step (feed and sample) as the unit: the ratio says how many
 model steps a re-plan costs, which carries across machines better than milliseconds.
 
@@ -12,7 +12,8 @@ Item 4 of the suite (:func:`measure_reaction`, :func:`measure_all`): the same th
 whole :class:`~livegen.engine.session.Engine`, per bundled model: each performed note-on
 is handed to ``Engine.on_midi`` stamped with ``perf_counter_ns()`` (as an input backend
 does) and the engine's own instrument (``Engine.replan_ns``) reads the time from that
-stamp to the planner's new plan being submitted to the scheduler (committed). The clock
+stamp to the end of the engine step that took it in, when the planner's commit has been
+handed to the scheduler (the rest of the lookahead is sampled after that). The clock
 is a manual one re-anchored at every note so that the note's real arrival time falls on
 its musical tick; between notes the planner advances in 2 ms steps of musical time.
 
@@ -56,6 +57,7 @@ def measure(model: str, notes: int, seed: int = 0) -> dict[str, float]:
         replan_ns.append(time.perf_counter_ns() - started)
         for t in range(tick, tick + EIGHTH, max(1, STEP_TICKS)):
             planner.advance(t)
+            planner.plan_ahead(t)
             if t == tick + EIGHTH // 2:
                 planner.on_input(t, (0x80, pitch, 0))
         tick += EIGHTH

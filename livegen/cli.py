@@ -161,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model in a supervised child process, restarted if it crashes or hangs "
         "(default: off; on in the installation preset)",
     )
+    jam.add_argument(
+        "--part-minutes",
+        type=float,
+        dest="part_minutes",
+        metavar="M",
+        help="write the recording in parts of M minutes, NAME-part001.mid, ... (default 15; memory stays bounded)",
+    )
+    jam.add_argument(
+        "--wav-minutes",
+        type=float,
+        dest="wav_minutes",
+        metavar="M",
+        help="with no audio device, the synth's WAV stops after M minutes (default 60, at most 360)",
+    )
     supervision = jam.add_argument_group("supervision (unattended installations; see the README)")
     supervision.add_argument(
         "--health-port",
@@ -286,6 +300,49 @@ def build_parser() -> argparse.ArgumentParser:
         "5 inference, 6 capacity, 7 peer, 8 startup (default: all)",
     )
 
+    soak = sub.add_parser(
+        "soak",
+        help="play autonomously for hours (simulated, or in real time) and check drift, memory and stuck notes",
+        description="The soak test of an installation (issue 8). By default an accelerated run: the engine, the "
+        "autonomous planner, the scheduler and the recording on a simulated clock, as fast as inference goes "
+        "(24 simulated hours take a few minutes). With --realtime, a real autonomous jam (its preset's ports or "
+        "synth) for that wall time. Both print beat drift, the resident-memory slope after warm-up, stuck notes "
+        "and whether the recording holds every note; the exit status is 1 when a check fails.",
+    )
+    soak.add_argument("--hours", type=float, default=24.0, help="(simulated) hours to play (default 24)")
+    soak.add_argument("--realtime", action="store_true", help="a real jam on the wall clock instead of a simulated one")
+    soak.add_argument("--json", type=Path, dest="json_path", metavar="FILE", help="write every figure as JSON to FILE")
+    soak.add_argument("--model", help="bundled model name or package path (default folk-lstm)")
+    soak.add_argument("--preset", help="--realtime: the jam's preset (e.g. installation); its mode becomes autonomous")
+    soak.add_argument("--tempo", type=float, help="BPM (default: the seed phrase's)")
+    soak.add_argument("--out-dir", type=Path, dest="out_dir", default=Path("out/soak"), help="recordings (out/soak)")
+    soak.add_argument(
+        "--part-minutes", type=float, dest="part_minutes", default=15.0, metavar="M", help="recording parts (15)"
+    )
+    soak.add_argument(
+        "--sample-minutes", type=float, dest="sample_minutes", metavar="M", help="memory sample period (run / 144)"
+    )
+    soak.add_argument(
+        "--warmup-hours", type=float, dest="warmup_hours", metavar="H", help="left out of the slope (run / 5, <= 1)"
+    )
+    soak.add_argument(
+        "--visitor-minutes",
+        type=float,
+        dest="visitor_minutes",
+        default=30.0,
+        metavar="M",
+        help="accelerated: a visitor plays the seed phrase every M simulated minutes (default 30; 0: never)",
+    )
+    soak.add_argument(
+        "--max-slope",
+        type=float,
+        dest="max_slope",
+        default=1.0,
+        metavar="MB",
+        help="fail when resident memory grows faster than MB per hour after warm-up (default 1)",
+    )
+    soak.add_argument("--rng-seed", type=int, dest="rng_seed", default=0, help="accelerated: sampler seed (0)")
+
     sub.add_parser("ports", help="MIDI APIs and ports, audio devices")
     sub.add_parser("doctor", help="what works on this machine and what to install")
     return parser
@@ -328,6 +385,8 @@ def _cmd_jam(args: argparse.Namespace) -> int:
             "yield_to",
             "takeover_beats",
             "autosave_seconds",
+            "part_minutes",
+            "wav_minutes",
             "commands",
             "health_port",
             "health_host",
@@ -370,6 +429,11 @@ def _play(config: JamConfig) -> int:
         _say(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
     if result.send_errors:
         _say(f"livegen: warning: {result.send_errors} message(s) could not be sent (a port or server went away)")
+    if result.port_losses:
+        _say(
+            f"livegen: warning: MIDI ports went away {result.port_losses} time(s) and played again "
+            f"{result.reconnects} time(s)"
+        )
     if result.late_steps:
         _say(f"livegen: {result.late_steps} note(s) skipped: the model planned them after their time")
     if result.worker_restarts:
@@ -382,7 +446,10 @@ def _play(config: JamConfig) -> int:
         _say(f"livegen: live: {change}")
     for take in result.takes:
         _say(f"livegen: take: {take}")
-    _say(f"livegen: MIDI recording: {result.midi_path}")
+    if result.parts:
+        _say(f"livegen: MIDI recording: {len(result.parts)} parts, {result.parts[0]} to {result.parts[-1]}")
+    else:
+        _say(f"livegen: MIDI recording: {result.midi_path}")
     if result.wav_path:
         _say(f"livegen: audio: {result.wav_path}")
     return 0
@@ -555,6 +622,57 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_soak(args: argparse.Namespace) -> int:
+    import json
+
+    from livegen.engine.soak import SoakSettings, run_accelerated, run_realtime, summary_lines
+    from livegen.models.registry import DEFAULT_MODEL
+
+    if args.json_path is not None and args.json_path.is_dir():
+        raise LivegenError(f"--json {args.json_path}: is a folder; expected a file name such as out/soak.json")
+    if args.preset and not args.realtime:
+        raise LivegenError("--preset: only a --realtime soak plays a preset; the accelerated soak plays --model")
+    config = None
+    if args.realtime:
+        from livegen.engine.preset import make_config
+
+        config = make_config(args.preset, {"model": args.model, "tempo": args.tempo})
+    settings = SoakSettings(
+        hours=args.hours,
+        model=config.model if config is not None else args.model or DEFAULT_MODEL,
+        tempo=args.tempo,
+        sample_minutes=args.sample_minutes,
+        warmup_hours=args.warmup_hours,
+        part_minutes=args.part_minutes,
+        visitor_minutes=args.visitor_minutes,
+        rng_seed=args.rng_seed,
+        out_dir=args.out_dir,
+        max_slope=args.max_slope,
+    )
+
+    def progress(line: str) -> None:
+        print(f"livegen: soak: {line}", flush=True)
+
+    kind = "real-time" if args.realtime else "accelerated"
+    unit = "hours" if args.realtime else "simulated hours"
+    print(f"livegen: {kind} soak of {settings.model}, {settings.hours:g} {unit}; Ctrl-C stops", flush=True)
+    if config is not None:
+        report = run_realtime(settings, config, progress=progress)
+    else:
+        report = run_accelerated(settings, progress=progress)
+    for warning in report.get("warnings", []):
+        print(f"livegen: note: {warning}")
+    for line in summary_lines(report):
+        print(f"livegen: {line}")
+    if args.json_path is not None:
+        from livegen.music.atomic import write_atomically
+
+        text = json.dumps(report, indent=1).encode()
+        write_atomically(args.json_path, lambda out: out.write(text))
+        print(f"livegen: JSON report -> {args.json_path.resolve()}")
+    return 0 if report["ok"] else 1
+
+
 def _cmd_ports(args: argparse.Namespace) -> int:
     from livegen.io import midi_ports
     from livegen.io.synth import list_audio_devices
@@ -601,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _cmd_doctor,
         "learn": _cmd_learn,
         "bench": _cmd_bench,
+        "soak": _cmd_soak,
     }
     try:
         return handlers[args.command](args)

@@ -24,10 +24,17 @@ def note_ons(actions):
     return [(e.tick, e.data1) for a in actions if isinstance(a, Commit) for e in a.events if e.is_note_on]
 
 
+def advance(planner, tick):
+    """What the engine does each step: advance (plan to the commit horizon and commit), then plan ahead."""
+    actions = planner.advance(tick)
+    planner.plan_ahead(tick)
+    return actions
+
+
 def run(planner, start, stop, step=10):
     actions = []
     for tick in range(start, stop, step):
-        actions += planner.advance(tick)
+        actions += advance(planner, tick)
     return actions
 
 
@@ -37,7 +44,7 @@ def test_listens_then_plays_on_the_grid_committing_two_beats_ahead():
     planner.on_input(240, (0x80, 60, 0))
     committed_by = {}
     for tick in range(0, 1000, 10):
-        for onset, pitch in note_ons(planner.advance(tick)):
+        for onset, pitch in note_ons(advance(planner, tick)):
             committed_by[(onset, pitch)] = tick
     # first note after the 2-beat listening window; each committed when it came within 2 beats
     assert committed_by == {(960, 49): 10, (1200, 50): 250, (1440, 51): 490, (1680, 52): 730, (1920, 53): 970}
@@ -131,3 +138,23 @@ def test_after_a_jump_back_in_song_position_the_line_starts_where_the_performer_
     planner.on_input(2100, (0x80, 64, 0))
     ons = note_ons(run(planner, 1920, 4000))
     assert ons[0][0] == 1920 + 960  # after the listening window from the new note, not after tick 9000
+
+
+def test_a_performed_note_samples_only_to_the_commit_horizon_until_the_commit_is_out():
+    """The performer waits for the fold and the notes about to be committed; the rest of the
+    lookahead is sampled by plan_ahead, which the engine calls after handing over the commit."""
+    gen, planner = make()
+    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(240, (0x80, 60, 0))
+    run(planner, 0, 1000)
+    planner.on_input(1000, (0x90, 72, 100))
+    planned = [n.onset for n in planner.line.fed if not n.performer and not n.committed]
+    # committed up to 1950 already; the next note (2160) lies beyond the commit horizon (1960)
+    assert planned == []
+    fed_before = len(gen.fed_events)
+    assert note_ons(planner.advance(1000)) == []  # nothing is due yet
+    assert len(gen.fed_events) == fed_before
+    planner.plan_ahead(1000)
+    planned = [n.onset for n in planner.line.fed if not n.performer and not n.committed]
+    assert planned == [2160, 2400, 2640, 2880]  # the lookahead: 4 beats, onsets before 2920
+    assert len(gen.fed_events) == fed_before + 4

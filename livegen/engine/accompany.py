@@ -11,8 +11,12 @@ Context: control (the planner's thread).
   grid); it keeps playing until the performer has been silent for the live
   response length in bars, and joins again at once when they play again.
 - A performed note is heard at its note-on (its length is not known yet: the
-  median of the performer's recent lengths stands in), so re-planning costs one
-  fold and a few beats of sampling, measured by the engine.
+  median of the performer's recent lengths stands in). Re-planning then samples
+  only up to the commit horizon, and :meth:`AccompanyPlanner.advance` commits that
+  before :meth:`AccompanyPlanner.plan_ahead` samples on to the lookahead, once the
+  engine has handed the commit to the scheduler: the performer waits for one fold
+  and the notes about to be committed, not for the whole lookahead. The engine
+  measures the time from the note's arrival to that commit.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ class AccompanyPlanner:
             guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
             self.line.fold(tick, pitch, guess, velocity)
             if self._playing:
-                self.line.plan(tick + self._lookahead)
+                self.line.plan(tick + self._commit)  # the rest waits for plan_ahead, after the commit
         elif kind in (NOTE_OFF, NOTE_ON):
             started = self._open.pop((channel, pitch), None)
             if started is not None:
@@ -155,7 +159,7 @@ class AccompanyPlanner:
             line.plan(start)  # nothing before the start: just settle where the line stands
         line.end = self._tail_end()
         line.velocity = self._velocity()
-        line.plan(now_tick + self._lookahead)
+        line.plan(now_tick + self._commit)
         events = line.commit(now_tick + self._commit)
         if events:
             actions.append(Commit(tuple(events), self._generation))
@@ -164,6 +168,16 @@ class AccompanyPlanner:
             self._playing = False
             self._segments += 1
         return actions
+
+    def plan_ahead(self, now_tick: int) -> None:
+        """Sample on to the lookahead (control thread, after :meth:`advance`'s commit went out).
+
+        A block model makes its bar whole here, a lookahead before it sounds; a step
+        model keeps the notes beyond the commit horizon ready, to be re-planned if the
+        performer plays.
+        """
+        if self._playing:
+            self.line.plan(now_tick + self._lookahead)
 
     def replan(self) -> None:
         """Sample everything not committed afresh (after a model swap)."""

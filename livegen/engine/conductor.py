@@ -123,6 +123,12 @@ class Conductor:
             self.key_follower.update(now_tick)
         return actions + planned
 
+    def plan_ahead(self, now_tick: int) -> None:
+        """The planner's work beyond the commit horizon, if it has any (see ``Planner.advance``)."""
+        plan_ahead = getattr(self.planner, "plan_ahead", None)
+        if plan_ahead is not None:
+            plan_ahead(now_tick)
+
     def silence(self) -> list[Action]:
         return self.planner.silence()
 

@@ -102,6 +102,7 @@ class JamMetrics:
     late_steps: int = 0  # notes skipped because the model planned them after their time
     xruns: int = 0  # audio buffers that ran dry (the live synth's underflows are added to this)
     reconnects: int = 0  # MIDI ports or servers opened again after they went away
+    port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
     restarts: int = 0  # inference workers started again after a crash or a hang
 
 
@@ -310,6 +311,12 @@ class Vitals:
             "counter",
             "MIDI ports or servers opened again after they went away.",
             [({}, self.counter("reconnects"))],
+        )
+        out.family(
+            "livegen_port_losses_total",
+            "counter",
+            "MIDI ports that went away: the program or device they connect to, or their JACK server.",
+            [({}, self.counter("port_losses"))],
         )
         out.family(
             "livegen_worker_restarts_total",

@@ -7,6 +7,12 @@ is lost on the way out: whatever ends the jam (its natural end, Ctrl-C, SIGTERM,
 an error after the start) the scheduler silences what sounds and the MIDI file
 is written before the error is reported; ``autosave_seconds`` also rewrites it
 periodically for installations that run for days.
+
+A jam that runs for days holds bounded memory (issue 8): the recording is written in
+parts of ``part_minutes`` (:class:`~livegen.io.recorder.RollingRecording`), and without
+an audio device the synth renders to its WAV as the jam goes
+(:class:`~livegen.io.synth_render.WavStream`), for at most ``wav_minutes``. A jam shorter
+than one part writes the same single MIDI file and WAV as ever.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -44,7 +50,8 @@ from livegen.engine.worker import PlannerWorker
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.phrase import PhraseInput
-from livegen.io.recorder import MidiRecorder
+from livegen.io.recorder import MidiRecorder, RollingRecording
+from livegen.io.synth_render import WAV_MAX_MINUTES, WavStream
 from livegen.models.package import ModelPackage, load_package, read_package, verify_in_child
 from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
 from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
@@ -109,6 +116,9 @@ class JamConfig:
     controls: ControlMap | None = None
     commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
     autosave_seconds: float | None = None
+    # long runs (issue 8): memory and disk stay bounded however long the jam plays
+    part_minutes: float = 15.0  # the MIDI recording is written in parts this long (at the jam's tempo)
+    wav_minutes: float = 60.0  # without an audio device, the synth's WAV file stops after this long
     worker: bool = False  # the model runs in a supervised child process (the installation preset's choice)
     # supervision (issue 8): the loopback health endpoint and the rotating log file
     health_port: int = 0  # /healthz and /metrics on health_host:health_port; 0: none
@@ -132,6 +142,13 @@ class JamConfig:
             raise ConfigError(f"--density {self.density}: expected 0.25 to 4 (a multiplier of notes per beat)")
         if self.autosave_seconds is not None and not self.autosave_seconds >= 1:
             raise ConfigError(f"--autosave {self.autosave_seconds}: expected at least 1 second")
+        if not 0 < self.part_minutes <= 1440:
+            raise ConfigError(f"--part-minutes {self.part_minutes}: expected more than 0 and at most 1440 (a day)")
+        if not 0 < self.wav_minutes <= WAV_MAX_MINUTES:
+            raise ConfigError(
+                f"--wav-minutes {self.wav_minutes}: expected more than 0 and at most {WAV_MAX_MINUTES} "
+                "(a WAV file holds at most about 6 hours of 48 kHz stereo)"
+            )
         check_health_address(self.health_host, self.health_port)
         check_log_file(self.log_file, self.log_max_bytes, self.log_backups, out_dir=self.out_dir)
         parse_transpose(self.transpose)
@@ -198,6 +215,10 @@ class JamResult:
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
     late_steps: int = 0  # notes skipped because the model planned them after their time
     worker_restarts: int = 0  # inference workers started again after a crash or a hang
+    port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
+    reconnects: int = 0  # MIDI ports that played again after going away
+    parts: list[Path] = field(default_factory=list)  # every part of a recording longer than one part, in order
+    carried: dict[str, int] = field(default_factory=dict)  # per track: notes held across a part's end, begun again
 
 
 def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
@@ -451,8 +472,18 @@ def _make_clock(config: JamConfig, tempo: TempoMap) -> Clock:
     return InternalClock(tempo, start_ns=time.perf_counter_ns() + 300_000_000)
 
 
-def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: bool = True) -> JamResult:
-    """Play until the seed phrase has been answered (or accompanied), or until stopped."""
+def run_jam(
+    config: JamConfig,
+    *,
+    stop: threading.Event | None = None,
+    echo: bool = True,
+    on_sent: Callable[[Sent], None] | None = None,
+) -> JamResult:
+    """Play until the seed phrase has been answered (or accompanied), or until stopped.
+
+    ``on_sent`` sees every message the scheduler sent, once, on the control thread
+    (``livegen soak --realtime`` measures the jam through it); it must not keep them all.
+    """
     from livegen.io import midi_ports
     from livegen.io.synth import audio_output_available
 
@@ -539,11 +570,32 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         if hasattr(clock, "close"):
             stack.callback(clock.close)
         scheduler = Scheduler([model_outputs, echo_outputs, clock_outputs], tick_of=clock.ns_to_tick)
-        recorder = MidiRecorder((PERFORMER_TRACK, MODEL_TRACK))
         echo_channel = config.echo_channel if echo and (echo_outputs or offline_synth) else None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         midi_path = (config.record or config.out_dir / f"jam-{stamp}.mid").resolve()
+        recorder = RollingRecording(
+            midi_path,
+            tempo,
+            part_ticks=part_ticks(config.part_minutes, tempo),
+            beats_per_bar=beats_per_bar,
+            tracks=(PERFORMER_TRACK, MODEL_TRACK),
+        )
         takes: list[Path] = []
+        wav = None
+        wav_start_ns = clock.start_ns if isinstance(clock, InternalClock) else 0  # followed clocks: at the start
+        if offline_synth:
+            wav = WavStream(
+                midi_path.with_suffix(".wav"), soundfont=config.soundfont, max_seconds=config.wav_minutes * 60
+            )
+            stack.callback(wav.close)
+            for channel, program in programs.items():
+                wav.push(0, (PROGRAM_CHANGE | channel, program))
+
+        def sent_to(sent: Sent) -> None:  # control thread: each message the scheduler sent, once
+            if wav is not None and sent.group in (MODEL_GROUP, ECHO_GROUP):
+                wav.push(sent.deadline_ns - wav_start_ns, sent.data)
+            if on_sent is not None:
+                on_sent(sent)
 
         def save_take() -> None:  # control thread
             path = midi_path.with_name(f"{midi_path.stem}-take{len(takes) + 1}.mid")
@@ -556,9 +608,9 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             scheduler,
             recorder,
             echo_channel=echo_channel,
-            keep_sent=offline_synth,
             clock_out=ClockMaster() if clock_outputs else None,
             on_save_take=save_take,
+            on_sent=sent_to if wav is not None or on_sent is not None else None,
         )
         if isinstance(conductor, PlannerWorker):
             conductor.recent = partial(recent_seed, recorder, beats_per_bar)
@@ -592,12 +644,23 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 source = PhraseInput(events, clock.tick_to_ns)
                 source.set_callback(engine.on_midi)
                 stack.callback(source.close)
+        clock_source: MidiInput | None = None
         if config.clock == "midi" and config.clock_input is not None:
             assert api is not None
             clock_source = midi_ports.open_input(
                 config.clock_input, api=api, callback=engine.on_midi, ignore_clock=False
             )
             stack.callback(clock_source.close)
+        # a port that goes away (a keyboard unplugged, a restarted JACK server) is counted and
+        # opened again by the keeper's thread; it stops before the ports close
+        keeper = None
+        if api is not None:
+            from livegen.io.reconnect import PortKeeper
+
+            keeper = PortKeeper(api)
+            for watched in (*model_outputs, source, clock_source):
+                keeper.add(watched)
+            stack.enter_context(keeper)
         # the health endpoint binds now (a taken port fails before anything plays); systemd hears
         # READY=1 at the scheduler's first heartbeat and WATCHDOG=1 while it keeps turning
         supervision = stack.enter_context(
@@ -605,7 +668,7 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                 scheduler,
                 host=config.health_host,
                 port=config.health_port,
-                sources=(engine, conductor),
+                sources=(engine, conductor, keeper),
                 synth=live_synth,
                 model=model_identity(package.folder),
                 model_source=conductor,
@@ -620,6 +683,8 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         sys.setswitchinterval(0.0005)
         stack.callback(sys.setswitchinterval, switch_interval)
         started_ns = time.perf_counter_ns()
+        if not isinstance(clock, InternalClock):
+            wav_start_ns = started_ns  # the WAV's time 0 (sent_to reads it)
         scheduler.start()
         if isinstance(source, PhraseInput):
             source.start()
@@ -632,8 +697,10 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
             if next_save is not None and time.monotonic() >= next_save:
                 assert autosave_every is not None
                 engine.collect_sent()
-                recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
+                recorder.write()  # the part being played
                 next_save = time.monotonic() + autosave_every
+            if wav is not None:
+                wav.render_until(time.perf_counter_ns() - wav_start_ns)
             if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return True
             if isinstance(source, PhraseInput):
@@ -653,10 +720,12 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
                     conductor.close()
                 if live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
-        start_ns = clock.start_ns if isinstance(clock, InternalClock) else started_ns
-        result = _write_files(
-            config, engine, recorder, start_ns, tempo, beats_per_bar, offline_synth, midi_path, programs
-        )
+        result = _write_files(recorder, wav)
+        if wav is not None and wav.capped:
+            warnings.append(
+                f"the WAV holds the first {config.wav_minutes:g} minutes (--wav-minutes); "
+                "the MIDI recording holds the whole jam"
+            )
         result.input_name = source.name if source is not None else "none (autonomous)"
         result.outputs = output_names + ([f"built-in synth -> {result.wav_path}"] if offline_synth else [])
         result.warnings = warnings
@@ -674,6 +743,8 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         result.late_steps = engine.late_steps
         result.tempo_bpm = clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
+        if keeper is not None:
+            result.port_losses, result.reconnects = keeper.port_losses, keeper.reconnects
         if error is not None:
             if isinstance(error, LivegenError):
                 raise error
@@ -683,36 +754,25 @@ def run_jam(config: JamConfig, *, stop: threading.Event | None = None, echo: boo
         return result
 
 
-def _write_files(
-    config: JamConfig,
-    engine: Engine,
-    recorder: MidiRecorder,
-    start_ns: int,
-    tempo: TempoMap,
-    beats_per_bar: int,
-    offline_synth: bool,
-    midi_path: Path,
-    programs: dict[int, int],
-) -> JamResult:
-    recorder.save(midi_path, tempo, beats_per_bar=beats_per_bar)
-    wav_path = None
-    if offline_synth:
-        wav_path = midi_path.with_suffix(".wav")
-        render_wav(
-            engine.sent,
-            start_ns,
-            wav_path,
-            soundfont=config.soundfont,
-            programs=programs,
-        )
+def part_ticks(minutes: float, tempo: TempoMap) -> int:
+    """The ticks of ``minutes`` at ``tempo``'s first tempo (a recording's part length)."""
+    return max(1, round(minutes * 60e9 * PPQN / (tempo.changes[0][1] * 1000)))
+
+
+def _write_files(recorder: RollingRecording, wav: WavStream | None) -> JamResult:
+    """Write the part being played and finish the WAV (the jam's end)."""
+    midi_path = recorder.write()
+    wav_path = wav.close() if wav is not None else None
     return JamResult(
         midi_path=midi_path,
         wav_path=wav_path,
-        notes_performed=len(recorder.notes(PERFORMER_TRACK)),
-        notes_generated=len(recorder.notes(MODEL_TRACK)),
+        notes_performed=recorder.note_count(PERFORMER_TRACK),
+        notes_generated=recorder.note_count(MODEL_TRACK),
         responses=0,
         input_name="",
         outputs=[],
+        parts=[*recorder.parts, midi_path] if recorder.parts else [],
+        carried=dict(recorder.carried_by_track),
     )
 
 

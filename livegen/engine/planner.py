@@ -48,7 +48,12 @@ class Planner(Protocol):
         """Fold in one performed MIDI message that arrived at ``tick``."""
 
     def advance(self, now_tick: int) -> list[Action]:
-        """Plan ahead of ``now_tick`` (called often: every few milliseconds live)."""
+        """Plan ahead of ``now_tick`` (called often: every few milliseconds live).
+
+        A planner may also have ``plan_ahead(now_tick)``, which the engine calls once the
+        actions :meth:`advance` returned are applied: work that need not delay a commit
+        (sampling beyond the commit horizon) goes there.
+        """
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""

@@ -62,6 +62,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "transpose": (str, int),
     "commands": (bool,),
     "autosave_seconds": (int, float),
+    "part_minutes": (int, float),
+    "wav_minutes": (int, float),
     "worker": (bool,),
     "health_port": (int,),
     "health_host": (str,),

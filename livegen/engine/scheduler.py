@@ -156,6 +156,11 @@ class Scheduler:
     def pending(self) -> int:
         return len(self._heap)
 
+    def next_deadline_ns(self) -> int | None:
+        """The earliest pending deadline, or None: for offline drivers that call :meth:`run_until`
+        themselves (no real-time thread), after it, to move a manual clock straight there."""
+        return self._heap[0][0] if self._heap else None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_thread, name="livegen-scheduler", daemon=True)
         self._thread.start()

@@ -71,6 +71,7 @@ class Engine:
         replan_capacity: int = 65536,
         freeze_gc: bool = True,
         gc_threshold0: int | None = 10_000,
+        on_sent: Callable[[Sent], None] | None = None,
     ) -> None:
         self.planner = planner
         self.clock = clock
@@ -80,6 +81,7 @@ class Engine:
         self.keep_sent = keep_sent
         self.clock_out = clock_out
         self.on_save_take = on_save_take
+        self.on_sent = on_sent
         self.sent: list[Sent] = []
         self.input_overflow = 0
         self.late_steps = 0  # notes skipped because their plan arrived after their time
@@ -90,6 +92,8 @@ class Engine:
         self._clock_started = False
         self._replan = array("q", bytes(8 * replan_capacity))
         self._replans = 0
+        self._reacting: list[int] = []  # arrival stamps of this step's performed note-ons
+        self._plan_ahead: Callable[[int], None] | None = getattr(planner, "plan_ahead", None)
         self.freeze_gc = freeze_gc
         self.gc_threshold0 = gc_threshold0
 
@@ -161,9 +165,15 @@ class Engine:
             self.scheduler.send_now(((data[0] & 0xF0) | self.echo_channel, *data[1:]), ECHO_GROUP)
         self._apply(self.planner.on_input(tick, data))
         if len(data) >= 3 and data[0] & 0xF0 == NOTE_ON and data[2] > 0:
-            # from the note's arrival to the new plan being in place
-            self._replan[self._replans % len(self._replan)] = time.perf_counter_ns() - t_ns
+            self._reacting.append(t_ns)  # timed when this step's commit is with the scheduler
+
+    def _reacted(self) -> None:
+        """Time each note-on of this step from its arrival to the re-plan committed (control thread)."""
+        now = time.perf_counter_ns()
+        for t_ns in self._reacting:
+            self._replan[self._replans % len(self._replan)] = now - t_ns
             self._replans += 1
+        self._reacting.clear()
 
     def _follow(self, data: tuple[int, ...], t_ns: int) -> None:
         """A clock or transport message for the followed clock."""
@@ -176,7 +186,8 @@ class Engine:
             self._apply(self.planner.silence())
 
     def replan_ns(self) -> list[int]:
-        """Time from each performed note-on's arrival to the planner's new plan (the last ones)."""
+        """Time from each performed note-on's arrival to the re-plan committed: the step's
+        commit handed to the scheduler (the last ones)."""
         n = min(self._replans, len(self._replan))
         return list(self._replan[:n])
 
@@ -208,10 +219,18 @@ class Engine:
         self.scheduler.submit([Scheduled(tick_to_ns(tick), tick, data, CLOCK_GROUP) for tick, data in items])
 
     def collect_sent(self) -> None:
-        """Move what the scheduler sent into the recorder (and the kept log)."""
+        """Move what the scheduler sent into the recorder (and to ``on_sent``, and the kept log).
+
+        ``keep_sent`` keeps every message in :attr:`sent` (an offline render, a test): memory
+        grows with the performance, so a long run passes ``on_sent`` instead, which sees each
+        message once and keeps what it needs (the streamed WAV, the soak's meter).
+        """
+        on_sent = self.on_sent
         for sent in self.scheduler.drain_sent():
             if sent.group == MODEL_GROUP:
                 self.recorder.record(MODEL_TRACK, sent.tick, sent.data)
+            if on_sent is not None:
+                on_sent(sent)
             if self.keep_sent:
                 self.sent.append(sent)
 
@@ -231,8 +250,16 @@ class Engine:
                 self._take_input(*item)
         self._keep_time()
         if self.clock.running:
-            self._apply(self.planner.advance(self.clock.now_tick()))
+            now = self.clock.now_tick()
+            self._apply(self.planner.advance(now))
+            if self._reacting:
+                self._reacted()
+            if self._plan_ahead is not None:
+                self._plan_ahead(now)  # after the commit: sampling beyond it delays nobody
+        elif self._reacting:
+            self._reacted()
         self.collect_sent()
+        self.recorder.keep_up(self.clock.now_tick())  # a rolling recording writes a part that has ended
 
     def run(self, until: Callable[[], bool], *, period_s: float = 0.002) -> None:
         """Live loop: step every ``period_s`` (or at once on input) until ``until()`` is true.
@@ -242,6 +269,17 @@ class Engine:
         ``gc_threshold0`` (None: Python's 700) spaces the young collections out, and with
         them the full ones, for the loop's duration.
         """
+        with self.live_gc():
+            while not until():
+                self.step(period_s)
+
+    @contextlib.contextmanager
+    def live_gc(self) -> Iterator[None]:
+        """The collector's settings for a live loop (``freeze_gc``, ``gc_threshold0``), for the block.
+
+        :meth:`run` loops inside it; an offline driver of :meth:`step` (the accelerated soak,
+        ``livegen/engine/soak.py``) does too, so that it measures the memory of the live loop.
+        """
         with contextlib.ExitStack() as stack:
             if self.freeze_gc:
                 stack.enter_context(_frozen_heap())
@@ -249,8 +287,7 @@ class Engine:
                 saved = gc.get_threshold()
                 gc.set_threshold(self.gc_threshold0, *saved[1:])
                 stack.callback(gc.set_threshold, *saved)
-            while not until():
-                self.step(period_s)
+            yield
 
     def finish(self) -> None:
         """Stop the scheduler (silencing everything it played, and sending Stop as clock master)

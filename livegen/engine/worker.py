@@ -149,6 +149,14 @@ def _serve(
             conn.send(("crashed", repr(err)))
             return
         conn.send(("done", message[1], actions, planner.responses, planner.busy, getattr(planner, "model", None)))
+        plan_ahead = getattr(planner, "plan_ahead", None)
+        if kind == "advance" and plan_ahead is not None:
+            try:  # after the reply: the parent commits while the worker samples on
+                plan_ahead(message[2])
+            except Exception as err:
+                log.exception("inference worker: planning ahead failed")
+                conn.send(("crashed", repr(err)))
+                return
 
 
 # ---- the parent's side -----------------------------------------------------------------

@@ -11,6 +11,12 @@ Contexts:
   :mod:`livegen.io.journal`) it also stores each note into the journal's mapped page.
 - backend thread: :meth:`RtMidiInput._run`, the input's own reader thread, which
   timestamps each message and calls the :data:`~livegen.io.base.InputCallback`.
+- the port keeper's thread (:mod:`livegen.io.reconnect`), or setup:
+  :func:`new_output_client`, :func:`new_input_client`, :func:`connect_client`,
+  :func:`port_listed`, :func:`discard_client`, :func:`forget_server` and the ports'
+  ``suspend``/``detach``/``attach``/``resume``/``release_held``. They open, connect,
+  close or delete backend clients for a port that went away, and hold a port's lock
+  only to swap references.
 
 Every error python-rtmidi raises during setup is translated in one place,
 :func:`_backend`, into :class:`~livegen.errors.BackendUnavailableError` or
@@ -47,6 +53,11 @@ What python-rtmidi 1.5.8 (RtMidi 5.0.0) does that shapes this module, all measur
   below JACK's 2.7 ms period at 128 frames and 48 kHz). Closing stops and joins the
   reader before the rtmidi object is deleted: 300 open/close cycles under a
   5000 message/s stream ran clean.
+- Every python-rtmidi call holds the GIL, so it stops every other Python thread (the
+  scheduler's too) while it runs: opening a JACK client 15 to 50 ms, connecting or
+  closing a port 1 to 4 ms, listing the ports 0.3 ms. Closing or deleting an output
+  whose JACK server died waits 1 s for a process cycle that never comes (see
+  :func:`discard_client`).
 - JACK client names are unique: a second client asking for ``livegen`` becomes
   ``livegen-01``. Every ``MidiIn``/``MidiOut`` is its own JACK client, so the output's
   client is named after its port (``livegen:livegen`` in ``jack_lsp`` and a DAW) and the
@@ -55,6 +66,7 @@ What python-rtmidi 1.5.8 (RtMidi 5.0.0) does that shapes this module, all measur
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -350,7 +362,7 @@ def find_keyboard(api: str | None = None) -> str | None:
     return found[0] if found else None
 
 
-# --- output ----------------------------------------------------------------------------
+# --- clients that come and go (used at setup and by livegen.io.reconnect) ---------------
 
 
 def _release_client(client: Any, api: str, what: str) -> None:
@@ -363,6 +375,146 @@ def _release_client(client: Any, api: str, what: str) -> None:
         log.warning("%s", err)
 
 
+#: Output clients whose JACK server died that are kept rather than deleted, at most (see
+#: :func:`discard_client`). Each holds about 16 KiB.
+RETIRED_MAX = 32
+
+_retired: list[Any] = []  # dead JACK output clients, never deleted (see discard_client)
+
+
+def discard_client(client: Any, api: str, what: str, *, server_gone: bool) -> bool:
+    """Let go of a backend client for good (setup or keeper thread); True if it was kept, not deleted.
+
+    A python-rtmidi JACK *output* whose server died cannot be deleted without stopping
+    every Python thread for one second: RtMidi's ``closePort`` (also run by its
+    destructor) waits up to 1 s, holding the GIL, for a JACK process cycle that never
+    comes (measured: 1.000 s, the scheduler's thread included). Such a client is
+    therefore retired instead: kept, with an extra reference so that not even the
+    interpreter's exit deallocates it, because deleting it after a new client has been
+    opened on the restarted server ends the process (measured: libjack cleans its
+    state up at that open). At most :data:`RETIRED_MAX` are kept (about 16 KiB each);
+    past that a dead output is deleted, one second of stall each. Inputs, and clients
+    whose server still runs, are deleted at once (a few milliseconds).
+    """
+    if server_gone and api == "jack" and isinstance(client, rtmidi.MidiOut) and len(_retired) < RETIRED_MAX:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(client))
+        _retired.append(client)
+        return True
+    _release_client(client, api, what)
+    return False
+
+
+def forget_server() -> None:
+    """The JACK server went away: the next client opened probes it again (keeper thread)."""
+    _answered.pop(jack.server_name(), None)
+
+
+#: How often :func:`connect_client` lists and connects again when the ports moved meanwhile.
+CONNECT_TRIES = 3
+
+
+def _listing(client: Any) -> list[str | None]:
+    """``client.get_ports()``, listed again when a port went away while it was read.
+
+    RtMidi counts the ports, then names each by its number: a port that goes away in
+    between makes it raise ``InvalidPortError`` (seen while ports came and went).
+    """
+    for attempt in range(CONNECT_TRIES):
+        try:
+            return list(client.get_ports())
+        except rtmidi.InvalidPortError:
+            if attempt == CONNECT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def connect_client(client: Any, wanted: str, *, kind: str, api: str) -> str | None:
+    """Connect ``client``'s own port to the port ``wanted`` means now; its full name, or None.
+
+    Setup or keeper thread. ``kind`` is ``"output"`` (``client`` is a ``MidiOut``; it
+    lists the ports it could send to) or ``"input"``. ``wanted`` is matched as by
+    :func:`match_port`; None when nothing matches now. A port ``client`` already had is
+    closed first (on a JACK output that waits for the next process cycle, a few ms).
+
+    RtMidi connects to a port by its *number* in a listing, which it names again when it
+    connects: a port registered or removed meanwhile (one of livegen's own ports opening
+    again does that) would connect it to another port. So the ports are listed again
+    after connecting; if they moved, the connection is closed and made again, up to
+    :data:`CONNECT_TRIES` times, then None (the keeper tries at its next look).
+    Raises :class:`PortNotFoundError` when several ports match and
+    :class:`BackendUnavailableError` when the backend refuses.
+    """
+    own = OUTPUT_NAME if kind == "output" else INPUT_NAME
+    with _backend(api, f"connecting to MIDI {kind} {wanted!r}"):
+        for _ in range(CONNECT_TRIES):
+            available = _listing(client)
+            names = _names(available)
+            folded = wanted.casefold()
+            if wanted not in names and not any(folded in port.casefold() for port in names):
+                return None
+            target = match_port(wanted, names, kind=kind, api=api)  # several: PortNotFoundError naming them
+            client.close_port()
+            client.open_port(available.index(target), own)
+            if _listing(client) == available:
+                return target
+            client.close_port()  # the ports moved while it connected: the number may have named another
+    return None
+
+
+def port_listed(client: Any, port: str, api: str) -> bool:
+    """Whether ``client`` still sees ``port`` (keeper thread; a JACK listing reads shared memory, ~0.3 ms)."""
+    with _backend(api, f"listing MIDI ports to look for {port!r}"):
+        return port in _listing(client)
+
+
+def _not_connected(port: str, client: Any, *, kind: str, api: str) -> PortNotFoundError:
+    """Why connecting to ``port`` failed: nothing matches (listing them), or the ports kept moving."""
+    with _backend(api, f"listing MIDI ports to look for {port!r}"):
+        available = _names(_listing(client))
+    try:
+        match_port(port, available, kind=kind, api=api)
+    except PortNotFoundError as err:
+        return err
+    return PortNotFoundError(
+        f"MIDI {kind} {port!r} on the {api} MIDI API: the ports kept changing while livegen connected to it "
+        f"({CONNECT_TRIES} tries); try again"
+    )
+
+
+def new_output_client(api: str, port: str, *, virtual: bool, required: bool = True) -> tuple[Any, str | None]:
+    """A new python-rtmidi output client and the full name of the port it sends to (setup or keeper thread).
+
+    ``virtual``: with its own virtual port ``port`` on a client named ``port``.
+    Otherwise connected to the existing port ``port`` means; when none matches, a
+    :class:`PortNotFoundError` listing the ports, or with ``required=False`` the client
+    with no port yet and None. Probes the server first (see :func:`probe_api`).
+    """
+    api_name = _api_name(api)
+    _require_usable(api_name)
+    if virtual:
+        with _backend(api_name, f"creating the virtual MIDI output {port!r}"):
+            client = rtmidi.MidiOut(api_id(api_name), port)
+            try:
+                client.open_virtual_port(port)
+            except BaseException:
+                _delete(client)
+                raise
+        return client, port
+    with _backend(api_name, f"connecting to MIDI output {port!r}"):
+        client = rtmidi.MidiOut(api_id(api_name), OUTPUT_NAME)
+    try:
+        target = connect_client(client, port, kind="output", api=api_name)
+        if target is None and required:
+            raise _not_connected(port, client, kind="output", api=api_name)
+    except BaseException:
+        _delete(client)
+        raise
+    return client, target
+
+
+# --- output ----------------------------------------------------------------------------
+
+
 class RtMidiOutput(MidiOutput):
     """A MIDI output port over python-rtmidi (a virtual port or a connection to one).
 
@@ -371,18 +523,31 @@ class RtMidiOutput(MidiOutput):
     and a control-side panic) from interleaving their writes into RtMidi's JACK ring
     buffer, and ``close()`` from deleting the rtmidi object under a send. Invalid bytes
     (empty, or longer than 3 without 0xF0) are counted in :attr:`errors`.
+
+    When the port it sends to or its JACK server goes away, :mod:`livegen.io.reconnect`
+    takes it offline (:meth:`suspend`, or :meth:`detach` to take its client away): from
+    then on messages are counted in :attr:`errors` and never reach the backend, so a
+    dead server's full ring buffer cannot block the scheduler. Once the port is back it
+    gets a client again (:meth:`attach`) and goes back online (:meth:`resume`). Those
+    run on the keeper's thread and hold the send lock only to swap references (and to
+    send a short cleanup), never while a backend client is opened or closed.
+    ``wanted`` is the name the port was asked for: reconnection looks for it again.
     """
 
-    def __init__(self, client: Any, *, name: str, api: str, port: str, virtual: bool) -> None:
+    def __init__(
+        self, client: Any, *, name: str, api: str, port: str, virtual: bool, wanted: str | None = None
+    ) -> None:
         super().__init__()
         self.name = name
         self.api = api
         self.port = port
         self.virtual = virtual
+        self.wanted = port if wanted is None else wanted
         self._client = client
         self._send_message = client.send_message
         self._lock = threading.Lock()
         self._live = True
+        self._online = True
         self._journal: NoteJournal | None = None
 
     def attach_journal(self, journal: NoteJournal) -> None:
@@ -400,6 +565,9 @@ class RtMidiOutput(MidiOutput):
             if not self._live:
                 self.dropped += 1
                 return
+            if not self._online:  # its port or server went away: counted, never handed to a dead client
+                self.errors += 1
+                return
             journal = self._journal
             if journal is None:
                 self._send_message(data)
@@ -407,6 +575,63 @@ class RtMidiOutput(MidiOutput):
                 journal.before_send(data)
                 self._send_message(data)
                 journal.after_send(data)
+
+    @property
+    def online(self) -> bool:
+        """Whether messages reach the backend now (False while the port or its server is away)."""
+        return self._online
+
+    @property
+    def client(self) -> Any:
+        """The python-rtmidi client, or None while the port has none (keeper thread)."""
+        return self._client
+
+    def suspend(self) -> None:
+        """Keeper thread: go offline; messages from now on are counted in :attr:`errors`."""
+        with self._lock:
+            self._online = False
+
+    def detach(self) -> Any:
+        """Keeper thread: go offline and hand over the backend client (None if there was none)."""
+        with self._lock:
+            self._online = False
+            client, self._client = self._client, None
+        return client
+
+    def attach(self, client: Any, port: str) -> None:
+        """Keeper thread: send through ``client`` (connected to ``port``) from the next :meth:`resume` on."""
+        with self._lock:
+            self._client, self._send_message, self.port = client, client.send_message, port
+
+    def resume(self) -> int:
+        """Keeper thread: back online; returns how many cleanup messages went out first.
+
+        With a crash journal that holds notes or a pedal from before the port was lost
+        (their note-offs could not be sent), their cleanup goes out first, as after a
+        crash (:meth:`~livegen.io.journal.Leftovers.messages`), so a synth that stayed up
+        across the loss does not keep them sounding. Under the send lock: nothing the
+        scheduler sends can fall between the cleanup and going online.
+        """
+        with self._lock:
+            if not self._live or self._client is None:
+                return 0
+            journal, sent = self._journal, 0
+            if journal is not None:
+                try:
+                    left = journal.leftovers()
+                except LivegenError:  # our own page, written only by us: cannot happen
+                    left = None
+                if left is not None and (left.notes or left.sustained):
+                    for data in left.messages():
+                        journal.before_send(data)
+                        try:
+                            self._send_message(data)
+                        except Exception:  # counted like any refused message
+                            self.errors += 1
+                        journal.after_send(data)
+                        sent += 1
+            self._online = True
+        return sent
 
     def _close(self) -> None:
         """Setup context. On JACK this waits (up to 1 s) until queued messages went out.
@@ -416,13 +641,16 @@ class RtMidiOutput(MidiOutput):
         with self._lock:
             self._live = False
             journal, self._journal = self._journal, None
-        _release_client(self._client, self.api, f"closing MIDI output {self.port!r}")
+            client, self._client = self._client, None
+        if client is not None:
+            _release_client(client, self.api, f"closing MIDI output {self.port!r}")
         if journal is not None:
             journal.close()
 
     def __repr__(self) -> str:
         kind = "virtual" if self.virtual else "connected"
-        return f"<RtMidiOutput {self.port!r} {kind} api={self.api} closed={self.closed}>"
+        state = "" if self._online else " offline"
+        return f"<RtMidiOutput {self.port!r} {kind}{state} api={self.api} closed={self.closed}>"
 
 
 def open_output(name: str = OUTPUT_NAME, *, api: str | None = None, virtual: bool = True) -> RtMidiOutput:
@@ -443,37 +671,69 @@ def open_output(name: str = OUTPUT_NAME, *, api: str | None = None, virtual: boo
             f"the winmm MIDI API cannot create the virtual port {name!r}: open an existing port instead "
             "(for example a loopMIDI port) with virtual=False / --out PORT"
         )
-    _require_usable(api_name)
+    client, target = new_output_client(api_name, name, virtual=virtual)
+    assert target is not None
     if virtual:
-        with _backend(api_name, f"creating the virtual MIDI output {name!r}"):
-            client = rtmidi.MidiOut(api_id(api_name), name)
-            try:
-                client.open_virtual_port(name)
-            except BaseException:
-                _delete(client)
-                raise
         log.info("opened virtual MIDI output %r on %s", name, api_name)
-        return RtMidiOutput(client, name=name, api=api_name, port=name, virtual=True)
-    with _backend(api_name, f"connecting to MIDI output {name!r}"):
-        client = rtmidi.MidiOut(api_id(api_name), OUTPUT_NAME)
-        try:
-            index, target = _resolve(client, name, kind="output", api=api_name)
-            client.open_port(index, OUTPUT_NAME)
-        except BaseException:
-            _delete(client)
-            raise
-    log.info("connected MIDI output to %r on %s", target, api_name)
-    return RtMidiOutput(client, name=target, api=api_name, port=target, virtual=False)
-
-
-def _resolve(client: Any, name: str, *, kind: str, api: str) -> tuple[int, str]:
-    """Index and full name of the port ``name`` means, read from ``client``'s own list."""
-    available = client.get_ports()
-    target = match_port(name, _names(available), kind=kind, api=api)
-    return available.index(target), target
+    else:
+        log.info("connected MIDI output to %r on %s", target, api_name)
+    return RtMidiOutput(client, name=target, api=api_name, port=target, virtual=virtual, wanted=name)
 
 
 # --- input -----------------------------------------------------------------------------
+
+_NOTE_OFF, _NOTE_ON, _CONTROL_CHANGE, _SUSTAIN = 0x80, 0x90, 0xB0, 64
+
+
+def new_input_client(
+    api: str,
+    port: str | None,
+    *,
+    virtual: bool,
+    ignore_sysex: bool = True,
+    ignore_clock: bool = True,
+    required: bool = True,
+) -> tuple[Any, str | None]:
+    """A new python-rtmidi input client and the full name of the port it listens to (setup or keeper thread).
+
+    ``virtual``: with its own virtual port ``port`` (default ``livegen in``). Otherwise
+    connected to the port ``port`` means (None: the first keyboard, see
+    :func:`find_keyboard`); when none matches, a :class:`PortNotFoundError` listing the
+    ports, or with ``required=False`` the client with no port yet and None. Probes the
+    server first (see :func:`probe_api`).
+    """
+    api_name = _api_name(api)
+    _require_usable(api_name)
+    own = port or INPUT_NAME
+    doing = f"creating the virtual MIDI input {own!r}" if virtual else f"connecting to MIDI input {port!r}"
+    with _backend(api_name, doing):
+        client = rtmidi.MidiIn(api_id(api_name), own if virtual else INPUT_NAME, queue_size_limit=INPUT_QUEUE_SIZE)
+        try:
+            client.ignore_types(sysex=ignore_sysex, timing=ignore_clock, active_sense=True)
+            if virtual:
+                client.open_virtual_port(own)
+        except BaseException:
+            _delete(client)
+            raise
+    if virtual:
+        return client, own
+    try:
+        if port is None:
+            available = _names(client.get_ports())
+            keyboards = _keyboards(available)
+            if not keyboards:
+                listing = ", ".join(repr(p) for p in available) or "none"
+                raise PortNotFoundError(
+                    f"no MIDI keyboard found on the {api_name} MIDI API (inputs: {listing}); name one with --in PORT"
+                )
+            port = keyboards[0]
+        target = connect_client(client, port, kind="input", api=api_name)
+        if target is None and required:
+            raise _not_connected(port, client, kind="input", api=api_name)
+    except BaseException:
+        _delete(client)
+        raise
+    return client, target
 
 
 class RtMidiInput(MidiInput):
@@ -487,20 +747,49 @@ class RtMidiInput(MidiInput):
     passes on whatever another client wrote); what it drops is counted in :attr:`malformed`.
     It never raises: callback and backend errors are counted in :attr:`errors`.
     SysEx, MIDI clock (and MTC) and active sensing are dropped by RtMidi unless asked for.
+
+    The reader also keeps count of the notes held and the sustain pedals down, so that
+    when the port is lost :meth:`release_held` can deliver their note-offs (and pedal
+    releases) through the callback: the engine, the echo and the recording then hear
+    the performer let go. Its backend client can be taken away and replaced while it
+    runs (:meth:`detach`, :meth:`attach`, :attr:`client_lock`; see
+    :mod:`livegen.io.reconnect`); without one it idles. ``wanted`` is the name the port
+    was asked for: reconnection looks for it again.
     """
 
-    def __init__(self, client: Any, *, name: str, api: str, port: str, virtual: bool, poll_interval: float) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        name: str,
+        api: str,
+        port: str,
+        virtual: bool,
+        poll_interval: float,
+        wanted: str | None = None,
+        ignore: tuple[bool, bool] = (True, True),
+    ) -> None:
         super().__init__()
         self.name = name
         self.api = api
         self.port = port
         self.virtual = virtual
+        self.wanted = port if wanted is None else wanted
+        self.ignore = ignore  # (sysex, clock), for a client opened again
         self.errors = 0
         self.received = 0
+        self.released = 0  # note-offs and pedal releases delivered for a lost port, in all
+        #: Held while the reader uses the client: the keeper takes it to swap or reconnect the client.
+        self.client_lock = threading.Lock()
         self._parser = MidiStreamParser()
         self._client = client
         self._poll_interval = poll_interval
         self._stop = threading.Event()
+        self._held = bytearray(16 * 128)  # note-ons minus note-offs per channel * 128 + pitch
+        self._pedals = bytearray(16)  # 1 while the channel's sustain pedal is down
+        self._release_asked = threading.Event()
+        self._release_done = threading.Event()
+        self._last_release = 0
         self._thread = threading.Thread(target=self._run, name=f"livegen MIDI in {port}", daemon=True)
 
     def _start(self) -> None:
@@ -508,29 +797,109 @@ class RtMidiInput(MidiInput):
 
     def _run(self) -> None:
         """Backend thread: poll, timestamp, deliver; no logging, nothing raised."""
-        get_message = self._client.get_message
         clock = time.perf_counter_ns
         sleep = time.sleep
         stop = self._stop
+        lock = self.client_lock
         interval = self._poll_interval
         parse = self._parser.feed
+        hold = self._hold
         while not stop.is_set():
-            try:
-                event = get_message()
-            except Exception:  # counted; the reader must not die
-                self.errors += 1
-                sleep(interval)
-                continue
+            with lock:
+                client = self._client
+                try:
+                    event = None if client is None else client.get_message()
+                except Exception:  # counted; the reader must not die
+                    self.errors += 1
+                    event = None
             if event is None:
+                if self._release_asked.is_set():  # the queue is empty: release what is still held
+                    self._release_asked.clear()
+                    self._last_release = self._release(clock())
+                    self._release_done.set()
                 sleep(interval)
                 continue
             t_ns = clock()
             self.received += 1
             try:
                 for message in parse(event[0]):
+                    hold(message)
                     self._deliver(message, t_ns)
             except Exception:  # a failing callback is counted, not fatal
                 self.errors += 1
+
+    def _hold(self, message: tuple[int, ...]) -> None:
+        """Reader thread: count a note held or let go, a pedal pressed or released."""
+        if len(message) != 3:
+            return
+        status = message[0]
+        kind = status & 0xF0
+        if kind in (_NOTE_ON, _NOTE_OFF):
+            index = ((status & 0x0F) << 7) | message[1]
+            count = self._held[index]
+            if kind == _NOTE_ON and message[2]:
+                if count < 255:
+                    self._held[index] = count + 1
+            elif count:
+                self._held[index] = count - 1
+        elif kind == _CONTROL_CHANGE and message[1] == _SUSTAIN:
+            self._pedals[status & 0x0F] = 1 if message[2] >= 64 else 0
+
+    def _release(self, t_ns: int) -> int:
+        """Reader thread (or the caller once the reader stopped): deliver a note-off for every
+        note held and a release for every pedal down; returns how many messages."""
+        sent = 0
+        held = self._held
+        for index in range(len(held)):
+            for _ in range(held[index]):
+                self._deliver_safely((_NOTE_OFF | (index >> 7), index & 0x7F, 0), t_ns)
+                sent += 1
+            held[index] = 0
+        for channel in range(16):
+            if self._pedals[channel]:
+                self._pedals[channel] = 0
+                self._deliver_safely((_CONTROL_CHANGE | channel, _SUSTAIN, 0), t_ns)
+                sent += 1
+        self.released += sent
+        return sent
+
+    def _deliver_safely(self, message: tuple[int, ...], t_ns: int) -> None:
+        try:
+            self._deliver(message, t_ns)
+        except Exception:  # a failing callback is counted, not fatal
+            self.errors += 1
+
+    def release_held(self, timeout: float = 1.0) -> int:
+        """Keeper thread: the port is lost; deliver note-offs for every note held from it.
+
+        The reader delivers them once RtMidi's queue is empty (so nothing that arrived
+        before the loss comes after its note-off), within a poll interval; once the
+        reader has stopped, the calling thread does. Also releases each sustain pedal
+        held down (CC64 = 0). Returns how many messages were delivered.
+        """
+        if not self._thread.is_alive():
+            return self._release(time.perf_counter_ns())
+        self._release_done.clear()
+        self._release_asked.set()
+        if not self._release_done.wait(timeout):
+            return 0  # the callback is stuck; what is held stays held
+        return self._last_release
+
+    @property
+    def client(self) -> Any:
+        """The python-rtmidi client, or None while the port has none (keeper thread)."""
+        return self._client
+
+    def detach(self) -> Any:
+        """Keeper thread: take the backend client away (the reader idles meanwhile)."""
+        with self.client_lock:
+            client, self._client = self._client, None
+        return client
+
+    def attach(self, client: Any, port: str) -> None:
+        """Keeper thread: read from ``client`` (listening to ``port``) from now on."""
+        with self.client_lock:
+            self._client, self.port = client, port
 
     @property
     def malformed(self) -> int:
@@ -546,7 +915,9 @@ class RtMidiInput(MidiInput):
             if thread.is_alive():
                 log.warning("MIDI input %r: its callback does not return; leaving the backend open", self.port)
                 return
-        _release_client(self._client, self.api, f"closing MIDI input {self.port!r}")
+        client, self._client = self._client, None
+        if client is not None:
+            _release_client(client, self.api, f"closing MIDI input {self.port!r}")
 
     def __repr__(self) -> str:
         kind = "virtual" if self.virtual else "connected"
@@ -580,33 +951,19 @@ def open_input(
             f"the winmm MIDI API cannot create the virtual port {name or INPUT_NAME!r}: connect to an existing "
             "port instead with virtual=False / --in PORT"
         )
-    _require_usable(api_name)
-    port = name or INPUT_NAME
-    doing = f"creating the virtual MIDI input {port!r}" if virtual else f"connecting to MIDI input {name!r}"
-    with _backend(api_name, doing):
-        client = rtmidi.MidiIn(api_id(api_name), port if virtual else INPUT_NAME, queue_size_limit=INPUT_QUEUE_SIZE)
-        try:
-            client.ignore_types(sysex=ignore_sysex, timing=ignore_clock, active_sense=True)
-            if virtual:
-                client.open_virtual_port(port)
-            else:
-                if name is None:
-                    available = _names(client.get_ports())
-                    keyboards = _keyboards(available)
-                    if not keyboards:
-                        listing = ", ".join(repr(p) for p in available) or "none"
-                        raise PortNotFoundError(
-                            f"no MIDI keyboard found on the {api_name} MIDI API (inputs: {listing}); "
-                            "name one with --in PORT"
-                        )
-                    name = keyboards[0]
-                index, port = _resolve(client, name, kind="input", api=api_name)
-                client.open_port(index, INPUT_NAME)
-        except BaseException:
-            _delete(client)
-            raise
+    client, port = new_input_client(
+        api_name, name, virtual=virtual, ignore_sysex=ignore_sysex, ignore_clock=ignore_clock
+    )
+    assert port is not None
     reader = RtMidiInput(
-        client, name=port, api=api_name, port=port, virtual=virtual, poll_interval=max(poll_interval, 0.0001)
+        client,
+        name=port,
+        api=api_name,
+        port=port,
+        virtual=virtual,
+        poll_interval=max(poll_interval, 0.0001),
+        wanted=name or port,
+        ignore=(ignore_sysex, ignore_clock),
     )
     if callback is not None:
         reader.set_callback(callback)

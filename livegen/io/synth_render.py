@@ -4,6 +4,8 @@ Contexts:
 
 * setup: :class:`Renderer` construction (loads libfluidsynth and the SoundFont),
   :meth:`Renderer.close`, :func:`render_offline`, :func:`write_wav`.
+* control (a jam's control thread when no audio device is there): :class:`WavStream`,
+  which renders to a WAV file as the performance goes.
 * real-time (the audio callback in :mod:`livegen.io.synth_live`, or the offline loop
   standing in for it): :meth:`Renderer.push`, :meth:`Renderer.push_now`,
   :meth:`Renderer.render_block`, :meth:`Renderer.apply`, :meth:`Renderer.panic`,
@@ -29,6 +31,12 @@ small objects per call (ints, the ctypes argument conversions, heap entries), an
 pending-event heap (a list) can grow when more events are pending than ever before;
 there is no logging, no I/O and no lock of ours.
 
+Offline rendering comes in two forms with the same samples: :func:`render_offline` renders
+a whole list of events into memory (a render of minutes; :func:`write_wav` then writes it
+atomically), and :class:`WavStream` renders and writes as events come, holding only the
+events of the next second, so that a jam of days without a sound card neither fills the
+memory nor, with its length cap, the disk (issue 8).
+
 Written by hand (no library does it): the event split and the raw-bytes dispatch.
 pyfluidsynth does the synthesis; its ``get_samples`` copies into new int16 arrays
 per call, so this module declares ``fluid_synth_write_float`` itself with ctypes.
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import heapq
+import logging
 import os
 import wave
 from collections.abc import Iterable, Sequence
@@ -54,11 +63,15 @@ from livegen.io.soundfont import SoundFontError, describe_load_failure, find_sou
 from livegen.music.atomic import write_atomically
 from livegen.music.events import CONTROL_CHANGE, NOTE_OFF, NOTE_ON, PROGRAM_CHANGE
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SAMPLERATE = 48_000
 DEFAULT_GAIN = 0.5
 #: fluidsynth's internal block: voices start on multiples of this many frames.
 FLUID_BLOCK = 64
 NS_PER_S = 1_000_000_000
+#: The longest a WAV file can hold at 48 kHz, 16-bit stereo: RIFF sizes are 32-bit (4 GiB), minutes.
+WAV_MAX_MINUTES = 360
 
 KEY_PRESSURE = 0xA0
 CHANNEL_PRESSURE = 0xD0
@@ -354,3 +367,154 @@ def write_wav(path: str | os.PathLike[str], audio: npt.ArrayLike, samplerate: in
 
     write_atomically(target, write)
     return target
+
+
+class WavStream:
+    """The built-in synth rendering to a 16-bit stereo WAV file while a performance plays.
+
+    Context: setup (construction, :meth:`close`) and control (:meth:`push`,
+    :meth:`render_until`), one thread at a time; never the real-time thread (it writes
+    the file).
+
+    Events are pushed with their time in ns from the performance's start, in about the
+    order they were sent; :meth:`render_until` renders and appends the audio up to
+    ``behind_s`` before the time it is given, so every event sent on time lands on its
+    exact frame (an event pushed for a frame already written is applied at the next
+    block, and counted in ``late``). The samples are those :func:`render_offline`
+    gives for the same events: the same synth settings, the same frames, and the same
+    length at :meth:`close` (the last event plus ``tail_s``).
+
+    The file is written in place and stays a valid WAV at every moment: :mod:`wave`
+    writes each block's samples first and then patches the header's sizes, so a crash
+    leaves every block written so far, readable. ``max_seconds`` caps its length (a WAV
+    holds at most :data:`WAV_MAX_MINUTES` minutes): at the cap the file is finished,
+    the synth is closed, a warning is logged, and later events are only counted in
+    ``dropped``; ``capped`` says so.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        soundfont: str | os.PathLike[str] | None = None,
+        samplerate: int = DEFAULT_SAMPLERATE,
+        max_seconds: float | None = None,
+        tail_s: float = 2.0,
+        behind_s: float = 1.0,
+        block_frames: int = 4096,
+        gain: float = DEFAULT_GAIN,
+        reverb: bool = True,
+        chorus: bool = True,
+    ) -> None:
+        if max_seconds is not None and not 0 < max_seconds <= WAV_MAX_MINUTES * 60:
+            raise ConfigError(f"WAV length {max_seconds} s: expected more than 0 and at most {WAV_MAX_MINUTES} minutes")
+        if block_frames < 1 or tail_s < 0 or behind_s < 0:
+            raise ConfigError("block_frames must be at least 1, tail_s and behind_s not negative")
+        self.path = Path(path)
+        self.samplerate = samplerate
+        self._renderer: Renderer | None = Renderer(
+            soundfont, samplerate=samplerate, gain=gain, reverb=reverb, chorus=chorus
+        )
+        self._limit = None if max_seconds is None else round(max_seconds * samplerate)
+        self._tail = round(tail_s * samplerate)
+        self._behind = round(behind_s * samplerate)
+        self._block: AudioBuffer = np.zeros((block_frames, 2), dtype=np.float32)
+        self._last = 0  # the frame of the latest event pushed
+        self.frames = 0  # frames written to the file so far
+        self.late = 0  # events pushed for a frame already written (applied at the next block)
+        self.dropped = 0  # events past the cap
+        self.capped = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._raw: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 (close() closes it)
+            self._wave: wave.Wave_write | None = wave.open(self._raw, "wb")  # noqa: SIM115
+            self._wave.setnchannels(2)
+            self._wave.setsampwidth(2)
+            self._wave.setframerate(samplerate)
+            self._wave.writeframes(b"")  # the header, saying 0 frames, before any sample
+        except BaseException:
+            self._renderer.close()
+            raise
+
+    @property
+    def pending(self) -> int:
+        """Events pushed and not yet rendered (bounded by ``behind_s`` of music)."""
+        return self._renderer.pending_count if self._renderer is not None else 0
+
+    def push(self, t_ns: int, data: Sequence[int]) -> None:
+        """Queue ``data`` at ``t_ns`` ns from the start (earlier times count as 0)."""
+        frame = ns_to_frames(max(0, int(t_ns)), self.samplerate)
+        if self._renderer is None or (self._limit is not None and frame >= self._limit):
+            self.dropped += 1
+            return
+        self._renderer.push(frame, tuple(int(b) for b in data))
+        if frame > self._last:
+            self._last = frame
+
+    def render_until(self, t_ns: int, *, max_blocks: int = 8) -> None:
+        """Render and write the whole blocks that end ``behind_s`` or more before ``t_ns`` ns from the
+        start, at most ``max_blocks`` of them (a call every control step stays short; a backlog,
+        after a silence, is caught up over the next calls)."""
+        renderer = self._renderer
+        if renderer is None:
+            return
+        due = ns_to_frames(max(0, int(t_ns)), self.samplerate) - self._behind
+        size = len(self._block)
+        blocks = min((due - renderer.position) // size, max_blocks)
+        if blocks > 0:
+            self._render_to(renderer.position + blocks * size)
+
+    def _render_to(self, frame: int) -> None:
+        renderer, out = self._renderer, self._wave
+        if renderer is None or out is None:
+            return
+        if self._limit is not None and frame >= self._limit:
+            frame = self._limit
+        block = self._block
+        while renderer.position < frame:
+            n = min(len(block), frame - renderer.position)
+            renderer.render_block(block, n)
+            out.writeframes(_pcm16(block[:n]))
+        self.frames, self.late = renderer.position, renderer.late
+        if self._limit is not None and renderer.position >= self._limit:
+            self.capped = True
+            log.warning(
+                "%s: the WAV stops at its length cap (%.0f minutes); the MIDI recording goes on",
+                self.path,
+                self._limit / self.samplerate / 60,
+            )
+            self._finish()
+
+    def close(self) -> Path:
+        """Render to the last event plus the tail (within the cap), finish the file; its path."""
+        if self._renderer is not None:
+            self._render_to(self._last + 1 + self._tail)
+        self._finish()
+        return self.path
+
+    def _finish(self) -> None:
+        wav, raw, renderer = self._wave, self._raw, self._renderer
+        self._wave = self._raw = self._renderer = None
+        try:
+            if wav is not None:
+                wav.close()  # the final sizes in the header (``raw`` stays open: wave did not open it)
+            if raw is not None:
+                raw.flush()
+                os.fsync(raw.fileno())
+        finally:
+            if raw is not None:
+                raw.close()
+            if renderer is not None:
+                renderer.close()
+
+    def __enter__(self) -> WavStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pcm16(block: AudioBuffer) -> bytes:
+    """Float samples in [-1, 1] as little-endian 16-bit PCM, rounded as :func:`write_wav` rounds."""
+    data = np.asarray(block, dtype=np.float64)
+    return np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

@@ -128,17 +128,17 @@ def write_midi(
         if programs and name in programs:
             for ch in channels or [0]:
                 track.append(mido.Message("program_change", channel=ch, program=programs[name], time=0))
-        timed: list[tuple[int, int, mido.Message]] = []
+        timed: list[tuple[int, int, tuple[int, int, int]]] = []
         for n in notes:
-            timed.append((n.start, 1, mido.Message("note_on", channel=n.channel, note=n.pitch, velocity=n.velocity)))
+            timed.append((n.start, 1, (0x90 | n.channel, n.pitch, n.velocity)))
             # a note struck and released on one tick (struck just as a jam stopped) lasts a tick:
             # its note-off would otherwise be written before it and the note lost on reading
             end = max(n.end, n.start + 1)
-            timed.append((end, 0, mido.Message("note_off", channel=n.channel, note=n.pitch, velocity=0)))
+            timed.append((end, 0, (0x80 | n.channel, n.pitch, 0)))
         timed.sort(key=lambda item: (item[0], item[1]))
         now = 0
-        for tick, _, msg in timed:
-            track.append(msg.copy(time=tick - now))
+        for tick, _, data in timed:  # each message made once, with its delta (an hour's part: 30 000 of them)
+            track.append(mido.Message.from_bytes(data, time=tick - now))
             now = tick
         mid.tracks.append(track)
     try:
