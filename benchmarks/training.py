@@ -40,8 +40,9 @@ from livegen.music.time import PPQN
 C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
 
 
-def _piece(rng: np.random.Generator, beats: int, voices: int = 4) -> list[Note]:
-    """``voices`` voices on channels 0.., stepping through C major in quarters and halves."""
+def piece(rng: np.random.Generator, beats: int, voices: int = 4) -> list[Note]:
+    """``voices`` voices on channels 0.., high to low, stepping through C major in quarters and halves
+    (also the pieces of ``tests/test_prepare.py``)."""
     notes = []
     for voice, start in enumerate((15, 11, 7, 2)[:voices]):
         index, tick = start, 0
@@ -60,7 +61,7 @@ def write_corpus(root: Path, files: int, seed: int = 0) -> None:
         folder = root / f"set{i % 20:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"piece{i:05d}.mid"
-        write_midi(path, {"voices": _piece(rng, int(rng.integers(60, 600)))})
+        write_midi(path, {"voices": piece(rng, int(rng.integers(60, 600)))})
         if i % 100 == 7:
             path.write_bytes(path.read_bytes()[:40])
         if i % 100 == 42:

@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from export.distributed import (
     Checkpoints,
+    Phase,
     RunOptions,
     autocast,
     average_gradients,
@@ -187,6 +188,20 @@ class FitResult:
     seconds: float
 
 
+def finished_fit(restored: tuple[dict[str, Any], dict[str, Any]] | None) -> FitResult | None:
+    """The fit a resumed run's phase had already finished (what :meth:`Phase.restore` gave), else None."""
+    if restored is None or not restored[0].get("finished"):
+        return None
+    done = restored[0]
+    return FitResult(**{f.name: done[f.name] for f in fields(FitResult)})
+
+
+def finish_fit(phase: Phase, result: FitResult, **extra: Any) -> FitResult:
+    """Record ``result`` (and ``extra``) as ``phase``'s outcome, for :func:`finished_fit` on resuming."""
+    phase.finish({**{f.name: getattr(result, f.name) for f in fields(FitResult)}, **extra})
+    return result
+
+
 def fit_windows(
     model: torch.nn.Module,
     windows: Batches,
@@ -242,10 +257,10 @@ def fit_windows(
     objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "shuffle": generator}
     with checkpoints.phase("fit", objects) as phase:
         restored = phase.restore()
-        if restored is not None and restored[0].get("finished"):
-            done = restored[0]
+        done = finished_fit(restored)
+        if done is not None:
             model.to("cpu")
-            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+            return done
         state: dict[str, Any] = {
             "epoch": 1,
             "batch": 0,
@@ -343,17 +358,9 @@ def fit_windows(
         model.load_state_dict(state["best_state"])
         model.to("cpu")
         best = {k: v.detach().cpu() for k, v in state["best_state"].items()}
-        result = FitResult(best, state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"])
-        phase.finish(
-            {
-                "state": best,
-                "history": result.history,
-                "best_epoch": result.best_epoch,
-                "best_loss": result.best_loss,
-                "seconds": result.seconds,
-            }
+        return finish_fit(
+            phase, FitResult(best, state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"])
         )
-    return result
 
 
 def _plain(config: object) -> Any:

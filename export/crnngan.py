@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import ConfigRecord, FitResult, tune_fingerprint
+from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, tune_fingerprint
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -517,10 +517,10 @@ def adversarial(
         objects["noise"] = noise
     with checkpoints.phase("adversarial", objects) as phase:
         restored = phase.restore()
-        if restored is not None and restored[0].get("finished"):
-            done = restored[0]
-            fit = FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
-            return AdversarialResult(fit, dict(done["final"]), done["start_distance"])
+        fit = finished_fit(restored)
+        if fit is not None:
+            assert restored is not None
+            return AdversarialResult(fit, dict(restored[0]["final"]), restored[0]["start_distance"])
         if restored is None:
             order = torch.randperm(len(train), generator=rng)
             with torch.no_grad():
@@ -630,19 +630,11 @@ def adversarial(
             phase.after_epoch(snapshot, lambda: dict(local))
         final = state["history"][-1] if state["history"] else {}
         generator.load_state_dict(state["best_state"])
-        fit = FitResult(
-            state["best_state"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"]
-        )
-        phase.finish(
-            {
-                "state": fit.state,
-                "history": fit.history,
-                "best_epoch": fit.best_epoch,
-                "best_loss": fit.best_loss,
-                "seconds": fit.seconds,
-                "final": dict(final),
-                "start_distance": state["start_distance"],
-            }
+        fit = finish_fit(
+            phase,
+            FitResult(state["best_state"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"]),
+            final=dict(final),
+            start_distance=state["start_distance"],
         )
     return AdversarialResult(fit, dict(final), state["start_distance"])
 

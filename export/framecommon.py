@@ -32,7 +32,7 @@ from export.common import PARITY_TOLERANCE as PARITY_TOLERANCE
 from export.common import FitResult as FitResult
 from export.common import check_parity as check_parity
 from export.common import export_graph as export_graph
-from export.common import load_checkpoint, log_written
+from export.common import finish_fit, finished_fit, load_checkpoint, log_written
 from export.common import sample_tunes as sample_tunes
 from export.common import save_checkpoint as save_checkpoint
 from export.common import session as session
@@ -101,9 +101,9 @@ def fit(
     objects = {"model": model, "optimizer": optimizer, "shuffle": generator}
     with checkpoints.phase(f"{label}fit", objects) as phase:
         restored = phase.restore()
-        if restored is not None and restored[0].get("finished"):
-            done = restored[0]
-            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        done = finished_fit(restored)
+        if done is not None:
+            return done
         state: dict[str, Any] = {
             "epoch": 1,
             "batch": 0,
@@ -175,17 +175,11 @@ def fit(
                 state["stopped"] = True
             phase.after_epoch(snapshot, lambda: {"running": 0.0, "count": 0})
         model.load_state_dict(state["best_state"])
-        result = FitResult(
-            state["best_state"], state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"]
-        )
-        phase.finish(
-            {
-                "state": result.state,
-                "history": result.history,
-                "best_epoch": result.best_epoch,
-                "best_loss": result.best_loss,
-                "seconds": result.seconds,
-            }
+        result = finish_fit(
+            phase,
+            FitResult(
+                state["best_state"], state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"]
+            ),
         )
     return result
 

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, check_run
+from export.common import ConfigRecord, check_run, finish_fit, finished_fit
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -426,9 +426,9 @@ def train_gan(
     keys = ("discriminator_loss", "generator_loss", "accuracy_real", "accuracy_fake")
     with checkpoints.phase("gan", objects) as phase:
         restored = phase.restore()
-        if restored is not None and restored[0].get("finished"):
-            done = restored[0]
-            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        done = finished_fit(restored)
+        if done is not None:
+            return done
         state: dict[str, Any] = {"epoch": 1, "batch": 0, "order": None, "step": 0, "history": [], "seconds": 0.0}
         local: dict[str, float] = {**dict.fromkeys(keys, 0.0), "batches": 0.0}
         if restored is not None:
@@ -512,15 +512,8 @@ def train_gan(
         model_state = {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()}
         model_state |= {f"discriminator.{k}": v.clone() for k, v in discriminator.state_dict().items()}
         history = state["history"]
-        result = FitResult(model_state, history, epochs, float(history[-1]["generator_loss"]), snapshot()["seconds"])
-        phase.finish(
-            {
-                "state": result.state,
-                "history": result.history,
-                "best_epoch": result.best_epoch,
-                "best_loss": result.best_loss,
-                "seconds": result.seconds,
-            }
+        result = finish_fit(
+            phase, FitResult(model_state, history, epochs, float(history[-1]["generator_loss"]), snapshot()["seconds"])
         )
     return result
 

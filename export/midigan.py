@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, FitResult, progress
+from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, progress
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -389,9 +389,9 @@ def _fit_gan(
     checkpoints = Checkpoints(options.out, options.run, identity)
     with checkpoints.phase("gan", objects) as phase:
         restored = phase.restore()
-        if restored is not None and restored[0].get("finished"):
-            done = restored[0]
-            return FitResult(done["state"], done["history"], done["best_epoch"], done["best_loss"], done["seconds"])
+        done = finished_fit(restored)
+        if done is not None:
+            return done
         state: dict[str, Any] = {
             "epoch": 1,
             "batch": 0,
@@ -498,15 +498,9 @@ def _fit_gan(
                 phase.after_epoch(snapshot, lambda: dict.fromkeys(local, 0.0))
         g.load_state_dict(state["best_g"])
         d.load_state_dict(state["best_d"])
-        result = FitResult(state["best_g"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"])
-        phase.finish(
-            {
-                "state": result.state,
-                "history": result.history,
-                "best_epoch": result.best_epoch,
-                "best_loss": result.best_loss,
-                "seconds": result.seconds,
-            }
+        result = finish_fit(
+            phase,
+            FitResult(state["best_g"], state["history"], state["best_epoch"], state["best"], snapshot()["seconds"]),
         )
     return result
 

@@ -93,7 +93,7 @@ def convert_bytes(data: bytes) -> dict[str, np.ndarray]:
     """
     import symusic
 
-    score: Any = symusic.Score.from_midi(data)  # symusic's stubs name the factory, not the tick score
+    score: Any = symusic.Score.from_midi(data)  # typed Any: symusic's type hints give the factory, not ScoreTick
     tpq = int(score.ticks_per_quarter)
     if tpq <= 0:
         raise ValueError(f"time division {tpq}: expected ticks per quarter note")

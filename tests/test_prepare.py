@@ -18,28 +18,12 @@ pytest.importorskip("torch", reason="training tests need the train extra: pip in
 pytest.importorskip("symusic", reason="prepare needs symusic (train extra)")
 
 import export.prepare as prepare_module
+from benchmarks.training import piece as synthetic_piece
 from export.__main__ import main
 from export.errors import ExportError
 from export.prepare import REPORT, prepare
 from livegen.io.corpus import CACHE_MANIFEST, CorpusError, load_corpus, load_parts
-from livegen.music.events import Note
 from livegen.music.midifile import write_midi
-from livegen.music.time import PPQN
-
-C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
-
-
-def _piece(rng: np.random.Generator, beats: int, voices: int = 2) -> list[Note]:
-    """``voices`` voices on channels 0.., high to low, stepping in quarters and halves."""
-    notes = []
-    for voice, start in enumerate((15, 11, 7, 2)[:voices]):
-        index, tick = start, 0
-        while tick < beats * PPQN:
-            index = int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(C_MAJOR) - 1))
-            length = int(rng.choice([1, 1, 2])) * PPQN
-            notes.append(Note(C_MAJOR[index], int(rng.integers(40, 110)), tick, length - PPQN // 8, channel=voice))
-            tick += length
-    return notes
 
 
 def write_corpus(folder: Path, count: int = 8, *, seed: int = 3, voices: int = 2) -> list[str]:
@@ -49,7 +33,7 @@ def write_corpus(folder: Path, count: int = 8, *, seed: int = 3, voices: int = 2
     for i in range(count):
         name = f"piece{i}.mid" if i < count - 2 else f"more/piece{i}.mid"
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        write_midi(folder / name, {"voices": _piece(rng, int(rng.integers(12, 24)), voices)})
+        write_midi(folder / name, {"voices": synthetic_piece(rng, int(rng.integers(12, 24)), voices)})
         names.append(name)
     return names
 
@@ -125,8 +109,8 @@ def test_running_again_converts_only_new_and_changed_files(source: Path, tmp_pat
     again = prepare(source, cache, jobs=2)
     assert again.converted == 0 and again.reused == 11
     rng = np.random.default_rng(99)
-    write_midi(source / "piece1.mid", {"voices": _piece(rng, 16)})  # changed
-    write_midi(source / "more/new.mid", {"voices": _piece(rng, 16)})  # new
+    write_midi(source / "piece1.mid", {"voices": synthetic_piece(rng, 16, 2)})  # changed
+    write_midi(source / "more/new.mid", {"voices": synthetic_piece(rng, 16, 2)})  # new
     (source / "piece2.mid").unlink()  # removed
     stamp = (source / "piece3.mid").stat()
     os.utime(source / "piece3.mid", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # touched, same content
