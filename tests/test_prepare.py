@@ -124,7 +124,11 @@ def test_running_again_converts_only_new_and_changed_files(source: Path, tmp_pat
     assert len(list(cache.glob("pitch-*.npy"))) == 1  # the previous generation's arrays are gone
 
 
-@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the workers must inherit the patch")
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork",
+    reason="the test makes a worker crash by patching the parser, which reaches the workers only "
+    "when they are forked (Linux's default start method)",
+)
 def test_a_worker_that_dies_costs_only_its_file(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A parser crash (a segfault in C++) kills a worker process: the run goes on and names the file."""
     real = prepare_module.convert_file
