@@ -207,6 +207,7 @@ def port_cycles(cycles: int, *, poll_s: float = 0.01, warm: int = 5, checkpoints
 
     got: queue.Queue[tuple[int, ...]] = queue.Queue()
     every = max(1, cycles // checkpoints)
+    retired_before = len(midi_ports._retired)
     with peer("keyboard", "kbd") as keyboard, peer("sink", "synth") as synth:
         source = open_input("kbd", api="jack", callback=lambda data, t_ns: got.put(data))
         out = open_output("synth", api="jack", virtual=False)
@@ -264,7 +265,7 @@ def port_cycles(cycles: int, *, poll_s: float = 0.01, warm: int = 5, checkpoints
         "own_ports_after": ports_after,
         "released": source.released,
         "extra_messages": len(extra),
-        "retired_clients": len(midi_ports._retired),
+        "retired_clients": len(midi_ports._retired) - retired_before,  # dead clients kept by these cycles
         "port_losses": keeper.port_losses,
         "reconnects": keeper.reconnects,
         "still_plays": still_plays,

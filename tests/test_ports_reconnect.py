@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from benchmarks.reconnect import peer, port_cycles, wait_for
+from livegen.io import patchbay
 from livegen.io.journal import guard_output
 from livegen.io.midi_ports import open_input, open_output
 from livegen.io.reconnect import JackServerWatch, PortKeeper
@@ -167,6 +168,85 @@ def test_a_synth_port_that_goes_away_counts_what_is_sent_and_is_cleaned_up_when_
         finally:
             keeper.close()
             out.close()
+
+
+@pytest.mark.jack
+def test_livegen_s_own_ports_stay_registered_and_a_hand_made_connection_survives_a_reconnect(jack_server):
+    """On JACK the patchbay connects by name: livegen's own port is never unregistered while
+    its peer comes and goes (that port churn once crashed the process on a JACK thread), so
+    its identity stays and a connection a user made to it by hand stays too."""
+    import jack as jack_client  # JACK-Client, the library livegen.io.patchbay connects with
+
+    with peer("sink", "synth") as synth, peer("sink", "recorder") as recorder:
+        out = open_output("synth", api="jack", virtual=False)
+        keeper = PortKeeper("jack", poll_s=0.02)
+        keeper.add(out)
+        looker = jack_client.Client("livegen-test-looker", no_start_server=True)
+        try:
+            keeper.start()
+            assert out.own == "livegen:livegen"
+            uuid = looker.get_port_by_name(out.own).uuid
+            looker.connect(out.own, "recorder:recorder")  # a user patches livegen into a recorder too
+            for k in range(5):
+                synth.down()
+                wait_for(lambda k=k: keeper.port_losses == k + 1, 2.0, "the synth lost")
+                synth.up()
+                wait_for(lambda k=k: keeper.reconnects == k + 1, 2.0, "the synth connected again")
+            assert looker.get_port_by_name(out.own).uuid == uuid  # the same port all along
+            out.send((0x90, 60, 100))
+            assert synth.received(1) == [(0x90, 60, 100)]
+            assert recorder.received(1) == [(0x90, 60, 100)]  # the hand-made connection is still there
+            out.send((0x80, 60, 0))
+        finally:
+            looker.close()
+            keeper.close()
+            out.close()
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_connected_ports_are_connected_again_after_a_jack_server_restart(own_jack_server):
+    """The patchbay belongs to the dead server: a new one connects the new ports on the new server."""
+    server = own_jack_server
+    got: queue.Queue[tuple[int, ...]] = queue.Queue()
+    with contextlib.ExitStack() as stack:
+        keyboard = stack.enter_context(peer("keyboard", "kbd"))
+        synth = stack.enter_context(peer("sink", "synth"))
+        source = open_input("kbd", api="jack", callback=lambda data, t_ns: got.put(data))
+        out = open_output("synth", api="jack", virtual=False)
+        keeper = PortKeeper("jack", poll_s=0.05)
+        keeper.add(source)
+        keeper.add(out)
+        try:
+            keeper.start()
+            keyboard.send([0x90, 60, 100])
+            assert got.get(timeout=5) == (0x90, 60, 100)
+
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(5)
+            wait_for(lambda: keeper.port_losses == 2, 3.0, "both ports lost with the server")
+            assert drain(got) == [(0x80, 60, 0)]  # the held note released
+            server.start()
+            server.wait_ready(timeout=20.0)
+            wait_for(lambda: out.client is not None and source.client is not None, 5.0, "clients on the new server")
+            # the keyboard's and the synth's programs quit with their server and start again (a
+            # program left running beside its namesake would share JACK's wake-up semaphore with it)
+            keyboard.stop()
+            synth.stop()
+            keyboard = stack.enter_context(peer("keyboard", "kbd"))
+            synth = stack.enter_context(peer("sink", "synth"))
+            wait_for(lambda: keeper.reconnects == 2, 3.0, "both ports connected again")
+            keyboard.send([0x90, 62, 100])
+            assert got.get(timeout=5) == (0x90, 62, 100)
+            out.send((0x90, 64, 100))
+            assert synth.received(1) == [(0x90, 64, 100)]
+            assert (source.own, out.own) == ("livegen in:livegen in", "livegen:livegen")
+        finally:
+            keeper.close()
+            source.close()
+            out.close()
+            patchbay.forget()
 
 
 @pytest.mark.jack

@@ -58,6 +58,11 @@ What python-rtmidi 1.5.8 (RtMidi 5.0.0) does that shapes this module, all measur
   closing a port 1 to 4 ms, listing the ports 0.3 ms. Closing or deleting an output
   whose JACK server died waits 1 s for a process cycle that never comes (see
   :func:`discard_client`).
+- Connecting to another program's port (``open_port``) *registers* a port of the
+  client's own and connects it to the n-th port of a listing; connecting again means
+  closing (unregistering) and opening it while the client's JACK process thread runs,
+  which once crashed the process in CI. On JACK livegen therefore registers its own port
+  once, as a virtual port, and connects it by name through :mod:`livegen.io.patchbay`.
 - JACK client names are unique: a second client asking for ``livegen`` becomes
   ``livegen-01``. Every ``MidiIn``/``MidiOut`` is its own JACK client, so the output's
   client is named after its port (``livegen:livegen`` in ``jack_lsp`` and a DAW) and the
@@ -76,12 +81,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import rtmidi
 
 from livegen.errors import BackendUnavailableError, ConfigError, LivegenError, PortNotFoundError
-from livegen.io import jack
+from livegen.io import jack, patchbay
 from livegen.io.base import InputCallback, MidiInput, MidiOutput
 from livegen.music.events import MidiStreamParser
 
@@ -405,12 +410,22 @@ def discard_client(client: Any, api: str, what: str, *, server_gone: bool) -> bo
 
 
 def forget_server() -> None:
-    """The JACK server went away: the next client opened probes it again (keeper thread)."""
+    """The JACK server went away: the next client opened probes it again and the
+    patchbay is opened again on the server that answers (keeper thread)."""
     _answered.pop(jack.server_name(), None)
+    patchbay.forget()
 
 
 #: How often :func:`connect_client` lists and connects again when the ports moved meanwhile.
 CONNECT_TRIES = 3
+
+
+class Opened(NamedTuple):
+    """A new backend client (:func:`new_output_client`, :func:`new_input_client`)."""
+
+    client: Any  #: the python-rtmidi ``MidiOut`` or ``MidiIn``
+    target: str | None  #: the full name of the port it is connected to (virtual: its own); None: none yet
+    own: str | None  #: on JACK, the full name of its own port when it connects to another; else None
 
 
 def _listing(client: Any) -> list[str | None]:
@@ -428,49 +443,74 @@ def _listing(client: Any) -> list[str | None]:
     raise AssertionError("unreachable")
 
 
-def connect_client(client: Any, wanted: str, *, kind: str, api: str) -> str | None:
+def _available(client: Any, *, kind: str, api: str) -> list[str]:
+    """The ports a ``kind`` port could connect to now: JACK's own listing there, else ``client``'s."""
+    if api == "jack":
+        return patchbay.midi_ports(inputs=kind == "output")
+    return _names(_listing(client))
+
+
+def connect_client(client: Any, wanted: str, *, kind: str, api: str, own: str | None = None) -> str | None:
     """Connect ``client``'s own port to the port ``wanted`` means now; its full name, or None.
 
     Setup or keeper thread. ``kind`` is ``"output"`` (``client`` is a ``MidiOut``; it
     lists the ports it could send to) or ``"input"``. ``wanted`` is matched as by
-    :func:`match_port`; None when nothing matches now. A port ``client`` already had is
-    closed first (on a JACK output that waits for the next process cycle, a few ms).
+    :func:`match_port`; None when nothing matches now.
 
-    RtMidi connects to a port by its *number* in a listing, which it names again when it
-    connects: a port registered or removed meanwhile (one of livegen's own ports opening
-    again does that) would connect it to another port. So the ports are listed again
-    after connecting; if they moved, the connection is closed and made again, up to
-    :data:`CONNECT_TRIES` times, then None (the keeper tries at its next look).
+    On JACK ``own`` is the full name of ``client``'s own port, registered once (see
+    :func:`new_output_client`): the :mod:`~livegen.io.patchbay` connects the two by
+    name and nothing of ``client`` is touched, so its JACK process thread never sees
+    its port come and go.
+
+    Elsewhere (ALSA) RtMidi connects to a port by its *number* in a listing, which it
+    names again when it connects: a port registered or removed meanwhile would connect
+    it to another port. So a port ``client`` already had is closed first, and the ports
+    are listed again after connecting; if they moved, the connection is closed and made
+    again, up to :data:`CONNECT_TRIES` times, then None (the keeper tries at its next look).
+
     Raises :class:`PortNotFoundError` when several ports match and
     :class:`BackendUnavailableError` when the backend refuses.
     """
-    own = OUTPUT_NAME if kind == "output" else INPUT_NAME
+    folded = wanted.casefold()
+    if api == "jack":
+        if own is None:
+            raise ValueError("a JACK port connects by the full name of its own port")
+        names = patchbay.midi_ports(inputs=kind == "output")
+        if wanted not in names and not any(folded in port.casefold() for port in names):
+            return None
+        target = match_port(wanted, names, kind=kind, api=api)  # several: PortNotFoundError naming them
+        if kind == "output":
+            patchbay.connect(own, target)
+        else:
+            patchbay.connect(target, own)
+        return target
+    mine = OUTPUT_NAME if kind == "output" else INPUT_NAME
     with _backend(api, f"connecting to MIDI {kind} {wanted!r}"):
         for _ in range(CONNECT_TRIES):
             available = _listing(client)
             names = _names(available)
-            folded = wanted.casefold()
             if wanted not in names and not any(folded in port.casefold() for port in names):
                 return None
-            target = match_port(wanted, names, kind=kind, api=api)  # several: PortNotFoundError naming them
+            target = match_port(wanted, names, kind=kind, api=api)
             client.close_port()
-            client.open_port(available.index(target), own)
+            client.open_port(available.index(target), mine)
             if _listing(client) == available:
                 return target
             client.close_port()  # the ports moved while it connected: the number may have named another
     return None
 
 
-def port_listed(client: Any, port: str, api: str) -> bool:
-    """Whether ``client`` still sees ``port`` (keeper thread; a JACK listing reads shared memory, ~0.3 ms)."""
+def port_listed(client: Any, port: str, *, kind: str, api: str) -> bool:
+    """Whether a ``kind`` port could still connect to ``port`` (keeper thread; a JACK listing reads
+    shared memory, ~0.3 ms)."""
     with _backend(api, f"listing MIDI ports to look for {port!r}"):
-        return port in _listing(client)
+        return port in _available(client, kind=kind, api=api)
 
 
 def _not_connected(port: str, client: Any, *, kind: str, api: str) -> PortNotFoundError:
     """Why connecting to ``port`` failed: nothing matches (listing them), or the ports kept moving."""
     with _backend(api, f"listing MIDI ports to look for {port!r}"):
-        available = _names(_listing(client))
+        available = _available(client, kind=kind, api=api)
     try:
         match_port(port, available, kind=kind, api=api)
     except PortNotFoundError as err:
@@ -481,13 +521,21 @@ def _not_connected(port: str, client: Any, *, kind: str, api: str) -> PortNotFou
     )
 
 
-def new_output_client(api: str, port: str, *, virtual: bool, required: bool = True) -> tuple[Any, str | None]:
-    """A new python-rtmidi output client and the full name of the port it sends to (setup or keeper thread).
+def _own_port(client: Any, mine: str, *, kind: str, api: str) -> str | None:
+    """Give a client that connects to another port its own port: on JACK registered now, once,
+    as a virtual port whose full name is returned; elsewhere None (:func:`connect_client` opens it)."""
+    if api != "jack":
+        return None
+    return patchbay.register(lambda: client.open_virtual_port(mine), mine, mine, inputs=kind == "input")
+
+
+def new_output_client(api: str, port: str, *, virtual: bool, required: bool = True) -> Opened:
+    """A new python-rtmidi output client, connected or virtual (setup or keeper thread).
 
     ``virtual``: with its own virtual port ``port`` on a client named ``port``.
     Otherwise connected to the existing port ``port`` means; when none matches, a
     :class:`PortNotFoundError` listing the ports, or with ``required=False`` the client
-    with no port yet and None. Probes the server first (see :func:`probe_api`).
+    with no connection yet (target None). Probes the server first (see :func:`probe_api`).
     """
     api_name = _api_name(api)
     _require_usable(api_name)
@@ -499,17 +547,19 @@ def new_output_client(api: str, port: str, *, virtual: bool, required: bool = Tr
             except BaseException:
                 _delete(client)
                 raise
-        return client, port
+        return Opened(client, port, None)
     with _backend(api_name, f"connecting to MIDI output {port!r}"):
         client = rtmidi.MidiOut(api_id(api_name), OUTPUT_NAME)
     try:
-        target = connect_client(client, port, kind="output", api=api_name)
+        with _backend(api_name, f"opening livegen's MIDI output to connect to {port!r}"):
+            own = _own_port(client, OUTPUT_NAME, kind="output", api=api_name)
+        target = connect_client(client, port, kind="output", api=api_name, own=own)
         if target is None and required:
             raise _not_connected(port, client, kind="output", api=api_name)
     except BaseException:
         _delete(client)
         raise
-    return client, target
+    return Opened(client, target, own)
 
 
 # --- output ----------------------------------------------------------------------------
@@ -535,7 +585,15 @@ class RtMidiOutput(MidiOutput):
     """
 
     def __init__(
-        self, client: Any, *, name: str, api: str, port: str, virtual: bool, wanted: str | None = None
+        self,
+        client: Any,
+        *,
+        name: str,
+        api: str,
+        port: str,
+        virtual: bool,
+        wanted: str | None = None,
+        own: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -543,6 +601,7 @@ class RtMidiOutput(MidiOutput):
         self.port = port
         self.virtual = virtual
         self.wanted = port if wanted is None else wanted
+        self.own = own  # JACK: the full name of its own port, which connects to ``port``
         self._client = client
         self._send_message = client.send_message
         self._lock = threading.Lock()
@@ -598,10 +657,11 @@ class RtMidiOutput(MidiOutput):
             client, self._client = self._client, None
         return client
 
-    def attach(self, client: Any, port: str) -> None:
-        """Keeper thread: send through ``client`` (connected to ``port``) from the next :meth:`resume` on."""
+    def attach(self, client: Any, port: str, own: str | None) -> None:
+        """Keeper thread: send through ``client`` (its own port ``own``, connected to ``port``)
+        from the next :meth:`resume` on."""
         with self._lock:
-            self._client, self._send_message, self.port = client, client.send_message, port
+            self._client, self._send_message, self.port, self.own = client, client.send_message, port, own
 
     def resume(self) -> int:
         """Keeper thread: back online; returns how many cleanup messages went out first.
@@ -671,13 +731,13 @@ def open_output(name: str = OUTPUT_NAME, *, api: str | None = None, virtual: boo
             f"the winmm MIDI API cannot create the virtual port {name!r}: open an existing port instead "
             "(for example a loopMIDI port) with virtual=False / --out PORT"
         )
-    client, target = new_output_client(api_name, name, virtual=virtual)
+    client, target, own = new_output_client(api_name, name, virtual=virtual)
     assert target is not None
     if virtual:
         log.info("opened virtual MIDI output %r on %s", name, api_name)
     else:
         log.info("connected MIDI output to %r on %s", target, api_name)
-    return RtMidiOutput(client, name=target, api=api_name, port=target, virtual=virtual, wanted=name)
+    return RtMidiOutput(client, name=target, api=api_name, port=target, virtual=virtual, wanted=name, own=own)
 
 
 # --- input -----------------------------------------------------------------------------
@@ -693,14 +753,14 @@ def new_input_client(
     ignore_sysex: bool = True,
     ignore_clock: bool = True,
     required: bool = True,
-) -> tuple[Any, str | None]:
-    """A new python-rtmidi input client and the full name of the port it listens to (setup or keeper thread).
+) -> Opened:
+    """A new python-rtmidi input client, connected or virtual (setup or keeper thread).
 
     ``virtual``: with its own virtual port ``port`` (default ``livegen in``). Otherwise
     connected to the port ``port`` means (None: the first keyboard, see
     :func:`find_keyboard`); when none matches, a :class:`PortNotFoundError` listing the
-    ports, or with ``required=False`` the client with no port yet and None. Probes the
-    server first (see :func:`probe_api`).
+    ports, or with ``required=False`` the client with no connection yet (target None).
+    Probes the server first (see :func:`probe_api`).
     """
     api_name = _api_name(api)
     _require_usable(api_name)
@@ -716,10 +776,12 @@ def new_input_client(
             _delete(client)
             raise
     if virtual:
-        return client, own
+        return Opened(client, own, None)
     try:
+        with _backend(api_name, "opening livegen's MIDI input to connect it"):
+            mine = _own_port(client, INPUT_NAME, kind="input", api=api_name)
         if port is None:
-            available = _names(client.get_ports())
+            available = _available(client, kind="input", api=api_name)
             keyboards = _keyboards(available)
             if not keyboards:
                 listing = ", ".join(repr(p) for p in available) or "none"
@@ -727,13 +789,13 @@ def new_input_client(
                     f"no MIDI keyboard found on the {api_name} MIDI API (inputs: {listing}); name one with --in PORT"
                 )
             port = keyboards[0]
-        target = connect_client(client, port, kind="input", api=api_name)
+        target = connect_client(client, port, kind="input", api=api_name, own=mine)
         if target is None and required:
             raise _not_connected(port, client, kind="input", api=api_name)
     except BaseException:
         _delete(client)
         raise
-    return client, target
+    return Opened(client, target, mine)
 
 
 class RtMidiInput(MidiInput):
@@ -768,6 +830,7 @@ class RtMidiInput(MidiInput):
         poll_interval: float,
         wanted: str | None = None,
         ignore: tuple[bool, bool] = (True, True),
+        own: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -775,6 +838,7 @@ class RtMidiInput(MidiInput):
         self.port = port
         self.virtual = virtual
         self.wanted = port if wanted is None else wanted
+        self.own = own  # JACK: the full name of its own port, which ``port`` connects to
         self.ignore = ignore  # (sysex, clock), for a client opened again
         self.errors = 0
         self.received = 0
@@ -896,10 +960,10 @@ class RtMidiInput(MidiInput):
             client, self._client = self._client, None
         return client
 
-    def attach(self, client: Any, port: str) -> None:
-        """Keeper thread: read from ``client`` (listening to ``port``) from now on."""
+    def attach(self, client: Any, port: str, own: str | None) -> None:
+        """Keeper thread: read from ``client`` (its own port ``own``, listening to ``port``) from now on."""
         with self.client_lock:
-            self._client, self.port = client, port
+            self._client, self.port, self.own = client, port, own
 
     @property
     def malformed(self) -> int:
@@ -951,7 +1015,7 @@ def open_input(
             f"the winmm MIDI API cannot create the virtual port {name or INPUT_NAME!r}: connect to an existing "
             "port instead with virtual=False / --in PORT"
         )
-    client, port = new_input_client(
+    client, port, own = new_input_client(
         api_name, name, virtual=virtual, ignore_sysex=ignore_sysex, ignore_clock=ignore_clock
     )
     assert port is not None
@@ -964,6 +1028,7 @@ def open_input(
         poll_interval=max(poll_interval, 0.0001),
         wanted=name or port,
         ignore=(ignore_sysex, ignore_clock),
+        own=own,
     )
     if callback is not None:
         reader.set_callback(callback)

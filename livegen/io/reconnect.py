@@ -40,8 +40,12 @@ first sends the note-offs (and CC64, CC123, CC120) of what its crash journal say
 sounding when it was lost. A virtual port whose peer (a DAW) goes away needs nothing: the
 DAW connects to it again.
 
-Limits: a peer that goes away and comes back between two polls is not noticed
-(python-rtmidi cannot list a port's connections), and a stopped (not killed) server is
+On JACK connecting again is one ``jack_connect`` by name (:mod:`~livegen.io.patchbay`):
+the port's own client and port stay as they are. Elsewhere the client's port is opened
+again (:func:`~livegen.io.midi_ports.connect_client`).
+
+Limits: a peer that goes away and comes back between two polls is not noticed (the
+keeper looks for the port, not for its connection), and a stopped (not killed) server is
 not taken for a lost one. Written by hand: no library watches python-rtmidi ports.
 """
 
@@ -311,12 +315,10 @@ class PortKeeper:
                 continue
             try:
                 if isinstance(port, RtMidiOutput):
-                    client, target = midi_ports.new_output_client(
-                        self.api, port.wanted, virtual=port.virtual, required=False
-                    )
+                    opened = midi_ports.new_output_client(self.api, port.wanted, virtual=port.virtual, required=False)
                 else:
                     sysex, clock = port.ignore
-                    client, target = midi_ports.new_input_client(
+                    opened = midi_ports.new_input_client(
                         self.api, port.wanted, virtual=port.virtual, ignore_sysex=sysex, ignore_clock=clock,
                         required=False,
                     )  # fmt: skip
@@ -325,8 +327,8 @@ class PortKeeper:
                     watched, f"{watched.label} cannot be opened again yet: {err}; trying again every {self.poll_s:g} s"
                 )
                 return False
-            port.attach(client, target or port.port)
-            if target is not None:
+            port.attach(opened.client, opened.target or port.port, opened.own)
+            if opened.target is not None:
                 self._back(watched, now)
         log.warning(
             "the JACK server %r is back: MIDI ports opened again %.2f s after it went away%s",
@@ -348,7 +350,7 @@ class PortKeeper:
         if client is None:
             return
         try:
-            present = midi_ports.port_listed(client, port.port, self.api)
+            present = midi_ports.port_listed(client, port.port, kind=watched.kind, api=self.api)
         except LivegenError as err:
             self._complain(watched, f"{watched.label}: cannot list the MIDI ports: {err}")
             return
@@ -378,17 +380,17 @@ class PortKeeper:
         if client is None:
             return
         try:
-            if isinstance(port, RtMidiInput):
+            if isinstance(port, RtMidiInput) and self.api != "jack":  # the reader must not read while it reopens
                 with port.client_lock:
                     target = midi_ports.connect_client(client, port.wanted, kind="input", api=self.api)
-            else:
-                target = midi_ports.connect_client(client, port.wanted, kind="output", api=self.api)
+            else:  # on JACK only the patchbay connects: the client is not touched
+                target = midi_ports.connect_client(client, port.wanted, kind=watched.kind, api=self.api, own=port.own)
         except LivegenError as err:
             self._complain(watched, f"{watched.label} cannot be connected again yet: {err}")
             return
         if target is None:
             return
-        port.attach(client, target)
+        port.attach(client, target, port.own)
         self._back(watched, now)
 
     def _back(self, watched: _Watched, now: float) -> None:
