@@ -258,7 +258,12 @@ def test_a_hundred_comings_and_goings_leak_no_client_port_thread_or_memory(jack_
     assert figures["own_ports_before"] == figures["own_ports_after"] == ["livegen in:livegen in", "livegen:livegen"]
     before, after = figures["before"], figures["after"]
     assert after["threads"] == before["threads"] and after["fds"] == before["fds"]
-    assert after["rss_kib"] - before["rss_kib"] < 2048
+    # Memory: flat once warm. Between the checkpoints after cycles 25 and 75 a leaked client
+    # (about 80 KiB each) or port would add megabytes; the allocator's one-time growth in the
+    # first cycles (up to 2.8 MB inside the full suite's 860 MB process) is bounded apart.
+    checkpoints = figures["rss_checkpoints_kib"]
+    assert len(checkpoints) == 3 and checkpoints[-1] - checkpoints[0] < 1024, checkpoints
+    assert after["rss_kib"] - before["rss_kib"] < 8192
     assert figures["released"] == 105 and figures["extra_messages"] == 0  # one note-off per note held, no more
     assert figures["retired_clients"] == 0 and figures["still_plays"]
     assert figures["back_after_up"]["max_ms"] < 2000
