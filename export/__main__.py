@@ -288,9 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(show_path=False, show_time=False, markup=False)],
     )
+    finished = False
     try:
         commands = {"train": _train, "onnx": _onnx, "evaluate": _evaluate, "prepare": _prepare}
         commands[args.command](args)
+        finished = True
     except LivegenError as err:
         code = getattr(err, "exit_code", 1)  # TrainingInterrupted: 128 + the signal, as if it had killed us
         print(f"{'stopped' if code != 1 else 'error'}: {err}", file=sys.stderr)
@@ -311,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train" and "export.distributed" in sys.modules:
             from export.distributed import shutdown
 
-            shutdown()  # leave torchrun's process group
+            shutdown(finished=finished)  # leave torchrun's process group
     return 0
 
 

@@ -165,10 +165,19 @@ def world() -> World:
     return _world
 
 
-def shutdown() -> None:
-    """Leave the process group (when this process joined one)."""
+def shutdown(*, finished: bool) -> None:
+    """Leave the process group (when this process joined one).
+
+    ``finished``: this rank's work ended normally, so every rank is on its way here; it
+    waits at a barrier first. Without it a rank that finishes early (every rank but 0,
+    while rank 0 exports) tore down its gloo connections under rank 0 and died in
+    ``std::terminate`` (SIGABRT) in 3 of 5 runs. After an error there is no waiting: the
+    other ranks may be inside another collective, and torchrun stops them.
+    """
     global _world
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _world = None
 

@@ -81,13 +81,15 @@ FAMILIES: dict[str, Callable[..., Any]] = {
 def main(argv: list[str]) -> int:
     family, data, out = argv[:3]
     stop = int(argv[3]) if len(argv) > 3 else None
+    finished = False
     try:
         FAMILIES[family](data=data, out=Path(out), run=RunOptions(stop_after_batches=stop))
+        finished = True
     except TrainingInterrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         return err.exit_code
     finally:
-        shutdown()
+        shutdown(finished=finished)
     return 0
 
 
