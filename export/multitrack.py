@@ -225,7 +225,9 @@ def real_density(pieces: Sequence[MultiTune], config: MultiTrackConfig, frames: 
     for piece in pieces:
         one_hot = piece_frames(piece, config)[32 : 32 + frames]
         roll = one_hot.reshape(len(one_hot), config.tracks, config.keys + 1)[:, :, 1:]
-        total += sum(len(roll_to_notes(roll[:, k], config.pitch_min, max_hold=config.max_hold)) for k in range(4))
+        total += sum(
+            len(roll_to_notes(roll[:, k], config.pitch_min, max_hold=config.max_hold)) for k in range(config.tracks)
+        )
         beats += len(one_hot) / FRAMES_PER_BEAT
     return total / max(beats, 1e-9)
 

@@ -149,3 +149,15 @@ def test_accompanies_and_replans_when_the_performer_plays(family: str, request: 
 def test_plays_on_its_own_from_the_seed(family: str, request: pytest.FixtureRequest) -> None:
     package: Path = request.getfixturevalue(family)
     plays_on_its_own(load_generator(str(package))[1], package)
+
+
+def test_multitrack_trains_exports_and_plays_with_three_tracks(corpus: Path, tmp_path: Path) -> None:
+    """The track count is the user's (``--tracks``): three of the four voices, not a fixed four."""
+    config = MultiTrackConfig(tracks=3, hidden=16, window=16, batch_size=8)
+    options = MultiTrackOptions(data=str(corpus), out=tmp_path / "run", epochs=1, patience=1, config=config)
+    package = export_multitrack(train_multitrack(options), tmp_path / "tiny-mt3")
+    manifest = _manifest(package)
+    assert [t["channel"] for t in manifest["representation"]["tracks"]] == [0, 1, 2]
+    assert manifest["metrics"]["val_density_true_notes_per_beat"] > 0
+    _, generator = load_generator(str(package))
+    plays_on_its_own(generator, package)
