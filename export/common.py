@@ -202,6 +202,23 @@ def finish_fit(phase: Phase, result: FitResult, **extra: Any) -> FitResult:
     return result
 
 
+def resume_loop(
+    restored: tuple[dict[str, Any], dict[str, Any]] | None, state: dict[str, Any], local: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], Callable[[], dict[str, Any]]]:
+    """A training loop's ``state`` (saved by rank 0) and ``local`` running sums (per rank), overlaid by
+    what :meth:`Phase.restore` gave a resumed run, and ``snapshot()``: the state with ``seconds``
+    counting the time trained before and since resuming (for :meth:`Phase.after_batch`)."""
+    if restored is not None:
+        state |= restored[0]
+        local |= restored[1]
+    started = time.perf_counter()
+
+    def snapshot() -> dict[str, Any]:
+        return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+
+    return state, local, snapshot
+
+
 def fit_windows(
     model: torch.nn.Module,
     windows: Batches,
@@ -274,13 +291,7 @@ def fit_windows(
             "stopped": False,
         }
         local = {"running": 0.0, "train_seconds": 0.0}
-        if restored is not None:
-            state |= restored[0]
-            local |= restored[1]
-        started = time.perf_counter()
-
-        def snapshot() -> dict[str, Any]:
-            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+        state, local, snapshot = resume_loop(restored, state, local)
 
         with progress(disable=not w.main) as bar:
             while state["epoch"] <= epochs and not state["stopped"]:

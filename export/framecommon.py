@@ -32,7 +32,7 @@ from export.common import PARITY_TOLERANCE as PARITY_TOLERANCE
 from export.common import FitResult as FitResult
 from export.common import check_parity as check_parity
 from export.common import export_graph as export_graph
-from export.common import finish_fit, finished_fit, load_checkpoint, log_written
+from export.common import finish_fit, finished_fit, load_checkpoint, log_written, resume_loop
 from export.common import sample_tunes as sample_tunes
 from export.common import save_checkpoint as save_checkpoint
 from export.common import session as session
@@ -117,13 +117,7 @@ def fit(
             "stopped": False,
         }
         local = {"running": 0.0, "count": 0}
-        if restored is not None:
-            state |= restored[0]
-            local |= restored[1]
-        started = time.perf_counter()
-
-        def snapshot() -> dict[str, Any]:
-            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+        state, local, snapshot = resume_loop(restored, state, local)
 
         while state["epoch"] <= epochs and not state["stopped"]:
             epoch = state["epoch"]

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, check_run, finish_fit, finished_fit
+from export.common import ConfigRecord, check_run, finish_fit, finished_fit, resume_loop
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -431,13 +431,7 @@ def train_gan(
             return done
         state: dict[str, Any] = {"epoch": 1, "batch": 0, "order": None, "step": 0, "history": [], "seconds": 0.0}
         local: dict[str, float] = {**dict.fromkeys(keys, 0.0), "batches": 0.0}
-        if restored is not None:
-            state |= restored[0]
-            local |= restored[1]
-        started = time.perf_counter()
-
-        def snapshot() -> dict[str, Any]:
-            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+        state, local, snapshot = resume_loop(restored, state, local)
 
         def noisy(batch: torch.Tensor) -> torch.Tensor:
             sd = config.noise_start + (config.noise_end - config.noise_start) * min(1.0, state["step"] / steps)

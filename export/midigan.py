@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, progress
+from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, progress, resume_loop
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -406,13 +406,7 @@ def _fit_gan(
             "stopped": False,
         }
         local = dict.fromkeys(("sum_d", "sum_g", "sum_real", "sum_fake"), 0.0)
-        if restored is not None:
-            state |= restored[0]
-            local |= restored[1]
-        started = time.perf_counter()
-
-        def snapshot() -> dict[str, Any]:
-            return {**state, "seconds": state["seconds"] + time.perf_counter() - started}
+        state, local, snapshot = resume_loop(restored, state, local)
 
         with progress(disable=not w.main) as bar:
             while state["epoch"] <= options.epochs and not state["stopped"]:
