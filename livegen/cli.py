@@ -143,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--yield-to", dest="yield_to", choices=["call-response", "accompany"], help="autonomous: mode when you play"
     )
     jam.add_argument(
-        "--takeover", type=float, dest="takeover_beats", help="autonomous: beats of your silence before it plays again"
+        "--takeover",
+        type=float,
+        dest="takeover_beats",
+        help="autonomous: beats of your silence before it plays again; a note held longer counts as released",
     )
     jam.add_argument(
         "--autosave", type=float, dest="autosave_seconds", metavar="S", help="rewrite the recording every S s"

@@ -116,3 +116,16 @@ def test_yields_to_a_performer_and_takes_over_after_their_silence():
 def test_settings_name_the_bad_value(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         AutonomousSettings(**kwargs)
+
+
+def test_a_note_never_released_yields_only_for_the_takeover_time():
+    _gen, planner = make([StepEvent(67, 480, 240), StepEvent(69, 480, 240)])
+    autonomous_generation = commits(run(planner, 0, 2000))[0].generation
+    planner.on_input(2000, (0x90, 72, 100))  # its note-off is lost
+    later = commits(run(planner, 2000, 12000))
+    assert not planner.yielded, "the model stayed silent behind a note that was never released"
+    # held 4 beats (the takeover time): released at 3920; a one-beat pause, a bar's answer, the model again
+    answer = [c for c in later if c.events[0].tick < 6360]
+    assert answer[0].events[0].tick == 4440
+    resumed = [c for c in later if c.generation not in (autonomous_generation, answer[0].generation)]
+    assert resumed and planner.responses == 1

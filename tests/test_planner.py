@@ -104,7 +104,7 @@ def test_performer_interrupting_withdraws_response_and_starts_new_phrase():
 
 
 def test_held_note_delays_response_until_release():
-    _, planner = make()
+    _, planner = make(settings=replace(SETTINGS, held_beats=16))  # held 4000 ticks, within the bound
     planner.on_input(0, (0x90, 60, 90))
     assert run(planner, 0, 4000) == []
     planner.on_input(4000, (0x90, 60, 0))  # note-on with velocity 0 is a release
@@ -133,3 +133,15 @@ def test_settings_reject_nonsense_with_clear_message():
         CallResponseSettings(silence_beats=0)
     with pytest.raises(ConfigError, match="beats per bar"):
         CallResponseSettings(beats_per_bar=0)
+
+
+def test_a_note_never_released_counts_as_released_after_the_held_bound():
+    # a keyboard that lost a note-off: the phrase ends held_beats (8) after the note-on
+    gen, planner = make()
+    planner.on_input(0, (0x90, 60, 90))
+    commits = [a for _, a in run(planner, 0, 8000) if isinstance(a, Commit)]
+    assert commits, "the model stayed silent behind a note that was never released"
+    assert min(e.tick for c in commits for e in c.events) == 8 * 480 + 2 * 480  # released at 3840, 2 beats' silence
+    assert gen.fed_events[0] == StepEvent(60, 0, 8 * 480, 90, bar_phase=0)
+    planner.on_input(8000, (0x80, 60, 0))  # the lost note-off arriving after all changes nothing
+    assert planner.responses == 1 and not planner.busy

@@ -13,7 +13,9 @@ Context: control (the planner's thread).
   sounding notes released) to an inner planner, call-and-response or
   accompaniment as the preset says, and takes over again when the performer has
   been silent for ``takeover_beats`` and the inner planner is done, continuing
-  from the state the exchange left.
+  from the state the exchange left. A note held longer than ``takeover_beats``
+  counts as released there (the inner planner hears its note-off at that bound):
+  a keyboard that lost a note-off must not end an installation.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class AutonomousPlanner:
         self._started = False
         self._inner: Planner | None = None
         self._last_performed = 0
+        self._held: dict[tuple[int, int], int] = {}  # (channel, pitch) -> note-on tick
         self._handovers = 0
         self.reseeds: list[Reseed] = []
 
@@ -135,6 +138,10 @@ class AutonomousPlanner:
         actions: list[Action] = []
         if kind in (NOTE_ON, NOTE_OFF):
             self._last_performed = tick
+            if kind == NOTE_ON and velocity > 0:
+                self._held[(data[0] & 0x0F, data[1])] = tick
+            else:
+                self._held.pop((data[0] & 0x0F, data[1]), None)
         if kind == NOTE_ON and velocity > 0 and self._inner is None:
             if self._generation:
                 actions.append(Withdraw(self._generation))
@@ -148,6 +155,11 @@ class AutonomousPlanner:
 
     def advance(self, now_tick: int) -> list[Action]:
         actions: list[Action] = []
+        for (channel, pitch), start in list(self._held.items()):
+            if now_tick - start >= self._takeover:  # its note-off was lost: released at the bound
+                del self._held[(channel, pitch)]
+                if self._inner is not None:
+                    actions += self._inner.on_input(start + self._takeover, (NOTE_OFF | channel, pitch, 0))
         if self._inner is not None:
             actions += self._inner.advance(now_tick)
             if self._inner.busy or now_tick - self._last_performed < self._takeover:
@@ -238,6 +250,7 @@ class AutonomousPlanner:
         if self._inner is not None:
             actions += self._inner.silence()
             self._inner = None
+        self._held.clear()
         self._started = False
         return actions
 

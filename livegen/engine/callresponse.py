@@ -3,7 +3,9 @@
 Context: control (the planner's thread).
 
 - A phrase is the notes the performer plays until nothing is held and
-  ``silence_beats`` have passed since the last release.
+  ``silence_beats`` have passed since the last release. A note held longer than
+  ``held_beats`` (a jam passes its takeover time, 8 beats by default) counts as
+  released at that bound: a keyboard that lost a note-off must not silence the model.
 - The response starts at the first grid point at or after that moment and lasts
   the live response length (:class:`~livegen.engine.live.LiveParams`); it continues
   the phrase from the state the phrase left in the generator. Its events are
@@ -41,6 +43,7 @@ class CallResponseSettings:
     lookahead_beats: float = 1.0
     channel: int = 0
     grid: int = SIXTEENTH
+    held_beats: float = 8.0
 
     def __post_init__(self) -> None:
         if not 0 < self.silence_beats <= 64:
@@ -51,6 +54,8 @@ class CallResponseSettings:
             raise ConfigError(f"lookahead {self.lookahead_beats} beats: expected more than 0 and at most 16")
         if not 0 <= self.channel <= 15:
             raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
+        if not 0 < self.held_beats <= 1024:
+            raise ConfigError(f"held note bound {self.held_beats} beats: expected more than 0 and at most 1024")
 
 
 @dataclass(slots=True)
@@ -82,6 +87,7 @@ class CallResponsePlanner:
         self.generations = generations or Generations()
         self._silence = round(self.settings.silence_beats * PPQN)
         self._lookahead = round(self.settings.lookahead_beats * PPQN)
+        self._held = round(self.settings.held_beats * PPQN)
         self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
         self._done: list[tuple[int, int, int, int]] = []  # heap of (start, pitch, end, velocity)
         self._last_onset: int | None = None
@@ -141,6 +147,9 @@ class CallResponsePlanner:
 
     def advance(self, now_tick: int) -> list[Action]:
         actions: list[Action] = []
+        for (channel, pitch), (start, _) in list(self._open.items()):
+            if now_tick - start >= self._held:  # its note-off was lost: released at the bound
+                self.on_input(start + self._held, (NOTE_OFF | channel, pitch, 0))
         if self._response is None and self._phrase_notes and not self._open:
             start = ceil_to_grid(self._last_release + self._silence, self.settings.grid)
             if now_tick >= start - self._lookahead:

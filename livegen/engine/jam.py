@@ -421,7 +421,10 @@ def make_conductor(
     def make_planner(mode: str) -> Planner:
         if mode == "call-response":
             settings = CallResponseSettings(
-                silence_beats=config.silence_beats, beats_per_bar=beats_per_bar, channel=config.model_channel
+                silence_beats=config.silence_beats,
+                beats_per_bar=beats_per_bar,
+                channel=config.model_channel,
+                held_beats=config.takeover_beats,
             )
             return CallResponsePlanner(model, live, rng, settings, generations)
         if mode == "accompany":
