@@ -58,6 +58,10 @@ class Tune:
     duration: np.ndarray  # float32 [n], beats
     #: uint8 [n] MIDI velocities where the source kept them (a prepared cache), else None.
     velocity: np.ndarray | None = None
+    #: Length of a bar in beats (quarter notes), from the source's first time signature (4 without one).
+    bar_beats: float = 4.0
+    #: Onset of the first full bar in beats (the length of a pickup bar; 0 without one).
+    downbeat: float = 0.0
 
     def __len__(self) -> int:
         return int(self.pitch.shape[0])
@@ -106,7 +110,9 @@ def _tune_from_music21(name: str, parse: Callable[[], Any], *, melody_only: bool
     from music21 import chord, note
 
     try:
-        flat = parse().stripTies().flatten().notes
+        score = parse()
+        bar_beats, downbeat = _metre(score)
+        flat = score.stripTies().flatten().notes
     except Exception as err:  # music21 raises many unrelated types on odd files
         log.debug("skipping %s: %s", name, err)
         return None
@@ -129,7 +135,22 @@ def _tune_from_music21(name: str, parse: Callable[[], Any], *, melody_only: bool
         pitch=arr[:, 0].astype(np.int16),
         onset=arr[:, 1].astype(np.float32),
         duration=arr[:, 2].astype(np.float32),
+        bar_beats=bar_beats,
+        downbeat=downbeat,
     )
+
+
+def _metre(score: Any) -> tuple[float, float]:
+    """(bar length, first downbeat) in beats of a music21 score: its first time signature, its pickup bar."""
+    from music21 import meter, stream
+
+    signature = next(iter(score.recurse().getElementsByClass(meter.TimeSignature)), None)
+    bar_beats = float(signature.barDuration.quarterLength) if signature is not None else 4.0
+    first = next(iter(score.recurse().getElementsByClass(stream.Measure)), None)
+    downbeat = 0.0
+    if first is not None and float(first.paddingLeft) > 0:
+        downbeat = float(first.duration.quarterLength)
+    return bar_beats, downbeat
 
 
 def _tune_from_abc(item: tuple[str, str]) -> Tune | None:
@@ -226,6 +247,8 @@ def _save(path: Path, tunes: Sequence[Tune]) -> None:
         pitch=np.concatenate([t.pitch for t in tunes]),
         onset=np.concatenate([t.onset for t in tunes]),
         duration=np.concatenate([t.duration for t in tunes]),
+        bar_beats=np.asarray([t.bar_beats for t in tunes], dtype=np.float32),
+        downbeat=np.asarray([t.downbeat for t in tunes], dtype=np.float32),
     )
     tmp.replace(path)
 
@@ -236,10 +259,19 @@ def _load(path: Path) -> list[Tune]:
     with np.load(path) as data:
         names, lengths = data["names"], data["lengths"]
         pitch, onset, duration = data["pitch"], data["onset"], data["duration"]
+        bar_beats = data["bar_beats"] if "bar_beats" in data else np.full(len(names), 4.0)
+        downbeat = data["downbeat"] if "downbeat" in data else np.zeros(len(names))
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     return [
-        Tune(name=str(name), pitch=pitch[a:b], onset=onset[a:b], duration=duration[a:b])
-        for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
+        Tune(
+            name=str(name),
+            pitch=pitch[a:b],
+            onset=onset[a:b],
+            duration=duration[a:b],
+            bar_beats=float(bar),
+            downbeat=float(down),
+        )
+        for name, a, b, bar, down in zip(names, bounds[:-1], bounds[1:], bar_beats, downbeat, strict=True)
     ]
 
 
@@ -402,8 +434,8 @@ def _cache_pieces(folder: Path, tracks: int, limit: int | None) -> list[MultiTun
 
 #: The corpora music21 ships: cache stem, the items to convert, the worker, what they are.
 _CORPORA: dict[str, tuple[str, Callable[[], list[Any]], Callable[[Any], Tune | None], str]] = {
-    "corpus:folk": ("folk-v1", lambda: list(_abc_tunes(FOLK_COLLECTIONS)), _tune_from_abc, "folk tunes"),
-    "corpus:bach": ("bach-v1", _bach_chorales, _tune_from_score, "Bach chorales"),
+    "corpus:folk": ("folk-v2", lambda: list(_abc_tunes(FOLK_COLLECTIONS)), _tune_from_abc, "folk tunes"),
+    "corpus:bach": ("bach-v2", _bach_chorales, _tune_from_score, "Bach chorales"),
 }
 
 
@@ -466,7 +498,7 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
 #: Corpora music21 ships, as several tracks per piece: cache stem, the items, the worker, what they are, the tracks.
 _PartCorpus = tuple[str, Callable[[], list[Any]], Callable[[Any], MultiTune | None], str, tuple[str, ...]]
 _PART_CORPORA: dict[str, _PartCorpus] = {
-    "corpus:bach": ("bach-satb-v1", _bach_chorales, _voices_from_score, "Bach chorales, four voices", SATB),
+    "corpus:bach": ("bach-satb-v2", _bach_chorales, _voices_from_score, "Bach chorales, four voices", SATB),
 }
 
 
