@@ -6,12 +6,16 @@ Reading merges all tracks into notes at livegen's resolution (:data:`PPQN`),
 pairs note-ons with note-offs first-in first-out per channel and pitch, and
 closes notes left open at the file's end. Every failure of the file itself is a
 :class:`~livegen.errors.MidiFileError` naming the file.
+
+mido holds every message of a file as an object, about 130 bytes of memory per
+byte of file, so a file over :data:`MAX_MIDI_BYTES` is refused before it is read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from io import BytesIO
 from pathlib import Path
 
 import mido
@@ -20,6 +24,9 @@ from livegen.errors import MidiFileError
 from livegen.music.atomic import write_atomically
 from livegen.music.events import Note, pair_notes
 from livegen.music.time import PPQN, TempoMap
+
+#: The largest MIDI file livegen reads (1 MiB: over 100 000 notes; about 140 MB of memory while read).
+MAX_MIDI_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +43,27 @@ class Song:
         return max((n.end for n in self.notes), default=0)
 
 
-def _load(path: Path) -> mido.MidiFile:
+def _load(path: Path, max_bytes: int) -> mido.MidiFile:
     if not path.exists():
         raise MidiFileError(f"{path}: no such MIDI file")
     if path.is_dir():
         raise MidiFileError(f"{path}: is a folder, expected a .mid file")
-    if path.stat().st_size == 0:
-        raise MidiFileError(f"{path}: the file is empty (0 bytes), expected a Standard MIDI File")
+    if not path.is_file():
+        raise MidiFileError(f"{path}: not a regular file (a device or a pipe), expected a .mid file")
+    too_big = f"expected a Standard MIDI File of at most {max_bytes} bytes ({max_bytes / 2**20:g} MiB)"
+    if path.stat().st_size > max_bytes:
+        raise MidiFileError(f"{path}: {path.stat().st_size} bytes is too large; {too_big}")
     try:
-        return mido.MidiFile(str(path), clip=True)
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)  # the file may have grown since stat()
+    except OSError as err:
+        raise MidiFileError(f"{path}: cannot read the MIDI file ({err.strerror or err})") from err
+    if not data:
+        raise MidiFileError(f"{path}: the file is empty (0 bytes), expected a Standard MIDI File")
+    if len(data) > max_bytes:
+        raise MidiFileError(f"{path}: more than {max_bytes} bytes is too large; {too_big}")
+    try:
+        return mido.MidiFile(file=BytesIO(data), clip=True)
     except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError, KeySignatureError and others
         reason = str(err) or type(err).__name__
         raise MidiFileError(
@@ -54,9 +73,9 @@ def _load(path: Path) -> mido.MidiFile:
 
 
 def read_midi(path: str | Path) -> Song:
-    """Read ``path`` into a :class:`Song`; raises :class:`MidiFileError` if it is not one."""
+    """Read ``path`` into a :class:`Song`; raises :class:`MidiFileError` if it is not one (or is too large)."""
     path = Path(path)
-    mid = _load(path)
+    mid = _load(path, MAX_MIDI_BYTES)
     if mid.type == 2:
         raise MidiFileError(f"{path}: MIDI file type 2 (independent sequences) is not supported; use type 0 or 1")
     src_ppq = mid.ticks_per_beat
