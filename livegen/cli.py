@@ -432,6 +432,8 @@ def _play(config: JamConfig) -> int:
         _say(f"livegen: note to new plan: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(ordered)} notes")
     if result.send_errors:
         _say(f"livegen: warning: {result.send_errors} message(s) could not be sent (a port or server went away)")
+    if result.write_errors:
+        _say(f"livegen: warning: {result.write_errors} write(s) of the recording failed and were tried again (see log)")
     if result.port_losses:
         _say(
             f"livegen: warning: MIDI ports went away {result.port_losses} time(s) and played again "

@@ -324,6 +324,13 @@ class Vitals:
             "Inference workers started again after a crash or a hang.",
             [({}, self.counter("restarts"))],
         )
+        out.family(
+            "livegen_recording_write_errors_total",
+            "counter",
+            "Writes of the recording that failed (an autosave, a part, a take, the WAV; a full disk): "
+            "the MIDI not written stays in memory and is tried again, the WAV stops.",
+            [({}, self.counter("write_errors"))],
+        )
         errors = sum(int(getattr(o, "errors", 0)) for group in self.scheduler.groups for o in group)
         out.family(
             "livegen_send_errors_total",

@@ -49,6 +49,7 @@ from livegen.engine.swap import SwappableGenerator
 from livegen.engine.worker import PlannerWorker
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
+from livegen.io.destination import check_destination, fallback_folders, prepare_destination
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder, RollingRecording
 from livegen.io.synth_render import WAV_MAX_MINUTES, WavStream
@@ -219,6 +220,7 @@ class JamResult:
     reconnects: int = 0  # MIDI ports that played again after going away
     parts: list[Path] = field(default_factory=list)  # every part of a recording longer than one part, in order
     carried: dict[str, int] = field(default_factory=dict)  # per track: notes held across a part's end, begun again
+    write_errors: int = 0  # writes of the recording or the WAV that failed (a full disk), each counted
 
 
 def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
@@ -492,6 +494,11 @@ def run_jam(
 
     stop = stop or threading.Event()
     warnings: list[str] = []
+    midi_path = (config.record or config.out_dir / f"jam-{time.strftime('%Y%m%d-%H%M%S')}.mid").resolve()
+    if config.record:  # checked before anything plays
+        prepare_destination(midi_path, option="--record")
+    else:
+        prepare_destination(midi_path, option="--out-dir", shown=midi_path.parent)
     generator: StepGenerator | None = None
     if config.worker:  # the worker loads the model; here only the manifest is read
         package = read_package(resolve_package(config.model))
@@ -574,8 +581,6 @@ def run_jam(
             stack.callback(clock.close)
         scheduler = Scheduler([model_outputs, echo_outputs, clock_outputs], tick_of=clock.ns_to_tick)
         echo_channel = config.echo_channel if echo and (echo_outputs or offline_synth) else None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        midi_path = (config.record or config.out_dir / f"jam-{stamp}.mid").resolve()
         recorder = RollingRecording(
             midi_path,
             tempo,
@@ -587,6 +592,7 @@ def run_jam(
         wav = None
         wav_start_ns = clock.start_ns if isinstance(clock, InternalClock) else 0  # followed clocks: at the start
         if offline_synth:
+            check_destination(midi_path.with_suffix(".wav"), option="the synth's WAV")
             wav = WavStream(
                 midi_path.with_suffix(".wav"), soundfont=config.soundfont, max_seconds=config.wav_minutes * 60
             )
@@ -602,8 +608,8 @@ def run_jam(
 
         def save_take() -> None:  # control thread
             path = midi_path.with_name(f"{midi_path.stem}-take{len(takes) + 1}.mid")
-            recorder.save(path, tempo, beats_per_bar=beats_per_bar)
-            takes.append(path)
+            if recorder.save_copy(path) is not None:  # a take that cannot be written is logged and counted
+                takes.append(path)
 
         engine = Engine(
             conductor,
@@ -671,7 +677,7 @@ def run_jam(
                 scheduler,
                 host=config.health_host,
                 port=config.health_port,
-                sources=(engine, conductor, keeper),
+                sources=(engine, conductor, keeper, recorder, wav),
                 synth=live_synth,
                 model=model_identity(package.folder),
                 model_source=conductor,
@@ -700,7 +706,7 @@ def run_jam(
             if next_save is not None and time.monotonic() >= next_save:
                 assert autosave_every is not None
                 engine.collect_sent()
-                recorder.write()  # the part being played
+                recorder.autosave()  # the part being played; on failure it stays in memory
                 next_save = time.monotonic() + autosave_every
             if wav is not None:
                 wav.render_until(time.perf_counter_ns() - wav_start_ns)
@@ -723,7 +729,9 @@ def run_jam(
                     conductor.close()
                 if live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
-        result = _write_files(recorder, wav)
+        result = _write_files(recorder, wav, warnings)
+        if wav is not None and wav.failed:
+            warnings.append(f"{wav.failed}; the MIDI recording holds the whole jam")
         if wav is not None and wav.capped:
             warnings.append(
                 f"the WAV holds the first {config.wav_minutes:g} minutes (--wav-minutes); "
@@ -762,9 +770,12 @@ def part_ticks(minutes: float, tempo: TempoMap) -> int:
     return max(1, round(minutes * 60e9 * PPQN / (tempo.changes[0][1] * 1000)))
 
 
-def _write_files(recorder: RollingRecording, wav: WavStream | None) -> JamResult:
-    """Write the part being played and finish the WAV (the jam's end)."""
-    midi_path = recorder.write()
+def _write_files(recorder: RollingRecording, wav: WavStream | None, warnings: list[str]) -> JamResult:
+    """Write the part being played (to a fallback folder if it must: ``warnings`` says so) and
+    finish the WAV (the jam's end)."""
+    midi_path, problem = recorder.write_last(fallbacks=fallback_folders())
+    if problem is not None:
+        warnings.append(problem)
     wav_path = wav.close() if wav is not None else None
     return JamResult(
         midi_path=midi_path,
@@ -776,6 +787,7 @@ def _write_files(recorder: RollingRecording, wav: WavStream | None) -> JamResult
         outputs=[],
         parts=[*recorder.parts, midi_path] if recorder.parts else [],
         carried=dict(recorder.carried_by_track),
+        write_errors=recorder.write_errors + (wav.write_errors if wav is not None else 0),
     )
 
 

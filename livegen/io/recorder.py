@@ -29,7 +29,14 @@ part ends, and why nothing is lost across the cut:
   ``NAME-part001.mid`` and that file is removed (after the part is on disk); the part being
   played is then ``NAME-part002.mid``, and so on.
 - A part that cannot be written (a full disk) stays in memory and is tried again a bar
-  later, with a warning in the log: a recording is never dropped to keep memory bounded.
+  later: a recording is never dropped to keep memory bounded. So does an autosave that
+  fails (:meth:`RollingRecording.autosave`): tried again at the next one. Each failure is
+  counted in ``write_errors`` (the health endpoint's
+  ``livegen_recording_write_errors_total``); the log warns at the first, at most once a
+  minute while they go on, and when a write succeeds again.
+- The jam's last write (:meth:`RollingRecording.write_last`) is tried three times, a
+  quarter of a second apart; then the recording goes to the first fallback folder that
+  takes it (:func:`livegen.io.destination.fallback_folders`), and the jam says where.
 
 What is held is one part and a few bars of the next, so memory follows the part length,
 not the performance's. The part length also bounds the work of writing one: a 15-minute
@@ -42,11 +49,14 @@ times that, on the control thread (autosaves write the part being played, too). 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from livegen.errors import LivegenError
+from livegen.errors import LivegenError, MidiFileError
 from livegen.music.events import NOTE_OFF, NOTE_ON, Note, pair_notes
 from livegen.music.midifile import write_midi
 from livegen.music.time import PPQN, TempoMap
@@ -54,6 +64,12 @@ from livegen.music.time import PPQN, TempoMap
 log = logging.getLogger(__name__)
 
 Message = tuple[int, tuple[int, ...]]
+
+#: While writes keep failing, the log repeats its warning at most this often, seconds.
+WARN_EVERY_S = 60.0
+#: The jam's last write: tries where the recording belongs, and the seconds between them.
+LAST_TRIES = 3
+LAST_WAIT_S = 0.25
 
 
 class MidiRecorder:
@@ -127,6 +143,10 @@ class RollingRecording(MidiRecorder):
         self.carried_by_track: dict[str, int] = dict.fromkeys(tracks, 0)
         self._done: dict[str, int] = dict.fromkeys(tracks, 0)  # notes in written parts, less those carried
         self._retry_at: int | None = None
+        self.write_errors = 0  # writes that failed (autosaves, parts, takes, the last write), for /metrics
+        self._failing = 0  # failures since the last write that succeeded
+        self._warned_at = 0.0
+        self._why = ""  # why the latest write failed
         # the start ticks of the notes sounding now, per (track, channel, pitch), first in first out
         self._open: dict[tuple[str, int, int], deque[int]] = {}
 
@@ -169,6 +189,73 @@ class RollingRecording(MidiRecorder):
         """Write the part being played, as far as it goes (atomically); the file's path."""
         return self.save(self.current_path, self.tempo, beats_per_bar=self.beats_per_bar)
 
+    def autosave(self) -> Path | None:
+        """:meth:`write`, or None when it fails: the failure is logged and counted, and what is
+        held stays in memory for the next try."""
+        return self._attempt(self.current_path, self.write)
+
+    def save_copy(self, path: Path) -> Path | None:
+        """Write what is held to ``path`` (a take), or None when it fails (logged and counted)."""
+        return self._attempt(path, lambda: self.save(path, self.tempo, beats_per_bar=self.beats_per_bar))
+
+    def write_last(
+        self,
+        *,
+        fallbacks: Iterable[Path],
+        tries: int = LAST_TRIES,
+        wait_s: float = LAST_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> tuple[Path, str | None]:
+        """Write the part being played at the jam's end: (its path, None); after ``tries`` failures
+        ``wait_s`` apart, into the first of ``fallbacks`` that takes it: (that path, a sentence
+        saying where it could not go and where it went).
+
+        Raises :class:`MidiFileError` naming every place tried when none takes it; what is held
+        stays in memory.
+        """
+        target = self.current_path
+        for attempt in range(tries):
+            if attempt:
+                sleep(wait_s)
+            written = self._attempt(target, self.write)
+            if written is not None:
+                return written, None
+        why = self._why
+        refused = [f"{target} ({why})"]
+        for folder in fallbacks:
+            written = self.save_copy(_free_name(folder, target.name))
+            if written is not None:
+                problem = f"could not write the recording to {target} after {tries} tries ({why}); it is in {written}"
+                log.warning("%s", problem)
+                return written, problem
+            refused.append(f"{folder} ({self._why})")
+        raise MidiFileError(f"the recording could not be written to {'; nor to '.join(refused)}; it is lost")
+
+    def _attempt(self, path: Path, write: Callable[[], Path]) -> Path | None:
+        try:
+            written = write()
+        except (OSError, LivegenError) as err:
+            self._failed(path, err)
+            return None
+        if self._failing:
+            log.warning("%s written, after %d failed tries", written, self._failing)
+            self._failing = 0
+        return written
+
+    def _failed(self, path: Path, err: BaseException) -> None:
+        self.write_errors += 1
+        self._failing += 1
+        self._why = _reason(err)
+        now = time.monotonic()
+        if self._failing == 1 or now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "%s not written (%s; %d failed tries); the recording stays in memory and is tried again",
+                path,
+                self._why,
+                self._failing,
+            )
+
     def keep_up(self, now_tick: int) -> None:
         """Write and forget every part that is over at ``now_tick``: it ended ``lag_ticks`` ago and
         its notes have ended, or it ended ``hold_ticks`` ago."""
@@ -178,11 +265,8 @@ class RollingRecording(MidiRecorder):
                 return
             if self._retry_at is not None and now_tick < self._retry_at:
                 return
-            try:
-                self.cut(self.start + self.part_ticks, now_tick)
-            except (OSError, LivegenError) as err:
+            if self._attempt(self.part_path(self.number), partial(self.cut, boundary, now_tick)) is None:
                 self._retry_at = now_tick + self.beats_per_bar * PPQN
-                log.warning("recording part %d not written yet (%s); kept in memory, trying again", self.number, err)
                 return
             self._retry_at = None
 
@@ -226,6 +310,24 @@ class RollingRecording(MidiRecorder):
             except OSError as err:
                 log.warning("%s: could not remove it after writing %s (%s)", self.path, path, err)
         return path
+
+
+def _reason(err: BaseException) -> str:
+    """What the file system said (``No space left on device``), else the error's message."""
+    for cause in (err, err.__cause__):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    return str(err)
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """``folder / name``, or ``STEM-2.SUFFIX``, ``-3``... when a file has that name (an earlier rescue)."""
+    path = folder / name
+    number = 1
+    while path.exists() or path.is_symlink():
+        number += 1
+        path = folder / f"{Path(name).stem}-{number}{Path(name).suffix}"
+    return path
 
 
 def _split(messages: list[Message], boundary: int, at: int) -> tuple[list[Note], list[Message], int]:

@@ -389,7 +389,10 @@ class WavStream:
     leaves every block written so far, readable. ``max_seconds`` caps its length (a WAV
     holds at most :data:`WAV_MAX_MINUTES` minutes): at the cap the file is finished,
     the synth is closed, a warning is logged, and later events are only counted in
-    ``dropped``; ``capped`` says so.
+    ``dropped``; ``capped`` says so. A block that cannot be written (a full disk) ends the
+    file the same way, keeping what was written before it: ``failed`` says where and why,
+    ``write_errors`` counts it, and the performance plays on (its MIDI recording holds
+    every note).
     """
 
     def __init__(
@@ -424,6 +427,8 @@ class WavStream:
         self.late = 0  # events pushed for a frame already written (applied at the next block)
         self.dropped = 0  # events past the cap
         self.capped = False
+        self.failed: str | None = None  # why the WAV stopped early, naming the file
+        self.write_errors = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._raw: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 (close() closes it)
@@ -474,8 +479,13 @@ class WavStream:
         while renderer.position < frame:
             n = min(len(block), frame - renderer.position)
             renderer.render_block(block, n)
-            out.writeframes(_pcm16(block[:n]))
-        self.frames, self.late = renderer.position, renderer.late
+            try:
+                out.writeframes(_pcm16(block[:n]))
+            except OSError as err:
+                self._give_up(err)
+                return
+            self.frames = renderer.position
+        self.late = renderer.late
         if self._limit is not None and renderer.position >= self._limit:
             self.capped = True
             log.warning(
@@ -483,14 +493,31 @@ class WavStream:
                 self.path,
                 self._limit / self.samplerate / 60,
             )
-            self._finish()
+            self._end()
 
     def close(self) -> Path:
         """Render to the last event plus the tail (within the cap), finish the file; its path."""
         if self._renderer is not None:
             self._render_to(self._last + 1 + self._tail)
-        self._finish()
+        self._end()
         return self.path
+
+    def _end(self) -> None:
+        try:
+            self._finish()
+        except OSError as err:  # the last samples or sizes did not reach the disk
+            self._give_up(err)
+
+    def _give_up(self, err: OSError) -> None:
+        """A block could not be written: end the file with what it holds, and say so once."""
+        self.write_errors += 1
+        seconds = self.frames / self.samplerate
+        self.failed = f"{self.path}: cannot write the WAV ({err.strerror or err}); it stops after {seconds:.1f} s"
+        log.warning("%s; the MIDI recording goes on", self.failed)
+        try:
+            self._finish()
+        except OSError as again:  # the header's last sizes may not reach the disk either
+            log.debug("%s: finishing the WAV: %s", self.path, again)
 
     def _finish(self) -> None:
         wav, raw, renderer = self._wave, self._raw, self._renderer
@@ -502,10 +529,12 @@ class WavStream:
                 raw.flush()
                 os.fsync(raw.fileno())
         finally:
-            if raw is not None:
-                raw.close()
-            if renderer is not None:
-                renderer.close()
+            try:
+                if raw is not None:
+                    raw.close()
+            finally:
+                if renderer is not None:
+                    renderer.close()
 
     def __enter__(self) -> WavStream:
         return self

@@ -21,27 +21,59 @@ in one step when both are in the same folder):
 
 A reader, a crash or ``kill -9`` at any moment sees the old file or the new one, never
 half of one. Only ``kill -9`` (or a power cut) in the middle of step 2 can leave a
-temporary file behind; it is hidden (a dot name) and never read.
+temporary file behind; it is hidden (a dot name) and never read, and
+:func:`remove_stale_temporaries` removes it at the next start. A writer holds an
+``flock`` on its temporary file from creation to rename, so the cleanup tells a file
+whose writer died (no lock) from one being written now (locked), whichever process
+writes it; a writer whose fresh file was removed before it took the lock (it has no
+name left) starts again with another name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no flock; stale temporaries are told by their age
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
 #: How many random temporary names are tried before giving up (each is new with
 #: overwhelming probability; a clash only means another writer is at work).
 _NAME_TRIES = 64
+#: The names :func:`write_atomically` gives its temporary files, and only those.
+TEMPORARY_NAME = re.compile(r"\A\..+\.[0-9a-f]{8}\.tmp\Z", re.DOTALL)
+#: Without ``flock``, a temporary file untouched this long (seconds) has no writer left.
+STALE_WITHOUT_LOCK_S = 3600.0
 
 
 def _temporary_name(target: Path) -> Path:
     """A fresh hidden temporary name beside ``target`` (``.NAME.<8 random characters>.tmp``)."""
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _hold(fd: int) -> bool:
+    """Lock the new temporary file open on ``fd`` for its writer; False when it lost its name
+    meanwhile (a cleanup took it for a dead writer's)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a file system without flock: write on, unlocked
+        return True
+    return os.fstat(fd).st_nlink > 0
 
 
 def write_atomically(
@@ -73,6 +105,9 @@ def write_atomically(
         try:
             fd = os.open(temp, flags, mode)
         except FileExistsError:
+            continue
+        if not _hold(fd):
+            os.close(fd)
             continue
         break
     else:
@@ -117,5 +152,56 @@ def sync_folder(folder: Path) -> None:
         os.fsync(fd)
     except OSError:
         pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that writes killed half-way left in ``folder``; how many.
+
+    Only regular files named like :func:`write_atomically`'s temporaries
+    (``.NAME.<8 hex digits>.tmp``) and locked by no writer are removed (without ``flock``:
+    untouched for :data:`STALE_WITHOUT_LOCK_S`); a file being written now, by this process
+    or another, stays. Nothing else in the folder is touched, and a file that cannot be
+    checked is left. Context: setup (a jam's start).
+    """
+    folder = Path(folder)
+    try:
+        entries = [e for e in os.scandir(folder) if TEMPORARY_NAME.match(e.name)]
+    except OSError:  # no folder yet (nothing to clean) or one we cannot list
+        return 0
+    removed = 0
+    for entry in entries:
+        try:
+            if _remove_if_stale(Path(entry.path)):
+                removed += 1
+        except OSError as err:
+            log.debug("%s: left as it is (%s)", entry.path, err)
+    if removed:
+        sync_folder(folder)
+    return removed
+
+
+def _remove_if_stale(path: Path) -> bool:
+    seen = os.lstat(path)
+    if not stat.S_ISREG(seen.st_mode):
+        return False
+    if fcntl is None:
+        if time.time() - seen.st_mtime < STALE_WITHOUT_LOCK_S:
+            return False
+        os.unlink(path)
+        return True
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC)
+    try:
+        if not os.path.samestat(os.fstat(fd), seen):
+            return False  # replaced since it was listed: look at it next time
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False  # its writer holds it: a write in progress
+            raise
+        os.unlink(path)  # under the lock: its writer, if it just made it, sees no name and starts again
+        return True
     finally:
         os.close(fd)
