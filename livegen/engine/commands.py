@@ -2,8 +2,10 @@
 
 Context: :class:`CommandReader` reads on its own daemon thread and only posts
 :class:`~livegen.engine.controls.ControlChange` objects to the conductor, which
-applies them on the control thread. A line it cannot read is answered on stderr
-with what is accepted; the jam goes on.
+applies them on the control thread. A line it cannot read, or a value outside what
+the command line accepts (checked here by :meth:`LiveParams.check`, the same check
+as the command line's), is answered on stderr with what is wrong and what is
+accepted; nothing is posted and the jam goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from livegen.engine.controls import ControlChange
+from livegen.engine.controls import CONTROL_MODES, ControlChange
+from livegen.engine.live import LiveParams
 from livegen.errors import ConfigError
 
 HELP = (
@@ -23,8 +26,12 @@ HELP = (
 _NUMBERS = {"temperature": "temperature", "top-p": "top_p", "top_p": "top_p", "density": "density"}
 
 
-def parse_command(line: str) -> ControlChange | str | None:
-    """One typed line -> a control change, ``"quit"``, or None for a blank line."""
+def parse_command(line: str, live: LiveParams, modes: tuple[str, ...] = CONTROL_MODES) -> ControlChange | str | None:
+    """One typed line -> a control change, ``"quit"``, or None for a blank line.
+
+    Raises :class:`ConfigError` saying what is wrong and what is accepted: an unknown
+    command, a mode not in ``modes``, a value outside ``live``'s ranges.
+    """
     words = line.split()
     if not words:
         return None
@@ -33,36 +40,62 @@ def parse_command(line: str) -> ControlChange | str | None:
         return "quit"
     if verb in ("panic", "take", "record") and not args:
         return ControlChange("panic" if verb == "panic" else "record", True)
-    if verb in ("mode", "model") and len(args) == 1:
-        return ControlChange(verb, args[0])
+    if verb == "mode" and len(args) == 1:
+        if args[0] not in modes:
+            raise ConfigError(f"mode {args[0]!r}: expected one of {', '.join(modes)}")
+        return ControlChange("mode", args[0])
+    if verb == "model" and len(args) == 1:
+        return ControlChange("model", args[0])
     if verb in _NUMBERS and len(args) == 1:
         try:
-            return ControlChange(_NUMBERS[verb], float(args[0]))
+            value = float(args[0])
         except ValueError:
             raise ConfigError(f"{verb} {args[0]!r}: expected a number") from None
-    if verb in ("bars", "response-bars") and len(args) == 1 and args[0].isdigit():
-        return ControlChange("response_bars", int(args[0]))
+        name = _NUMBERS[verb]
+        return ControlChange(name, live.check(name, value, verb))
+    if verb in ("bars", "response-bars") and len(args) == 1:
+        try:
+            bars = int(args[0])
+        except ValueError:
+            raise ConfigError(f"{verb} {args[0]!r}: expected a whole number of bars") from None
+        return ControlChange("response_bars", int(live.check("response_bars", bars, verb)))
     raise ConfigError(f"command {line.strip()!r} not understood; {HELP}")
 
 
 class CommandReader:
-    """Reads typed commands from ``stream`` and posts them; ``quit`` calls ``on_quit``."""
+    """Reads typed commands from ``stream`` and posts them; ``quit`` calls ``on_quit``.
+
+    ``live`` gives the ranges a value is checked against (it is only read: the ranges
+    do not change during a jam).
+    """
 
     def __init__(
-        self, post: Callable[[ControlChange], None], on_quit: Callable[[], None], stream: TextIO | None = None
+        self,
+        post: Callable[[ControlChange], None],
+        on_quit: Callable[[], None],
+        live: LiveParams,
+        stream: TextIO | None = None,
+        *,
+        modes: tuple[str, ...] = CONTROL_MODES,
     ) -> None:
         self.post = post
         self.on_quit = on_quit
+        self.live = live
+        self.modes = modes
         self.stream = stream if stream is not None else sys.stdin
         self._thread = threading.Thread(target=self._run, name="livegen-commands", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the stream has ended (tests, a piped script)."""
+        self._thread.join(timeout)
+
     def _run(self) -> None:  # the reader thread
         for line in self.stream:
             try:
-                command = parse_command(line)
+                command = parse_command(line, self.live, self.modes)
             except ConfigError as err:
                 print(f"livegen: {err}", file=sys.stderr, flush=True)
                 continue

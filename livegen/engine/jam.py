@@ -40,7 +40,15 @@ from livegen.engine.conductor import Conductor
 from livegen.engine.controls import ControlMap
 from livegen.engine.health import DEFAULT_HOST, check_health_address, model_identity, supervise
 from livegen.engine.keyfollow import KeyFollower
-from livegen.engine.live import Generations, LiveParams
+from livegen.engine.live import (
+    DENSITY_RANGE,
+    RESPONSE_BARS_RANGE,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+    Generations,
+    LiveParams,
+    check_live,
+)
 from livegen.engine.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, check_log_file
 from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler, Sent
@@ -137,10 +145,8 @@ class JamConfig:
             raise ConfigError(f"--clock {self.clock!r}: expected one of {', '.join(CLOCKS)}")
         if self.tempo is not None and not 20 <= self.tempo <= 400:
             raise ConfigError(f"--tempo {self.tempo}: expected 20 to 400 BPM")
-        if not 1 <= self.bars <= 256:
-            raise ConfigError(f"--bars {self.bars}: expected 1 to 256")
-        if not 0.25 <= self.density <= 4:
-            raise ConfigError(f"--density {self.density}: expected 0.25 to 4 (a multiplier of notes per beat)")
+        check_live("response_bars", self.bars, RESPONSE_BARS_RANGE, "--bars")
+        check_live("density", self.density, DENSITY_RANGE, "--density")
         if self.autosave_seconds is not None and not self.autosave_seconds >= 1:
             raise ConfigError(f"--autosave {self.autosave_seconds}: expected at least 1 second")
         if not 0 < self.part_minutes <= 1440:
@@ -242,6 +248,15 @@ def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[Model
     return package, generator
 
 
+def sampling_ranges(package: ModelPackage) -> dict[str, tuple[float, float]]:
+    """What ``temperature`` and ``top_p`` may be: the package's ranges, else livegen's."""
+    specs = package.manifest.parameters
+    return {
+        name: (specs[name].min, specs[name].max) if name in specs else default
+        for name, default in (("temperature", TEMPERATURE_RANGE), ("top_p", TOP_P_RANGE))
+    }
+
+
 def sampling_params(
     package: ModelPackage,
     temperature: float | None,
@@ -253,15 +268,14 @@ def sampling_params(
 ) -> SamplingParams:
     """Sampling parameters: the package's defaults, overridden by what the performer gave."""
     specs = package.manifest.parameters
+    ranges = sampling_ranges(package)
     values: dict[str, float] = {}
     for name, given in (("temperature", temperature), ("top_p", top_p)):
         spec = specs.get(name)
         if given is None:
             values[name] = spec.default if spec else float(getattr(SamplingParams(), name))
-        elif spec and not spec.min <= given <= spec.max:
-            raise ConfigError(f"--{name.replace('_', '-')} {given}: {package.name} accepts {spec.min} to {spec.max}")
         else:
-            values[name] = given
+            values[name] = check_live(name, given, ranges[name], f"--{name.replace('_', '-')}")
     root, scale = parse_key(key) if key else (0, "chromatic")
     low, high = parse_pitch_range(pitch_range) if pitch_range else (0, 127)
     if candidates is not None and not 1 <= candidates <= 64:
@@ -372,14 +386,14 @@ def live_params(config: JamConfig, package: ModelPackage) -> LiveParams:
         pitch_range=config.pitch_range,
         candidates=config.candidates,
     )
-    specs = package.manifest.parameters
+    ranges = sampling_ranges(package)
     return LiveParams(
         sampling=params,
         density=config.density,
         response_bars=config.bars,
         transpose=parse_transpose(config.transpose) or 0,
-        temperature_range=(specs["temperature"].min, specs["temperature"].max) if "temperature" in specs else (0.05, 4),
-        top_p_range=(specs["top_p"].min, specs["top_p"].max) if "top_p" in specs else (0.05, 1.0),
+        temperature_range=ranges["temperature"],
+        top_p_range=ranges["top_p"],
     )
 
 
@@ -685,7 +699,7 @@ def run_jam(
             )
         )
         if config.commands or (config.commands is None and sys.stdin is not None and sys.stdin.isatty()):
-            CommandReader(conductor.post, stop.set).start()
+            CommandReader(conductor.post, stop.set, live, modes=MODES).start()
         # The scheduler and the audio callback need the GIL within a millisecond; Python's
         # default switch interval (5 ms) lets the control thread hold it longer than a block.
         switch_interval = sys.getswitchinterval()

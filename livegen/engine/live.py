@@ -18,6 +18,29 @@ from livegen.models.sampling import SamplingParams
 DENSITY_RANGE = (0.25, 4.0)
 #: Response (and accompaniment tail) length bounds, bars.
 RESPONSE_BARS_RANGE = (1, 256)
+#: Sampling bounds for a model whose manifest gives none.
+TEMPERATURE_RANGE = (0.05, 4.0)
+TOP_P_RANGE = (0.05, 1.0)
+#: What each range counts, for messages.
+_UNITS = {
+    "temperature": " (what the model accepts)",
+    "top_p": " (what the model accepts)",
+    "density": " (a multiplier of notes per beat)",
+    "response_bars": " bars",
+}
+
+
+def check_live(name: str, value: float, accepted: tuple[float, float], option: str | None = None) -> float:
+    """Refuse a live parameter's value outside ``accepted`` (nan included), naming ``option``.
+
+    The command line, a preset and a typed command refuse a value with these words;
+    ``option`` is how the user spelled the parameter (``--density``; default ``density``).
+    """
+    low, high = accepted
+    if not low <= value <= high:
+        spelled = option or name.replace("_", "-")
+        raise ConfigError(f"{spelled} {value:g}: expected {low:g} to {high:g}{_UNITS.get(name, '')}")
+    return value
 
 
 #: Notes a planner places at one onset before it moves on a step: a model proposing
@@ -33,15 +56,31 @@ class LiveParams:
     density: float = 1.0
     response_bars: int = 4
     transpose: int = 0  # semitones added to the model's pitches (and taken from the performer's it hears)
-    temperature_range: tuple[float, float] = (0.05, 4.0)
-    top_p_range: tuple[float, float] = (0.05, 1.0)
+    temperature_range: tuple[float, float] = TEMPERATURE_RANGE
+    top_p_range: tuple[float, float] = TOP_P_RANGE
 
     def __post_init__(self) -> None:
         self.set("density", self.density)
         self.set("response_bars", self.response_bars)
 
+    def accepted(self, name: str) -> tuple[float, float]:
+        """The range of a numeric parameter (the model's own for temperature and top_p)."""
+        ranges = {
+            "temperature": self.temperature_range,
+            "top_p": self.top_p_range,
+            "density": DENSITY_RANGE,
+            "response_bars": RESPONSE_BARS_RANGE,
+        }
+        if name not in ranges:
+            raise ConfigError(f"live parameter {name!r}: expected temperature, top_p, density or response_bars")
+        return ranges[name]
+
+    def check(self, name: str, value: float, option: str | None = None) -> float:
+        """Refuse ``value`` outside the parameter's range (a typed command), as the command line does."""
+        return check_live(name, value, self.accepted(name), option)
+
     def set(self, name: str, value: float) -> float:
-        """Set one numeric parameter, clamped to what the model accepts; returns the value set."""
+        """Set one numeric parameter, clamped to its range (a knob's scale may pass it); returns the value set."""
         if name == "temperature":
             low, high = self.temperature_range
             value = min(high, max(low, float(value)))
