@@ -214,6 +214,27 @@ def test_a_wav_that_cannot_be_written_stops_and_the_jam_goes_on(tmp_path: Path, 
         assert reader.getnframes() == 9600
 
 
+def test_a_wav_on_a_disk_without_a_free_inode_is_not_started_and_the_jam_goes_on(tmp_path: Path):
+    from livegen.io.soundfont import SoundFontNotFoundError, find_soundfont
+    from livegen.io.synth_render import WavStream
+
+    try:
+        soundfont = find_soundfont(None)
+        import fluidsynth  # noqa: F401
+    except (SoundFontNotFoundError, ImportError, OSError) as err:
+        pytest.skip(f"built-in synth unavailable here: {err}")
+    folder = tmp_path / "no-inodes"
+    _mount_tmpfs(folder, "nr_inodes=1")  # the folder itself takes the only inode: no file can be made
+    try:
+        stream = WavStream(folder / "jam.wav", soundfont=soundfont)  # no exception: the jam plays on
+        stream.push(0, (ON, 60, 100))
+        stream.render_until(3_000_000_000)
+        assert stream.close() == folder / "jam.wav"
+    finally:
+        _unmount(folder)
+    assert stream.write_errors == 1 and stream.failed is not None and "No space left on device" in stream.failed
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     return tmp_path / "state"

@@ -82,7 +82,9 @@ def check_destination(path: Path, *, option: str, shown: Path | None = None) -> 
         os.unlink(probe)
     except OSError as err:
         if err.errno in FULL:
-            log.warning("%s: the disk is full (%s); the recording waits in memory until it has room", folder, err)
+            log.warning(
+                "%s: the disk is full (%s); the recording waits in memory until it has room", folder, err.strerror
+            )
             return
         raise _refused(option, shown or path, folder, err) from err
 

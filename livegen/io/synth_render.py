@@ -45,6 +45,7 @@ per call, so this module declares ``fluid_synth_write_float`` itself with ctypes
 from __future__ import annotations
 
 import ctypes
+import errno
 import heapq
 import logging
 import os
@@ -429,14 +430,21 @@ class WavStream:
         self.capped = False
         self.failed: str | None = None  # why the WAV stopped early, naming the file
         self.write_errors = 0
+        self._raw: BinaryIO | None = None
+        self._wave: wave.Wave_write | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._raw: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 (close() closes it)
-            self._wave: wave.Wave_write | None = wave.open(self._raw, "wb")  # noqa: SIM115
+            self._raw = open(self.path, "wb")  # noqa: SIM115 (close() closes it)
+            self._wave = wave.open(self._raw, "wb")  # noqa: SIM115
             self._wave.setnchannels(2)
             self._wave.setsampwidth(2)
             self._wave.setframerate(samplerate)
             self._wave.writeframes(b"")  # the header, saying 0 frames, before any sample
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._renderer.close()
+                raise
+            self._give_up(err)  # a full disk (no free inode): no WAV, the performance plays on
         except BaseException:
             self._renderer.close()
             raise
