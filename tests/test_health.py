@@ -4,10 +4,12 @@ values the engine holds, nothing but loopback is served, and a running jam answe
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -358,3 +360,20 @@ def test_a_running_jam_answers_healthz_and_metrics(tmp_path):
     assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.2.0"), ("sha256", sha)))] == 1
     with pytest.raises(urllib.error.URLError):  # the port is released when the jam ends
         urllib.request.urlopen(url + "/healthz", timeout=2)
+
+
+def test_aborted_connections_log_one_line_not_a_traceback(rig, capfd, caplog):
+    server = rig[5]
+    caplog.set_level(logging.INFO, logger="livegen.engine.health")
+    for i in range(32):  # a slow-connection run: clients that reset mid-request
+        client = socket.create_connection((server.host, server.port))
+        client.sendall(b"GET /metrics HTTP/1.0\r\n" if i % 2 else b"GET /met")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, not a polite close
+    assert fetch(server.url + "/healthz")[0] == 503  # still answering
+    server.close()
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [r for r in caplog.records if "connection" in r.getMessage()]
+    assert lines and all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
+    assert len(lines) <= 3  # rate-limited: the first, then a count of the rest
+    assert "ended early" in lines[0].getMessage()

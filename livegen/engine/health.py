@@ -56,6 +56,8 @@ DEFAULT_STALE_S = 2.0
 DEFAULT_HOST = "127.0.0.1"
 #: Seconds a client may take to send its request before its connection is closed.
 REQUEST_TIMEOUT_S = 5.0
+#: A connection that fails (a client that resets or vanishes) is logged at most this often, seconds.
+CONNECTION_LOG_INTERVAL_S = 60.0
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -407,14 +409,40 @@ def _number(value: float) -> str:
 
 
 class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer on an IPv4 or IPv6 loopback address, without a reverse DNS lookup."""
+    """ThreadingHTTPServer on an IPv4 or IPv6 loopback address, without a reverse DNS lookup.
+
+    A request that fails outside the handler's answer (a client that resets or drops its
+    connection) is logged as one line, at most once per :data:`CONNECTION_LOG_INTERVAL_S`
+    with a count of those not shown, instead of socketserver's traceback on stderr.
+    """
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], vitals: Vitals) -> None:
         self.vitals = vitals
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._failures = threading.Lock()
+        self._failed_since_logged = 0
+        self._logged_at: float | None = None
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # a request thread
+        err = sys.exc_info()[1]
+        now = time.monotonic()
+        with self._failures:
+            if self._logged_at is not None and now - self._logged_at < CONNECTION_LOG_INTERVAL_S:
+                self._failed_since_logged += 1
+                return
+            self._logged_at, unshown, self._failed_since_logged = now, self._failed_since_logged, 0
+        more = f" ({unshown} more since the last such line)" if unshown else ""
+        log.warning("health endpoint: a connection from %s ended early: %r%s", client_address[0], err, more)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._failures:
+            unshown, self._failed_since_logged = self._failed_since_logged, 0
+        if unshown:
+            log.warning("health endpoint: %d more connection(s) ended early", unshown)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks socket.getfqdn(), a DNS lookup that can hang for
