@@ -462,6 +462,7 @@ def _play(config: JamConfig) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from livegen.engine.callresponse import CallResponseSettings
+    from livegen.engine.checks import check_midi_name, check_rng_seed, check_tempo
     from livegen.engine.jam import load_generator, render_wav, sampling_params
     from livegen.engine.render import render_call_response
     from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK
@@ -470,6 +471,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     if args.bars < 1:
         raise LivegenError(f"--bars {args.bars}: expected 1 or more")
+    if args.tempo is not None:
+        check_tempo(args.tempo)
+    if args.rng_seed is not None:
+        check_rng_seed(args.rng_seed)
+    check_midi_name(args.out, "--out", " (the audio goes to --wav O.wav)")
+    if args.wav is not None and args.wav.suffix.lower() != ".wav":
+        raise LivegenError(f"--wav {args.wav}: expected a WAV file name ending in .wav (the MIDI goes to --out)")
     song = read_midi(args.seed_file)
     if not song.notes:
         raise LivegenError(f"{args.seed_file}: the seed phrase holds no notes")
@@ -481,7 +489,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     params = sampling_params(
         package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range, candidates=args.candidates
     )
-    tempo = TempoMap.constant(args.tempo) if args.tempo else TempoMap((song.tempo.changes[0],))
+    tempo = TempoMap.constant(args.tempo) if args.tempo is not None else TempoMap((song.tempo.changes[0],))
     settings = CallResponseSettings(silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar)
     started = time.perf_counter()
     performance = render_call_response(

@@ -111,3 +111,36 @@ def test_pitch_range_and_key_mistakes(tmp_path, package_dir):
     assert proc.returncode == 2 and "key 'H major'" in proc.stderr
     proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path, "--pitch-range", "80"))
     assert proc.returncode == 2 and "expected LOW-HIGH" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--tempo", "-5"), "--tempo -5.0: expected 20 to 400 BPM"),
+        (("--tempo", "0"), "--tempo 0.0: expected 20 to 400 BPM"),
+        (("--tempo", "5000"), "--tempo 5000.0: expected 20 to 400 BPM"),
+        (("--tempo", "nan"), "--tempo nan: expected 20 to 400 BPM"),
+        (("--rng-seed", "-1"), "--rng-seed -1: expected a whole number of 0 or more"),
+        (("--out", "y.wav"), "--out y.wav: expected a MIDI file name ending in .mid or .midi (the audio goes to --wav"),
+        (("--wav", "y.mid"), "--wav y.mid: expected a WAV file name ending in .wav"),
+    ],
+)
+def test_render_refuses_values_out_of_range_and_writes_nothing(tmp_path, package_dir, extra, message):
+    proc = livegen(*render_args(package_dir, package_dir / "seed.mid", tmp_path, *extra), cwd=tmp_path)
+    assert proc.returncode == 2 and f"livegen: error: {message}" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--rng-seed", "-1"), "--rng-seed -1: expected a whole number of 0 or more"),
+        (("--max-seconds", "nan"), "--max-seconds nan: expected a number of seconds more than 0"),
+        (("--max-seconds", "-2"), "--max-seconds -2.0: expected a number of seconds more than 0"),
+        (("--record", "take.wav"), "--record take.wav: expected a MIDI file name ending in .mid or .midi"),
+    ],
+)
+def test_jam_refuses_values_out_of_range_before_it_starts(tmp_path, extra, message):
+    proc = livegen("jam", "--out", "none", "--no-commands", *extra, cwd=tmp_path)
+    assert proc.returncode == 2 and f"livegen: error: {message}" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []

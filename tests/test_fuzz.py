@@ -416,3 +416,11 @@ def test_midi_file_with_an_unknown_key_found_by_fuzzing() -> None:
     data = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00`MTrk\x00\x00\x00\n\x00\x80\x00\x00\x00\xffY\x02\x00\x02"
     with pytest.raises(MidiFileError, match=r"fuzz\.mid: not a readable Standard MIDI File \(Could not decode key"):
         read_midi(_file("fuzz.mid", data))
+
+
+@pytest.mark.parametrize("nesting", ["[" * 500 + "]" * 500, "{a = " * 500 + "1" + "}" * 500])
+def test_toml_nested_500_deep_is_a_named_error(nesting: str) -> None:
+    with pytest.raises(PackageError, match=r"livegen\.toml: not valid TOML \(tables or arrays nested too deeply\)"):
+        parse_manifest(_file("livegen.toml", f"schema = 1\nname = {nesting}\n".encode()))
+    with pytest.raises(ConfigError, match=r"fuzz\.toml: not a readable TOML preset \(.*nested too deeply\)"):
+        make_config(str(_file("fuzz.toml", f"[jam]\nmodel = {nesting}\n".encode())), {})

@@ -69,3 +69,46 @@ def test_unknown_preset_lists_the_bundled_ones():
         ConfigError, match="preset 'gig': no such file; bundled presets: daw, default, installation, jam"
     ):
         make_config("gig", {})
+
+
+# --- ranges ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("rng-seed = -1", r"--rng-seed -1: expected a whole number of 0 or more"),
+        ("max-seconds = nan", r"--max-seconds nan: expected a number of seconds more than 0"),
+        ("max-seconds = -3", r"--max-seconds -3: expected a number of seconds more than 0"),
+        ("max-seconds = 0", r"--max-seconds 0: expected"),
+        ("max-seconds = inf", r"--max-seconds inf: expected"),
+        ("echo-channel = 32", r"echo-channel 32: expected 0 to 15 \(MIDI channels 1 to 16\)"),
+        ("echo-channel = -1", r"echo-channel -1: expected 0 to 15"),
+        ("model-program = 300", r"model-program 300: expected a General MIDI program number from 0 to 127"),
+        ("echo-program = -1", r"echo-program -1: expected a General MIDI program number from 0 to 127"),
+        ("tempo = 0", r"--tempo 0: expected 20 to 400 BPM"),
+        ("record = 'take.wav'", r"--record .*take\.wav: expected a MIDI file name ending in \.mid or \.midi"),
+    ],
+)
+def test_values_out_of_range_are_named(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=rf"p\.toml: {match}"):
+        make_config(write(tmp_path, f"[jam]\n{text}\n"), {})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"rng_seed": -1}, r"--rng-seed -1: expected a whole number of 0 or more"),
+        ({"max_seconds": float("nan")}, r"--max-seconds nan: expected"),
+        ({"max_seconds": -1.0}, r"--max-seconds -1\.0: expected"),
+    ],
+)
+def test_command_line_values_out_of_range_are_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(None, overrides)
+
+
+def test_a_preset_nested_500_deep_is_a_named_error(tmp_path):
+    text = "[jam]\nmodel = " + "[" * 500 + "]" * 500 + "\n"
+    with pytest.raises(ConfigError, match=r"p\.toml: not a readable TOML preset \(.*nested too deeply"):
+        make_config(write(tmp_path, text), {})

@@ -33,6 +33,7 @@ import numpy as np
 from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
 from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
+from livegen.engine.checks import check_midi_name, check_rng_seed, check_tempo
 from livegen.engine.clock import Clock, InternalClock, MidiClockFollower
 from livegen.engine.clockout import ClockMaster
 from livegen.engine.commands import CommandReader
@@ -143,8 +144,28 @@ class JamConfig:
             raise ConfigError(f"--candidates {self.candidates}: expected 1 to 64")
         if self.clock not in CLOCKS:
             raise ConfigError(f"--clock {self.clock!r}: expected one of {', '.join(CLOCKS)}")
-        if self.tempo is not None and not 20 <= self.tempo <= 400:
-            raise ConfigError(f"--tempo {self.tempo}: expected 20 to 400 BPM")
+        if self.tempo is not None:
+            check_tempo(self.tempo)
+        if self.rng_seed is not None:
+            check_rng_seed(self.rng_seed)
+        if self.max_seconds is not None and not 0 < self.max_seconds < float("inf"):
+            raise ConfigError(
+                f"--max-seconds {self.max_seconds}: expected a number of seconds more than 0 "
+                "(leave it out to play until stopped)"
+            )
+        if self.record is not None:
+            check_midi_name(self.record, "--record", " (the synth's audio is written beside it as NAME.wav)")
+        for name in ("model_channel", "echo_channel"):
+            if not 0 <= getattr(self, name) <= 15:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} {getattr(self, name)}: expected 0 to 15 (MIDI channels 1 to 16)"
+                )
+        for name in ("model_program", "echo_program"):
+            if not 0 <= getattr(self, name) <= 127:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} {getattr(self, name)}: expected a General MIDI program number "
+                    "from 0 to 127"
+                )
         check_live("response_bars", self.bars, RESPONSE_BARS_RANGE, "--bars")
         check_live("density", self.density, DENSITY_RANGE, "--density")
         if self.autosave_seconds is not None and not self.autosave_seconds >= 1:

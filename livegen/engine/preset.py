@@ -94,6 +94,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path}: not a readable TOML preset ({err})") from err
+    except RecursionError as err:  # tomllib recurses once per level of nesting
+        raise ConfigError(f"{path}: not a readable TOML preset (tables or arrays nested too deeply)") from err
     unknown_tables = set(table) - set(TABLES)
     if unknown_tables:
         raise ConfigError(

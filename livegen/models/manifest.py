@@ -155,6 +155,8 @@ def parse_manifest(path: Path) -> Manifest:
         raise PackageError(f"{path}: cannot read the manifest ({err})") from err
     except tomllib.TOMLDecodeError as err:
         raise PackageError(f"{path}: not valid TOML ({err})") from err
+    except RecursionError as err:  # tomllib recurses once per level of nesting
+        raise PackageError(f"{path}: not valid TOML (tables or arrays nested too deeply)") from err
     r = _Reader(path, table)
     schema = r.get("schema", int, f"the integer {SCHEMA_VERSION}")
     if schema != SCHEMA_VERSION:
