@@ -56,9 +56,10 @@ from export.framecommon import (
     write_seed,
 )
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
-from livegen.models.frames import FrameTracker, RollNote, choose_keys, note_frames, notes_to_roll, roll_to_notes
+from livegen.models.deepmusician import tune_roll
+from livegen.models.frames import FrameTracker, choose_keys, roll_to_notes
 from livegen.models.sampling import SamplingParams
-from livegen.music.time import PPQN, SIXTEENTH
+from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +151,6 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: 
     return (a_t * (1 - p_t) ** gamma * ce).mean()
 
 
-def tune_roll(tune: Tune) -> np.ndarray:
-    """The piece as a binary roll [frames, 88] on the 16th grid, from its first onset."""
-    first = float(tune.onset[0])
-    notes = []
-    for pitch, onset, duration in zip(tune.pitch, tune.onset, tune.duration, strict=True):
-        start, frames = note_frames(round((float(onset) - first) * PPQN), round(float(duration) * PPQN), SIXTEENTH)
-        notes.append(RollNote(start, frames, int(pitch)))
-    length = max(n.end for n in notes)
-    return notes_to_roll(notes, 0, length, PITCH_MIN, KEYS)
-
-
 @dataclass(frozen=True, slots=True)
 class Windows:
     inputs: torch.Tensor  # uint8 [n, window, keys]
@@ -175,7 +165,7 @@ def make_windows(tunes: Sequence[Tune], config: DeepMusicianConfig) -> Windows:
     w, d = config.window, config.decode_frames
     xs, ys = [], []
     for tune in tunes:
-        roll = tune_roll(tune)
+        roll = tune_roll(tune, PITCH_MIN, KEYS)
         padded = np.concatenate([np.zeros((w, KEYS), dtype=np.float32), roll])
         for s in range(config.stride, len(padded) - w - d + 1, config.stride):
             xs.append(padded[s : s + w])
@@ -410,7 +400,7 @@ def export_deep_musician(checkpoint_path: Path, out: Path, *, name: str | None =
     sample = sample_tunes(checkpoint["held_out_sample"])
     rolls = []
     for tune in sample:
-        roll = tune_roll(tune)
+        roll = tune_roll(tune, PITCH_MIN, KEYS)
         padded = np.concatenate([np.zeros((c.window, KEYS), dtype=np.float32), roll])
         rolls.append(padded[len(padded) // 2 - c.window // 2 :][: c.window])
     rolls = [r for r in rolls if len(r) == c.window]

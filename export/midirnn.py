@@ -83,6 +83,7 @@ from torch.nn import functional as F
 
 from export.common import ConfigRecord
 from livegen.io.corpus import Tune
+from livegen.models.midirnn import tune_features
 
 FAMILY = "midirnn"
 #: Size of the pitch vocabulary (MIDI 0-127) and the divisor of the pitch input.
@@ -256,20 +257,6 @@ class MidiRnnStep(nn.Module):
         out, (h_out, c_out) = self.model.lstm(self.model.lstm_input(note.unsqueeze(1)), (h, c))
         last = out[:, 0, :]
         return self.model.pitch(last), self.model.step(last), self.model.duration(last), h_out, c_out
-
-
-def tune_features(tune: Tune, beats_max: float = BEATS_MAX) -> np.ndarray:
-    """The model's input rows for ``tune``: ``[pitch/128, step, duration]`` float32 [n, 3].
-
-    ``step`` is the beats since the previous note's onset (0 for the first note).
-    """
-    onset = tune.onset.astype(np.float64)
-    step = np.diff(onset, prepend=onset[:1])
-    features = np.empty((len(tune), 3), dtype=np.float32)
-    features[:, 0] = tune.pitch.astype(np.float32) / PITCH_SCALE
-    features[:, 1] = np.clip(step, 0.0, beats_max)
-    features[:, 2] = np.clip(tune.duration.astype(np.float64), 0.0, beats_max)
-    return features
 
 
 @dataclass(frozen=True, slots=True)

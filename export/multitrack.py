@@ -59,9 +59,9 @@ from export.framecommon import (
     write_seed,
 )
 from livegen.io.corpus import MultiTune, Tune, load_parts, part_names, split_pieces
-from livegen.models.frames import RollNote, note_frames, roll_to_notes
-from livegen.models.multitrack import tracks_to_frames
-from livegen.music.time import PPQN, SIXTEENTH
+from livegen.models.frames import roll_to_notes
+from livegen.models.multitrack import piece_frames
+from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
@@ -120,22 +120,6 @@ class StepGraph(nn.Module):
         return logits[:, 0], h_out, c_out
 
 
-def piece_notes(piece: MultiTune) -> list[RollNote]:
-    """The piece's notes on the frame grid, each with its track, from the piece's first onset."""
-    first = min(float(t.onset[0]) for t in piece.tracks)
-    notes = []
-    for track, tune in enumerate(piece.tracks):
-        for pitch, onset, duration in zip(tune.pitch, tune.onset, tune.duration, strict=True):
-            start, frames = note_frames(round((float(onset) - first) * PPQN), round(float(duration) * PPQN), SIXTEENTH)
-            notes.append(RollNote(start, frames, int(pitch), track))
-    return notes
-
-
-def piece_frames(piece: MultiTune, config: MultiTrackConfig) -> np.ndarray:
-    notes = piece_notes(piece)
-    return tracks_to_frames(notes, 0, max(n.end for n in notes), config.tracks, config.pitch_min, config.keys)
-
-
 @dataclass(frozen=True, slots=True)
 class Windows:
     inputs: torch.Tensor  # uint8 [n, window, width]
@@ -151,7 +135,7 @@ def make_windows(pieces: Sequence[MultiTune], config: MultiTrackConfig) -> Windo
     w = config.window
     xs, ys, ms = [], [], []
     for piece in pieces:
-        frames = piece_frames(piece, config)
+        frames = piece_frames(piece, config.tracks, config.pitch_min, config.keys)
         classes = frames.reshape(len(frames), config.tracks, config.keys + 1).argmax(-1)
         for s in range(0, len(frames) - 1, w):
             n = min(w, len(frames) - 1 - s)
@@ -203,7 +187,7 @@ def generated_density(model: MultiTrackRnn, pieces: Sequence[MultiTune], frames:
     total, beats = 0, 0.0
     with torch.no_grad():
         for piece in pieces:
-            context = torch.from_numpy(piece_frames(piece, c)[:32][None])
+            context = torch.from_numpy(piece_frames(piece, c.tracks, c.pitch_min, c.keys)[:32][None])
             logits, state = model(context)
             rolls = np.zeros((frames, c.tracks, c.keys), dtype=np.float32)
             for t in range(frames):
@@ -223,7 +207,7 @@ def generated_density(model: MultiTrackRnn, pieces: Sequence[MultiTune], frames:
 def real_density(pieces: Sequence[MultiTune], config: MultiTrackConfig, frames: int = 64) -> float:
     total, beats = 0, 0.0
     for piece in pieces:
-        one_hot = piece_frames(piece, config)[32 : 32 + frames]
+        one_hot = piece_frames(piece, config.tracks, config.pitch_min, config.keys)[32 : 32 + frames]
         roll = one_hot.reshape(len(one_hot), config.tracks, config.keys + 1)[:, :, 1:]
         total += sum(
             len(roll_to_notes(roll[:, k], config.pitch_min, max_hold=config.max_hold)) for k in range(config.tracks)
@@ -338,7 +322,10 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
         history=result.history,
         metrics=metrics,
         held_out_sample=tune_sample([merged_tune(p) for p in held_p]),
-        held_out_frames=[piece_frames(p, c)[:128].tolist() for p in held_p[:: max(1, len(held_p) // 6)][:6]],
+        held_out_frames=[
+            piece_frames(p, c.tracks, c.pitch_min, c.keys)[:128].tolist()
+            for p in held_p[:: max(1, len(held_p) // 6)][:6]
+        ],
     )
 
 

@@ -64,7 +64,7 @@ from export.common import (
 from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
-from livegen.models.tokenlstm import FAMILY, Vocabulary, group_chords, token_name
+from livegen.models.tokenlstm import FAMILY, Vocabulary, token_name, tune_chords, tune_tokens
 from livegen.music.time import PPQN
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,6 @@ class TokenLstmConfig(ConfigRecord):
 # ---- tokens ------------------------------------------------------------------------------
 
 
-def tune_chords(tune: Tune) -> list[tuple[int, tuple[int, ...]]]:
-    """(onset in ticks, pitches) of each token of ``tune``, by the host's chord rule."""
-    order = np.lexsort((tune.pitch, tune.onset))
-    onsets = [round(float(tune.onset[i]) * PPQN) for i in order]
-    return group_chords(onsets, [int(tune.pitch[i]) for i in order])
-
-
 def build_vocabulary(tunes: Sequence[Tune], max_vocab: int) -> tuple[Vocabulary, dict[str, float]]:
     """The ``max_vocab`` most frequent tokens of ``tunes`` (ties: by name), most frequent first.
 
@@ -124,11 +117,6 @@ def build_vocabulary(tunes: Sequence[Tune], max_vocab: int) -> tuple[Vocabulary,
         "vocabulary_coverage_train": sum(c for _, c in kept) / total,
     }
     return Vocabulary([token_name(p) for p, _ in kept]), coverage
-
-
-def tune_tokens(tune: Tune, vocabulary: Vocabulary) -> np.ndarray:
-    """``tune`` as token indices, every pitch set mapped to its nearest token (int64 [n])."""
-    return np.asarray([vocabulary.nearest(p) for _, p in tune_chords(tune)], dtype=np.int64)
 
 
 def step_beats(tunes: Sequence[Tune]) -> float:

@@ -43,8 +43,8 @@ from export.common import (
 from export.errors import ExportError
 from export.onnx_export import check_parity
 from export.package import GRAPH, SEED, SEED_BPM, _pct, write_seed
-from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint, tune_tokens
-from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary
+from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint
+from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary, tune_tokens
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from export.midirnn import (
     midirnn_loss,
     nearest_class,
     time_classes,
-    tune_features,
 )
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
+from livegen.models.midirnn import tune_features
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """The ``deep-musician`` family (seed 002) as a ``frame`` generator.
 
 Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+:func:`tune_roll` (setup) is how training reads a piece, shared by the exporter and the
+held-out likelihood.
 
 Two graphs over an 88-key piano roll on a 16th-note grid (see ``docs/model-package.md``):
 
@@ -22,18 +24,41 @@ was played steers what follows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.frames import FrameGenerator, RollNote, choose_keys, graph_width, notes_to_roll, sigmoid
+from livegen.models.frames import (
+    FrameGenerator,
+    RollNote,
+    choose_keys,
+    graph_width,
+    note_frames,
+    notes_to_roll,
+    sigmoid,
+)
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
+from livegen.music.time import PPQN, SIXTEENTH
+
+if TYPE_CHECKING:
+    from livegen.io.corpus import Tune
 
 #: The representation fields this adapter reads, each an integer at least 1 (``hold_threshold``: in (0, 1)).
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "decode_frames", "polyphony", "max_hold", "max_silence", "grid")
+
+
+def tune_roll(tune: Tune, pitch_min: int, keys: int) -> np.ndarray:
+    """The piece as training reads it: a binary roll float32 [frames, keys] on the 16th grid, from its first onset."""
+    first = float(tune.onset[0])
+    notes = []
+    for pitch, onset, duration in zip(tune.pitch, tune.onset, tune.duration, strict=True):
+        start, frames = note_frames(round((float(onset) - first) * PPQN), round(float(duration) * PPQN), SIXTEENTH)
+        notes.append(RollNote(start, frames, int(pitch)))
+    length = max(n.end for n in notes)
+    return notes_to_roll(notes, 0, length, pitch_min, keys)
 
 
 class DeepMusicianGenerator(FrameGenerator):

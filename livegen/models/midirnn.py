@@ -1,6 +1,8 @@
 """The ``midirnn`` family (seed 000 §4.1, seed 003 §2A) as a ``step`` generator.
 
 Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+:func:`tune_features` (setup) is how training reads a tune, shared by the exporter and the
+held-out likelihood.
 
 The graph reads the note just played as ``[pitch / pitch_scale, step, duration]``
 in beats and predicts the next note's pitch logits and its step and duration, in
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -36,7 +38,22 @@ from livegen.models.sampling import SamplingParams, sample_logits
 from livegen.models.step import StepEvent, StreamingGraph
 from livegen.music.time import PPQN, quantize
 
+if TYPE_CHECKING:
+    from livegen.io.corpus import Tune
+
 TIME_HEADS = ("regression", "classes")
+
+
+def tune_features(tune: Tune, beats_max: float, pitch_scale: float = 128.0) -> np.ndarray:
+    """The graph's input rows for ``tune`` as training reads it: ``[pitch / pitch_scale, step, duration]``
+    float32 [n, 3], in beats clipped to ``beats_max``; ``step`` is the time since the previous onset (0 first)."""
+    onset = tune.onset.astype(np.float64)
+    step = np.diff(onset, prepend=onset[:1])
+    features = np.empty((len(tune), 3), dtype=np.float32)
+    features[:, 0] = tune.pitch.astype(np.float32) / pitch_scale
+    features[:, 1] = np.clip(step, 0.0, beats_max)
+    features[:, 2] = np.clip(tune.duration.astype(np.float64), 0.0, beats_max)
+    return features
 
 
 class MidiRnnGenerator:

@@ -1,6 +1,8 @@
 """The ``multitrack-rnn`` family (seed 004's baseline) as a ``frame`` generator.
 
 Context: control (the planner's thread); the manifest checks in the constructor run at setup.
+:func:`piece_frames` (setup) is how training reads a piece, shared by the exporter and the
+held-out likelihood.
 
 Several tracks, each one line, share a frame vector: per track, a one-hot over
 ``keys + 1`` classes (class 0 = rest, class ``1 + k`` = pitch ``pitch_min + k``),
@@ -22,16 +24,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width
+from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width, note_frames
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams, sample_logits
 from livegen.models.step import StreamingGraph
+from livegen.music.time import PPQN, SIXTEENTH
+
+if TYPE_CHECKING:
+    from livegen.io.corpus import MultiTune
 
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "max_hold", "max_silence", "grid")
 
@@ -86,6 +92,23 @@ def tracks_to_frames(
     cols = (np.arange(tracks) * width)[None, :].repeat(length, 0).ravel() + classes.ravel()
     frames[rows, cols] = 1.0
     return frames
+
+
+def piece_notes(piece: MultiTune) -> list[RollNote]:
+    """The piece's notes on the frame grid, each with its track, from the piece's first onset."""
+    first = min(float(t.onset[0]) for t in piece.tracks)
+    notes = []
+    for track, tune in enumerate(piece.tracks):
+        for pitch, onset, duration in zip(tune.pitch, tune.onset, tune.duration, strict=True):
+            start, frames = note_frames(round((float(onset) - first) * PPQN), round(float(duration) * PPQN), SIXTEENTH)
+            notes.append(RollNote(start, frames, int(pitch), track))
+    return notes
+
+
+def piece_frames(piece: MultiTune, tracks: int, pitch_min: int, keys: int) -> np.ndarray:
+    """The piece as training reads it: :func:`tracks_to_frames` of all its frames (its first ``tracks`` tracks)."""
+    notes = piece_notes(piece)
+    return tracks_to_frames(notes, 0, max(n.end for n in notes), tracks, pitch_min, keys)
 
 
 def read_tracks(package: ModelPackage) -> tuple[Track, ...]:

@@ -2,8 +2,8 @@
 
 Context: control (the planner's thread); the manifest checks in the constructor run at setup.
 The tokenisation helpers (:func:`token_name`, :func:`parse_token`, :func:`group_chords`,
-:class:`Vocabulary`) are pure and also used by the exporter, so that training and the
-host cut notes into tokens by one rule.
+:class:`Vocabulary`, :func:`tune_tokens`) are pure and also used by the exporter and the
+held-out likelihood, so that training, evaluation and the host cut notes into tokens by one rule.
 
 **Tokens.** As in seed 001 (music21 notes and chords as strings), a token is the set
 of pitches that start together: a single note is its pitch name with octave (``"C4"``
@@ -48,7 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from livegen.models.package import ModelPackage, zero_feeds
 from livegen.models.sampling import PITCH_NAMES, SamplingParams, sample_logits
 from livegen.models.step import StepEvent
 from livegen.music.time import PPQN
+
+if TYPE_CHECKING:
+    from livegen.io.corpus import Tune
 
 FAMILY = "token-lstm"
 #: Notes whose onsets are closer than this (ticks, from the previous note's onset) form one chord token.
@@ -113,6 +116,13 @@ def group_chords(onsets: Sequence[int], pitches: Sequence[int]) -> list[tuple[in
     return groups
 
 
+def tune_chords(tune: Tune) -> list[tuple[int, tuple[int, ...]]]:
+    """(onset in ticks, pitches) of each token of ``tune``, by the host's chord rule (:func:`group_chords`)."""
+    order = np.lexsort((tune.pitch, tune.onset))
+    onsets = [round(float(tune.onset[i]) * PPQN) for i in order]
+    return group_chords(onsets, [int(tune.pitch[i]) for i in order])
+
+
 def chamfer(a: Sequence[int], b: Sequence[int]) -> int:
     """The symmetric chamfer distance of two pitch sets in semitones (see the module docstring)."""
     x, y = np.asarray(a)[:, None], np.asarray(b)[None, :]
@@ -166,6 +176,11 @@ class Vocabulary:
             if len(self._nearest) < 65536:
                 self._nearest[key] = cached
         return cached
+
+
+def tune_tokens(tune: Tune, vocabulary: Vocabulary) -> np.ndarray:
+    """``tune`` as token indices, every pitch set mapped to its nearest token (int64 [n]), as training reads it."""
+    return np.asarray([vocabulary.nearest(p) for _, p in tune_chords(tune)], dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
