@@ -144,3 +144,16 @@ def test_jam_refuses_values_out_of_range_before_it_starts(tmp_path, extra, messa
     proc = livegen("jam", "--out", "none", "--no-commands", *extra, cwd=tmp_path)
     assert proc.returncode == 2 and f"livegen: error: {message}" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_preset_cannot_replace_a_file_outside_its_out_dir(tmp_path):
+    (tmp_path / "x").mkdir()
+    victim = tmp_path / "x" / "passwd"
+    victim.write_text("root:x:0:0\n")
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    (work / "p.toml").write_text('[jam]\nrecord = "../../../x/passwd"\nmax-seconds = 1\noutputs = ["none"]\n')
+    proc = livegen("jam", "--preset", "p.toml", "--no-commands", cwd=work)
+    assert proc.returncode == 2, proc.stderr
+    assert "p.toml: field 'jam.record': '../../../x/passwd' leaves the jam's out-dir" in proc.stderr
+    assert victim.read_text() == "root:x:0:0\n"

@@ -79,12 +79,16 @@ def test_a_log_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
         rotating_handler(Path("/proc/livegen-test.log"))
 
 
-def test_preset_paths_are_relative_to_the_preset_and_mistakes_name_it(tmp_path):
-    (tmp_path / "logs").mkdir()
+def test_a_presets_log_file_is_inside_its_out_dir_and_mistakes_name_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "gig" / "logs").mkdir(parents=True)
     preset = tmp_path / "p.toml"
-    preset.write_text('[jam]\nlog-file = "logs/jam.log"\nlog-max-bytes = 2048\nlog-backups = 1\n', encoding="utf-8")
+    preset.write_text(
+        '[jam]\nout-dir = "gig"\nlog-file = "logs/jam.log"\nlog-max-bytes = 2048\nlog-backups = 1\n', encoding="utf-8"
+    )
     config = make_config(str(preset), {})
-    assert (config.log_file, config.log_max_bytes, config.log_backups) == (tmp_path / "logs" / "jam.log", 2048, 1)
+    log_file = tmp_path.resolve() / "out" / "gig" / "logs" / "jam.log"
+    assert (config.log_file, config.log_max_bytes, config.log_backups) == (log_file, 2048, 1)
     preset.write_text('[jam]\nlog-file = "nowhere/jam.log"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"p\.toml: --log-file .*nowhere/jam\.log: the folder .* does not exist"):
         make_config(str(preset), {})

@@ -24,7 +24,7 @@ def test_shipped_presets_load_with_what_their_comments_promise():
         ("synth",),
         "call-response",
     )
-    assert installation.autosave_seconds == 60 and installation.out_dir == (PRESET_DIR.parent / "out/installation")
+    assert installation.autosave_seconds == 60 and installation.out_dir == Path("out/installation").resolve()
     assert sorted(p.stem for p in PRESET_DIR.glob("*.toml")) == ["daw", "default", "installation", "jam"]
 
 
@@ -69,6 +69,70 @@ def test_unknown_preset_lists_the_bundled_ones():
         ConfigError, match="preset 'gig': no such file; bundled presets: daw, default, installation, jam"
     ):
         make_config("gig", {})
+
+
+# --- where a preset may write ------------------------------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory with livegen's recordings folder ``out/`` and a file outside it."""
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "passwd").write_text("root:x:0:0\n")
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('record = "../../../x/passwd"', r"field 'jam.record': '\.\./\.\./\.\./x/passwd' leaves the jam's out-dir"),
+        ('record = "../take.mid"', r"field 'jam.record': .* leaves the jam's out-dir"),
+        ('record = "/tmp/take.mid"', r"field 'jam.record': '/tmp/take\.mid' is absolute; a preset names a file "
+                                     r"inside the jam's out-dir, such as 'take\.mid'"),
+        ('log-file = "/var/log/livegen.log"', r"field 'jam.log-file': '/var/log/livegen\.log' is absolute"),
+        ('log_file = "../../evil.log"', r"field 'jam.log_file': '\.\./\.\./evil\.log' leaves the jam's out-dir"),
+        ('out-dir = "/etc"', r"field 'jam.out-dir': '/etc' is absolute; a preset names a folder inside out/"),
+        ('out-dir = "../elsewhere"', r"field 'jam.out-dir': '\.\./elsewhere' leaves out/ of the working directory"),
+        ('out-dir = "gig"\nrecord = "../../x.mid"', r"field 'jam.record': .* leaves the jam's out-dir \(.*out/gig\)"),
+    ],
+)  # fmt: skip
+def test_a_preset_writes_only_inside_its_out_dir(workdir, text, match):
+    preset = workdir / "p.toml"
+    preset.write_text(f"[jam]\n{text}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"p\.toml: {match}.*on the command line may name any path"):
+        make_config(str(preset), {})
+    assert (workdir.parent / "x" / "passwd").read_text() == "root:x:0:0\n"
+
+
+def test_a_symlink_out_of_the_out_dir_is_refused_too(workdir):
+    outside = workdir.parent / "x"
+    (workdir / "out" / "link").symlink_to(outside, target_is_directory=True)
+    (workdir / "out" / "take.mid").symlink_to(outside / "passwd")
+    preset = workdir / "p.toml"
+    for text in ('record = "link/passwd"', 'record = "take.mid"', 'log-file = "link/l.log"', 'out-dir = "link"'):
+        preset.write_text(f"[jam]\n{text}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"p\.toml: field 'jam\.(record|log-file|out-dir)': .* leaves"):
+            make_config(str(preset), {})
+
+
+def test_preset_paths_resolve_inside_the_out_dir_and_the_command_line_names_any(workdir, tmp_path):
+    preset = workdir / "p.toml"
+    preset.write_text('[jam]\nrecord = "takes/a.mid"\nlog-file = "livegen.log"\n', encoding="utf-8")
+    config = make_config(str(preset), {})
+    out = (workdir / "out").resolve()
+    assert (config.out_dir.resolve(), config.record, config.log_file) == (out, out / "takes/a.mid", out / "livegen.log")
+    preset.write_text('[jam]\nout-dir = "gig"\nrecord = "a.mid"\nlog-file = "gig.log"\n', encoding="utf-8")
+    config = make_config(str(preset), {})
+    assert (config.out_dir, config.record, config.log_file) == (out / "gig", out / "gig/a.mid", out / "gig/gig.log")
+    # the command line's --out-dir is the folder the preset's files go into; --record may be anywhere
+    elsewhere = tmp_path / "elsewhere"
+    config = make_config(str(preset), {"out_dir": elsewhere})
+    assert (config.record, config.log_file) == (elsewhere.resolve() / "a.mid", elsewhere.resolve() / "gig.log")
+    config = make_config(str(preset), {"record": tmp_path / "x" / "take.mid"})
+    assert config.record == tmp_path / "x" / "take.mid"
 
 
 # --- ranges ------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ MODES = ("call-response", "accompany", "autonomous")
 CLOCKS = ("internal", "midi", "link")
 #: ``input`` value that opens a virtual input port others (a DAW) connect to.
 VIRTUAL_INPUT = "virtual"
+#: The recordings folder, relative to the working directory (a preset's out-dir lies inside it).
+RECORDINGS = Path("out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,7 @@ class JamConfig:
     pitch_range: str | None = None  # e.g. "55-84": sampled pitches stay in this range
     soundfont: str | None = None
     audio_device: str | None = None
-    out_dir: Path = Path("out")
+    out_dir: Path = RECORDINGS
     model_channel: int = 0
     echo_channel: int = 1
     model_program: int = 0
