@@ -67,7 +67,7 @@ VELOCITY = 80
 SPLIT_HALF_REPEATS = 20
 
 SYSTEMS = ("model", "random", "repeat")
-CORPORA = ("corpus:folk", "corpus:bach")
+CORPORA = ("corpus:folk", "corpus:bach", "corpus:four-voice")
 #: Splits of a model's training corpus that evaluation may draw from (never "train").
 SPLITS = ("held-out", "validation")
 
@@ -397,8 +397,8 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Ev
             seed_spec = options.reference
         else:
             raise ConfigError(
-                f"model {subject} was trained on {trained_on or 'unrecorded data'}, not corpus:folk or corpus:bach; "
-                "pass --reference corpus:folk, corpus:bach or a folder of MIDI files to take seeds from"
+                f"model {subject} was trained on {trained_on or 'unrecorded data'}, not {' or '.join(CORPORA)}; "
+                f"pass --reference {', '.join(CORPORA)} or a folder of MIDI files to take seeds from"
             )
         assert seed_spec is not None
         pool, seed_source = _pool(seed_spec, tunes_of(seed_spec), trained_on, options.split)

@@ -1,4 +1,4 @@
-"""Corpora: the folk tunes and Bach chorales music21 ships, or a folder of the user's MIDI files.
+"""Corpora: the folk tunes, Bach chorales and four-voice works music21 ships, or a folder of the user's MIDI files.
 
 Context: setup. Used by training (``export/``) and by ``livegen evaluate`` for
 reference sets. music21 is imported only when a ``corpus:`` set is converted
@@ -195,6 +195,35 @@ def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
+def _parse_parts(path: Path) -> list[Any] | None:
+    """The parts of the score at ``path`` (worker process); None when music21 cannot read it."""
+    from music21 import converter
+
+    try:
+        return list(getattr(converter.parse(str(path)), "parts", []))
+    except Exception as err:  # music21 raises many unrelated types on odd files
+        log.debug("skipping %s: %s", path, err)
+        return None
+
+
+def _satb_parts(parts: Sequence[Any]) -> list[Any] | None:
+    """The parts whose names contain soprano, alto, tenor and bass, in that order; None if one is missing."""
+    found = [next((p for p in parts if voice in str(p.partName or p.id or "").lower()), None) for voice in SATB]
+    return None if any(p is None for p in found) else found
+
+
+def _tracks(name: str, parts: Sequence[Any]) -> MultiTune | None:
+    """``parts`` as the tracks of the piece ``name``, each one line; None when one has fewer than 8 notes."""
+    tracks = []
+    for k, part in enumerate(parts):
+        label = SATB[k] if len(parts) == len(SATB) else str(k + 1)
+        tune = _tune_from_music21(f"{name}#{label}", _constant(part), melody_only=True)
+        if tune is None:
+            return None
+        tracks.append(tune)
+    return MultiTune(name, tuple(tracks))
+
+
 def _voices_from_score(path: Path) -> MultiTune | None:
     """The soprano, alto, tenor and bass parts of one chorale (worker process); None when one is missing.
 
@@ -202,23 +231,68 @@ def _voices_from_score(path: Path) -> MultiTune | None:
     with an extra instrumental part keeps its four voices. The piece is named like
     :func:`_tune_from_score` names it, so :func:`split_by_tune` splits both the same way.
     """
-    from music21 import converter
+    parts = _parse_parts(path)
+    voices = _satb_parts(parts) if parts is not None else None
+    return _tracks(path.name, voices) if voices is not None else None
 
-    try:
-        parts: list[Any] = list(getattr(converter.parse(str(path)), "parts", []))
-    except Exception as err:  # music21 raises many unrelated types on odd files
-        log.debug("skipping %s: %s", path, err)
+
+#: Folders of music21's corpus that corpus:four-voice leaves out: demonstrations and exercises, not repertoire.
+_NOT_REPERTOIRE = ("demos", "theoryExercises")
+#: Score formats corpus:four-voice reads (music21 parses each); ABC files are the folk collections' melodies.
+_SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")
+
+
+def _kern_spines(path: Path) -> int:
+    """The ``**kern`` spines (parts) a Humdrum file declares, read from its first exclusive-interpretation line."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith("**"):
+                return line.rstrip("\n").split("\t").count("**kern")
+    return 0
+
+
+def _four_voice_scores() -> list[Path]:
+    """The scores corpus:four-voice converts: the Bach chorales, then every other score of music21's corpus.
+
+    Left out unparsed: the Bach folder's other files (the same chorales in other
+    formats), the folders of :data:`_NOT_REPERTOIRE`, a ``.krn`` or ``.xml`` beside an
+    ``.mxl`` of the same name (one piece in two formats), and a Humdrum file that
+    declares other than four parts. Which of the rest hold four voices is decided on
+    parsing (:func:`_four_voices`).
+    """
+    root = _music21_corpus_root()
+    scores: list[Path] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name in ("bach", *_NOT_REPERTOIRE):
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in _SCORE_SUFFIXES):
+            if path.suffix.lower() != ".mxl" and path.with_suffix(".mxl").exists():
+                continue
+            if path.suffix.lower() == ".krn" and _kern_spines(path) != 4:
+                continue
+            scores.append(path)
+    return _bach_chorales() + scores
+
+
+def _four_voices(path: Path) -> MultiTune | None:
+    """The four voices of one score, top to bottom (worker process); None when it has no four voices.
+
+    A chorale (the Bach folder) gives its parts named soprano, alto, tenor and bass and is
+    named as corpus:bach names it, so corpus:bach's held-out chorales are held out here
+    too. Any other score gives its parts in score order when it has exactly four, else
+    its parts named soprano, alto, tenor and bass (a hymn with a solo line and a piano);
+    it is named by its path inside music21's corpus (``haydn/opus74no1/movement1.mxl``).
+    """
+    parts = _parse_parts(path)
+    if parts is None:
         return None
-    tracks = []
-    for voice in SATB:
-        part = next((p for p in parts if voice in str(p.partName or p.id or "").lower()), None)
-        if part is None:
-            return None
-        tune = _tune_from_music21(f"{path.name}#{voice}", _constant(part), melody_only=True)
-        if tune is None:
-            return None
-        tracks.append(tune)
-    return MultiTune(path.name, tuple(tracks))
+    if path.parent.name == "bach":
+        voices = _satb_parts(parts)
+        name = path.name
+    else:
+        voices = parts if len(parts) == len(SATB) else _satb_parts(parts)
+        name = path.relative_to(_music21_corpus_root()).as_posix()
+    return _tracks(name, voices) if voices is not None else None
 
 
 def _tune_from_midi(path: Path) -> Tune | None:
@@ -439,15 +513,36 @@ _CORPORA: dict[str, tuple[str, Callable[[], list[Any]], Callable[[Any], Tune | N
 }
 
 
-def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None) -> list[Tune]:
-    """Load the tunes named by ``spec``: ``corpus:folk``, a folder of MIDI files or a prepared cache.
+def merge_tracks(piece: MultiTune) -> Tune:
+    """The tracks of ``piece`` as one tune named like it: notes by onset, highest first; its first track's metre."""
+    tracks = piece.tracks
+    pitch = np.concatenate([t.pitch for t in tracks])
+    onset = np.concatenate([t.onset for t in tracks])
+    duration = np.concatenate([t.duration for t in tracks])
+    order = np.lexsort((-pitch.astype(np.int64), onset))
+    first = tracks[0]
+    return Tune(
+        name=piece.name,
+        pitch=pitch[order],
+        onset=onset[order],
+        duration=duration[order],
+        bar_beats=first.bar_beats,
+        downbeat=first.downbeat,
+    )
 
-    The folk corpus is converted once and cached; ``limit`` takes the first N tunes
+
+def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None) -> list[Tune]:
+    """Load the tunes named by ``spec``: one of :data:`CORPUS_SPECS`, a folder of MIDI files or a prepared cache.
+
+    ``corpus:four-voice`` is its pieces' four voices merged (:func:`load_parts` converts
+    and caches them). The other corpora are converted once and cached; ``limit`` takes the first N tunes
     (converted without touching the full cache, for quick runs and tests). A prepared
     cache's tunes are named by their path inside the converted folder and are views of
     its memory-mapped arrays; ``limit`` takes its first N usable tunes.
     """
     jobs = jobs or max(1, (os.cpu_count() or 1))
+    if spec in _MERGED_PARTS:
+        return [merge_tracks(piece) for piece in load_parts(spec, limit=limit, jobs=jobs)]
     if spec in _CORPORA:
         stem, items_of, worker, label = _CORPORA[spec]
         cache = cache_dir() / (f"{stem}.npz" if limit is None else f"{stem}-first{limit}.npz")
@@ -459,10 +554,10 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
         log.info("cached %d %s in %s", len(tunes), label, cache)
         return tunes
     if spec.startswith("corpus:"):
-        raise CorpusError(f"unknown corpus {spec!r}; accepted: corpus:folk, corpus:bach or a folder of MIDI files")
+        raise CorpusError(f"unknown corpus {spec!r}; accepted: {', '.join(CORPUS_SPECS)} or a folder of MIDI files")
     folder = Path(spec)
     if not folder.is_dir():
-        raise CorpusError(f"training data {spec!r} is neither corpus:folk nor a folder")
+        raise CorpusError(f"training data {spec!r} is neither one of {', '.join(CORPUS_SPECS)} nor a folder")
     if is_cache(folder):
         return _cache_tunes(folder, limit)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
@@ -499,7 +594,18 @@ def load_corpus(spec: str, *, limit: int | None = None, jobs: int | None = None)
 _PartCorpus = tuple[str, Callable[[], list[Any]], Callable[[Any], MultiTune | None], str, tuple[str, ...]]
 _PART_CORPORA: dict[str, _PartCorpus] = {
     "corpus:bach": ("bach-satb-v2", _bach_chorales, _voices_from_score, "Bach chorales, four voices", SATB),
+    "corpus:four-voice": (
+        "four-voice-v1",
+        _four_voice_scores,
+        _four_voices,
+        "four-voice works",
+        ("voice 1 (top)", "voice 2", "voice 3", "voice 4 (bottom)"),
+    ),
 }
+#: Corpora whose merged tunes (:func:`load_corpus`) are their pieces' tracks merged (:func:`merge_tracks`).
+_MERGED_PARTS = ("corpus:four-voice",)
+#: Every ``corpus:`` spec :func:`load_corpus` accepts.
+CORPUS_SPECS = tuple(dict.fromkeys([*_CORPORA, *_PART_CORPORA]))
 
 
 def part_names(spec: str, tracks: int) -> tuple[str, ...]:
@@ -535,7 +641,8 @@ def _parts_from_midi(path: Path, tracks: int) -> MultiTune | None:
 
 
 def load_parts(spec: str, *, tracks: int = 4, limit: int | None = None, jobs: int | None = None) -> list[MultiTune]:
-    """Pieces of ``spec`` as several tracks each: ``corpus:bach`` (its four voices) or a MIDI folder.
+    """Pieces of ``spec`` as several tracks each: ``corpus:bach`` (its four voices), ``corpus:four-voice``
+    (every four-voice work of music21's corpus, :func:`_four_voices`) or a MIDI folder.
 
     A MIDI file gives its ``tracks`` busiest channels, highest first; files with fewer are
     skipped. Pieces are named as :func:`load_corpus` names them, so :func:`split_pieces`
