@@ -2,7 +2,10 @@
 
 Context: setup. The only place that configures logging and turns a
 :class:`~livegen.errors.LivegenError` into a one-line message and a non-zero exit
-(no traceback for a user's mistake).
+(no traceback for a user's mistake). Lines that may hold text from a file (the jam's
+report, a manifest's fields, an error) are printed through
+:func:`~livegen.printable.printable`, and every log handler formats with
+:class:`~livegen.printable.PrintableFormatter`, so control characters are escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livegen.errors import LivegenError
+from livegen.printable import PrintableFormatter, printable
 
 if TYPE_CHECKING:
     from livegen.engine.jam import JamConfig
@@ -32,9 +36,14 @@ report.addHandler(logging.NullHandler())
 EXIT_USER_ERROR = 2
 
 
+def _print(line: str) -> None:
+    """Print a line that may hold text from a file, its control characters escaped."""
+    print(printable(line))
+
+
 def _say(line: str) -> None:
     """Print a report line, and write it to the log file when there is one."""
-    print(line, flush=True)
+    print(printable(line), flush=True)
     report.info(line.removeprefix("livegen: "))
 
 
@@ -526,26 +535,26 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "list":
         for folder in bundled_packages():
             m = parse_manifest(folder / MANIFEST)
-            print(f"{m.name:<16} {m.family:<14} {m.kind:<6} {m.version:<8} {m.description}")
+            _print(f"{m.name:<16} {m.family:<14} {m.kind:<6} {m.version:<8} {m.description}")
         return 0
     if args.models_command == "info":
         package = load_package(resolve_package(args.name))
         m = package.manifest
-        print(f"{m.name} {m.version}: {m.description}")
-        print(f"  family {m.family}, kind {m.kind}, folder {package.folder}")
+        _print(f"{m.name} {m.version}: {m.description}")
+        _print(f"  family {m.family}, kind {m.kind}, folder {package.folder}")
         for role, graph in m.graphs.items():
             ins = ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs)
             outs = ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs)
-            print(f"  graph {role} ({graph.file}): {ins} -> {outs}")
+            _print(f"  graph {role} ({graph.file}): {ins} -> {outs}")
         for p in m.parameters.values():
-            print(f"  parameter {p.name}: default {p.default} (range {p.min} to {p.max})")
+            _print(f"  parameter {p.name}: default {p.default} (range {p.min} to {p.max})")
         for key, value in m.metrics.items():
-            print(f"  metric {key}: {value:.6g}")
+            _print(f"  metric {key}: {value:.6g}")
         for key, value in m.training.items():
-            print(f"  training {key}: {value}")
+            _print(f"  training {key}: {value}")
         return 0
     package = load_package(Path(args.path))
-    print(
+    _print(
         f"{package.folder}: {package.name} {package.manifest.version} verified (manifest, checksums, "
         "onnx.checker, tensor names and shapes, trial inference)"
     )
@@ -722,7 +731,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="livegen: %(message)s")
+    console = logging.StreamHandler()
+    console.setFormatter(PrintableFormatter("livegen: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[console])
     handlers = {
         "jam": _cmd_jam,
         "render": _cmd_render,
@@ -737,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except LivegenError as err:
-        print(f"livegen: error: {err}", file=sys.stderr)
+        print(printable(f"livegen: error: {err}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("livegen: interrupted", file=sys.stderr)

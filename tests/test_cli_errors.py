@@ -157,3 +157,21 @@ def test_a_preset_cannot_replace_a_file_outside_its_out_dir(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "p.toml: field 'jam.record': '../../../x/passwd' leaves the jam's out-dir" in proc.stderr
     assert victim.read_text() == "root:x:0:0\n"
+
+
+def test_models_info_and_verify_print_a_manifests_control_characters_escaped(tmp_path):
+    def hostile(table):
+        table["description"] = "tune\x1b[2J\n2030-01-01 ERROR forged"
+        table["version"] = "1.0\x1b]0;pwned\x07"
+        table.setdefault("training", {})["corpus"] = "folk\rOVERWRITTEN"
+
+    folder = write_package(tmp_path / "pkg", mutate=hostile)
+    for args in (("models", "info", str(folder)), ("models", "verify", str(folder))):
+        proc = livegen(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert not any(c in proc.stdout for c in "\x1b\x07\r"), proc.stdout
+        assert "test-rnn 1.0\\x1b]0;pwned\\x07" in proc.stdout
+    info = livegen("models", "info", str(folder)).stdout
+    assert "test-rnn 1.0\\x1b]0;pwned\\x07: tune\\x1b[2J\\n2030-01-01 ERROR forged\n" in info
+    assert "training corpus: folk\\rOVERWRITTEN\n" in info
+    assert not any(line.startswith("2030") for line in info.splitlines())

@@ -129,3 +129,47 @@ def test_a_jam_writes_its_log_and_report_to_the_file_and_leaves_logging_as_it_wa
     code = main(["jam", "--out", "none", "--model", "no-such-model", "--log-file", str(log_file)])
     assert code == 2
     assert "ERROR livegen.report: error: model 'no-such-model'" in log_file.read_text()
+
+
+FORGED = "2030-01-01 00:00:00,000 ERROR livegen: FORGED"
+
+
+def test_a_newline_in_a_preset_string_cannot_forge_a_log_record(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        f'[jam]\nmodel = "folk-lstm\\n{FORGED}\\u001b[2J"\nlog-file = "jam.log"\noutputs = ["none"]\n'
+        "commands = false\n",
+        encoding="utf-8",
+    )
+    assert main(["jam", "--preset", str(preset), "--max-seconds", "1"]) == 2  # no such model
+    text = (tmp_path / "out" / "jam.log").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) == 2 and all(line.startswith(lines[0][:4]) and "FORGED" in line for line in lines), text
+    assert not any(line.startswith(FORGED) for line in lines) and "\x1b" not in text
+    assert f"jamming with folk-lstm\\n{FORGED}\\x1b[2J (call-response)" in lines[0]
+    printed = capsys.readouterr()
+    assert f"livegen: jamming with folk-lstm\\n{FORGED}\\x1b[2J" in printed.out
+    assert FORGED not in printed.out.replace("\\n" + FORGED, "") and "\x1b" not in printed.out + printed.err
+
+
+def test_every_record_of_the_log_file_starts_its_own_line_whatever_it_holds(tmp_path):
+    handler = rotating_handler(tmp_path / "livegen.log", 4096, 1)
+    logger = logging.getLogger("livegen.test-escape")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("model %s swapped", "evil\r\nFAKE\x1b]0;title\x07\u202e")
+        try:
+            raise ValueError(f"bad\n{FORGED}")
+        except ValueError:
+            logger.exception("step failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = (tmp_path / "livegen.log").read_text(encoding="utf-8").splitlines()
+    records = [line for line in lines if not line.startswith(" ")]
+    assert len(records) == 2, lines  # a traceback's lines are indented under its record
+    assert records[0].endswith("model evil\\r\\nFAKE\\x1b]0;title\\x07\\u202e swapped")
+    assert records[1].endswith("step failed")
+    assert lines[-2:] == ["    ValueError: bad", f"    {FORGED}"]  # under its record, never at the margin

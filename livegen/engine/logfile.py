@@ -7,7 +7,8 @@ handler is :class:`logging.handlers.RotatingFileHandler`: when a record would ta
 file past ``max_bytes`` it becomes ``FILE.1`` (``FILE.1`` becomes ``FILE.2`` and so on),
 and the oldest beyond ``backups`` is deleted, so the logs never hold more than about
 ``max_bytes * (backups + 1)``. Rotation happens on whichever thread logs; the
-scheduler's real-time thread never logs.
+scheduler's real-time thread never logs. Records are formatted by
+:class:`~livegen.printable.PrintableFormatter`: one line each, control characters escaped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging.handlers
 from pathlib import Path
 
 from livegen.errors import ConfigError
+from livegen.printable import PrintableFormatter
 
 #: Default size cap of the log file, bytes.
 DEFAULT_MAX_BYTES = 5_000_000
@@ -76,5 +78,5 @@ def rotating_handler(
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"--log-file {path}: cannot be opened for writing ({err.strerror or err})") from err
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
     return handler
