@@ -1067,18 +1067,19 @@ The host draws `candidates` noise batches (uniform noise times the temperature) 
 once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
 16ths): note k starts at the sum of the times since the last note up to k, rounded to the 16th grid, lasts
 its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the nearest MIDI pitch of its
-frequency; notes from the block's end on are dropped.{line} The model is unconditional: it never hears the
-performer. The host keeps the phrase that best fits the last bar heard (pitch classes, register, density).
-Each block is a new phrase from new noise, so there is no continuity across blocks beyond what the
-selection gives; a continuous frequency makes chromatic neighbours of scale tones as easy to generate as
-the tones (give the jam a `--key` to snap them).
+frequency that the key allows: the jam's `--key` when one is given, else the key the performer plays in
+(the major or natural-minor scale holding most of their notes of the last four bars); notes from the
+block's end on are dropped.{line} The model is unconditional: it never hears the performer. The host keeps
+the phrase that best fits the last bar heard (pitch classes, register, density, and its share of notes in
+the performer's key). Each block is a new phrase from new noise, so there is no continuity across blocks
+beyond what the selection gives.
 
 ## Limits
 
-- **Pitch.** The generator outputs a continuous frequency, so a phrase drifts through chromatic neighbours
-  of the key: its pitch classes and melodic intervals are the weakest part of what it plays (see the
-  Evaluation below, where they lose to both baselines). Candidate selection keeps the phrase nearest the
-  performer's pitch classes; a `--key` (or the `key` command) snaps every note into a scale.
+- **Pitch.** The generator outputs a continuous frequency with no notion of key; rounded to the nearest
+  semitone alone, a phrase drifts through chromatic neighbours of the key. The host rounds each frequency
+  to the nearest pitch of the performer's key instead, so the key is the host's, not the model's: before
+  anyone has played there is no key and the notes are rounded to the nearest semitone.
 - **Rhythm.** Steps and durations are continuous too and are rounded to 16ths; uneven values become
   syncopations the tunes rarely have.
 - **No memory across blocks.** Every block is a fresh phrase from fresh noise.

@@ -7,10 +7,19 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from livegen.models.block import BlockGenerator, fit_score, notes_of_block, snap_pitch
+from livegen.models.block import (
+    BlockGenerator,
+    fit_score,
+    key_classes,
+    notes_of_block,
+    performer_key,
+    snap_pitch,
+    snap_values,
+)
 from livegen.models.frames import ANY_TRACK, RollNote
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
+from livegen.music.keys import Key
 from livegen.music.time import SIXTEENTH
 
 G = SIXTEENTH  # ticks per frame
@@ -19,8 +28,17 @@ G = SIXTEENTH  # ticks per frame
 class FixedBlocks(BlockGenerator):
     """A family that proposes the same blocks every time, recording what it was given."""
 
-    def __init__(self, blocks: list[list[RollNote]], *, conditioned: bool = False, block_frames: int = 16) -> None:
-        self._init_block(block_frames=block_frames, context_frames=block_frames, conditioned=conditioned)
+    def __init__(
+        self,
+        blocks: list[list[RollNote]],
+        *,
+        conditioned: bool = False,
+        block_frames: int = 16,
+        key_snapping: bool = False,
+    ) -> None:
+        self._init_block(
+            block_frames=block_frames, context_frames=block_frames, conditioned=conditioned, key_snapping=key_snapping
+        )
         self.blocks = blocks
         self.asked: list[tuple[list[RollNote], int]] = []
 
@@ -195,3 +213,69 @@ def test_candidates_are_scored_against_the_performers_last_bar_however_long_ago(
     assert [n.pitch for n in heard] == list(performed)
     gen.reset()
     assert gen._heard([], 0) == []
+
+
+# ---- the performer's key -----------------------------------------------------------------
+
+G_MAJOR_TUNE = (67, 71, 74, 72, 71, 69, 66, 67)  # G B D C B A F# G
+
+
+def _perform(gen: BlockGenerator, pitches: Sequence[int]) -> None:
+    for i, pitch in enumerate(pitches):
+        gen.feed(StepEvent(pitch=pitch, step=0 if i == 0 else 2 * G, duration=2 * G, bar_phase=(2 * i % 16) * G))
+
+
+def test_the_performers_key_is_the_scale_holding_most_of_their_notes() -> None:
+    notes = [RollNote(2 * i, 2, p) for i, p in enumerate(G_MAJOR_TUNE)]
+    key = performer_key(notes)
+    assert key is not None and key_classes(key).tolist() == key_classes(Key(7, "major")).tolist()
+    # a raised leading tone does not move A minor (8 of 9 notes in its scale) away from its notes
+    a_minor = [RollNote(2 * i, 2, p) for i, p in enumerate((69, 72, 76, 74, 72, 71, 68, 69, 64))]
+    assert performer_key(a_minor) in (Key(9, "minor"), Key(0, "major"))
+    assert performer_key([]) is None
+
+
+def test_continuous_pitches_snap_to_the_nearest_allowed_pitch() -> None:
+    c_major = SamplingParams(scale="major").pitch_mask()
+    # 61.4 is nearer D than C; rounding first (61) and then snapping would give C
+    assert snap_values(np.array([61.4, 60.2, 65.5, 66.6, 130.0, -3.0]), c_major).tolist() == [62, 60, 65, 67, 127, 0]
+    assert snap_values(np.array([61.6]), np.zeros(128, dtype=bool)).tolist() == [62]
+
+
+def test_without_a_scale_a_continuous_pitch_family_plays_in_the_performers_key() -> None:
+    # a block of chromatic pitches: C#, F, G#, A#, C, D#
+    chromatic = [RollNote(2 * i, 2, p) for i, p in enumerate((61, 65, 68, 70, 72, 75))]
+    snapping = FixedBlocks([chromatic], key_snapping=True)
+    _perform(snapping, G_MAJOR_TUNE)
+    played = [p for _, p, _ in play(snapping, 12, SamplingParams(candidates=1))]
+    g_major = key_classes(Key(7, "major"))
+    assert all(g_major[p % 12] for p in played), played
+    assert all(abs(a - b) <= 1 for a, b in zip(played[:6], (61, 65, 68, 70, 72, 75), strict=True))
+    # a family of discrete pitches keeps its own; a scale the performer sets wins over the estimate
+    plain = FixedBlocks([chromatic])
+    _perform(plain, G_MAJOR_TUNE)
+    assert [p for _, p, _ in play(plain, 6, SamplingParams(candidates=1))] == [61, 65, 68, 70, 72, 75]
+    set_scale = FixedBlocks([chromatic], key_snapping=True)
+    _perform(set_scale, G_MAJOR_TUNE)
+    params = SamplingParams(candidates=1, scale="major", root=5)  # F major
+    assert all(key_classes(Key(5, "major"))[p % 12] for _, p, _ in play(set_scale, 6, params))
+
+
+def test_candidates_in_the_performers_key_are_preferred() -> None:
+    heard = [RollNote(2 * i, 2, p) for i, p in enumerate(G_MAJOR_TUNE)]
+    # the performer's own bar with C# for C fits their pitch classes better than G B D arpeggios do,
+    # but leaves their key
+    out_of_key = [RollNote(2 * i, 2, p) for i, p in enumerate((67, 71, 74, 73, 71, 69, 66, 67))]
+    in_key = [RollNote(2 * i, 2, p) for i, p in enumerate((67, 71, 74, 67, 71, 74, 67, 71))]
+    key = key_classes(Key(7, "major"))
+
+    def score(block: list[RollNote], key: np.ndarray | None) -> float:
+        return fit_score(block, heard, candidate_frames=16, heard_frames=16, key=key)
+
+    assert score(out_of_key, None) > score(in_key, None)
+    assert score(in_key, key) > score(out_of_key, key)
+    # by hand: every note in key, so the key part is 1 beside the other parts' 4 shares
+    assert score(in_key, key) == pytest.approx((4 * score(in_key, None) + 2) / 6)
+    gen = FixedBlocks([out_of_key, in_key])
+    _perform(gen, G_MAJOR_TUNE)
+    assert 73 not in [p for _, p, _ in play(gen, 8, SamplingParams(candidates=2))]

@@ -48,6 +48,7 @@ from livegen.models.crnngan import (  # noqa: E402
 from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.package import ModelPackage, load_package  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN, TempoMap  # noqa: E402
@@ -144,6 +145,16 @@ def test_a_phrase_is_laid_from_the_block_start_by_its_steps() -> None:
     # the running sum is rounded, not each step: three steps of 0.1 beats land on frames 0, 1, 1
     drift = np.array([[0.25, 440.0, 90.0, 0.1]] * 3)
     assert [n.onset for n in phrase_notes(drift, 16, 16)] == [0, 1, 1]
+
+
+def test_a_frequency_takes_the_nearest_pitch_the_key_allows() -> None:
+    # A4 + 0.4 semitone, C#5 + 0.4 (rounded first it would be C#, which snaps to C; D is nearer), F#4 exactly
+    # (a tie between F and G: the lower)
+    frequencies = [440.0 * 2 ** (0.4 / 12), 440.0 * 2 ** (4.4 / 12), 440.0 * 2 ** (-3 / 12)]
+    events = np.array([[0.5, f, 90.0, 0.5] for f in frequencies])
+    assert [n.pitch for n in phrase_notes(events, 32, 16)] == [69, 73, 66]  # no key: the nearest semitone
+    c_major = SamplingParams(scale="major").pitch_mask()
+    assert [n.pitch for n in phrase_notes(events, 32, 16, allowed=c_major)] == [69, 74, 65]
 
 
 def test_a_monophonic_phrase_is_one_line() -> None:
@@ -329,6 +340,21 @@ def test_answers_the_seed_phrase_in_call_and_response_deterministically(package:
         settings=settings,
     )  # fmt: skip
     assert again.model == performance.model
+
+
+def test_without_a_scale_the_notes_keep_to_the_performers_key(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    e_major = [64, 66, 68, 69, 71, 73, 75, 76]  # a key the training melodies (C major) are not in
+    for i, pitch in enumerate(e_major):
+        step, phase = (0 if i == 0 else PPQN // 2), i * PPQN // 2
+        generator.feed(StepEvent(pitch=pitch, step=step, duration=PPQN // 2, bar_phase=phase))
+    rng = np.random.default_rng(0)
+    played = []
+    for _ in range(24):
+        event = generator.sample(SamplingParams(), rng)
+        generator.feed(event)
+        played.append(event.pitch)
+    assert all(p % 12 in (4, 6, 8, 9, 11, 1, 3) for p in played), played
 
 
 def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:

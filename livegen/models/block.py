@@ -24,6 +24,13 @@ as it plays any other model:
   played in the bar up to their latest note, however long ago; before anyone has
   played, the bar before the block (the model's own notes). Scores are logged (debug) and
   counted in :attr:`BlockGenerator.fit` for ``livegen evaluate``.
+- **The performer's key.** When no scale is set (``params.scale`` chromatic), the key is
+  estimated from the performer's notes of the last :data:`KEY_FRAMES` before their
+  latest note (:func:`performer_key`): a candidate's share of notes in that key joins
+  its fit score, and families whose pitch is a continuous number
+  (:attr:`BlockGenerator.key_snapping`) round it to the nearest pitch of the key
+  (:meth:`BlockGenerator.allowed_pitches`, :func:`snap_values`). A scale the performer
+  sets wins over the estimate.
 - **Joins.** A block's notes are cut at its end. A note at a block's first frame of
   the same pitch and track as one sounding at the end of the block before continues
   it, so a note across a bar line is held, not struck again; everything else is
@@ -48,8 +55,9 @@ from typing import cast
 import numpy as np
 
 from livegen.models.frames import ANY_TRACK, GRID, VELOCITY, FrameGenerator, RollNote, frame_of
-from livegen.models.sampling import SamplingParams
+from livegen.models.sampling import SCALES, SamplingParams
 from livegen.models.step import StepEvent
+from livegen.music.keys import Key, key_correlations
 from livegen.music.time import PPQN
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,8 @@ LATE_ENTRY_MIN = 2
 PROPOSALS_KEPT = 8
 #: Slot numbers: one per (track, pitch), so two tracks may sound the same pitch.
 SLOTS_PER_TRACK = 128
+#: Frames of the performer's playing their key is estimated from (four 4/4 bars).
+KEY_FRAMES = 64
 
 
 def slot_of(track: int, pitch: int) -> int:
@@ -84,7 +94,12 @@ def pitch_class_profile(notes: Sequence[RollNote]) -> np.ndarray:
 
 
 def fit_score(
-    candidate: Sequence[RollNote], heard: Sequence[RollNote], *, candidate_frames: int, heard_frames: int
+    candidate: Sequence[RollNote],
+    heard: Sequence[RollNote],
+    *,
+    candidate_frames: int,
+    heard_frames: int,
+    key: np.ndarray | None = None,
 ) -> float:
     """How well a block fits what was heard, 0..1 (1 = same pitch classes, register and density).
 
@@ -95,6 +110,9 @@ def fit_score(
     - register: ``1 - |mean pitch difference| / 12``, floored at 0;
     - density: ``1 - |log2(onsets per frame ratio)|``, floored at 0 (twice or half as
       many onsets per frame scores 0).
+
+    ``key`` (boolean [12], the pitch classes of the performer's key): a fourth part, the
+    candidate's share of notes in the key, also counting twice.
 
     With nothing heard every candidate scores 0; an empty candidate scores 0.
     """
@@ -107,7 +125,10 @@ def fit_score(
     rate_c = len(candidate) / max(1, candidate_frames)
     rate_h = len(heard) / max(1, heard_frames)
     density = max(0.0, 1.0 - abs(math.log2(rate_c / rate_h)))
-    return (2.0 * pcs + register + density) / 4.0
+    if key is None:
+        return (2.0 * pcs + register + density) / 4.0
+    in_key = float(np.mean([key[n.pitch % 12] for n in candidate]))
+    return (2.0 * pcs + 2.0 * in_key + register + density) / 6.0
 
 
 @dataclass(slots=True)
@@ -143,6 +164,42 @@ def snap_pitch(pitch: int, mask: np.ndarray) -> int:
             if 0 <= candidate < 128 and mask[candidate]:
                 return candidate
     return pitch
+
+
+def snap_values(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Continuous pitches (float, MIDI numbers) as the nearest pitches ``mask`` allows, int64 (the lower on a
+    tie); rounded and kept in 0..127 when nothing is allowed."""
+    values = np.asarray(values, dtype=np.float64)
+    allowed = np.flatnonzero(mask)
+    if not len(allowed):
+        return np.clip(np.floor(values + 0.5), 0, 127).astype(np.int64)
+    above = np.clip(np.searchsorted(allowed, values), 0, len(allowed) - 1)
+    below = np.clip(above - 1, 0, len(allowed) - 1)
+    up, down = allowed[above], allowed[below]
+    return np.where(np.abs(up - values) < np.abs(values - down), up, down).astype(np.int64)
+
+
+# ---- the performer's key ---------------------------------------------------------------
+
+
+def key_classes(key: Key) -> np.ndarray:
+    """Boolean [12]: the pitch classes of ``key``'s major or natural-minor scale."""
+    classes = np.zeros(12, dtype=bool)
+    classes[[(key.root + step) % 12 for step in SCALES[key.mode]]] = True
+    return classes
+
+
+def performer_key(notes: Sequence[RollNote]) -> Key | None:
+    """The key of what the performer played: of the 24 major and natural-minor keys, the one whose scale holds
+    the most of ``notes`` (each note once), ties to the best Krumhansl-Kessler correlation (frames sounded per
+    pitch class); None without notes."""
+    if not notes:
+        return None
+    counts = np.zeros(12)
+    for n in notes:
+        counts[n.pitch % 12] += 1
+    correlations = key_correlations(pitch_class_profile(notes).tolist())
+    return max(correlations, key=lambda k: (float(counts[key_classes(k)].sum()), correlations[k]))
 
 
 # ---- the host --------------------------------------------------------------------------
@@ -181,7 +238,10 @@ class BlockGenerator(FrameGenerator):
         conditioned: bool,
         max_hold: int = 16,
         grid: int = GRID,
+        key_snapping: bool = False,
     ) -> None:
+        """``key_snapping``: the family's pitches are continuous numbers, rounded to the performer's key
+        (:meth:`allowed_pitches`)."""
         FrameGenerator.__init__(
             self,
             window=max(context_frames, LISTEN_FRAMES) + block_frames,
@@ -192,9 +252,11 @@ class BlockGenerator(FrameGenerator):
         self.block_frames = block_frames
         self.context_frames = context_frames
         self.conditioned = conditioned
+        self.key_snapping = key_snapping
         self.fit = FitCounter()
         self._origin = 0  # a frame on a bar line, relative to the first fed note
         self._performer_bar: tuple[RollNote, ...] = ()  # the performer's notes in the bar up to their last
+        self._performer_key: tuple[RollNote, ...] = ()  # the performer's notes of the last KEY_FRAMES
         self._proposals: dict[tuple[object, ...], list[list[RollNote]]] = {}  # see :meth:`_candidates`
 
     # ---- the family's part --------------------------------------------------------
@@ -219,6 +281,7 @@ class BlockGenerator(FrameGenerator):
         super().reset()
         self._origin = 0
         self._performer_bar = ()
+        self._performer_key = ()
         self._proposals.clear()
 
     def feed(self, event: StepEvent) -> None:
@@ -229,13 +292,37 @@ class BlockGenerator(FrameGenerator):
         if note.track == ANY_TRACK:
             since = note.onset - LISTEN_FRAMES
             self._performer_bar = (*(n for n in self._performer_bar if n.onset > since), note)
+            since = note.onset - KEY_FRAMES
+            self._performer_key = (*(n for n in self._performer_key if n.onset > since), note)
 
     def snapshot(self) -> object:
-        return (super().snapshot(), self._origin, self._performer_bar)
+        return (super().snapshot(), self._origin, self._performer_bar, self._performer_key)
 
     def restore(self, snapshot: object) -> None:
-        inner, self._origin, self._performer_bar = cast(tuple[object, int, tuple[RollNote, ...]], snapshot)
+        inner, self._origin, self._performer_bar, self._performer_key = cast(
+            tuple[object, int, tuple[RollNote, ...], tuple[RollNote, ...]], snapshot
+        )
         super().restore(inner)
+
+    # ---- the performer's key ------------------------------------------------------
+
+    def key(self, params: SamplingParams) -> np.ndarray | None:
+        """Boolean [12]: the pitch classes of the key the performer plays in, when ``params`` sets no scale and
+        they played; None otherwise."""
+        if params.scale != "chromatic":
+            return None
+        key = performer_key(self._performer_key)
+        return key_classes(key) if key is not None else None
+
+    def allowed_pitches(self, params: SamplingParams) -> np.ndarray:
+        """Boolean [128]: the pitches a block may hold: the live range and scale, and for a key-snapping family
+        without a scale the performer's key (:meth:`key`)."""
+        mask = params.pitch_mask()
+        key = self.key(params) if self.key_snapping else None
+        if key is None:
+            return mask
+        in_key = mask & np.tile(key, 11)[:128]
+        return in_key if in_key.any() else mask
 
     def block_start(self, frame: int) -> int:
         """The first frame of the block holding ``frame``."""
@@ -268,7 +355,7 @@ class BlockGenerator(FrameGenerator):
         return cast(_BlockState, state).strikes
 
     def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
-        pitch = snap_pitch(cast(_BlockState, state).last_pitch, params.pitch_mask())
+        pitch = snap_pitch(cast(_BlockState, state).last_pitch, self.allowed_pitches(params))
         return {slot_of(0, pitch): pitch}
 
     # ---- generation ---------------------------------------------------------------
@@ -294,8 +381,9 @@ class BlockGenerator(FrameGenerator):
         if not self.conditioned and len(candidates) > 1:
             heard = self._heard(state.recent, first)
             if heard:
+                key = self.key(params)
                 scores = [
-                    fit_score(c, heard, candidate_frames=self.block_frames, heard_frames=LISTEN_FRAMES)
+                    fit_score(c, heard, candidate_frames=self.block_frames, heard_frames=LISTEN_FRAMES, key=key)
                     for c in candidates
                 ]
                 best = int(np.argmax(scores))
@@ -320,16 +408,18 @@ class BlockGenerator(FrameGenerator):
         performed note kept only the new draw's notes after the note, and against a
         performer playing on every beat a chorale-like model then played almost nothing
         (its notes start on the bar and last it). An unconditional family's candidates are
-        re-scored against the performer's newest bar. Only the last few blocks are kept.
+        re-scored against the performer's newest bar; their pitches keep the key estimated
+        when the block was first proposed. Only the last few blocks are kept.
         """
-        key = (start, tuple(previous), params)
-        found = self._proposals.get(key)
+        cache_key = (start, tuple(previous), params)
+        found = self._proposals.get(cache_key)
         if found is None:
+            allowed = self.allowed_pitches(params)
             count = 1 if self.conditioned else max(1, params.candidates)
-            found = [self._clean(block, params) for block in self._propose(previous, count, params, rng)] or [[]]
+            found = [self._clean(block, allowed) for block in self._propose(previous, count, params, rng)] or [[]]
             while len(self._proposals) >= PROPOSALS_KEPT:
                 del self._proposals[next(iter(self._proposals))]
-            self._proposals[key] = found
+            self._proposals[cache_key] = found
         return found
 
     def _from(self, first: int, start: int, block: Sequence[RollNote], held: Mapping[int, int]) -> list[RollNote]:
@@ -360,9 +450,8 @@ class BlockGenerator(FrameGenerator):
             return list(self._performer_bar)
         return [n for n in recent if first - LISTEN_FRAMES <= n.onset < first]
 
-    def _clean(self, block: Sequence[RollNote], params: SamplingParams) -> list[RollNote]:
-        """A proposed block inside its bounds, the live range and scale, sorted by onset."""
-        mask = params.pitch_mask()
+    def _clean(self, block: Sequence[RollNote], mask: np.ndarray) -> list[RollNote]:
+        """A proposed block inside its bounds and the allowed pitches (:meth:`allowed_pitches`), sorted by onset."""
         out = []
         for n in block:
             if not 0 <= n.onset < self.block_frames:

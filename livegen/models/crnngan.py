@@ -20,8 +20,9 @@ as the batch, and keeps the one that fits the last bar heard best
 (:class:`~livegen.models.block.BlockGenerator`). A phrase is laid from the block's
 start by :func:`phrase_notes`: onsets are the running sum of the steps, rounded to the
 16th grid; durations are rounded to 16ths (1 to ``max_hold``); pitches are the nearest
-MIDI pitch of each frequency; notes starting at or after the block's end
-(``block_frames`` 16ths) are dropped. A package trained on single lines says
+allowed MIDI pitch of each frequency (in the live range and scale, and without a scale
+in the performer's key: :meth:`~livegen.models.block.BlockGenerator.allowed_pitches`);
+notes starting at or after the block's end (``block_frames`` 16ths) are dropped. A package trained on single lines says
 ``monophonic = true``: its notes are laid one after another, at least a 16th apart,
 each ending where the next starts.
 """
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.block import BlockGenerator
+from livegen.models.block import BlockGenerator, snap_values
 from livegen.models.frames import RollNote
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -53,33 +54,46 @@ def frequency_of_pitch(pitch: np.ndarray | float) -> np.ndarray:
     return np.asarray(440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0))
 
 
+def pitch_number(frequency: np.ndarray | float) -> np.ndarray:
+    """The MIDI pitch of a frequency in Hz as a continuous number (A4 = 69 = 440 Hz; at least 0)."""
+    f = np.maximum(np.asarray(frequency, dtype=np.float64), LOWEST_FREQUENCY)
+    return np.asarray(69.0 + 12.0 * np.log2(f / 440.0))
+
+
 def pitch_of_frequency(frequency: np.ndarray | float) -> np.ndarray:
     """The nearest MIDI pitch (0-127, int64) of a frequency in Hz."""
-    f = np.maximum(np.asarray(frequency, dtype=np.float64), LOWEST_FREQUENCY)
-    return np.clip(np.floor(69.0 + 12.0 * np.log2(f / 440.0) + 0.5), 0, 127).astype(np.int64)
+    return np.clip(np.floor(pitch_number(frequency) + 0.5), 0, 127).astype(np.int64)
 
 
 def phrase_notes(
-    events: np.ndarray, block_frames: int, max_hold: int, *, monophonic: bool = False, track: int = 0
+    events: np.ndarray,
+    block_frames: int,
+    max_hold: int,
+    *,
+    monophonic: bool = False,
+    track: int = 0,
+    allowed: np.ndarray | None = None,
 ) -> list[RollNote]:
     """A generated phrase [N, 4] in musical units (duration, frequency, velocity, step) laid into a block.
 
     Note k starts at ``round(4 * (step_0 + ... + step_k))`` 16ths from the block's start
     (negative steps count as 0), halves rounding up; it lasts ``round(4 * duration)``
     16ths, at least 1 and at most ``max_hold``; its pitch is the nearest MIDI pitch of its
-    frequency and its velocity the rounded intensity, 1 to 127. Notes starting at or after
+    frequency (of those ``allowed`` [128] allows, when given) and its velocity the rounded
+    intensity, 1 to 127. Notes starting at or after
     ``block_frames`` are dropped (the host cuts the others at the block's end).
 
     ``monophonic`` (a package trained on single lines): a note starts at least one 16th
     after the one before, and ends at the latest where the next one starts.
     """
     events = np.asarray(events, dtype=np.float64)
-    onsets = np.floor(4.0 * np.cumsum(np.maximum(events[:, 3], 0.0)) + 0.5).astype(np.int64)
+    starts = np.minimum(4.0 * np.cumsum(np.maximum(events[:, 3], 0.0)), block_frames)  # later ones are dropped
+    onsets = np.floor(starts + 0.5).astype(np.int64)
     frames = np.clip(np.floor(4.0 * events[:, 0] + 0.5), 1, max_hold).astype(np.int64)
     if monophonic and len(onsets):
         onsets = np.maximum.accumulate(onsets - np.arange(len(onsets))) + np.arange(len(onsets))
         frames[:-1] = np.minimum(frames[:-1], np.diff(onsets))
-    pitches = pitch_of_frequency(events[:, 1])
+    pitches = pitch_of_frequency(events[:, 1]) if allowed is None else snap_values(pitch_number(events[:, 1]), allowed)
     velocities = np.clip(np.floor(events[:, 2] + 0.5), 1, 127).astype(np.int64)
     notes = [
         RollNote(int(onset), int(length), int(pitch), track, int(velocity))
@@ -155,7 +169,12 @@ class CrnnGanGenerator(BlockGenerator):
                 )
         self._session = package.sessions[GRAPH]
         self._init_block(
-            block_frames=block_frames, context_frames=0, conditioned=False, max_hold=self.max_hold, grid=grid
+            block_frames=block_frames,
+            context_frames=0,
+            conditioned=False,
+            max_hold=self.max_hold,
+            grid=grid,
+            key_snapping=True,
         )
 
     def generate(self, noise: np.ndarray) -> np.ndarray:
@@ -167,7 +186,8 @@ class CrnnGanGenerator(BlockGenerator):
         self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
     ) -> list[list[RollNote]]:
         noise = rng.uniform(-1.0, 1.0, size=(count, self.notes, self.noise)) * params.temperature
+        allowed = self.allowed_pitches(params)
         return [
-            phrase_notes(phrase, self.block_frames, self.max_hold, monophonic=self.monophonic)
+            phrase_notes(phrase, self.block_frames, self.max_hold, monophonic=self.monophonic, allowed=allowed)
             for phrase in self.generate(noise)
         ]
