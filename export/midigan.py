@@ -104,6 +104,8 @@ VALIDATION_TEMPERATURES = (
 
 @dataclass(frozen=True, slots=True)
 class MidiGanConfig(ConfigRecord):
+    """Sizes, data scaling, optimiser and stabilisers; the defaults are the seed's recipe (:data:`RECIPES`)."""
+
     latent: int = 100
     hidden: int = 512  # the widest layer; the generator is hidden/4, hidden/2, hidden, the discriminator reversed
     leaky_slope: float = 0.2
@@ -115,10 +117,25 @@ class MidiGanConfig(ConfigRecord):
     context_frames: int = 16
     notes_per_block: int = 32
     window: int | None = None  # not used: the seed draws one note per noise vector (refused when given)
+    #: where ``tanh`` puts the training notes' farthest value of each attribute: standardised data is divided by
+    #: ``max |z| / tanh_fit`` (:class:`Standard`); 0 keeps the seed's unit deviation, which ``tanh`` cannot leave
+    tanh_fit: float = 0.95
+    #: stabilisers (the card names those in use): spectral normalisation of the discriminator's dense layers,
+    #: the minibatch standard deviation beside its last layer, and its own learning rate (0: ``learning_rate``)
+    spectral_norm: bool = False
+    minibatch_std: bool = False
+    d_learning_rate: float = 0.0
 
     @property
     def widths(self) -> tuple[int, int, int]:
         return (self.hidden // 4, self.hidden // 2, self.hidden)
+
+
+#: ``python -m export train midigan --recipe NAME``: config fields over the defaults (the seed's recipe).
+RECIPES: dict[str, dict[str, object]] = {
+    "seed": {},
+    "stable": {"spectral_norm": True, "minibatch_std": True, "d_learning_rate": 4e-4},
+}
 
 
 class Generator(nn.Module):
@@ -147,14 +164,24 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         width = len(ATTRIBUTES)
         for units in reversed(config.widths):
-            layers += [nn.Linear(width, units), nn.LeakyReLU(config.leaky_slope), nn.Dropout(config.dropout)]
+            layers += [_dense(width, units, config), nn.LeakyReLU(config.leaky_slope), nn.Dropout(config.dropout)]
             width = units
-        layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.minibatch_std = config.minibatch_std
+        self.decision = _dense(width + int(config.minibatch_std), 1, config)
 
     def forward(self, notes: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(notes)
+        h = self.net(notes)
+        if self.minibatch_std:
+            spread = h.std(dim=0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
+            h = torch.cat([h, spread.expand(len(h), 1)], dim=1)
+        out: torch.Tensor = self.decision(h)
         return out
+
+
+def _dense(width: int, units: int, config: MidiGanConfig) -> nn.Module:
+    layer = nn.Linear(width, units)
+    return nn.utils.parametrizations.spectral_norm(layer) if config.spectral_norm else layer
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -181,21 +208,30 @@ def corpus_notes(tunes: Sequence[Tune], beats_max: float) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Standard:
-    """Per-attribute mean and standard deviation of the training notes."""
+    """Per-attribute mean and standard deviation of the training notes, and ``reach``: the deviations that
+    ``tanh``'s ±1 stands for (the generator's values are ``(note - mean) / (std * reach)``)."""
 
     mean: np.ndarray
     std: np.ndarray
+    reach: np.ndarray
 
     @classmethod
-    def of(cls, notes: np.ndarray) -> Standard:
-        std = notes.std(0)
-        return cls(notes.mean(0), np.where(std > 0, std, 1.0))
+    def of(cls, notes: np.ndarray, tanh_fit: float = 0.0) -> Standard:
+        """``tanh_fit`` in (0, 1): the farthest training value of each attribute lands on ``±tanh_fit``;
+        0: the seed's unit deviation (``reach`` 1)."""
+        mean, std = notes.mean(0), notes.std(0)
+        std = np.where(std > 0, std, 1.0)
+        reach = np.ones(notes.shape[1])
+        if tanh_fit > 0:
+            farthest = np.abs((notes - mean) / std).max(0)
+            reach = np.maximum(farthest / tanh_fit, 1.0)
+        return cls(mean, std, reach)
 
     def apply(self, notes: np.ndarray) -> np.ndarray:
-        return (notes - self.mean) / self.std
+        return (notes - self.mean) / (self.std * self.reach)
 
     def invert(self, standard: np.ndarray) -> np.ndarray:
-        return standard * self.std + self.mean
+        return standard * self.std * self.reach + self.mean
 
 
 def quantise(notes: np.ndarray) -> np.ndarray:
@@ -247,6 +283,10 @@ def _check(options: MidiGanOptions) -> None:
         raise ExportError(f"--epochs {options.epochs} --patience {options.patience}: expected at least 1 each")
     if options.limit is not None and options.limit < 3:
         raise ExportError(f"--limit {options.limit}: expected at least 3 tunes (training, validation, held-out)")
+    if not 0 <= c.tanh_fit < 1 or c.d_learning_rate < 0:
+        raise ExportError(
+            f"tanh_fit {c.tanh_fit}, d_learning_rate {c.d_learning_rate}: expected 0 <= fit < 1 and a rate >= 0"
+        )
 
 
 def generate(model: Generator, count: int, seed: int, latent: int) -> np.ndarray:
@@ -287,7 +327,7 @@ def train_midigan(options: MidiGanOptions) -> Path:
     held_raw = corpus_notes(split.held_out, c.beats_max)
     if len(train_raw) < c.batch_size or not len(val_raw) or not len(held_raw):
         raise ExportError(f"{options.data}: too few notes to train ({len(train_raw)} training notes)")
-    standard = Standard.of(train_raw)
+    standard = Standard.of(train_raw, c.tanh_fit)
     train = torch.from_numpy(standard.apply(train_raw)).float()
     val = standard.apply(_subsample(val_raw, EVAL_NOTES, options.seed))
     log.info(
@@ -324,7 +364,7 @@ def train_midigan(options: MidiGanOptions) -> Path:
         state_dict=best_g,
         discriminator_state_dict=best_d,
         config=c.to_dict(),
-        standard={"mean": standard.mean.tolist(), "std": standard.std.tolist()},
+        standard={"mean": standard.mean.tolist(), "std": standard.std.tolist(), "reach": standard.reach.tolist()},
         provenance={
             "data": options.data,
             "limit": options.limit,
@@ -368,7 +408,7 @@ def _fit_gan(
     seed_ranks(options.seed)
     broadcast_module(g, d)
     opt_g = torch.optim.Adam(g.parameters(), lr=c.learning_rate)
-    opt_d = torch.optim.Adam(d.parameters(), lr=c.learning_rate)
+    opt_d = torch.optim.Adam(d.parameters(), lr=c.d_learning_rate or c.learning_rate)
     generator = torch.Generator().manual_seed(options.seed)
     noise = rank_generator(generator, options.seed)
     ones, zeros = torch.ones(c.batch_size, 1), torch.zeros(c.batch_size, 1)
@@ -517,7 +557,7 @@ def held_out_metrics(
     acc_real, acc_fake = discriminator_accuracy(d, standard.apply(held), fake)
     generated = standard.invert(fake)
     q_fake, q_held, q_train = quantise(generated), quantise(held), quantise(_subsample(train_raw, EVAL_NOTES, seed + 4))
-    reach = np.all(np.abs(standard.apply(held)) <= 1.0, axis=1)
+    reach = np.all(np.abs(standard.apply(held)) < 1.0, axis=1)
     metrics = {
         "held_out_d_accuracy_real": acc_real,
         "held_out_d_accuracy_fake": acc_fake,
@@ -624,6 +664,7 @@ def export_midigan(checkpoint_path: Path, out: Path, *, name: str | None = None,
                 "time_unit": "beat",
                 "mean": [float(v) for v in checkpoint["standard"]["mean"]],
                 "std": [float(v) for v in checkpoint["standard"]["std"]],
+                "tanh_reach": [float(v) for v in checkpoint["standard"].get("reach", [1.0] * len(ATTRIBUTES))],
                 "beats_max": c.beats_max,
                 "pitch_min": int(provenance["pitch_min"]),
                 "pitch_max": int(provenance["pitch_max"]),
@@ -648,7 +689,10 @@ def export_midigan(checkpoint_path: Path, out: Path, *, name: str | None = None,
                 "notes_train": provenance["notes_train"],
                 "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
                 "loss": "binary cross-entropy (discriminator: real 1, generated 0; generator: generated 1)",
-                "optimiser": f"Adam lr {c.learning_rate:g} (both networks)",
+                "optimiser": (
+                    f"Adam lr {c.learning_rate:g} (generator), {c.d_learning_rate or c.learning_rate:g} (discriminator)"
+                ),
+                "stabilisers": ", ".join(midigan_stabilisers(c)) or "none (the seed's recipe)",
                 "batch_size": c.batch_size,
                 "generator": (
                     f"{c.latent} -> {' -> '.join(map(str, c.widths))} (BN, LeakyReLU {c.leaky_slope:g}) -> 3 tanh"
@@ -676,10 +720,48 @@ def export_midigan(checkpoint_path: Path, out: Path, *, name: str | None = None,
     return write_package(out, name, build)
 
 
+def midigan_stabilisers(c: MidiGanConfig) -> list[str]:
+    """Short names of the stabilisers a config uses (the manifest's ``training.stabilisers``)."""
+    names = []
+    if c.spectral_norm:
+        names.append("spectral normalisation (discriminator)")
+    if c.minibatch_std:
+        names.append("minibatch standard deviation (discriminator)")
+    if c.d_learning_rate and c.d_learning_rate != c.learning_rate:
+        names.append(f"two timescales (discriminator lr {c.d_learning_rate:g}, generator {c.learning_rate:g})")
+    return names
+
+
+def midigan_stabiliser_lines(c: MidiGanConfig) -> list[str]:
+    """The card's lines on each stabiliser in use."""
+    lines = []
+    if c.spectral_norm:
+        lines.append(
+            "**Spectral normalisation** (Miyato et al. 2018) of every dense layer of the discriminator: each weight "
+            "matrix divided by its largest singular value, so the discriminator cannot sharpen without bound and the "
+            "generator keeps a gradient."
+        )
+    if c.minibatch_std:
+        lines.append(
+            "**Minibatch standard deviation** (Karras et al. 2018), a form of minibatch discrimination: the "
+            "discriminator's last layer also reads how much the batch's notes differ (the mean standard deviation "
+            "of its last hidden layer over the batch, real and generated batches apart), so a generator whose notes "
+            "gather around a few values is told apart by that alone. One more input to the last layer; the "
+            "discriminator is not shipped."
+        )
+    if c.d_learning_rate and c.d_learning_rate != c.learning_rate:
+        lines.append(
+            f"**Two timescales** (Heusel et al. 2017): Adam at {c.d_learning_rate:g} for the discriminator and "
+            f"{c.learning_rate:g} for the generator (the seed: 1e-4 for both)."
+        )
+    return lines
+
+
 def midigan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float]) -> str:
     c = MidiGanConfig.from_dict(checkpoint["config"])
     p, t = checkpoint["provenance"], checkpoint["training"]
     mean, std = checkpoint["standard"]["mean"], checkpoint["standard"]["std"]
+    reach = checkpoint["standard"].get("reach", [1.0] * len(ATTRIBUTES))
     widths = ", ".join(map(str, c.widths))
     seed_sizes = c.widths == (128, 256, 512)
     sizes = (
@@ -712,8 +794,25 @@ def midigan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float
             + ", ".join(f"{pcs:.3f} / {iv:.3f} / {ioi:.3f} at {t:g}" for t, pcs, iv, ioi in VALIDATION_TEMPERATURES)
             + "; random notes 0.537 / 0.573 / 0.105"
         )
-    lo = [mean[k] - std[k] for k in range(3)]
-    hi = [mean[k] + std[k] for k in range(3)]
+    lo = [mean[k] - reach[k] * std[k] for k in range(3)]
+    hi = [mean[k] + reach[k] * std[k] for k in range(3)]
+    if all(r == 1.0 for r in reach):
+        tanh_text = f"""- **What `tanh` on standardised data means**: the generator cannot leave mean ± 1 standard
+  deviation, i.e. pitches {lo[0]:.1f}-{hi[0]:.1f}, steps and durations up to {hi[1]:.2f} and {hi[2]:.2f} beats. Of the
+  held-out notes, {100 * m["held_out_share_within_tanh_reach"]:.0f}% lie inside that box in all three
+  attributes; the model cannot play the rest (lower and higher pitches, longer steps and durations).
+  This is the seed's design, kept as it is."""
+    else:
+        tanh_text = f"""- **Standardised data scaled into `tanh`'s reach** (the seed standardises to unit deviation,
+  which a `tanh` output cannot leave: its MidiGAN could only play within mean ± 1 deviation, e.g. MIDI 65-76 on
+  these tunes): each standardised attribute is divided by {", ".join(f"{r:.2f}" for r in reach)} (pitch, step,
+  duration; the package's `representation.tanh_reach`), so that the training notes' farthest value lands at
+  `tanh` = ±{c.tanh_fit:g}. The generator's reach is pitches {lo[0]:.1f}-{hi[0]:.1f}, steps and durations up to
+  {hi[1]:.2f} and {hi[2]:.2f} beats; {100 * m["held_out_share_within_tanh_reach"]:.0f}% of the held-out notes lie
+  inside it in all three attributes."""
+    stabilisers = "\n".join(f"- {line}" for line in midigan_stabiliser_lines(c))
+    if stabilisers:
+        stabilisers = "\nGAN stabilisers that keep the seed's networks and loss:\n\n" + stabilisers + "\n"
     return f"""# {name}
 
 A `midigan` model (livegen `block` kind) after MidiGAN, seed 000 §4.2 (*Comparing Different Neural
@@ -751,12 +850,8 @@ other jobs.
   epoch {t["best_epoch"]}'s, the one whose notes (drawn in inference mode, as exported) lie nearest the
   validation notes (mean 1-D Wasserstein distance over the three standardised attributes). The seed
   chose its models by listening.
-- **What `tanh` on standardised data means**: the generator cannot leave mean ± 1 standard deviation,
-  i.e. pitches {lo[0]:.1f}-{hi[0]:.1f}, steps and durations up to {hi[1]:.2f} and {hi[2]:.2f} beats. Of the
-  held-out notes, {100 * m["held_out_share_within_tanh_reach"]:.0f}% lie inside that box in all three
-  attributes; the model cannot play the rest (lower and higher pitches, longer steps and durations).
-  This is the seed's design, kept as it is.
-
+{tanh_text}
+{stabilisers}
 | epoch | D loss | G loss | D accuracy, real validation notes | D accuracy, generated notes | validation Wasserstein |
 |---:|---:|---:|---:|---:|---:|
 {rows}
@@ -787,16 +882,19 @@ The seed generated each note on its own from its own noise vector and strung the
 does the same one bar at a time. For a bar it draws {c.notes_per_block} notes per candidate (all candidates
 in one call of the graph) and lays them one after another: the first its step after the last note heard
 before the bar, each next one its step after the one before, on the 16th grid, until the bar is full; a
-note ends where the next begins. The block host then draws `candidates` such bars (8 by default) and keeps
-the one whose pitch classes, register and density best fit the bar just heard.
+note ends where the next begins. Each generated pitch, a continuous number, becomes the nearest pitch the
+key allows: the jam's `--key` when one is given, else the key the performer plays in (the major or
+natural-minor scale holding most of their notes of the last four bars; before anyone has played, the
+nearest semitone). The block host then draws `candidates` such bars (8 by default) and keeps the one whose
+pitch classes, register and density best fit the bar just heard.
 
 What this means musically:
 
 - **No melody beyond the single note.** Consecutive pitches are independent draws, so the intervals are
   those of two random notes of the corpus's pitch distribution: no stepwise motion, no contour, no
-  cadence. Pitch is one continuous number rounded to a semitone, so the generator has no notion of a
-  scale: its pitch classes follow the corpus as a whole (all keys of the folk tunes pooled) as far as a
-  smooth distribution can, not a key.
+  cadence. Pitch is one continuous number, so the generator has no notion of a scale: its pitches follow
+  the corpus as a whole (all keys of the folk tunes pooled) as far as a smooth distribution can; the key
+  its notes keep to is the host's rounding, not the model's.
 - **Rhythm without metre.** Steps are drawn independently too, so onsets drift across the beat: there is
   no preference for downbeats, no repeated rhythmic figure, and the bar lines are where livegen cuts,
   not where the music articulates. The mix of step lengths is the corpus's as far as the generator
@@ -807,13 +905,12 @@ What this means musically:
 
 The Evaluation below scores whole continuations against what the held-out tunes really play. A model of
 independent notes is not expected to match a tune's pitch classes and intervals: each tune keeps to one
-key and moves mostly by step, while these notes come from all keys pooled, gathered within mean ± 1 sd of
-the corpus's pitch (narrower still, see the table above), and leap at random; random notes over the seed's
-own range at least share the seed's register and spread. The seed found the same by ear: "the notes still
-sounding rather random", "dissonant".
+key and moves mostly by step, while these notes come from all keys pooled and leap at random; random notes
+over the seed's own range at least share the seed's register and spread. The seed found the same by ear:
+"the notes still sounding rather random", "dissonant".
 
 The temperature scales the noise: below 1 the notes gather at the generator's most common note, above 1
-they spread to the edges of its range (never past mean ± 1 sd). The {temperatures}. Top-p truncates the
+they spread to the edges of its range (never past `tanh`'s reach, above). The {temperatures}. Top-p truncates the
 noise (each component redrawn until it lies in the central top-p of the normal distribution; the
 package's default is 1, no truncation).
 

@@ -39,6 +39,7 @@ from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.midigan import MidiGanGenerator, lay_block, to_frames, truncated_normal  # noqa: E402
 from livegen.models.package import load_package  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN, TempoMap  # noqa: E402
@@ -72,6 +73,21 @@ def test_standardising_uses_the_training_mean_and_deviation_and_inverts() -> Non
     assert standard.std.tolist() == [2.0, 0.5, 1.0]  # a constant attribute keeps std 1, not 0
     assert standard.apply(notes).tolist() == [[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]
     np.testing.assert_allclose(standard.invert(standard.apply(notes)), notes)
+
+
+def test_every_training_note_lies_within_the_generators_tanh() -> None:
+    rng = np.random.default_rng(0)
+    # folk-like pitches: most near the middle, a few two octaves apart; steps with a long tail
+    notes = np.stack([rng.normal(70, 5, 5000).round().clip(48, 93), rng.exponential(0.7, 5000).clip(0, 4)], 1)
+    notes = np.concatenate([notes, notes[:, 1:]], 1)
+    seeds = Standard.of(notes, tanh_fit=0.0).apply(notes)
+    assert (np.abs(seeds) >= 1).any(axis=1).mean() > 0.3  # the seed's unit deviation: out of tanh's reach
+    fitted = Standard.of(notes, tanh_fit=0.95)
+    scaled = fitted.apply(notes)
+    assert np.abs(scaled).max() == pytest.approx(0.95)
+    np.testing.assert_allclose(fitted.invert(scaled), notes)
+    low, high = fitted.invert(np.array([[-0.95] * 3, [0.95] * 3]))
+    assert (low <= notes.min(0) + 1e-9).all() and (high >= notes.max(0) - 1e-9).all()
 
 
 def test_quantise_rounds_pitch_and_times_to_sixteenths_of_at_least_one() -> None:
@@ -163,6 +179,49 @@ def test_package_is_a_block_model_with_the_generator_only(package: Path) -> None
         assert np.isfinite(manifest["metrics"][key])
     assert "binary cross-entropy" in manifest["training"]["loss"]
     assert "musical structure" in (package / "README.md").read_text()
+
+
+def test_the_package_plays_the_whole_training_range(package: Path) -> None:
+    rep = _manifest(package)["representation"]
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, MidiGanGenerator)
+    reach = np.asarray(rep["mean"]) + np.asarray(rep["std"]) * np.asarray(rep["tanh_reach"])
+    low = np.asarray(rep["mean"]) - np.asarray(rep["std"]) * np.asarray(rep["tanh_reach"])
+    # tanh's ±1 is as far as the training notes went (the written tunes: D major from 62 to 79)
+    assert low[0] <= 62.5 and reach[0] >= 78.5
+    assert generator.scale.tolist() == pytest.approx((np.asarray(rep["std"]) * np.asarray(rep["tanh_reach"])).tolist())
+
+
+def test_the_host_reads_tanh_reach(package: Path, tmp_path: Path) -> None:
+    rep = _manifest(package)["representation"]
+    wide = MidiGanGenerator(load_package(_mutated(package, tmp_path, tanh_reach=[3.0, 1.0, 1.0])))
+    seed = dict(rep)
+    seed.pop("tanh_reach")
+    folder = tmp_path / "seed"
+    shutil.copytree(package, folder)
+    manifest = _manifest(folder)
+    manifest["representation"] = seed
+    (folder / "livegen.toml").write_bytes(tomli_w.dumps(manifest).encode())
+    narrow = MidiGanGenerator(load_package(folder))  # no field: the seed's unit deviation
+    a = wide.draw(500, SamplingParams(), np.random.default_rng(0))
+    b = narrow.draw(500, SamplingParams(), np.random.default_rng(0))
+    np.testing.assert_allclose(a[:, 0] - rep["mean"][0], 3.0 * (b[:, 0] - rep["mean"][0]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a[:, 1:], b[:, 1:])
+
+
+def test_without_a_scale_the_notes_keep_to_the_performers_key(package: Path) -> None:
+    _, generator = load_generator(str(package))
+    assert isinstance(generator, MidiGanGenerator)
+    f_major = [65, 67, 69, 70, 72, 74, 76, 77]  # a key the training tunes (D major) are not in
+    for i, pitch in enumerate(f_major):
+        generator.feed(StepEvent(pitch=pitch, step=0 if i == 0 else 2 * 120, duration=240, bar_phase=(i % 8) * 240))
+    rng = np.random.default_rng(0)
+    played = []
+    for _ in range(24):
+        event = generator.sample(SamplingParams(), rng)
+        generator.feed(event)
+        played.append(event.pitch)
+    assert all(p % 12 in (5, 7, 9, 10, 0, 2, 4) for p in played), played
 
 
 def test_window_is_refused(corpus: Path, tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ notes) and squashed by ``tanh``. One graph, ``generator``:
 
 - ``z`` [batch, latent] float32 -> ``notes`` [batch, 3] float32, the standardised
   (pitch, step, duration) in the order of ``representation.attributes``;
-  ``representation.mean`` and ``representation.std`` turn them back into a MIDI
-  pitch and a step and a duration in beats (``time_unit = "beat"``).
+  ``notes * tanh_reach * std + mean`` turns them back into a MIDI pitch and a step
+  and a duration in beats (``time_unit = "beat"``), from ``representation.mean``,
+  ``std`` and ``tanh_reach``, three numbers each: how many standard deviations
+  ``tanh``'s ±1 spans per attribute (1 when absent: the seed's standardised data,
+  which keeps every attribute within mean ± 1 deviation).
 
 Notes drawn this way are independent of each other; this adapter lays a block of
 them into a bar the way the seed laid them into a song, sequentially: each note
@@ -18,8 +21,11 @@ starts its ``step`` after the note before (rounded to the 16th grid, at least on
 16th), the first its step after the last onset heard before the block (or on the
 block's first 16th when nothing was), and notes are drawn until the bar is full.
 A note sounds its ``duration`` but ends where the next starts (the corpus is one
-line). ``representation.notes_per_block`` notes are drawn per candidate, and all
-candidates go through the graph in one call (batch ``candidates * notes_per_block``).
+line). A pitch is the nearest allowed pitch to the generated number: in the live
+range and scale, and without a scale in the performer's key
+(:meth:`~livegen.models.block.BlockGenerator.allowed_pitches`).
+``representation.notes_per_block`` notes are drawn per candidate, and all candidates
+go through the graph in one call (batch ``candidates * notes_per_block``).
 
 Sampling parameters: the temperature scales the noise (``z * temperature``: below 1
 the notes gather at the generator's most common note, above 1 they spread to the
@@ -38,7 +44,7 @@ from statistics import NormalDist
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.block import BlockGenerator
+from livegen.models.block import BlockGenerator, snap_values
 from livegen.models.frames import RollNote, graph_width, representation_int
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -48,11 +54,14 @@ ATTRIBUTES = ("pitch", "step", "duration")
 GRAPH = "generator"
 #: Frames (16ths) per beat on the block grid.
 FRAMES_PER_BEAT = 4
+#: The longest step or duration a note may have, beats (a block is far shorter).
+MAX_BEATS = 64
 
 
 def to_frames(beats: np.ndarray, frames_per_beat: int = FRAMES_PER_BEAT) -> np.ndarray:
-    """Beats as whole frames, halves rounded up, at least 1."""
-    return np.maximum(1, np.floor(np.asarray(beats, dtype=np.float64) * frames_per_beat + 0.5)).astype(np.int64)
+    """Beats as whole frames, halves rounded up, at least 1 and at most :data:`MAX_BEATS` beats."""
+    frames = np.floor(np.asarray(beats, dtype=np.float64) * frames_per_beat + 0.5)
+    return np.clip(frames, 1, MAX_BEATS * frames_per_beat).astype(np.int64)
 
 
 def lay_block(
@@ -129,6 +138,11 @@ class MidiGanGenerator(BlockGenerator):
         self.std = self._numbers(rep.get("std"), fail("std", "3 finite numbers above 0 (pitch, step, duration)"))
         if not (self.std > 0).all():
             raise fail("std", "3 finite numbers above 0 (pitch, step, duration)")
+        reach_error = fail("tanh_reach", "3 finite numbers above 0 (standard deviations at tanh's ±1)")
+        reach = self._numbers(rep.get("tanh_reach", [1.0] * len(ATTRIBUTES)), reach_error)
+        if not (reach > 0).all():
+            raise reach_error
+        self.scale = self.std * reach
         for tensor, field, value in (("z", "latent", self.latent), ("notes", "attributes", len(ATTRIBUTES))):
             declared = graph_width(package, GRAPH, tensor)
             if declared != value:
@@ -140,7 +154,9 @@ class MidiGanGenerator(BlockGenerator):
         if not self.frames_per_beat:
             raise fail("grid", "a whole fraction of a beat in ticks (PPQN 480), e.g. 120 for 16ths")
         self._session = package.sessions[GRAPH]
-        self._init_block(block_frames=block_frames, context_frames=context_frames, conditioned=False, grid=grid)
+        self._init_block(
+            block_frames=block_frames, context_frames=context_frames, conditioned=False, grid=grid, key_snapping=True
+        )
 
     @staticmethod
     def _numbers(value: object, error: PackageError) -> np.ndarray:
@@ -154,14 +170,14 @@ class MidiGanGenerator(BlockGenerator):
         """``count`` notes from the generator: float64 [count, 3] of (pitch, step, duration) in MIDI and beats."""
         z = truncated_normal(rng, (count, self.latent), params.top_p) * params.temperature
         (notes,) = self._session.run(["notes"], {"z": z.astype(np.float32)})
-        return np.asarray(notes, dtype=np.float64) * self.std + self.mean
+        return np.asarray(notes, dtype=np.float64) * self.scale + self.mean
 
     def _propose(
         self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
     ) -> list[list[RollNote]]:
         n = self.notes_per_block
         notes = self.draw(count * n, params, rng).reshape(count, n, len(ATTRIBUTES))
-        pitches = np.clip(np.rint(notes[..., 0]), 0, 127).astype(np.int64)
+        pitches = snap_values(notes[..., 0], self.allowed_pitches(params))
         steps = to_frames(np.maximum(notes[..., 1], 0.0), self.frames_per_beat)
         durations = to_frames(np.maximum(notes[..., 2], 0.0), self.frames_per_beat)
         last = max((p.onset for p in previous), default=None)
