@@ -16,7 +16,7 @@ Context: setup (a command-line tool; configures logging, which library modules n
                                       [--package PKG_DIR]
     python -m export train midigan|imagegan|crnngan|multitrack-cnn --data corpus:folk|corpus:bach|DIR
                                       --out DIR [--epochs N] [--limit N] [--seed S] [--batch-size N]
-                                      [--threads N] [--package PKG_DIR]
+                                      [--threads N] [--package PKG_DIR] [--recipe seed|stable (the GANs)]
     python -m export onnx CHECKPOINT --out PACKAGE_DIR [--name NAME] [--version V]
     python -m export prepare --data MIDI_FOLDER --out CACHE [--jobs N]
 
@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         "--stride", type=int, default=None, help="deep-musician: frames between training windows (default 16)"
     )
     train.add_argument("--threads", type=int, default=None, help="frame and block families: torch threads")
+    train.add_argument(
+        "--recipe",
+        default="seed",
+        help="midigan, imagegan, crnngan: 'seed' (the seed's training recipe, default) or 'stable' (with the GAN "
+        "stabilisers the model card names)",
+    )
     train.add_argument("--package", type=Path, default=None, help="export a model package here after training")
     train.add_argument(
         "--fresh", action="store_true", help="start afresh even when --out holds a resumable last.pt of this run"
@@ -200,6 +206,8 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.family not in FAMILIES:
         raise ExportError(f"unknown model family {args.family!r}; accepted: {', '.join(FAMILIES)}")
+    if args.family not in FRAME_FAMILIES and args.recipe != "seed":
+        raise ExportError(f"--recipe {args.recipe!r}: {args.family} accepts seed")
     if args.family == "token-lstm":
         _train_token_lstm(args)
         return
@@ -244,13 +252,19 @@ def _train_token_lstm(args: argparse.Namespace) -> None:
 def _train_frames(args: argparse.Namespace) -> None:
     import importlib
 
+    from export.errors import ExportError
+
     module_name, options_name, config_name, train_name = FRAME_FAMILIES[args.family]
     module = importlib.import_module(module_name)
     _quiet_exporter(args.verbose)
     given = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
     if args.family == "deep-musician":
         given |= {"alpha": args.alpha, "gamma": args.gamma, "stride": args.stride}
-    config = getattr(module, config_name)(**{k: v for k, v in given.items() if v is not None})
+    recipes = getattr(module, "RECIPES", {"seed": {}})
+    if args.recipe not in recipes:
+        raise ExportError(f"--recipe {args.recipe!r}: {args.family} accepts {', '.join(recipes)}")
+    given = recipes[args.recipe] | {k: v for k, v in given.items() if v is not None}
+    config = getattr(module, config_name)(**given)
     options = getattr(module, options_name)(**_run(args), config=config, threads=args.threads)
     checkpoint = getattr(module, train_name)(options)
     if args.package is not None and _main_rank():

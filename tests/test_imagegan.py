@@ -18,6 +18,8 @@ import tomli_w
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.imagegan import (  # noqa: E402
+    RECIPES,
+    Discriminator,
     Generator,
     ImageGanConfig,
     ImageGanOptions,
@@ -139,6 +141,18 @@ def test_the_card_names_each_departure_from_the_seed() -> None:
         "Minibatch",
         "A",
     ]
+
+
+def test_the_stable_recipe_keeps_the_seeds_networks_and_names_its_stabilisers() -> None:
+    seed, stable = ImageGanConfig(), ImageGanConfig(**RECIPES["stable"])
+    names = [line.split("**")[1] for line in imagegan_departures(stable)]
+    assert [name.split(" ")[0] for name in names] == ["Upsampling", "Dropout", "Minibatch", "Spectral", "Two"]
+    normed = [m for m in Discriminator(stable).modules() if torch.nn.utils.parametrize.is_parametrized(m)]
+    assert [type(m).__name__ for m in normed] == ["ParametrizedConv2d", "ParametrizedConv2d", "ParametrizedLinear"]
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in Discriminator(seed).modules())
+    # the same layers as the seed's, the discriminator's head reading one more channel (the batch's spread)
+    widths = {k: tuple(v.shape) for k, v in Generator(seed).dense.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in Generator(stable).dense.state_dict().items()} == widths
 
 
 def test_draw_pixels_thresholds_per_key_and_caps_polyphony() -> None:
