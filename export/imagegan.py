@@ -39,7 +39,8 @@ What differs from the seed, and why (the model card says it too):
   discriminator (``spectral_norm``) and the minibatch standard deviation (``minibatch_std``).
   ``--recipe stable`` (:data:`RECIPES`) keeps the seed's binary cross-entropy, so its figures compare with
   the seed's, and adds nearest upsampling, no generator dropout, spectral normalisation, the minibatch
-  standard deviation and two timescales.
+  standard deviation, two timescales and binary fakes (``binarise``: the discriminator sees fakes drawn
+  0/1 as the host draws them, with a straight-through gradient, as real images are 0/1).
 - The seed keeps the last epoch; so does this (a GAN has no validation loss to stop
   on: ``patience`` is not used).
 """
@@ -145,6 +146,10 @@ class ImageGanConfig(ConfigRecord):
     d_learning_rate: float = 0.0
     #: spectral normalisation (Miyato et al. 2018) of the discriminator's convolutions and dense layer
     spectral_norm: bool = False
+    #: the discriminator sees fakes drawn as the host draws them, 0/1 like the real images (a pixel on when its
+    #: probability is above a threshold drawn per key and image), the generator's gradient passing straight
+    #: through the draw (Dong and Yang 2018); False: the seed's probabilities
+    binarise: bool = False
 
     @property
     def dense(self) -> tuple[int, int, int]:
@@ -181,6 +186,7 @@ RECIPES: dict[str, dict[str, object]] = {
         "spectral_norm": True,
         "minibatch_std": True,
         "d_learning_rate": 4e-4,
+        "binarise": True,
     },
 }
 
@@ -330,6 +336,17 @@ def _accuracy(logits: torch.Tensor, real: bool) -> float:
     return float(((logits > 0) == real).float().mean())
 
 
+def present(probabilities: torch.Tensor, config: ImageGanConfig, rng: torch.Generator) -> torch.Tensor:
+    """Fakes as the discriminator sees them: the generator's pixel probabilities [batch, frames, keys], or with
+    ``binarise`` their draw (:func:`livegen.models.imagegan.draw_pixels`' thresholds, one per key and image, without
+    its cap on keys per frame) with the gradient of the probabilities (straight-through)."""
+    if not config.binarise:
+        return probabilities
+    thresholds = torch.rand(probabilities.shape[0], 1, probabilities.shape[2], generator=rng)
+    hard = (probabilities > thresholds).to(probabilities.dtype)
+    return hard + probabilities - probabilities.detach()
+
+
 def gan_figures(
     generator: Generator, discriminator: Discriminator, images: torch.Tensor, rng: torch.Generator
 ) -> dict[str, float]:
@@ -342,7 +359,7 @@ def gan_figures(
     discriminator.eval()
     with torch.no_grad():
         z = torch.randn(len(images), generator.config.latent, generator=rng)
-        fake = torch.sigmoid(generator(z))
+        fake = present(torch.sigmoid(generator(z)), generator.config, rng)
         real_logits = discriminator(images.float())
         fake_logits = discriminator(fake)
         ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)
@@ -480,7 +497,7 @@ def train_gan(
                     continue
                 b = len(real)
                 z = torch.randn(b, config.latent, generator=noise_rng)
-                fake = torch.sigmoid(generator(z))
+                fake = present(torch.sigmoid(generator(z)), config, noise_rng)
                 # real and fake go through the discriminator as one batch, so its batch normalisation
                 # sees the same mix in both steps (separate batches would normalise the difference away)
                 logits = discriminator(noisy(torch.cat([real, fake.detach()])), groups=2)
@@ -495,7 +512,8 @@ def train_gan(
                 average_gradients(discriminator.parameters())
                 d_opt.step()
                 z = torch.randn(b, config.latent, generator=noise_rng)
-                judged = discriminator(noisy(torch.cat([real, torch.sigmoid(generator(z))])), groups=2)[b:]
+                fake = present(torch.sigmoid(generator(z)), config, noise_rng)
+                judged = discriminator(noisy(torch.cat([real, fake])), groups=2)[b:]
                 g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
@@ -780,6 +798,15 @@ def imagegan_departures(c: ImageGanConfig) -> list[str]:
             "(the mean over features of their standard deviation, measured on the real and the fake half apart), so "
             "a generator that draws one image whatever the latent is told apart by that alone. It adds one input "
             "channel to the head; the discriminator is not shipped."
+        )
+    if c.binarise:
+        lines.append(
+            "**Binary fakes with a straight-through gradient** (Dong and Yang 2018, *Convolutional generative "
+            "adversarial networks with binary neurons for polyphonic music generation*): the discriminator sees each "
+            "fake drawn as the host draws it, a pixel on when its probability is above a threshold drawn per key and "
+            "image, 0/1 like the real images; without this it tells real from fake by the values alone (real pixels "
+            "are exactly 0 or 1, the seed's fakes probabilities). The generator's gradient passes through the draw "
+            "as if it were the probabilities."
         )
     if c.spectral_norm:
         lines.append(

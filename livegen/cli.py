@@ -452,6 +452,11 @@ def _play(config: JamConfig) -> int:
         _say(f"livegen: {result.late_steps} note(s) skipped: the model planned them after their time")
     if result.worker_restarts:
         _say(f"livegen: warning: the inference worker restarted {result.worker_restarts} time(s) after a crash or hang")
+    if result.skipped_steps:
+        _say(
+            f"livegen: warning: {result.skipped_steps} model step(s) skipped: over the time or memory budget, "
+            "or NaN in the model's outputs (the log says which)"
+        )
     if config.clock != "internal":
         _say(f"livegen: clock: {config.clock}, tempo at the end {result.tempo_bpm:.2f} BPM")
     if result.reseeds:
@@ -553,10 +558,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         for key, value in m.training.items():
             _print(f"  training {key}: {value}")
         return 0
-    package = load_package(Path(args.path))
+    from livegen.models.package import read_package
+    from livegen.models.trial import verify_in_child
+
+    verify_in_child(Path(args.path))
+    package = read_package(Path(args.path))
     _print(
         f"{package.folder}: {package.name} {package.manifest.version} verified (manifest, checksums, "
-        "onnx.checker, tensor names and shapes, trial inference)"
+        "onnx.checker, tensor names and shapes, trial inference on zeros, the seed phrase played through "
+        "its adapter within the time and memory budget)"
     )
     return 0
 

@@ -20,6 +20,13 @@ class PackageError(LivegenError, ValueError):
     """A model package that fails verification; names the file and the field."""
 
 
+class InferenceSkipped(LivegenError, RuntimeError):
+    """One model run refused: over its time or memory budget, stopped, failed, or not finite.
+
+    The caller skips the step the run was for and counts it; the performance goes on.
+    """
+
+
 class PortNotFoundError(LivegenError, LookupError):
     """A MIDI port or audio device name that matches nothing available."""
 

@@ -80,6 +80,97 @@ def step_graph(hidden: int = 16, seed: int = 0, *, classes: tuple[int, int] | No
     return model
 
 
+#: The traps :func:`trapped_graph` can set.
+TRAPS = ("loop", "alloc", "nan", "inf-step")
+#: Bytes the ``alloc`` trap asks for (4 GiB of float32).
+TRAP_ALLOC_BYTES = 1 << 32
+
+
+def trapped_graph(trap: str, above: float, hidden: int = 16) -> onnx.ModelProto:
+    """The step graph with a trap sprung when the pitch fed (``note[:, 0]``, pitch / 128) is above ``above``.
+
+    ``loop``: a Loop of 2**62 iterations; ``alloc``: a tensor of :data:`TRAP_ALLOC_BYTES`;
+    ``nan``: NaN in every pitch logit; ``inf-step``: an infinite ``step``. Zeros never spring
+    it; the test package's seed phrase (pitches 60 to 67) does when ``above`` is under 0.46.
+    """
+    if trap not in TRAPS:
+        raise ValueError(f"trap {trap!r}: expected one of {TRAPS}")
+    model = step_graph(hidden)
+    graph = model.graph
+    target = "step" if trap == "inf-step" else "pitch_logits"
+    producer = next(n for n in graph.node if target in n.output)
+    producer.output[list(producer.output).index(target)] = f"{target}_untrapped"
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(above, dtype=np.float32), "trap_above"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "trap_start"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "trap_end"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "trap_axis"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "trap_zero"),
+        ]
+    )
+    nodes = [
+        helper.make_node("Slice", ["note", "trap_start", "trap_end", "trap_axis"], ["trap_pitch"]),
+        helper.make_node("ReduceMax", ["trap_pitch"], ["trap_max"], keepdims=0),
+        helper.make_node("Greater", ["trap_max", "trap_above"], ["trap_sprung"]),
+        helper.make_node("Cast", ["trap_sprung"], ["trap_n"], to=i64),
+    ]
+    if trap == "loop":
+        body = helper.make_graph(
+            [
+                helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                helper.make_node("Add", ["v_in", "one"], ["v_out"]),
+            ],
+            "trap_body",
+            [
+                helper.make_tensor_value_info("i", i64, []),
+                helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_in", f, []),
+            ],
+            [
+                helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_out", f, []),
+            ],
+            [numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")],
+        )
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(1 << 62, dtype=np.int64), "trap_trips"),
+                numpy_helper.from_array(np.array(True), "trap_true"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Mul", ["trap_n", "trap_trips"], ["trap_m"]),
+            helper.make_node("Loop", ["trap_m", "trap_true", "trap_zero"], ["trap_v"], body=body),
+            helper.make_node("Mul", ["trap_v", "trap_zero"], ["trap_add"]),
+        ]
+    elif trap == "alloc":
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(TRAP_ALLOC_BYTES // 4 - 1, dtype=np.int64), "trap_elements"),
+                numpy_helper.from_array(np.array(1, dtype=np.int64), "trap_one_i"),
+                numpy_helper.from_array(np.array([1.0], dtype=np.float32), "trap_one_f"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Mul", ["trap_n", "trap_elements"], ["trap_extra"]),
+            helper.make_node("Add", ["trap_extra", "trap_one_i"], ["trap_size"]),
+            helper.make_node("Unsqueeze", ["trap_size", "trap_start"], ["trap_shape"]),
+            helper.make_node("Expand", ["trap_one_f", "trap_shape"], ["trap_big"]),
+            helper.make_node("ReduceSum", ["trap_big"], ["trap_sum"], keepdims=0),
+            helper.make_node("Mul", ["trap_sum", "trap_zero"], ["trap_add"]),
+        ]
+    else:
+        value = np.nan if trap == "nan" else np.inf
+        graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), "trap_value"))
+        nodes.append(helper.make_node("Where", ["trap_sprung", "trap_value", "trap_zero"], ["trap_add"]))
+    nodes.append(helper.make_node("Add", [f"{target}_untrapped", "trap_add"], [target]))
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
 def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn", time_head: str = "regression") -> dict:
     table = {
         "schema": 1,
@@ -128,14 +219,23 @@ def manifest(hidden: int, files: dict[str, str], name: str = "test-rnn", time_he
 SEED_NOTES = [Note(p, 90, i * 240, 220) for i, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62])]
 
 
-def write_package(folder: Path, *, hidden: int = 16, seed: int = 0, mutate=None, time_head: str = "regression") -> Path:
+def write_package(
+    folder: Path,
+    *,
+    hidden: int = 16,
+    seed: int = 0,
+    mutate=None,
+    time_head: str = "regression",
+    graph: onnx.ModelProto | None = None,
+) -> Path:
     """Write a valid package to ``folder``; ``mutate(manifest_dict)`` may break it on purpose.
 
-    ``time_head="classes"`` writes the categorical time head (see the module docstring).
+    ``time_head="classes"`` writes the categorical time head (see the module docstring);
+    ``graph``: another step graph of the same inputs and outputs (:func:`trapped_graph`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     classes = (len(STEP_CLASSES), len(DURATION_CLASSES)) if time_head == "classes" else None
-    onnx.save(step_graph(hidden, seed, classes=classes), str(folder / "model.onnx"))
+    onnx.save(graph or step_graph(hidden, seed, classes=classes), str(folder / "model.onnx"))
     (folder / "README.md").write_text("# test-rnn\nRandom weights for tests.\n")
     write_midi(folder / "seed.mid", {"seed": SEED_NOTES})
     files = {n: sha256_of(folder / n) for n in ("model.onnx", "README.md", "seed.mid")}

@@ -1,5 +1,6 @@
-"""Crafted, hostile model packages (issue 8, item 5): each is refused by a PackageError
-that names the problem, and nothing outside the package folder is opened.
+"""Crafted, hostile model packages: each is refused by a PackageError that names the
+problem, within a bounded time and memory, and nothing outside the package folder is
+opened; a zipped package leaves no folder behind.
 
 "Opened" is watched twice: Python's ``open``/``os.open`` are recorded, and the file
 outside is a FIFO, which onnx's or onnxruntime's C++ code could not open without a
@@ -11,8 +12,16 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import gc
 import os
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+import tomllib
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +32,8 @@ import tomli_w
 from onnx import TensorProto, helper
 
 from livegen.errors import PackageError
-from livegen.models.manifest import MAX_DIM
+from livegen.models import package as package_module
+from livegen.models.manifest import MAX_DIM, MAX_MANIFEST_BYTES
 from livegen.models.package import load_package, sha256_of
 from tests.pkgfactory import write_package
 
@@ -289,3 +299,185 @@ def test_graph_whose_declared_inputs_differ_from_its_nodes(
     onnx.save(model, str(package / "model.onnx"))
     _relist(package)
     _refused(package, outside, monkeypatch, str(package / "model.onnx"))
+
+
+# ---- refused by name within bounded time and memory; nothing left behind -------------------
+
+
+def _load_in_child(package: Path, seconds: float = 30) -> tuple[int | None, str, float]:
+    """load_package(``package``) in a child limited to 1 GiB of address space and ``seconds``:
+    (its exit status, or None when it ran out of time; its stderr; seconds taken)."""
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from livegen.models.package import load_package\n"
+        "load_package(sys.argv[1])\n"
+    )
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(package)], capture_output=True, text=True, timeout=seconds
+        )
+    except subprocess.TimeoutExpired as err:
+        return None, (err.stderr or b"").decode(errors="replace"), time.monotonic() - started
+    return done.returncode, done.stderr, time.monotonic() - started
+
+
+def test_external_data_beside_a_graph_in_a_subfolder_is_where_it_is_checked(tmp_path: Path) -> None:
+    """onnx reads external data beside its graph: for a graph in ``graphs/``, location
+    'weights.bin' is ``graphs/weights.bin``. That file is the one [files] must list; a
+    same-named file at the package root, listed and honest, does not vouch for it."""
+    package = write_package(tmp_path / "pkg")
+    raw = _externalize(package, "Wp", WEIGHTS)
+    (package / "graphs").mkdir()
+    (package / "model.onnx").rename(package / "graphs" / "model.onnx")
+    (package / WEIGHTS).write_bytes(raw)  # honest, listed
+    (package / "graphs" / WEIGHTS).write_bytes(b"\x7f\x7f\x7f\x7f" * (len(raw) // 4))  # what onnx reads
+
+    def listing(*names: str) -> None:
+        table = tomllib.loads((package / "livegen.toml").read_text())
+        table["graphs"]["step"]["file"] = "graphs/model.onnx"
+        table["files"] = {name: sha256_of(package / name) for name in ("README.md", "seed.mid", *names)}
+        (package / "livegen.toml").write_text(tomli_w.dumps(table))
+
+    listing("graphs/model.onnx", WEIGHTS)
+    with pytest.raises(PackageError, match=f"external data of tensor 'Wp' is in 'graphs/{WEIGHTS}', which"):
+        load_package(package)
+    (package / "graphs" / WEIGHTS).write_bytes(raw)
+    listing("graphs/model.onnx", f"graphs/{WEIGHTS}")  # listed where onnx reads it, it loads
+    assert load_package(package).name == "test-rnn"
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    package = write_package(tmp_path / "pkg")
+    (package / "livegen.toml").unlink()
+    os.mkfifo(package / "livegen.toml")
+    status, stderr, took = _load_in_child(package)
+    assert status == 1 and f"{package / 'livegen.toml'}: the manifest is not a regular file" in stderr, stderr
+    assert took < 20
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node (mknod) needs root")
+def test_a_manifest_that_is_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    package = write_package(tmp_path / "pkg")
+    (package / "livegen.toml").unlink()
+    os.mknod(package / "livegen.toml", stat.S_IFCHR | 0o644, os.makedev(1, 5))  # /dev/zero's numbers
+    status, stderr, took = _load_in_child(package)
+    assert status == 1 and "the manifest is not a regular file" in stderr, stderr
+    assert took < 20
+
+
+def test_a_manifest_over_its_size_limit_is_refused(tmp_path: Path) -> None:
+    package = write_package(tmp_path / "pkg")
+    with (package / "livegen.toml").open("a") as manifest:
+        manifest.write("# padding\n" * (MAX_MANIFEST_BYTES // 10 + 1))
+    with pytest.raises(PackageError, match="the manifest holds more than 1024 KiB"):
+        load_package(package)
+
+
+def _zipped(package: Path, archive: Path, extra: Path | None = None) -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(package.rglob("*")):
+            z.write(path, path.relative_to(package.parent))
+        if extra is not None:
+            with z.open(f"{package.name}/padding.bin", "w", force_zip64=True) as member:
+                for _ in range(extra.stat().st_size >> 20):
+                    member.write(bytes(1 << 20))
+    return archive
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zip whose members would extract to more than MAX_PACKAGE_BYTES (lowered here to 8 MiB;
+    the bomb is 64 MiB of zeros in 64 KiB) is refused by its declared sizes, and nothing is
+    extracted."""
+    monkeypatch.setattr(package_module, "MAX_PACKAGE_BYTES", 8 << 20)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    size = tmp_path / "size"
+    size.write_bytes(b"")
+    os.truncate(size, 64 << 20)
+    archive = _zipped(write_package(tmp_path / "pkg"), tmp_path / "bomb.zip", extra=size)
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(PackageError, match=r"bomb\.zip: its members would extract to \d+ bytes; a package holds at"):
+        load_package(archive)
+    assert not list(scratch.iterdir())
+
+
+def test_the_trial_inputs_have_a_total_size_limit(tmp_path: Path) -> None:
+    """Two inputs of 64 MiB each (each at the per-tensor limit): the trial would feed 128 MiB
+    of zeros; the manifest is refused by name instead."""
+
+    def mutate(table: dict) -> None:
+        table["graphs"]["step"]["inputs"][1]["shape"] = [1, 4096, 4096]
+        table["graphs"]["step"]["inputs"][2]["shape"] = [1, 4096, 4096]
+
+    package = write_package(tmp_path / "pkg", mutate=mutate)
+    with pytest.raises(PackageError, match="field 'graphs': expected inputs of at most 64 MiB in all"):
+        load_package(package)
+
+
+def _extractions(folder: Path) -> list[Path]:
+    return sorted(folder.glob("livegen-pkg-*"))
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary folder of this process and of the children it starts."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
+def test_a_zipped_package_is_removed_with_the_package_and_after_a_kill(tmp_path: Path, scratch: Path) -> None:
+    archive = _zipped(write_package(tmp_path / "pkg"), tmp_path / "pkg.zip")
+    package = load_package(archive)
+    assert package.folder.is_relative_to(scratch) and (package.folder / "model.onnx").is_file()
+    assert len(_extractions(scratch)) == 1
+    del package
+    gc.collect()
+    assert _extractions(scratch) == []
+    # a process killed before it could remove its extraction: the next one removes it
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from livegen.models.package import load_package; "
+            "kept = load_package(sys.argv[1]); os.kill(os.getpid(), 9)",
+            str(archive),
+        ],
+        capture_output=True,
+    )
+    assert killed.returncode == -9 and len(_extractions(scratch)) == 1
+    package = load_package(archive)
+    assert _extractions(scratch) == [next(p for p in (package.folder, *package.folder.parents) if p.parent == scratch)]
+
+
+def test_a_jam_and_its_model_swaps_leave_no_folder_behind(tmp_path: Path, scratch: Path) -> None:
+    """A zipped model played in-process and in the inference worker, and swapped to and fro
+    during the play: every extraction (the jam's, the worker's, each verification's, each
+    swap's) is gone when the jam has ended."""
+    from livegen.engine.jam import JamConfig, load_generator, run_jam
+
+    first = _zipped(write_package(tmp_path / "a"), tmp_path / "a.zip")
+    second = _zipped(write_package(tmp_path / "b", seed=1), tmp_path / "b.zip")
+    for worker in (False, True):
+        config = JamConfig(
+            model=str(first),
+            mode="autonomous",
+            outputs=("none",),
+            max_seconds=2,
+            commands=False,
+            out_dir=tmp_path / "out",
+            worker=worker,
+        )
+        run_jam(config)
+        gc.collect()
+        assert _extractions(scratch) == [], worker
+    swapped = [load_generator(str(p), checked_in_child=True)[1] for p in (first, second, first)]
+    assert len(_extractions(scratch)) == 3
+    del swapped
+    gc.collect()
+    assert _extractions(scratch) == []

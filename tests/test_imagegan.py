@@ -146,7 +146,14 @@ def test_the_card_names_each_departure_from_the_seed() -> None:
 def test_the_stable_recipe_keeps_the_seeds_networks_and_names_its_stabilisers() -> None:
     seed, stable = ImageGanConfig(), ImageGanConfig(**RECIPES["stable"])
     names = [line.split("**")[1] for line in imagegan_departures(stable)]
-    assert [name.split(" ")[0] for name in names] == ["Upsampling", "Dropout", "Minibatch", "Spectral", "Two"]
+    assert [name.split(" ")[0] for name in names] == [
+        "Upsampling",
+        "Dropout",
+        "Minibatch",
+        "Binary",
+        "Spectral",
+        "Two",
+    ]
     normed = [m for m in Discriminator(stable).modules() if torch.nn.utils.parametrize.is_parametrized(m)]
     assert [type(m).__name__ for m in normed] == ["ParametrizedConv2d", "ParametrizedConv2d", "ParametrizedLinear"]
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in Discriminator(seed).modules())

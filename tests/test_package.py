@@ -12,9 +12,10 @@ import pytest
 
 from livegen.errors import PackageError
 from livegen.models.midirnn import MidiRnnGenerator
-from livegen.models.package import load_package, sha256_of, verify_in_child
+from livegen.models.package import load_package, sha256_of
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
+from livegen.models.trial import verify_in_child
 from tests.pkgfactory import write_package
 
 

@@ -35,12 +35,12 @@ GRID_STEP_S = 60 / BPM / 4  # a sixteenth
 class Rig:
     """An engine on the internal clock, its planner in a worker; model and clock outputs in memory."""
 
-    def __init__(self, build: Callable[..., object]) -> None:
+    def __init__(self, build: Callable[..., object], **worker: float) -> None:
         self.clock = InternalClock(TempoMap.constant(BPM))
         self.out = MemoryOutput()
         self.clock_port = MemoryOutput()
         self.scheduler = Scheduler([[self.out], [], [self.clock_port]], tick_of=self.clock.ns_to_tick)
-        self.worker = PlannerWorker(build)  # type: ignore[arg-type]
+        self.worker = PlannerWorker(build, **worker)  # type: ignore[arg-type]
         self.worker.start()
         self.engine = Engine(
             self.worker,
@@ -51,9 +51,9 @@ class Rig:
         )
         self.scheduler.start()
 
-    def run(self, seconds: float) -> None:
+    def run(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
         end = time.monotonic() + seconds
-        self.engine.run(lambda: time.monotonic() > end)
+        self.engine.run(lambda: time.monotonic() > end or until())
 
     def close(self) -> None:
         self.engine.finish()
@@ -123,6 +123,35 @@ def test_a_model_slower_than_the_music_skips_steps_and_the_clock_keeps_time():
     assert rig.scheduler.stats.max_late_ns / 1e9 < GRID_STEP_S
     assert rig.largest_pulse_gap_s() < GRID_STEP_S
     assert rig.worker.restarts == 0  # slow is not hung: its heartbeat went on
+    assert not rig.sounding_at(time.perf_counter_ns())
+
+
+def test_a_worker_that_keeps_crashing_backs_off_then_gives_up_while_the_clock_goes_on(caplog):
+    """Each restart in a row waits twice as long as the one before, and after max_failures in a
+    row the worker is not started again: the clock keeps its pulse and the failure is logged
+    (restarting at once without end, 55 restarts in 40 s, used to take a core for good)."""
+    rig = Rig(worker_planners.crashes, restart_backoff_s=0.4, max_failures=4)
+    spawned: list[float] = []
+    spawn = rig.worker._spawn
+
+    def timed_spawn(seed):  # type: ignore[no-untyped-def]
+        spawned.append(time.monotonic())
+        return spawn(seed)
+
+    rig.worker._spawn = timed_spawn  # type: ignore[method-assign]
+    try:
+        rig.run(60.0, until=lambda: rig.worker.gave_up)
+        gave_up_at = time.monotonic()
+        rig.run(1.5)  # and after giving up, nothing starts again
+    finally:
+        rig.close()
+    assert rig.worker.gave_up and rig.worker.crashes == 4 and rig.worker.restarts == 3
+    assert len(spawned) == 3 and all(t < gave_up_at for t in spawned)
+    waits = [b - a for a, b in itertools.pairwise(spawned)]
+    assert waits[1] > waits[0] + 0.3  # 0.4 s, then 0.8 s of back-off (each beside a few notes' play)
+    assert rig.worker.pid is None
+    assert rig.largest_pulse_gap_s() < GRID_STEP_S  # the clock never stalled
+    assert "failed 4 times in a row and is not started again" in caplog.text
     assert not rig.sounding_at(time.perf_counter_ns())
 
 

@@ -36,6 +36,20 @@ class SlowGenerator(ScriptedGenerator):
         return super().sample(params, rng)
 
 
+class CrashingGenerator(ScriptedGenerator):
+    """A scripted generator whose proposals fail after the first ``good`` (as an adapter given an
+    infinite step once did: every worker it runs in crashes a moment after it starts)."""
+
+    def __init__(self, script: list[StepEvent], good: int) -> None:
+        super().__init__(script)
+        self.good = good
+
+    def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
+        if self._index >= self.good:
+            raise OverflowError("cannot convert float infinity to integer")
+        return super().sample(params, rng)
+
+
 def _autonomous(generator: ScriptedGenerator, seed: list[StepEvent] | None) -> Planner:
     live = LiveParams()
     rng = np.random.default_rng(0)
@@ -64,6 +78,11 @@ def replays_seed(seed: list[StepEvent] | None) -> Planner:
 def slow_sixteenths(seed: list[StepEvent] | None) -> Planner:
     """Autonomous sixteenths from a generator that takes two sixteenths (at 120 BPM) per note."""
     return _autonomous(SlowGenerator(SIXTEENTHS, 0.25), seed)
+
+
+def crashes(seed: list[StepEvent] | None) -> Planner:
+    """Autonomous sixteenths from a generator that fails after four proposals, in every worker."""
+    return _autonomous(CrashingGenerator(SIXTEENTHS, 4), seed)
 
 
 def broken(seed: list[StepEvent] | None) -> Planner:

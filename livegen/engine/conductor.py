@@ -13,6 +13,11 @@ for it; once loaded it replaces the model inside the :class:`SwappableGenerator`
 primed with the recent context, and what is planned but not committed is sampled
 afresh. Committed notes keep playing and carry their note-offs, so no note is
 left sounding.
+
+A model run refused by its budget (:mod:`livegen.models.budget`: over its time or
+memory, or NaN in its outputs) ends the planner's call it was made in: that step is
+skipped, counted in :attr:`Conductor.skipped_steps` and logged (the 1st, 2nd, 4th,
+8th... and every 1000th), and the next call plans on.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from livegen.engine.controls import ControlChange
 from livegen.engine.keyfollow import KeyFollower
 from livegen.engine.live import LiveParams
 from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake
 from livegen.engine.swap import SwappableGenerator
-from livegen.errors import ConfigError, LivegenError
+from livegen.errors import ConfigError, InferenceSkipped, LivegenError
 from livegen.models.step import StepGenerator
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ class Conductor:
         self.model = generator.name
         self.loading: str | None = None
         self.events: list[str] = []  # what changed, for the jam's report
+        self.skipped_steps = 0  # planner calls ended by a model run its budget refused
         self._posted: queue.SimpleQueue[ControlChange | _Loaded] = queue.SimpleQueue()
         self._loader: threading.Thread | None = None
 
@@ -97,7 +104,24 @@ class Conductor:
         """MIDI channel -> GM program of the current model's tracks (a multi-track model's), else None."""
         return self.generator.programs
 
+    def _skipping(self, call: Callable[[], list[Action]]) -> list[Action]:
+        """``call()``, or no actions when a model run it made was refused (counted and logged)."""
+        try:
+            return call()
+        except InferenceSkipped as err:
+            self._skipped(err)
+            return []
+
+    def _skipped(self, err: InferenceSkipped) -> None:
+        self.skipped_steps += 1
+        count = self.skipped_steps
+        if count & (count - 1) == 0 or count % 1000 == 0:  # the 1st, 2nd, 4th, 8th... and every 1000th
+            log.warning("model %s: %s (%d step(s) skipped so far)", self.model, err, count)
+
     def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+        return self._skipping(partial(self._on_input, tick, data))
+
+    def _on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
         if self.controls is not None and data and data[0] & 0xF0 == 0xB0:
             changes = self.controls(data)
             if changes:
@@ -114,10 +138,10 @@ class Conductor:
             except queue.Empty:
                 break
             if isinstance(item, _Loaded):
-                actions += self._swap(item)
+                actions += self._skipping(partial(self._swap, item))
             else:
-                actions += self.apply(item)
-        planned = self.planner.advance(now_tick)
+                actions += self._skipping(partial(self.apply, item))
+        planned = self._skipping(partial(self.planner.advance, now_tick))
         if self.key_follower is not None:
             self.key_follower.observe_committed(e for a in planned if isinstance(a, Commit) for e in a.events)
             self.key_follower.update(now_tick)
@@ -127,13 +151,19 @@ class Conductor:
         """The planner's work beyond the commit horizon, if it has any (see ``Planner.advance``)."""
         plan_ahead = getattr(self.planner, "plan_ahead", None)
         if plan_ahead is not None:
-            plan_ahead(now_tick)
+            try:
+                plan_ahead(now_tick)
+            except InferenceSkipped as err:
+                self._skipped(err)
 
     def silence(self) -> list[Action]:
-        return self.planner.silence()
+        return self._skipping(self.planner.silence)
 
     def replan(self) -> None:
-        self.planner.replan()
+        try:
+            self.planner.replan()
+        except InferenceSkipped as err:
+            self._skipped(err)
 
     # ---- controls -----------------------------------------------------------------
 
@@ -202,7 +232,12 @@ class Conductor:
             log.warning("%s; still playing %s", loaded.error, self.model)
             self.events.append(f"model {loaded.name} failed: {loaded.error}")
             return []
-        self.generator.swap(loaded.generator, loaded.name)
+        try:
+            self.generator.swap(loaded.generator, loaded.name)  # primes the new model: it runs
+        except InferenceSkipped as err:
+            log.warning("model %s: %s; still playing %s", loaded.name, err, self.model)
+            self.events.append(f"model {loaded.name} failed: {err}")
+            return []
         self.planner.replan()
         self.model = loaded.name
         self.events.append(f"model = {loaded.name}")

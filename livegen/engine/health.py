@@ -106,6 +106,7 @@ class JamMetrics:
     reconnects: int = 0  # MIDI ports or servers opened again after they went away
     port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
     restarts: int = 0  # inference workers started again after a crash or a hang
+    skipped_steps: int = 0  # model steps skipped: a run over its time or memory budget, or not finite
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +326,13 @@ class Vitals:
             "counter",
             "Inference workers started again after a crash or a hang.",
             [({}, self.counter("restarts"))],
+        )
+        out.family(
+            "livegen_skipped_steps_total",
+            "counter",
+            "Model steps skipped: a run over its time or memory budget, ended by a stop, or with NaN or "
+            "infinity in its outputs.",
+            [({}, self.counter("skipped_steps"))],
         )
         out.family(
             "livegen_recording_write_errors_total",

@@ -56,16 +56,18 @@ from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
 from livegen.engine.swap import SwappableGenerator
 from livegen.engine.worker import PlannerWorker
-from livegen.errors import ConfigError, LivegenError
+from livegen.errors import ConfigError, LivegenError, PackageError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.destination import check_destination, fallback_folders, prepare_destination
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder, RollingRecording
 from livegen.io.synth_render import WAV_MAX_MINUTES, WavStream
-from livegen.models.package import ModelPackage, load_package, read_package, verify_in_child
-from livegen.models.registry import DEFAULT_MODEL, generator_class, resolve_package
+from livegen.models.budget import stop_runs_on
+from livegen.models.package import ModelPackage, load_package, read_package
+from livegen.models.registry import DEFAULT_MODEL, generator_class, is_bundled, resolve_package
 from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
-from livegen.models.step import StepEvent, StepGenerator
+from livegen.models.step import StepEvent, StepGenerator, step_events
+from livegen.models.trial import start_verification, verify_in_child
 from livegen.music.events import PROGRAM_CHANGE, Note, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
@@ -245,6 +247,7 @@ class JamResult:
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
     late_steps: int = 0  # notes skipped because the model planned them after their time
     worker_restarts: int = 0  # inference workers started again after a crash or a hang
+    skipped_steps: int = 0  # model steps skipped: a run over its time or memory budget, or not finite
     port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
     reconnects: int = 0  # MIDI ports that played again after going away
     parts: list[Path] = field(default_factory=list)  # every part of a recording longer than one part, in order
@@ -253,12 +256,30 @@ class JamResult:
 
 
 def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
-    """Load and verify ``model``; ``checked_in_child``: run onnx.checker in a child process
-    (a swap during a performance, on a background thread)."""
+    """Load and verify ``model``: every check and the trial on its seed phrase run in a bounded
+    child process (:mod:`livegen.models.trial`) while the sessions open here, and the model
+    plays only if both pass. ``checked_in_child``: the child first, the sessions after (a swap
+    during a performance, on a background thread: nothing unverified is opened here).
+
+    A bundled package is part of livegen (its tests play it) and is verified here, without
+    the child, at a jam's start."""
     path = resolve_package(model)
-    if checked_in_child:
+    if is_bundled(path) and not checked_in_child:
+        package = load_package(path)
+    elif checked_in_child:
         verify_in_child(path)
-    package = load_package(path, check_graphs=not checked_in_child)
+        package = load_package(path, check_graphs=False)
+    else:
+        verification = start_verification(path)
+        try:
+            package = load_package(path, check_graphs=False)
+        except PackageError:
+            verification.wait()  # the child's verdict names the fault first (onnx.checker)
+            raise
+        except BaseException:
+            verification.cancel()
+            raise
+        verification.wait()
     adapter = generator_class(package.manifest.family)
     # Any kind plays whose adapter is a step generator (a ``frame`` adapter buffers its notes).
     methods = ("reset", "feed", "sample", "snapshot", "restore")
@@ -390,13 +411,7 @@ def open_port_output(name: str, api: str) -> MidiOutput:
 
 def seed_events(notes: Sequence[Note]) -> list[StepEvent]:
     """A seed phrase as the events a step model hears (onset order, steps between onsets)."""
-    events, previous = [], None
-    for note in sorted(notes, key=lambda n: (n.start, n.pitch)):
-        events.append(
-            StepEvent(note.pitch, 0 if previous is None else note.start - previous, note.duration, note.velocity)
-        )
-        previous = note.start
-    return events
+    return step_events(notes)
 
 
 def live_params(config: JamConfig, package: ModelPackage) -> LiveParams:
@@ -551,7 +566,9 @@ def run_jam(
     seed = seed_events(song.notes) if song else []
     conductor: Conductor | PlannerWorker
     if generator is None:
-        conductor = PlannerWorker(partial(build_planner, config, beats_per_bar, seed))
+        # the worker loads the folder read here (a .zip is extracted once, and removed with it)
+        worker_config = replace(config, model=str(package.folder))
+        conductor = PlannerWorker(partial(build_planner, worker_config, beats_per_bar, seed))
     else:
         rng = np.random.default_rng(config.rng_seed)
         conductor = make_conductor(config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed)
@@ -754,7 +771,7 @@ def run_jam(
             return False
 
         error: BaseException | None = None
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop), stop_runs_on(stop):
             try:
                 engine.run(finished)
             except BaseException as err:  # keep what was recorded, then report
@@ -786,9 +803,15 @@ def run_jam(
         if isinstance(conductor, PlannerWorker):
             result.reseeds = conductor.summary.reseeds
             result.worker_restarts = conductor.restarts
+            if conductor.gave_up:
+                result.warnings.append(
+                    f"the inference worker failed {conductor.crashes + conductor.hangs} time(s) and was not started "
+                    "again; the clock and the recording went on without the model (the log says why)"
+                )
         else:
             result.reseeds = len(getattr(conductor.planner, "reseeds", []))
         result.late_steps = engine.late_steps
+        result.skipped_steps = conductor.skipped_steps
         result.tempo_bpm = clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
         if keeper is not None:

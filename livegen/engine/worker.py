@@ -26,9 +26,15 @@ Supervision, checked on every control step:
 - A worker that raises reports the error and exits; that is a crash too. A worker
   that cannot start (a broken package) raises the error to the caller at
   :meth:`PlannerWorker.start`, as loading in-process would.
+- **Back-off.** The first restart is immediate; each further failure in a row waits
+  twice as long (``restart_backoff_s``, doubling up to :data:`MAX_BACKOFF_S`), and after
+  ``max_failures`` failures in a row the worker is not started again (:attr:`PlannerWorker.gave_up`,
+  logged): the clock, the scheduler and the recording go on without the model. A worker
+  that has answered for :data:`STABLE_AFTER_S` ends the run of failures.
 
 The worker is started with ``spawn`` (a fresh interpreter: the parent already runs
-onnxruntime's and the audio library's threads, which ``fork`` would not carry).
+onnxruntime's and the audio library's threads, which ``fork`` would not carry). A
+package the worker extracts that its kill leaves behind is removed when it is dropped.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from livegen.engine.controls import ControlChange
 from livegen.engine.planner import Action, Planner, Withdraw
 from livegen.engine.scheduler import ALL_GENERATIONS
 from livegen.errors import LivegenError
+from livegen.models.package import remove_orphaned_extractions
 from livegen.models.step import StepEvent
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,14 @@ STUCK_AFTER_S = 5.0
 REPLY_WAIT_S = 0.05
 #: The longest a worker may take to load its model and answer "ready", seconds.
 START_TIMEOUT_S = 60.0
+#: The wait before the second restart in a row, seconds; each further one waits twice as long.
+RESTART_BACKOFF_S = 0.5
+#: The longest wait before a restart, seconds.
+MAX_BACKOFF_S = 30.0
+#: Failures in a row after which the worker is not started again.
+MAX_FAILURES = 6
+#: A worker that has answered this long ends a run of failures, seconds.
+STABLE_AFTER_S = 30.0
 
 
 class PlannerBuilder(Protocol):
@@ -148,7 +163,17 @@ def _serve(
             log.exception("inference worker: %s failed", kind)
             conn.send(("crashed", repr(err)))
             return
-        conn.send(("done", message[1], actions, planner.responses, planner.busy, getattr(planner, "model", None)))
+        conn.send(
+            (
+                "done",
+                message[1],
+                actions,
+                planner.responses,
+                planner.busy,
+                getattr(planner, "model", None),
+                getattr(planner, "skipped_steps", 0),
+            )
+        )
         plan_ahead = getattr(planner, "plan_ahead", None)
         if kind == "advance" and plan_ahead is not None:
             try:  # after the reply: the parent commits while the worker samples on
@@ -173,15 +198,24 @@ class PlannerWorker:
         hang_after_s: float = HANG_AFTER_S,
         stuck_after_s: float = STUCK_AFTER_S,
         reply_wait_s: float = REPLY_WAIT_S,
+        restart_backoff_s: float = RESTART_BACKOFF_S,
+        max_failures: int = MAX_FAILURES,
+        stable_after_s: float = STABLE_AFTER_S,
     ) -> None:
         self.build = build
         self.recent = recent  # what a restarted worker hears first (control thread)
         self.hang_after_s = hang_after_s
         self.stuck_after_s = stuck_after_s
         self.reply_wait_s = reply_wait_s
+        self.restart_backoff_s = restart_backoff_s
+        self.max_failures = max_failures
+        self.stable_after_s = stable_after_s
         self.restarts = 0
         self.crashes = 0
         self.hangs = 0
+        self.gave_up = False  # failed max_failures times in a row: not started again
+        self.skipped_steps = 0  # steps the worker's model skipped (over its budget, not finite)
+        self._skipped_before = 0  # skipped by the workers before the one playing now
         self.recovery_s: list[float] = []  # from each failure found to the new worker's first answer
         self.summary = WorkerSummary()
         self.programs: dict[int, int] | None = None  # the model's tracks' GM programs, once ready
@@ -199,6 +233,9 @@ class PlannerWorker:
         self._launched: tuple[BaseProcess, Connection] | None = None  # started, not yet ready
         self._starting: tuple[BaseProcess, Connection, float] | None = None  # restarting after a failure
         self._failed_at: float | None = None
+        self._failures_in_row = 0
+        self._adopted_at: float | None = None  # when the worker playing now answered "ready"
+        self._restart_at: float | None = None  # when the next worker starts (backing off)
 
     # ---- lifecycle (control thread) ---------------------------------------------------
 
@@ -246,24 +283,28 @@ class PlannerWorker:
 
     def _adopt(self, process: BaseProcess, conn: Connection, ready: tuple[Any, ...]) -> None:
         self._process, self._conn = process, conn
+        self._adopted_at = time.monotonic()
         self._responses, self._busy, self.programs = ready[1], ready[2], ready[3]
         self._outstanding.clear()
         self._advance_seq = None
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the worker, keeping its planner's summary (events, reseeds) for the report."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the worker within ``timeout`` (then it is killed), keeping its planner's summary
+        (events, reseeds) for the report."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
+        self._restart_at = None
         for pending in (self._starting, self._launched):
             if pending is not None:
                 _kill(pending[0])
                 pending[1].close()
         self._starting = self._launched = None
         if process is None or conn is None:
+            remove_orphaned_extractions()
             return
+        deadline = time.monotonic() + timeout
         try:
             conn.send(("stop", self._next_seq()))
-            deadline = time.monotonic() + timeout
             while conn.poll(max(0.0, deadline - time.monotonic())):
                 reply = conn.recv()
                 if reply[0] == "stopped":
@@ -275,9 +316,10 @@ class PlannerWorker:
                     break
         except (EOFError, OSError):
             pass
-        process.join(timeout)
+        process.join(max(0.0, deadline - time.monotonic()))
         _kill(process)
         conn.close()
+        remove_orphaned_extractions()
 
     @property
     def pid(self) -> int | None:
@@ -351,6 +393,7 @@ class PlannerWorker:
         self._responses, self._busy = reply[3], reply[4]
         if reply[5] is not None:
             self.model = reply[5]
+        self.skipped_steps = self._skipped_before + reply[6]
 
     def _collect(self, wanted: int | None, wait_s: float) -> list[Action]:
         """Every answer already here, waiting up to ``wait_s`` for the one to ``wanted``."""
@@ -382,6 +425,10 @@ class PlannerWorker:
 
     def _check(self) -> list[Action]:
         """Find a dead or hung worker (then withdraw its line and start another); adopt one started."""
+        if self._restart_at is not None and time.monotonic() >= self._restart_at:
+            self._restart_at = None
+            seed = self.recent() if self.recent is not None else None
+            self._starting = (*self._spawn(seed or None), time.monotonic())
         if self._starting is not None:
             self._poll_restart()
             return []
@@ -400,25 +447,43 @@ class PlannerWorker:
         return []
 
     def _failed(self, why: str, *, crash: bool = False) -> list[Action]:
-        """Drop the worker (killing what is left of it), start another in the background, and
-        return the action that withdraws the dropped worker's line."""
+        """Drop the worker (killing what is left of it), start another after the back-off (or give
+        up after ``max_failures`` in a row), and return the action that withdraws the dropped
+        worker's line."""
         if crash:
             self.crashes += 1
         else:
             self.hangs += 1
-        log.warning("%s; starting another", why)
+        now = time.monotonic()
+        if self._adopted_at is not None and now - self._adopted_at >= self.stable_after_s:
+            self._failures_in_row = 0
+        self._adopted_at = None
+        self._failures_in_row += 1
         process, conn = self._process, self._conn
         self._process = self._conn = None
         self._outstanding.clear()
         self._advance_seq = None
+        self._skipped_before = self.skipped_steps
         if process is not None:
             _kill(process)
         if conn is not None:
             conn.close()
-        self._failed_at = time.monotonic()
-        seed = self.recent() if self.recent is not None else None
-        process, conn = self._spawn(seed or None)
-        self._starting = (process, conn, time.monotonic())
+        remove_orphaned_extractions()
+        if self._failures_in_row >= self.max_failures:
+            self.gave_up = True
+            log.error(
+                "%s; the inference worker failed %d times in a row and is not started again: "
+                "the clock and the recording go on without the model",
+                why,
+                self._failures_in_row,
+            )
+            return [Withdraw(ALL_GENERATIONS)]
+        delay = 0.0 if self._failures_in_row == 1 else self.restart_backoff_s * 2 ** (self._failures_in_row - 2)
+        delay = min(delay, MAX_BACKOFF_S)
+        log.warning("%s; starting another in %.1f s (failure %d in a row)", why, delay, self._failures_in_row)
+        if self._failed_at is None:
+            self._failed_at = now
+        self._restart_at = now + delay
         return [Withdraw(ALL_GENERATIONS)]
 
     def _poll_restart(self) -> None:
@@ -432,6 +497,8 @@ class PlannerWorker:
         if not ready:
             if time.monotonic() - started > START_TIMEOUT_S or not process.is_alive():
                 self._starting = None
+                _kill(process)
+                conn.close()
                 self._failed(f"the restarted inference worker did not start (exit code {process.exitcode})", crash=True)
             return
         self._starting = None
@@ -440,9 +507,10 @@ class PlannerWorker:
         except (EOFError, OSError):
             reply = ("failed", f"exit code {process.exitcode}")
         if reply[0] != "ready":
-            log.error("the inference worker could not restart: %s", reply[1])
+            log.error("the inference worker could not restart: %s; the performance goes on without the model", reply[1])
             _kill(process)
-            return  # the performance goes on without a model
+            self.gave_up = True
+            return
         self._adopt(process, conn, tuple(reply))
         self.restarts += 1
         if self._failed_at is not None:

@@ -9,7 +9,9 @@ say what would be accepted; the format itself is documented in
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,11 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 #: models' largest tensor holds a few thousand.
 MAX_DIM = 1 << 16
 MAX_ELEMENTS = 1 << 24
+#: Largest total of all graphs' inputs (dynamic dimensions at 1), bytes: the trial feeds them all.
+MAX_INPUT_BYTES = 1 << 26
+#: Largest manifest, bytes (the bundled ones hold a few kilobytes).
+MAX_MANIFEST_BYTES = 1 << 20
+_ITEMSIZE = {"float32": 4, "int64": 8}
 
 Dim = int | str
 
@@ -145,10 +152,46 @@ def _graph(r: _Reader, role: str) -> GraphSpec:
     return GraphSpec(role, file, inputs, outputs, tuple(state))
 
 
+def _read_bounded(path: Path) -> str:
+    """The manifest's text: a regular file of at most :data:`MAX_MANIFEST_BYTES` (a FIFO is
+    refused without waiting for a writer, a device without reading it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PackageError(f"{path}: the manifest is not a regular file (a FIFO, device or folder); refused")
+        chunks, size = [], 0
+        while size <= MAX_MANIFEST_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{path}: the manifest holds more than {MAX_MANIFEST_BYTES >> 10} KiB; refused")
+    return b"".join(chunks).decode("utf-8")
+
+
+def _check_input_bytes(r: _Reader, graphs: Mapping[str, GraphSpec]) -> None:
+    total = sum(
+        math.prod(d if isinstance(d, int) else 1 for d in t.shape) * _ITEMSIZE[t.dtype]
+        for graph in graphs.values()
+        for t in graph.inputs
+    )
+    if total > MAX_INPUT_BYTES:
+        raise r.fail(
+            "graphs",
+            f"inputs of at most {MAX_INPUT_BYTES >> 20} MiB in all (dynamic dimensions counted as 1); "
+            f"these hold {total} bytes",
+        )
+
+
 def parse_manifest(path: Path) -> Manifest:
     """Parse and validate ``path`` (a ``livegen.toml``); raises :class:`PackageError`."""
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
+        table = tomllib.loads(_read_bounded(path))
     except FileNotFoundError as err:
         raise PackageError(f"{path}: the manifest is missing; a model package folder holds {MANIFEST}") from err
     except (OSError, UnicodeDecodeError) as err:
@@ -171,6 +214,7 @@ def parse_manifest(path: Path) -> Manifest:
     if not graphs_r.table:
         raise r.fail("graphs", "at least one [graphs.NAME] table")
     graphs = {role: _graph(graphs_r, role) for role in graphs_r.table}
+    _check_input_bytes(r, graphs)
     params_r = r.sub("parameters", required=False)
     parameters = {}
     for pname in params_r.table:

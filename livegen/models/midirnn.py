@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from livegen.io.corpus import Tune
 
 TIME_HEADS = ("regression", "classes")
+#: The longest step or duration the regression head may propose, beats.
+MAX_BEATS = 64
 
 
 def tune_features(tune: Tune, beats_max: float, pitch_scale: float = 128.0) -> np.ndarray:
@@ -154,7 +156,7 @@ class MidiRnnGenerator:
         return self._time_params
 
     def _ticks(self, beats: float, minimum: int) -> int:
-        ticks = round(max(0.0, beats) * PPQN)
+        ticks = round(min(max(0.0, beats), MAX_BEATS) * PPQN)
         return max(minimum, quantize(ticks, self._grid))
 
     def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:

@@ -38,6 +38,11 @@ def bundled_packages() -> list[Path]:
     return sorted(p for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).is_file())
 
 
+def is_bundled(path: Path) -> bool:
+    """Whether ``path`` is a package shipped inside the installed livegen."""
+    return path.is_dir() and path.resolve().parent == BUNDLED_DIR.resolve()
+
+
 def resolve_package(name_or_path: str) -> Path:
     """A bundled package by name, else a path; raises :class:`PackageError` if neither."""
     for folder in bundled_packages():

@@ -11,7 +11,7 @@ planned events are withdrawn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import numpy as np
 from livegen.models.manifest import GraphSpec
 from livegen.models.package import ModelPackage, zero_feeds
 from livegen.models.sampling import SamplingParams
+from livegen.music.events import Note
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,17 @@ class StepEvent:
     velocity: int = 90
     channel: int | None = None
     bar_phase: int | None = None
+
+
+def step_events(notes: Sequence[Note]) -> list[StepEvent]:
+    """A phrase as the events a step model hears (onset order, steps between onsets)."""
+    events, previous = [], None
+    for note in sorted(notes, key=lambda n: (n.start, n.pitch)):
+        events.append(
+            StepEvent(note.pitch, 0 if previous is None else note.start - previous, note.duration, note.velocity)
+        )
+        previous = note.start
+    return events
 
 
 class StepGenerator(Protocol):
