@@ -33,7 +33,9 @@ Supervision, checked on every control step:
   that has answered for :data:`STABLE_AFTER_S` ends the run of failures.
 
 The worker is started with ``spawn`` (a fresh interpreter: the parent already runs
-onnxruntime's and the audio library's threads, which ``fork`` would not carry). A
+onnxruntime's and the audio library's threads, which ``fork`` would not carry), with
+``PYTHONSAFEPATH`` set: its ``python -c`` bootstrap (and the resource tracker's) does
+not put the working directory on ``sys.path``, so no module there is imported. A
 package the worker extracts that its kill leaves behind is removed when it is dropped.
 """
 
@@ -47,7 +49,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -263,7 +265,8 @@ class PlannerWorker:
         process = self._ctx.Process(
             target=_serve, args=(child, self._heartbeat, self.build, seed), name="livegen-inference", daemon=True
         )
-        process.start()
+        with _safe_path():
+            process.start()
         child.close()
         return process, parent
 
@@ -517,6 +520,21 @@ class PlannerWorker:
             self.recovery_s.append(time.monotonic() - self._failed_at)
             self._failed_at = None
         log.warning("the inference worker is back (pid %d)", process.pid or 0)
+
+
+@contextlib.contextmanager
+def _safe_path() -> Iterator[None]:
+    """``PYTHONSAFEPATH=1`` for the processes started in the block: their ``python -c`` does not
+    put the working directory first on ``sys.path`` (Python 3.11+; ``-P``)."""
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
 
 
 def _kill(process: BaseProcess) -> None:

@@ -76,7 +76,7 @@ def probe_server(timeout: float = 5.0) -> str | None:
     env["JACK_NO_START_SERVER"] = "1"
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE_SCRIPT],
+            [sys.executable, "-I", "-c", _PROBE_SCRIPT],  # isolated: nothing from the working directory
             env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
