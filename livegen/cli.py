@@ -252,8 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="corpus:folk, corpus:bach or a MIDI folder "
         "(default: the seeds' own continuations; corpus:folk with --midi)",
     )
-    evaluate.add_argument("--seeds", type=int, default=32, metavar="N", help="seed phrases to continue (default 32)")
-    evaluate.add_argument("--bars", type=int, default=16, metavar="N", help="bars of each continuation (default 16)")
+    evaluate.add_argument(
+        "--gate",
+        action="store_true",
+        help="the quality gate: failure metrics per answer in call-and-response and accompany, three baselines, "
+        "held-out likelihood; exits 1 when a check fails (docs/evaluation.md)",
+    )
+    evaluate.add_argument(
+        "--seeds", type=int, metavar="N", help="seed phrases to continue (default 32; 64 with --gate)"
+    )
+    evaluate.add_argument("--bars", type=int, metavar="N", help="bars of each continuation (default 16; 8 with --gate)")
+    evaluate.add_argument(
+        "--rng-seeds",
+        type=int,
+        dest="rng_seeds",
+        default=3,
+        metavar="N",
+        help="--gate: draws of every answer (default 3)",
+    )
+    evaluate.add_argument(
+        "--record",
+        action="store_true",
+        help="--gate: write the result into the package's livegen.toml as [gate] (passed or experimental)",
+    )
     evaluate.add_argument(
         "--rng-seed", type=int, dest="rng_seed", default=0, help="seed of every random draw (default 0)"
     )
@@ -417,11 +438,14 @@ def _cmd_jam(args: argparse.Namespace) -> int:
 def _play(config: JamConfig) -> int:
     """Run the jam and report it (on stdout and, with ``--log-file``, in the log)."""
     from livegen.engine.jam import run_jam
+    from livegen.models.registry import experimental_warning
 
     if config.health_port:
         host = f"[{config.health_host}]" if ":" in config.health_host else config.health_host
         _say(f"livegen: health endpoint: http://{host}:{config.health_port}/healthz and /metrics")
     _say(f"livegen: jamming with {config.model} ({config.mode}); Ctrl-C stops")
+    if (experimental := experimental_warning(config.model)) is not None:
+        _say(f"livegen: warning: {experimental}")
     if config.clock == "midi":
         source = config.clock_input or ("'livegen in'" if config.input in (None, "virtual") else config.input)
         _say(f"livegen: following MIDI clock on {source}: plays after the DAW's Start")
@@ -535,12 +559,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from livegen.models.manifest import MANIFEST, parse_manifest
     from livegen.models.package import load_package
-    from livegen.models.registry import bundled_packages, resolve_package
+    from livegen.models.registry import DEFAULT_MODEL, bundled_packages, gate_text, resolve_package
 
     if args.models_command == "list":
+        _print(f"  {'model':<16} {'family':<14} {'kind':<6} {'version':<8} {'quality gate':<18} description")
         for folder in bundled_packages():
             m = parse_manifest(folder / MANIFEST)
-            _print(f"{m.name:<16} {m.family:<14} {m.kind:<6} {m.version:<8} {m.description}")
+            mark = "*" if m.name == DEFAULT_MODEL else " "
+            _print(
+                f"{mark} {m.name:<16} {m.family:<14} {m.kind:<6} {m.version:<8} {gate_text(m.gate):<18} {m.description}"
+            )
+        _print("* the default model; the quality gate is `livegen evaluate --gate --model NAME` (docs/evaluation.md)")
         return 0
     if args.models_command == "info":
         package = load_package(resolve_package(args.name))
@@ -553,6 +582,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
             _print(f"  graph {role} ({graph.file}): {ins} -> {outs}")
         for p in m.parameters.values():
             _print(f"  parameter {p.name}: default {p.default} (range {p.min} to {p.max})")
+        _print(
+            f"  quality gate: {gate_text(m.gate)}"
+            + (f"; failed: {', '.join(m.gate.failed)}" if m.gate and m.gate.failed else "")
+        )
         for key, value in m.metrics.items():
             _print(f"  metric {key}: {value:.6g}")
         for key, value in m.training.items():
@@ -579,12 +612,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from livegen.eval.runner import EvalOptions, run_evaluation
     from livegen.eval.sheet import draw_sheet, pyplot
 
+    if args.gate:
+        return _gate(args)
     options = EvalOptions(
         model=args.model,
         midi=args.midi,
         reference=args.reference,
-        seeds=args.seeds,
-        bars=args.bars,
+        seeds=32 if args.seeds is None else args.seeds,
+        bars=16 if args.bars is None else args.bars,
         rng_seed=args.rng_seed,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -611,6 +646,55 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"livegen: PNG sheet -> {draw_sheet(evaluation, png).resolve()}")
     print(f"livegen: evaluated {len(evaluation.samples)} seeds in {elapsed:.1f} s")
     return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from livegen.eval.gate import GateOptions, run_gate
+    from livegen.eval.gate_report import print_gate, record_gate, write_gate_json
+    from livegen.eval.gate_sheet import draw_gate_sheet
+    from livegen.models.registry import resolve_package
+
+    if args.model is None or args.midi is not None:
+        raise LivegenError("evaluate --gate judges a model: give --model NAME (and no --midi)")
+    unused = [
+        flag
+        for flag, value in (
+            ("--reference", args.reference),
+            ("--temperature", args.temperature),
+            ("--top-p", args.top_p),
+            ("--candidates", args.candidates),
+        )
+        if value is not None
+    ]
+    if unused or args.split != "held-out":
+        raise LivegenError(
+            "evaluate --gate judges a model at its shipped defaults on held-out phrases; "
+            f"drop {', '.join(unused) or '--split'}"
+        )
+    options = GateOptions(
+        model=args.model,
+        seeds=64 if args.seeds is None else args.seeds,
+        rng_seeds=args.rng_seeds,
+        bars=8 if args.bars is None else args.bars,
+        rng_seed=args.rng_seed,
+    )
+    if args.json_path is not None and args.json_path.is_dir():
+        raise LivegenError(f"--json {args.json_path}: is a folder; expected a file name such as out/gate.json")
+    console = Console()
+    started = time.perf_counter()
+    with console.status("quality gate") as status:
+        result = run_gate(options, progress=lambda text: status.update(f"quality gate: {text}"))
+    print_gate(result, console)
+    if args.json_path is not None:
+        print(f"livegen: JSON report -> {write_gate_json(result, args.json_path).resolve()}")
+    png = args.png or Path("out") / f"gate-{result.model}.png"
+    print(f"livegen: piano rolls -> {draw_gate_sheet(result, png).resolve()}")
+    if args.record:
+        print(f"livegen: gate recorded -> {record_gate(resolve_package(args.model), result).resolve()}")
+    print(f"livegen: gate run in {time.perf_counter() - started:.1f} s")
+    return 0 if result.passed else 1
 
 
 def _cmd_learn(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from livegen.engine.checks import check_rng_seed
 from livegen.errors import ConfigError, LivegenError
 from livegen.eval import metrics
 from livegen.eval.baselines import random_notes, repeat_seed
@@ -94,6 +95,7 @@ class EvalOptions:
             raise ConfigError("evaluate needs exactly one of --model NAME and --midi DIR")
         if not 2 <= self.seeds <= 1000:
             raise ConfigError(f"--seeds {self.seeds}: expected 2 to 1000 (MGEval needs pairs of samples)")
+        check_rng_seed(self.rng_seed)
         if not 1 <= self.bars <= 256:
             raise ConfigError(f"--bars {self.bars}: expected 1 to 256")
 

@@ -66,6 +66,24 @@ class ParameterSpec:
         return min(self.max, max(self.min, value))
 
 
+#: A package's ``[gate] status``: what its last quality gate (docs/evaluation.md) said.
+GATE_STATUSES = ("passed", "experimental")
+
+
+@dataclass(frozen=True, slots=True)
+class GateRecord:
+    """The ``[gate]`` table: the status, and how many of the gate's checks passed at shipped settings."""
+
+    status: str
+    passed: int
+    checks: int
+    failed: tuple[str, ...] = ()
+
+    @property
+    def experimental(self) -> bool:
+        return self.status == "experimental"
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     name: str
@@ -80,6 +98,7 @@ class Manifest:
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     seed_phrase: str | None = None
+    gate: GateRecord | None = None
 
 
 class _Reader:
@@ -254,4 +273,22 @@ def parse_manifest(path: Path) -> Manifest:
         training=r.sub("training", required=False).table,
         metrics=metrics,
         seed_phrase=seed_phrase,
+        gate=_gate_record(r),
     )
+
+
+def _gate_record(r: _Reader) -> GateRecord | None:
+    if "gate" not in r.table:
+        return None
+    g = r.sub("gate")
+    status = g.get("status", str, " or ".join(GATE_STATUSES))
+    if status not in GATE_STATUSES:
+        raise g.fail("status", " or ".join(GATE_STATUSES), status)
+    passed = g.get("passed", int, "the number of checks that passed")
+    checks = g.get("checks", int, "the number of checks")
+    if not 0 <= passed <= checks:
+        raise g.fail("passed", f"0 to checks ({checks})", passed)
+    failed = g.get("failed", list, "a list of the failed checks' names", required=False) or []
+    if not all(isinstance(x, str) for x in failed):
+        raise g.fail("failed", "a list of strings", failed)
+    return GateRecord(status, passed, checks, tuple(failed))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from livegen.errors import PackageError
-from livegen.models.manifest import MANIFEST
+from livegen.models.manifest import MANIFEST, GateRecord, parse_manifest
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_MODEL = "folk-lstm"
@@ -36,6 +36,25 @@ def bundled_packages() -> list[Path]:
     if not BUNDLED_DIR.is_dir():
         return []
     return sorted(p for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).is_file())
+
+
+def gate_text(gate: GateRecord | None) -> str:
+    """How ``models list`` and ``jam`` show a package's quality gate."""
+    if gate is None:
+        return "not gated"
+    label = "EXPERIMENTAL" if gate.experimental else "passed"
+    return f"{label} {gate.passed}/{gate.checks}"
+
+
+def experimental_warning(model: str) -> str | None:
+    """The one line ``jam`` prints when ``model`` (a bundled name or a package folder) failed its quality gate."""
+    try:
+        gate = parse_manifest(resolve_package(model) / MANIFEST).gate
+    except (PackageError, OSError):
+        return None  # a zip, or a broken package: loading it says what is wrong
+    if gate is None or not gate.experimental:
+        return None
+    return f"{model} is experimental: it failed the quality gate ({gate_text(gate)}); its model card says how"
 
 
 def is_bundled(path: Path) -> bool:
