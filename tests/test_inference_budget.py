@@ -74,6 +74,17 @@ def test_models_verify_refuses_a_graph_that_goes_wrong_on_its_seed_phrase(tmp_pa
     assert elapsed < 60
 
 
+def test_a_jam_with_an_inference_worker_refuses_the_package_before_it_plays(tmp_path: Path) -> None:
+    """With --worker the jam verifies the package itself (once: a restarted worker loads it at
+    once) and refuses it by name before the clock starts."""
+    package = write_package(tmp_path / "pkg", graph=trapped_graph("loop", ON_THE_SEED))
+    record = tmp_path / "take.mid"
+    config = JamConfig(model=str(package), mode="autonomous", outputs=("none",), record=record, worker=True)
+    with pytest.raises(PackageError, match=r"the trial on the seed phrase failed: .* took longer than 0\.5 s"):
+        run_jam(config)
+    assert not record.exists()
+
+
 def test_a_verification_that_runs_past_its_time_is_killed_and_named(tmp_path: Path) -> None:
     package = write_package(tmp_path / "slow", graph=trapped_graph("loop", ON_THE_SEED))
     started = time.monotonic()

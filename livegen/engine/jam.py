@@ -255,16 +255,21 @@ class JamResult:
     write_errors: int = 0  # writes of the recording or the WAV that failed (a full disk), each counted
 
 
-def load_generator(model: str, *, checked_in_child: bool = False) -> tuple[ModelPackage, StepGenerator]:
+def load_generator(
+    model: str, *, checked_in_child: bool = False, verified: bool = False
+) -> tuple[ModelPackage, StepGenerator]:
     """Load and verify ``model``: every check and the trial on its seed phrase run in a bounded
     child process (:mod:`livegen.models.trial`) while the sessions open here, and the model
     plays only if both pass. ``checked_in_child``: the child first, the sessions after (a swap
     during a performance, on a background thread: nothing unverified is opened here).
+    ``verified``: the caller has had it verified (the inference worker's jam), no child.
 
     A bundled package is part of livegen (its tests play it) and is verified here, without
     the child, at a jam's start."""
     path = resolve_package(model)
-    if is_bundled(path) and not checked_in_child:
+    if verified:
+        package = load_package(path, check_graphs=False)
+    elif is_bundled(path) and not checked_in_child:
         package = load_package(path)
     elif checked_in_child:
         verify_in_child(path)
@@ -440,9 +445,10 @@ def build_planner(
 ) -> Conductor:
     """The inference worker's planner: load the model and build the conductor (worker process, setup).
 
-    ``heard``: a restarted worker's seed, the recent performance, instead of ``seed``.
+    ``heard``: a restarted worker's seed, the recent performance, instead of ``seed``. The jam
+    has verified the package (:func:`run_jam`), so a restart loads it again at once.
     """
-    package, generator = load_generator(config.model)
+    package, generator = load_generator(config.model, verified=True)
     rng = np.random.default_rng(config.rng_seed)
     return make_conductor(
         config, package, generator, live_params(config, package), rng, beats_per_bar=beats_per_bar, seed=heard or seed
@@ -552,8 +558,11 @@ def run_jam(
     else:
         prepare_destination(midi_path, option="--out-dir", shown=midi_path.parent)
     generator: StepGenerator | None = None
-    if config.worker:  # the worker loads the model; here only the manifest is read
+    verification = None
+    if config.worker:  # the worker loads the model; here the manifest is read and the package verified
         package = read_package(resolve_package(config.model))
+        if not is_bundled(package.folder):
+            verification = start_verification(package.folder)
     else:
         package, generator = load_generator(config.model)
     live = live_params(config, package)  # checks the sampling options now, with a worker too
@@ -585,6 +594,8 @@ def run_jam(
         config = replace(config, input=VIRTUAL_INPUT)  # a DAW sends its clock to livegen's own port
 
     with ExitStack() as stack:
+        if verification is not None:
+            stack.callback(verification.cancel)
         if isinstance(conductor, PlannerWorker):
             conductor.launch()  # the worker loads the model while the ports open
             stack.callback(conductor.close)
@@ -626,6 +637,8 @@ def run_jam(
                     raise ConfigError(f"audio device {config.audio_device!r} is not available")
                 warnings.append("no audio output device: the built-in synth renders to a WAV file instead")
 
+        if verification is not None:
+            verification.wait()  # the trial in its bounded child passed: the worker's model may play
         if isinstance(conductor, PlannerWorker):
             conductor.wait_ready()  # before the clock starts: the performance begins with a model
         config = _fit_echo_channel(config, conductor.programs, warnings)

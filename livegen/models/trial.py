@@ -191,7 +191,7 @@ class Verification:
         raise PackageError(f"{self.path}: the verification process {how}{f' ({last})' if last else ''}; refused")
 
     def cancel(self) -> None:
-        """Stop the child (the caller no longer needs the verdict)."""
+        """Stop the child if it still runs (the caller no longer needs the verdict); any number of times."""
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
         self._process.wait()
