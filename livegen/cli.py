@@ -504,6 +504,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from livegen.engine.jam import load_generator, render_wav, sampling_params
     from livegen.engine.render import render_call_response
     from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK
+    from livegen.models.budget import offline_budget
     from livegen.music.midifile import read_midi, write_midi
     from livegen.music.time import TempoMap
 
@@ -530,15 +531,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
     tempo = TempoMap.constant(args.tempo) if args.tempo is not None else TempoMap((song.tempo.changes[0],))
     settings = CallResponseSettings(silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar)
     started = time.perf_counter()
-    performance = render_call_response(
-        generator,
-        song.notes,
-        tempo=tempo,
-        params=params,
-        rng_seed=args.rng_seed if args.rng_seed is not None else 0,
-        settings=settings,
-        response_bars=args.bars,
-    )
+    with offline_budget():  # a render is deterministic: no step is skipped for being slow
+        performance = render_call_response(
+            generator,
+            song.notes,
+            tempo=tempo,
+            params=params,
+            rng_seed=args.rng_seed if args.rng_seed is not None else 0,
+            settings=settings,
+            response_bars=args.bars,
+        )
     elapsed = time.perf_counter() - started
     write_midi(
         args.out,

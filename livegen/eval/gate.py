@@ -52,6 +52,7 @@ from livegen.eval.runner import (
 )
 from livegen.eval.stream import NoteStream
 from livegen.io.corpus import Tune, split_by_tune
+from livegen.models.budget import offline_budget
 from livegen.music.events import Note
 from livegen.music.time import PPQN, TempoMap, beats_to_ticks
 
@@ -355,7 +356,12 @@ def likelihood_check(likelihood: Likelihood) -> Check:
 
 
 def run_gate(options: GateOptions, progress: Callable[[str], None] | None = None) -> GateResult:
-    """Run the gate described in the module docstring."""
+    """Run the gate described in the module docstring (model runs under the offline time budget)."""
+    with offline_budget():
+        return _run_gate(options, progress)
+
+
+def _run_gate(options: GateOptions, progress: Callable[[str], None] | None) -> GateResult:
     from livegen.engine.jam import load_generator, sampling_params
 
     say = progress or (lambda _: None)

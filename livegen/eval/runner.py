@@ -48,6 +48,7 @@ from livegen.eval.chart import Chart, evaluate_chart
 from livegen.eval.mgeval import Comparison, as_matrix, compare, split_half_overlaps
 from livegen.eval.stream import NoteStream
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
+from livegen.models.budget import offline_budget
 from livegen.music.events import Note
 from livegen.music.time import PPQN, TempoMap, beats_to_ticks
 
@@ -368,7 +369,12 @@ def mean_following_rate(samples: Sequence[Sample], continuations: Sequence[Seque
 
 
 def run_evaluation(options: EvalOptions, progress: Progress | None = None) -> Evaluation:
-    """Run the whole evaluation described in the module docstring."""
+    """Run the whole evaluation described in the module docstring (model runs under the offline time budget)."""
+    with offline_budget():
+        return _run_evaluation(options, progress)
+
+
+def _run_evaluation(options: EvalOptions, progress: Progress | None) -> Evaluation:
     warnings: list[str] = []
     bars = options.bars
     trained_on: str | None = None
