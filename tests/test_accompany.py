@@ -9,6 +9,8 @@ from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
 from livegen.engine.live import LiveParams
 from livegen.engine.planner import Commit, Withdraw
 from livegen.errors import ConfigError
+from livegen.models.sampling import SamplingParams
+from livegen.models.step import StepEvent
 from tests.fakes import CountingGenerator
 
 # lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid
@@ -158,3 +160,36 @@ def test_a_performed_note_samples_only_to_the_commit_horizon_until_the_commit_is
     planned = [n.onset for n in planner.line.fed if not n.performer and not n.committed]
     assert planned == [2160, 2400, 2640, 2880]  # the lookahead: 4 beats, onsets before 2920
     assert len(gen.fed_events) == fed_before + 4
+
+
+class ParamsSeen(CountingGenerator):
+    """Records the sampling parameters of every draw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[SamplingParams] = []
+
+    def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
+        self.seen.append(params)
+        return super().sample(params, rng)
+
+
+@pytest.mark.parametrize(
+    ("follow", "live", "expected"),
+    [
+        (True, LiveParams(), (2, "major")),  # the performer's D major
+        (False, LiveParams(), (0, "chromatic")),
+        (True, LiveParams(sampling=SamplingParams(root=9, scale="dorian")), (9, "dorian")),  # a chosen key wins
+        (True, LiveParams(transpose=2), (0, "major")),  # heard in the model's own key, two semitones down
+    ],
+)
+def test_the_accompaniment_samples_in_the_key_the_performer_plays(follow, live, expected):
+    gen = ParamsSeen()
+    planner = AccompanyPlanner(
+        gen, live, np.random.default_rng(0), AccompanySettings(listen_beats=2, follow_key=follow)
+    )
+    for i, pitch in enumerate((62, 64, 66, 67, 69, 71, 73, 74)):  # a D major scale
+        planner.on_input(i * 240, (0x90, pitch, 100))
+        planner.on_input(i * 240 + 200, (0x80, pitch, 0))
+    run(planner, 0, 3000)
+    assert (gen.seen[-1].root, gen.seen[-1].scale) == expected

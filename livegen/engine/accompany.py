@@ -32,8 +32,12 @@ from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepGenerator
-from livegen.music.events import NOTE_OFF, NOTE_ON
+from livegen.music.events import NOTE_OFF, NOTE_ON, Note
+from livegen.music.keys import KeyTracker
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
+
+#: Bars of the performer's playing the followed key is estimated from.
+KEY_WINDOW_BARS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,9 @@ class AccompanySettings:
     beats_per_bar: int = 4
     channel: int = 0
     grid: int = SIXTEENTH
+    #: Keep sampled pitches in the key the performer played over the last :data:`KEY_WINDOW_BARS`
+    #: (when no scale is chosen): an accompanist stays in the soloist's key.
+    follow_key: bool = False
 
     def __post_init__(self) -> None:
         check_horizons(self.lookahead_beats, self.commit_beats)
@@ -92,6 +99,7 @@ class AccompanyPlanner:
         self._heard_first = False
         self._generation = 0
         self._segments = 0
+        self._key = KeyTracker(KEY_WINDOW_BARS * self._bar) if self.settings.follow_key else None
 
     @property
     def responses(self) -> int:
@@ -116,6 +124,9 @@ class AccompanyPlanner:
             if self._first_onset is None:
                 self._first_onset = tick
             guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
+            if self._key is not None:
+                self._key.observe(Note(self.live.to_model(pitch), velocity, tick, guess))
+                self.line.key = self._key.key()
             self.line.fold(tick, pitch, guess, velocity)
             if self._playing:
                 self.line.plan(tick + self._commit)  # the rest waits for plan_ahead, after the commit

@@ -195,6 +195,7 @@ class JamConfig:
             listen_beats=self.listen_beats,
             beats_per_bar=beats_per_bar,
             channel=self.model_channel,
+            follow_key=self.key is None,
         )
 
     def autonomous_settings(self, beats_per_bar: int) -> AutonomousSettings:

@@ -10,7 +10,8 @@ fed, the committed notes after it are fed again, and everything not yet committe
 is sampled afresh. Committed notes (onset before ``committed_until``) are final:
 they went to the scheduler with their note-offs and keep playing whatever happens
 here. Onsets land on ``grid`` at the live density; pitches sound transposed by the
-live transposition while the model keeps hearing its own key.
+live transposition while the model keeps hearing its own key. With :attr:`PlannedLine.key`
+set and no scale chosen, sampled pitches keep to that key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from livegen.engine.live import MAX_CHORD, LiveParams
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, note_off, note_on
+from livegen.music.keys import Key
 from livegen.music.time import PPQN, ceil_to_grid, quantize
 
 #: Fed notes kept (with their snapshots) behind the playhead, ticks.
@@ -77,6 +79,9 @@ class PlannedLine:
         self.last_committed: list[FedNote] = []  # what the last commit made final
         self._next: StepEvent | None = None
         self._last_onset: int | None = None
+        #: The key sampled pitches keep to while the live scale is chromatic (the performer's, in the
+        #: model's own key space), or None for every pitch.
+        self.key: Key | None = None
 
     # ---- state --------------------------------------------------------------------
 
@@ -90,7 +95,10 @@ class PlannedLine:
         return note
 
     def _sample(self) -> None:
-        self._next = self.generator.sample(self.live.sampling, self.rng) if self.generator.fed else None
+        params = self.live.sampling
+        if self.key is not None and params.scale == "chromatic":
+            params = replace(params, root=self.key.root, scale=self.key.mode)
+        self._next = self.generator.sample(params, self.rng) if self.generator.fed else None
 
     def restart(self, tick: int) -> None:
         """Plan from ``tick`` on, keeping the generator's state but no fed history (after a reset or a reseed)."""

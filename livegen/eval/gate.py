@@ -225,7 +225,10 @@ def accompany_answers(
         length = bars * sample.bar_ticks
         performed = list(sample.seed) + [replace(n, start=n.start + sample.seed_ticks) for n in sample.continuation]
         settings = AccompanySettings(
-            listen_beats=SEED_BARS * sample.beats_per_bar, beats_per_bar=sample.beats_per_bar, channel=0
+            listen_beats=SEED_BARS * sample.beats_per_bar,
+            beats_per_bar=sample.beats_per_bar,
+            channel=0,
+            follow_key=True,  # as a jam with no --key accompanies
         )
         performance = render_accompany(
             generator,
