@@ -13,7 +13,8 @@ byte of file, so a file over :data:`MAX_MIDI_BYTES` is refused before it is read
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
@@ -114,6 +115,33 @@ def read_midi(path: str | Path) -> Song:
     return Song(notes=tuple(notes), tempo=TempoMap(tuple(changes)), beats_per_bar=beats_per_bar or 4)
 
 
+class _NoteTrack:
+    """A track's messages, made one at a time while mido writes them.
+
+    mido writes a track by iterating it once, so a track need not be a list: a part of a
+    long jam (some 15 000 messages) is written without a copy of its messages in memory
+    (a list of them would take about 4 MB at once, and the process would keep that
+    high-water mark). Note-offs come before note-ons at one tick, each kind in the order
+    of ``notes``.
+    """
+
+    def __init__(self, head: list[mido.Message], notes: Sequence[Note]) -> None:
+        self.head = head
+        self.notes = notes
+
+    def __iter__(self) -> Iterator[mido.Message]:
+        yield from self.head
+        ons = ((n.start, 1, n) for n in sorted(self.notes, key=lambda n: n.start))
+        # a note struck and released on one tick (struck just as a jam stopped) lasts a tick:
+        # its note-off would otherwise be written before it and the note lost on reading
+        offs = ((max(n.end, n.start + 1), 0, n) for n in sorted(self.notes, key=lambda n: max(n.end, n.start + 1)))
+        now = 0
+        for tick, kind, n in heapq.merge(ons, offs, key=lambda item: (item[0], item[1])):
+            data = (0x90 | n.channel, n.pitch, n.velocity) if kind else (0x80 | n.channel, n.pitch, 0)
+            yield mido.Message.from_bytes(data, time=tick - now)
+            now = tick
+
+
 def write_midi(
     path: str | Path,
     tracks: Mapping[str, Sequence[Note]],
@@ -141,25 +169,11 @@ def write_midi(
         last = tick
     mid.tracks.append(meta)
     for name, notes in tracks.items():
-        track = mido.MidiTrack()
-        track.append(mido.MetaMessage("track_name", name=name, time=0))
-        channels = sorted({n.channel for n in notes})
+        head = [mido.MetaMessage("track_name", name=name, time=0)]
         if programs and name in programs:
-            for ch in channels or [0]:
-                track.append(mido.Message("program_change", channel=ch, program=programs[name], time=0))
-        timed: list[tuple[int, int, tuple[int, int, int]]] = []
-        for n in notes:
-            timed.append((n.start, 1, (0x90 | n.channel, n.pitch, n.velocity)))
-            # a note struck and released on one tick (struck just as a jam stopped) lasts a tick:
-            # its note-off would otherwise be written before it and the note lost on reading
-            end = max(n.end, n.start + 1)
-            timed.append((end, 0, (0x80 | n.channel, n.pitch, 0)))
-        timed.sort(key=lambda item: (item[0], item[1]))
-        now = 0
-        for tick, _, data in timed:  # each message made once, with its delta (an hour's part: 30 000 of them)
-            track.append(mido.Message.from_bytes(data, time=tick - now))
-            now = tick
-        mid.tracks.append(track)
+            for ch in sorted({n.channel for n in notes}) or [0]:
+                head.append(mido.Message("program_change", channel=ch, program=programs[name], time=0))
+        mid.tracks.append(_NoteTrack(head, notes))
     try:
         write_atomically(path, lambda out: mid.save(file=out))
     except OSError as err:
