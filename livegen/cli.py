@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The soak test of an installation (issue 8). By default an accelerated run: the engine, the "
         "autonomous planner, the scheduler and the recording on a simulated clock, as fast as inference goes "
         "(24 simulated hours take a few minutes). With --realtime, a real autonomous jam (its preset's ports or "
-        "synth) for that wall time. Both print beat drift, the resident-memory slope after warm-up, stuck notes "
+        "synth) for that wall time. Both print beat drift, the memory slope after warm-up, stuck notes "
         "and whether the recording holds every note; the exit status is 1 when a check fails.",
     )
     soak.add_argument("--hours", type=float, default=24.0, help="(simulated) hours to play (default 24)")
@@ -356,7 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-minutes", type=float, dest="sample_minutes", metavar="M", help="memory sample period (run / 144)"
     )
     soak.add_argument(
-        "--warmup-hours", type=float, dest="warmup_hours", metavar="H", help="left out of the slope (run / 5, <= 1)"
+        "--warmup-hours",
+        type=float,
+        dest="warmup_hours",
+        metavar="H",
+        help="left out of the slope (default: run / 5, at most 1, and at least until two parts are written "
+        "and the first visitor answered)",
     )
     soak.add_argument(
         "--visitor-minutes",
@@ -372,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_slope",
         default=1.0,
         metavar="MB",
-        help="fail when resident memory grows faster than MB per hour after warm-up (default 1)",
+        help="fail when anonymous resident memory grows faster than MB per hour after warm-up (default 1)",
     )
     soak.add_argument("--rng-seed", type=int, dest="rng_seed", default=0, help="accelerated: sampler seed (0)")
 
