@@ -45,6 +45,7 @@ from export.framecommon import (
     export_graph,
     fingerprint,
     fit,
+    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -56,8 +57,8 @@ from export.framecommon import (
     write_seed,
 )
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
-from livegen.models.deepmusician import tune_roll
-from livegen.models.frames import FrameTracker, choose_keys, roll_to_notes
+from livegen.models.deepmusician import focal_probability, tune_roll
+from livegen.models.frames import FrameTracker, draw_keys, key_distribution, roll_to_notes, sigmoid
 from livegen.models.sampling import SamplingParams
 from livegen.music.time import SIXTEENTH
 
@@ -66,8 +67,8 @@ log = logging.getLogger(__name__)
 FAMILY = "deep-musician"
 PITCH_MIN = 21
 KEYS = 88
-#: Temperatures tried for the package's default, by the density of what the host's sampler plays.
-TEMPERATURES = (0.25, 0.5, 0.75, 1.0)
+#: Shares of frames drawn afresh tried for the package's ``redraw``, by the density of what the host plays.
+REDRAWS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,21 +207,33 @@ def densities(logits: np.ndarray, targets: np.ndarray, max_hold: int) -> dict[st
 
 
 def sampled_density(
-    logits: np.ndarray, config: DeepMusicianConfig, temperature: float, top_p: float, seed: int = 0
+    logits: np.ndarray,
+    config: DeepMusicianConfig,
+    redraw: float,
+    profile: Sequence[float] | None,
+    *,
+    top_p: float = 0.95,
+    seed: int = 0,
 ) -> float:
-    """Notes per beat the host's sampler plays from these decoder outputs (:func:`choose_keys`, holding, polyphony)."""
+    """Notes per beat the host plays from these decoder outputs (:func:`draw_keys` at temperature 1 on the
+    focal scores read back as chances, polyphony, the onset ``profile``), each window from silence."""
     rng = np.random.default_rng(seed)
-    params = SamplingParams(temperature=temperature, top_p=top_p)
+    params = SamplingParams(top_p=top_p)
     mask = np.ones(KEYS, dtype=bool)
+    metre = [1.0] * FRAMES_PER_BEAT if profile is None else [v / float(np.mean(profile)) for v in profile]
     onsets, frames = 0, 0
     for window in logits:
         tracker = FrameTracker(max_hold=config.max_hold)
+        before, keys = np.zeros(KEYS), list[int]()
         for t, frame in enumerate(window):
-            held = [p - PITCH_MIN for p in tracker.held()]
-            keys = choose_keys(frame, held, params, rng, mask, polyphony=config.polyphony)
+            probs = key_distribution(focal_probability(sigmoid(frame), config.alpha, config.gamma), params, mask)
+            keys = draw_keys(
+                probs, before, keys, rng, polyphony=config.polyphony, metre=metre[t % len(metre)], redraw=redraw
+            )
             sounding = {PITCH_MIN + k: PITCH_MIN + k for k in keys}
             onsets += sum(1 for slot, pitch in sounding.items() if tracker.held().get(slot) != pitch)
             tracker, _ = tracker.advance(t, sounding, {})
+            before = probs
         frames += len(window)
     return onsets / max(frames / FRAMES_PER_BEAT, 1e-9)
 
@@ -300,13 +313,14 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
     held_figures = densities(held_logits, held.targets.numpy(), c.max_hold)
     repeat = np.repeat(held.inputs.numpy()[:, -1:, :], c.decode_frames, 1).astype(np.float32) * 2 - 1
     repeat_figures = densities(repeat, held.targets.numpy(), c.max_hold)
-    sampled = {t: sampled_density(val_logits[:400], c, t, 0.95) for t in TEMPERATURES}
-    best_temperature = min(TEMPERATURES, key=lambda t: abs(sampled[t] - val_figures["density_true"]))
+    profile = onset_profile_of(t.onset for t in split.train)
+    sampled = {r: sampled_density(val_logits[:400], c, r, profile) for r in REDRAWS}
+    redraw = min(REDRAWS, key=lambda r: abs(sampled[r] - val_figures["density_true"]))
     metrics = {
         "best_val_loss": val_loss,
         "val_density_notes_per_beat": val_figures["density"],
         "val_density_true_notes_per_beat": val_figures["density_true"],
-        **{f"val_sampled_density_t{t:g}": v for t, v in sampled.items()},
+        **{f"val_sampled_density_r{r:g}": v for r, v in sampled.items()},
         "held_out_focal_loss": held_loss,
         "held_out_density_notes_per_beat": held_figures["density"],
         "held_out_density_true_notes_per_beat": held_figures["density_true"],
@@ -315,12 +329,12 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
         "baseline_hold_last_frame_density": repeat_figures["density"],
     }
     log.info(
-        "best epoch %d; validation density %.3f notes/beat (real %.3f); sampled at temperatures %s; "
+        "best epoch %d; validation density %.3f notes/beat (real %.3f); played, by share drawn afresh: %s; "
         "held-out frame F1 %.3f (holding the last frame: %.3f)",
         result.best_epoch,
         val_figures["density"],
         val_figures["density_true"],
-        ", ".join(f"{t:g}: {v:.3f}" for t, v in sampled.items()),
+        ", ".join(f"{r:g}: {v:.3f}" for r, v in sampled.items()),
         held_figures["frame_f1"],
         repeat_figures["frame_f1"],
     )
@@ -341,11 +355,12 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
             "windows_train": len(train),
             "pitch_min": int(all_pitch.min()),
             "pitch_max": int(all_pitch.max()),
+            "onset_profile": profile,
             "torch_version": str(torch.__version__),
         },
         training={
             **training_record(result, max_epochs=options.epochs, patience=options.patience, started=started),
-            "default_temperature": best_temperature,
+            "redraw": redraw,
         },
         history=result.history,
         metrics=metrics,
@@ -431,7 +446,7 @@ def export_deep_musician(checkpoint_path: Path, out: Path, *, name: str | None =
         provenance = checkpoint["provenance"]
         seed_tune = write_seed(staging / "seed.mid", sample, PITCH_MIN, PITCH_MIN + KEYS - 1)
         metrics = {**checkpoint["metrics"], "parity_max_abs_diff": diff}
-        temperature = float(checkpoint["training"].get("default_temperature", 0.5))
+        temperature = 1.0  # the focal scores read back as chances are the model's own
         h = [c.layers, "batch", c.hidden]
         manifest: dict[str, Any] = {
             "schema": 1,
@@ -451,9 +466,12 @@ def export_deep_musician(checkpoint_path: Path, out: Path, *, name: str | None =
                 "window": c.window,
                 "decode_frames": c.decode_frames,
                 "polyphony": c.polyphony,
-                "hold_threshold": 0.5,
                 "max_hold": c.max_hold,
                 "max_silence": c.max_silence,
+                "focal_alpha": c.alpha,
+                "focal_gamma": c.gamma,
+                **({"onset_profile": provenance["onset_profile"]} if "onset_profile" in provenance else {}),
+                "redraw": float(checkpoint["training"].get("redraw", 0.0)),
             },
             "graphs": {
                 "encoder": {
@@ -538,7 +556,7 @@ def deep_musician_card(
             "its notes are still held longer than the chorales hold them (fewer notes per beat than real).\n\n"
         )
     sampled = ", ".join(
-        f"{k.removeprefix('val_sampled_density_t')}: {v:.3f}" for k, v in m.items() if k.startswith("val_sampled_")
+        f"{k.removeprefix('val_sampled_density_r')}: {v:.3f}" for k, v in m.items() if k.startswith("val_sampled_")
     )
     return f"""# {name}
 
@@ -580,10 +598,12 @@ generated density on the validation pieces is {m["val_density_notes_per_beat"]:.
 against {m["val_density_true_notes_per_beat"]:.3f} in the real continuations (held-out:
 {m["held_out_density_notes_per_beat"]:.3f} against {m["held_out_density_true_notes_per_beat"]:.3f}).
 
-The host draws new notes with probability `sigmoid(logit / temperature)` per key (among the top-p keys);
-a held key holds while its probability stays at least 0.5; at most {c.polyphony} keys sound. The density
-it plays on the validation pieces, by temperature: {sampled}; the package's default temperature
-({temperature:g}) is the one closest to the real density.
+The host reads each key's focal score back as the chance whose focal loss it minimises, and plays each
+key as a line that moves from one frame to the next only as far as its chance moved, a share of frames
+drawn afresh, both weighted by the frame's place in the beat (the training pieces' share of onsets on each
+16th); at most {c.polyphony} keys sound, the likeliest. The density it plays on the validation pieces, by
+share drawn afresh: {sampled}; the package's share ({t.get("redraw", 0.0):g}) is the one closest to the real
+density, at temperature {temperature:g}.
 
 ## Held-out figures
 

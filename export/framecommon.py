@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,16 @@ from export.package import write_seed as write_seed
 log = logging.getLogger(__name__)
 
 FRAMES_PER_BEAT = 4
+
+
+def onset_profile_of(onsets: Iterable[np.ndarray], frames_per_beat: int = FRAMES_PER_BEAT) -> list[float]:
+    """The share of notes starting on each frame of a beat (its first 16th, its second, ...), from onsets in
+    beats: the frame host's ``representation.onset_profile``, which weights when a line moves."""
+    counts = np.zeros(frames_per_beat)
+    for beats in onsets:
+        frames = np.round(np.asarray(beats, dtype=np.float64) % 1.0 * frames_per_beat).astype(int) % frames_per_beat
+        counts += np.bincount(frames, minlength=frames_per_beat)
+    return [round(float(c), 4) for c in counts / max(counts.sum(), 1.0)]
 
 
 def fit(

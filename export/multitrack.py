@@ -48,6 +48,7 @@ from export.framecommon import (
     export_graph,
     fingerprint,
     fit,
+    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -316,6 +317,7 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
             "windows_train": len(train),
             "track_names": list(names),
             "track_centers": centers,
+            "onset_profile": onset_profile_of(t.onset for p in train_p for t in p.tracks),
             "torch_version": str(torch.__version__),
         },
         training=training_record(result, max_epochs=options.epochs, patience=options.patience, started=started),
@@ -418,6 +420,7 @@ def export_multitrack(checkpoint_path: Path, out: Path, *, name: str | None = No
                 "window": c.window,
                 "max_hold": c.max_hold,
                 "max_silence": c.max_silence,
+                **({"onset_profile": provenance["onset_profile"]} if "onset_profile" in provenance else {}),
                 "tracks": tracks,
             },
             "graphs": {

@@ -54,6 +54,7 @@ from export.framecommon import (
     export_graph,
     fingerprint,
     fit,
+    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -74,26 +75,18 @@ from livegen.music.time import SIXTEENTH
 log = logging.getLogger(__name__)
 
 FAMILY = "multitrack-cnn"
-#: The package's defaults: the temperature, and the ``hold_threshold`` (a track keeps its class while the model gives
-#: it at least this). ``livegen evaluate --split validation --seeds 16 --bars 4`` on corpus:bach, overlaps of pitch
-#: classes / intervals / inter-onset intervals: hold 0.1 at temperature 0.7: 0.683 / 0.787 / 0.503; at 1.0: 0.669 /
-#: 0.771 / 0.543; hold 0.05 at 0.7: 0.527 / 0.695 / 0.872; hold 0.2 (the threshold whose density from true contexts
-#: is nearest the pieces') at 1.0: 0.934 / 0.741 / 0.000 (voices change almost every 16th in live play, where the
-#: context is the model's own).
+#: The package's default temperature, chosen on the validation pieces (``livegen evaluate --split validation``).
 DEFAULT_TEMPERATURE = 0.7
-HOLD_THRESHOLD = 0.1
 #: What the card says of the defaults, for the data they were chosen on (the bundled package's corpus
 #: fingerprint); a package trained on other data says they were not tuned on it.
 TUNED_ON = "dd42bd03cf3c3b6e"
 TUNING = (
-    "The threshold and temperature were chosen with `livegen evaluate --split validation --seeds 16 --bars 4` "
-    "(overlaps of pitch classes / intervals / inter-onset intervals, rests held then): hold 0.1 at temperature "
-    "0.7: 0.683 / 0.787 / 0.503; hold 0.05: 0.527 / 0.695 / 0.872; hold 0.2 at temperature 1: 0.934 / 0.741 / "
-    "0.000 (voices changing almost every 16th). With rests no longer held, hold 0.1 at 0.7 gives 0.649 / 0.808 / "
-    "0.454 against 0.627 / 0.761 / 0.571 with held rests (`--seeds 16 --bars 8`, rng seeds 0-2)."
+    "The temperature was chosen on the validation pieces with `livegen evaluate --split validation`; the share "
+    "drawn afresh is the one whose density from validation contexts is nearest the pieces' (the table below)."
 )
-#: The ``hold_threshold`` values whose density the card reports.
-HOLD_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+#: The ``redraw`` shares tried; the package's is the one whose density played from validation contexts is
+#: nearest the pieces' own.
+REDRAWS = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 #: Validation blocks kept in the checkpoint to measure the density the host plays.
 DENSITY_BLOCKS = 512
 #: Convolution layers on the way down (and transposed ones on the way up): the seed's four.
@@ -282,8 +275,9 @@ def generated_density(
     model: MultiTrackCnn,
     blocks: Blocks,
     *,
+    redraw: float,
+    metre: Sequence[float] | None,
     temperature: float = DEFAULT_TEMPERATURE,
-    hold_threshold: float,
     seed: int = 0,
 ) -> float:
     """Notes per beat the host plays from each context (:func:`draw_lines` at ``temperature``)."""
@@ -296,17 +290,16 @@ def generated_density(
         logits = model(blocks.inputs.float()).numpy()
     last = blocks.inputs[:, :, -1].argmax(-1).numpy()
     for i in range(len(blocks)):
-        classes = draw_lines(logits[i], last[i], params, rng, mask, hold_threshold=hold_threshold)
+        classes = draw_lines(logits[i], last[i], params, rng, mask, metre=metre, redraw=redraw)
         total += len(lines_to_notes(classes, c.pitch_min, c.keys))
     return total / max(len(blocks) * c.window / FRAMES_PER_BEAT, 1e-9)
 
 
-def densities(model: MultiTrackCnn, blocks: Blocks) -> tuple[dict[float, float], float]:
-    """The density played from the true contexts of ``blocks`` (at :data:`DEFAULT_TEMPERATURE`) at each hold
-    threshold of :data:`HOLD_THRESHOLDS` and :data:`HOLD_THRESHOLD`; the true density."""
+def densities(model: MultiTrackCnn, blocks: Blocks, metre: Sequence[float] | None) -> tuple[dict[float, float], float]:
+    """The density played from the true contexts of ``blocks`` (at :data:`DEFAULT_TEMPERATURE`) at each share of
+    :data:`REDRAWS`; the true density."""
     true = real_density(blocks, model.config)
-    played = {h: generated_density(model, blocks, hold_threshold=h) for h in sorted({*HOLD_THRESHOLDS, HOLD_THRESHOLD})}
-    return played, true
+    return {r: generated_density(model, blocks, redraw=r, metre=metre) for r in REDRAWS}, true
 
 
 def real_density(blocks: Blocks, config: MultiTrackCnnConfig) -> float:
@@ -418,6 +411,7 @@ def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
             "pieces_train": len(train_p),
             "pieces_validation": len(val_p),
             "pieces_held_out": len(held_p),
+            "onset_profile": onset_profile_of(t.onset for p in train_p for t in p.tracks),
             "blocks_train": len(train),
             "parameters": sum(p.numel() for p in model.parameters()),
             "track_names": list(names),
@@ -490,18 +484,20 @@ def export_multitrack_cnn(checkpoint_path: Path, out: Path, *, name: str | None 
         sample = sample_tunes(checkpoint["held_out_sample"])
         seed_tune = write_seed(staging / "seed.mid", sample, c.pitch_min, c.pitch_min + c.keys - 1)
         sample_blocks = Blocks(checkpoint["density_blocks"]["inputs"], checkpoint["density_blocks"]["targets"])
-        hold = HOLD_THRESHOLD
-        played, true_density = densities(model, sample_blocks)
+        profile = provenance.get("onset_profile")
+        metre = None if profile is None else [profile[f % len(profile)] / np.mean(profile) for f in range(c.window)]
+        played, true_density = densities(model, sample_blocks, metre)
+        redraw = min(played, key=lambda r: abs(played[r] - true_density))
         log.info(
-            "hold threshold %g: %.2f notes per beat at temperature %g from true contexts (validation pieces: %.2f)",
-            hold,
-            played[hold],
+            "redraw %g: %.2f notes per beat at temperature %g from true contexts (validation pieces: %.2f)",
+            redraw,
+            played[redraw],
             DEFAULT_TEMPERATURE,
             true_density,
         )
         metrics = {
             **checkpoint["metrics"],
-            "val_density_notes_per_beat": played[hold],
+            "val_density_notes_per_beat": played[redraw],
             "val_density_true_notes_per_beat": true_density,
             "parity_max_abs_diff": diff,
         }
@@ -528,8 +524,9 @@ def export_multitrack_cnn(checkpoint_path: Path, out: Path, *, name: str | None 
                 "keys": c.keys,
                 "context_frames": c.window,
                 "block_frames": c.window,
-                "hold_threshold": hold,
                 "max_hold": c.max_hold,
+                **({} if profile is None else {"onset_profile": profile}),
+                "redraw": redraw,
                 "tracks": tracks,
             },
             "graphs": {
@@ -570,7 +567,7 @@ def export_multitrack_cnn(checkpoint_path: Path, out: Path, *, name: str | None 
             },
             "metrics": {k: float(v) for k, v in metrics.items()},
         }
-        return manifest, multitrack_cnn_card(name, checkpoint, metrics, tracks, hold, played)
+        return manifest, multitrack_cnn_card(name, checkpoint, metrics, tracks, redraw, played)
 
     return write_package(out, name, build)
 
@@ -588,7 +585,7 @@ def multitrack_cnn_card(
     checkpoint: Mapping[str, Any],
     m: Mapping[str, float],
     tracks: list[dict[str, Any]],
-    hold: float,
+    redraw: float,
     densities: Mapping[float, float],
 ) -> str:
     c = MultiTrackCnnConfig.from_dict(checkpoint["config"])
@@ -644,13 +641,13 @@ the sizes mirrored exactly: {p["parameters"]} parameters. Loss: the cross-entrop
 frame of the next block; Adam, learning rate {c.learning_rate:g}, batches of {c.batch_size}, early stopping on
 the validation loss. {augment}
 
-The host plays the logits as one line per track: frame by frame a sounding track keeps its pitch while the
-model gives it at least {hold:g}, else (and always while it rests) it draws a class at the live temperature
-and top-p (default {DEFAULT_TEMPERATURE:g}). The CNN predicts every frame of a block from the context alone,
-so drawing each frame independently would change a voice almost every 16th; holding turns runs of frames
-into notes. A rest is never held, so a silent voice may enter on any frame: when rests were held too, a
-voice after a sparse bar (a performer's single line) stayed silent for as long as the model gave a rest
-at least {hold:g}, which was for ever. {tuning}
+The host plays the logits as one line per track, from the model's distribution in each frame at the live
+temperature and top-p (default {DEFAULT_TEMPERATURE:g}): a line keeps its class while the model keeps giving it
+at least the weight it had and moves, where the weight grew, as far as the distribution moved from the frame
+before; a share {redraw:g} of its frames is drawn afresh. Both are weighted by the frame's place in the beat
+(the training pieces' share of onsets on each 16th of a beat). The CNN predicts every frame of a block from
+the context alone, so drawing each frame independently would change a voice almost every 16th, and holding a
+pitch while the model gave it a fixed share made a held chord a fixed point. {tuning}
 
 ## What is the seed's and what differs
 
@@ -687,10 +684,10 @@ Every block of each held-out piece (one starting every beat), its true context i
 
 Cross-entropy per track and frame: {m["held_out_cross_entropy"]:.3f}. Density of what the host plays from a
 validation context at the default temperature: {m["val_density_notes_per_beat"]:.2f} notes per beat, against
-{m["val_density_true_notes_per_beat"]:.2f} in the pieces; at other hold thresholds (at most {DENSITY_BLOCKS}
+{m["val_density_true_notes_per_beat"]:.2f} in the pieces; at other shares drawn afresh (at most {DENSITY_BLOCKS}
 validation blocks, each from its true context):
 
-| hold threshold | {" | ".join(f"{h:g}" for h in densities)} |
+| redraw | {" | ".join(f"{h:g}" for h in densities)} |
 |---|{"---:|" * len(densities)}
 | notes per beat | {" | ".join(f"{d:.2f}" for d in densities.values())} |
 

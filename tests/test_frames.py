@@ -15,8 +15,9 @@ from livegen.models.frames import (
     FrameGenerator,
     FrameTracker,
     RollNote,
-    choose_keys,
+    draw_keys,
     frame_of,
+    key_distribution,
     note_frames,
     notes_to_roll,
     roll_to_notes,
@@ -71,29 +72,52 @@ def test_tracker_continues_a_slot_sounding_the_same_pitch_and_ends_it_otherwise(
     assert ended == []  # a context note is never handed out again
 
 
-def test_choose_keys_holds_above_the_threshold_and_limits_polyphony() -> None:
-    logits = np.array([3.0, 2.0, -1.0, 4.0, 1.0, -5.0])
-    everything = np.ones(6, dtype=bool)
-    rng = np.random.default_rng(0)
-    # held key 2 (p = 0.27) is released; held key 1 (p = 0.88) holds and comes first; then the likeliest new ones
-    assert choose_keys(logits, [1, 2], SHARP, rng, everything, polyphony=3) == [1, 3, 0]
-    assert choose_keys(logits, [], SHARP, rng, everything, polyphony=8) == [3, 0, 1, 4]
-    # the mask keeps key 3 from starting; top-p keeps only the likeliest keys
-    no_three = everything.copy()
-    no_three[3] = False
-    assert choose_keys(logits, [], SHARP, rng, no_three, polyphony=8) == [0, 1, 4]
-    narrow = SamplingParams(temperature=0.05, top_p=0.3)
-    assert choose_keys(logits, [], narrow, rng, everything, polyphony=8) == [3, 0]
+def test_key_distribution_tempers_masks_and_cuts_to_top_p() -> None:
+    probs = np.array([0.5, 0.75, 0.2, 0.05])
+    everything = np.ones(4, dtype=bool)
+    assert key_distribution(probs, SamplingParams(top_p=1.0), everything) == pytest.approx(probs)
+    cold = key_distribution(probs, SamplingParams(temperature=0.5, top_p=1.0), everything)
+    assert cold == pytest.approx([0.5, 0.9, 1 / 17, 1 / 362], abs=1e-3)  # the odds squared
+    no_one = everything.copy()
+    no_one[1] = False
+    assert key_distribution(probs, SamplingParams(top_p=1.0), no_one)[1] == 0.0
+    assert np.flatnonzero(key_distribution(probs, SamplingParams(top_p=0.5), everything)).tolist() == [1]
+    assert np.flatnonzero(key_distribution(probs, SamplingParams(top_p=0.6), everything)).tolist() == [0, 1]
 
 
-def test_choose_keys_draws_each_key_with_its_tempered_probability() -> None:
-    logits = np.array([0.0, np.log(3.0)])  # probabilities 0.5 and 0.75 at temperature 1
+def test_draw_keys_keeps_every_frame_distributed_as_the_model_says() -> None:
+    frames = [np.array([0.5, 0.75]), np.array([0.2, 0.75]), np.array([0.6, 0.1])]
     rng = np.random.default_rng(1)
-    draws = [
-        choose_keys(logits, [], SamplingParams(top_p=1.0), rng, np.ones(2, bool), polyphony=2) for _ in range(4000)
-    ]
-    share = [np.mean([k in d for d in draws]) for k in (0, 1)]
-    assert share == pytest.approx([0.5, 0.75], abs=0.03)
+    counts = np.zeros((len(frames), 2))
+    for _ in range(4000):
+        before, sounding = np.zeros(2), []
+        for f, probs in enumerate(frames):
+            sounding = draw_keys(probs, before, sounding, rng, polyphony=2)
+            counts[f, sounding] += 1
+            before = probs
+    assert counts / 4000 == pytest.approx(np.stack(frames), abs=0.03)
+
+
+def test_a_key_moves_only_as_far_as_its_chance_moved() -> None:
+    rng = np.random.default_rng(2)
+    steady = np.array([0.5, 0.5, 0.5])
+    held = [draw_keys(steady, steady, [0, 1], rng, polyphony=3) for _ in range(200)]
+    assert all(keys == [0, 1] for keys in held)  # unchanged chances: nothing moves
+    fresh = [draw_keys(steady, steady, [0, 1], rng, polyphony=3, redraw=1.0) for _ in range(2000)]
+    assert np.mean([2 in keys for keys in fresh]) == pytest.approx(0.5, abs=0.04)  # drawn afresh: anything may
+    on_the_beat = [draw_keys(steady, steady, [0, 1], rng, polyphony=3, redraw=0.25, metre=4.0) for _ in range(2000)]
+    assert np.mean([2 in keys for keys in on_the_beat]) == pytest.approx(0.5, abs=0.04)
+    off_the_beat = [draw_keys(steady, steady, [0, 1], rng, polyphony=3, redraw=0.25, metre=0.0) for _ in range(500)]
+    assert all(keys == [0, 1] for keys in off_the_beat)
+
+
+def test_four_held_keys_do_not_keep_a_likelier_new_key_from_sounding() -> None:
+    probs = np.array([0.6, 0.6, 0.6, 0.6, 0.9, 0.01])  # four held keys the model keeps on at 0.6; a new one at 0.9
+    rng = np.random.default_rng(0)
+    frames = [draw_keys(probs, probs, [0, 1, 2, 3], rng, polyphony=4, redraw=0.5) for _ in range(2000)]
+    sounded = [keys for keys in frames if 4 in keys]
+    assert len(sounded) / len(frames) == pytest.approx(0.5 * 0.9, abs=0.04)  # drawn afresh in half the frames
+    assert all(keys[0] == 4 and len(keys) <= 4 for keys in sounded)  # the likeliest sound first, within the cap
 
 
 def test_assign_tracks_gives_each_performed_note_the_nearest_free_track() -> None:
@@ -146,17 +170,28 @@ def take(gen: FrameGenerator, count: int) -> list[StepEvent]:
 
 
 def test_notes_come_out_in_onset_order_with_held_notes_held_and_chords_at_step_zero() -> None:
-    script = {1: [60, 64], 2: [60, 64], 3: [60], 5: [67], 6: [67, 69], 7: [67, 69], 8: [67, 69], 9: [67, 69], 10: [67]}
+    script = {1: [60, 64], 2: [60, 64], 3: [60], 5: [67], 6: [67, 69], 7: [67, 69], 8: [67, 69], 9: [67], 10: [67]}
+    script |= {11: [64]}
     gen = Scripted(script)
     gen.feed(StepEvent(pitch=48, step=0, duration=120))
     assert take(gen, 5) == [
         StepEvent(64, step=120, duration=240),  # frames 1-2: one note, not two
         StepEvent(60, step=0, duration=360),  # frames 1-3, the same onset: step 0
-        StepEvent(67, step=480, duration=480),  # frames 5-8: cut at 4 frames...
-        StepEvent(69, step=120, duration=480),  # frames 6-9
-        StepEvent(67, step=360, duration=240),  # ...and struck again at frame 9, held to 10
+        StepEvent(67, step=480, duration=480),  # frames 5-8: cut at 4 frames, silent while the model holds it
+        StepEvent(69, step=120, duration=360),  # frames 6-8
+        StepEvent(64, step=600, duration=120),  # frame 11
     ]
     assert gen.encoded == [(1, (48,))]  # one encoding: every note fed back was the one sampled
+
+
+def test_a_key_the_model_keeps_on_past_max_hold_is_not_struck_again_until_it_is_released() -> None:
+    script = {f: [60] for f in range(1, 11)} | {12: [60], 13: [60]}  # on for 10 frames, off, on again
+    gen = Scripted(script)
+    gen.feed(StepEvent(pitch=48, step=0, duration=120))
+    assert take(gen, 2) == [
+        StepEvent(60, step=120, duration=480),  # cut at max_hold = 4 frames, then silent while held
+        StepEvent(60, step=11 * 120, duration=240),  # struck again only after the model released it
+    ]
 
 
 def test_a_different_note_fed_re_encodes_the_played_roll_and_restore_undoes_it() -> None:
@@ -189,4 +224,4 @@ def test_sample_before_any_feed_is_an_error_and_reset_forgets() -> None:
         gen.sample(SHARP, np.random.default_rng(0))
     gen.feed(StepEvent(pitch=48, step=0, duration=120))
     gen.reset()
-    assert gen.fed == 0 and gen.snapshot() == ((), 0, 0, None)
+    assert gen.fed == 0 and gen.snapshot() == ((), 0, 0, 0, None)

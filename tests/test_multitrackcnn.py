@@ -113,38 +113,43 @@ def test_the_context_gives_performed_notes_the_nearest_free_track() -> None:
     assert classes.tolist() == [[25, 25, 25, 25], [0, 0, 0, 0], [0, 0, 13, 13], [3, 3, 3, 3]]
 
 
-def test_lines_hold_a_likely_class_and_draw_otherwise() -> None:
-    rng = np.random.default_rng(0)
-    params = SamplingParams(temperature=1.0, top_p=1.0)
-    logits = np.zeros((2, 3, 4))
-    logits[0, :, 2] = 1.0  # track 0: class 2 a little likelier everywhere (p = 0.475)
-    logits[1, :, 3] = 8.0  # track 1: class 3 almost sure
-    mask = np.ones(4, dtype=bool)
-    # track 0 starts on class 1 (p = 0.175 < 0.3): it draws; track 1 holds nothing it had (class 0)
-    lines = draw_lines(logits, [1, 0], params, rng, mask, hold_threshold=0.3)
-    assert lines[1].tolist() == [3, 3, 3]
-    # once class 2 is drawn for track 0 (p 0.475 >= 0.3) it holds for the rest of the block
-    first = int(np.flatnonzero(lines[0] == 2)[0]) if (lines[0] == 2).any() else 3
-    assert (lines[0][first:] == 2).all()
-    # holding a likely class: starting from class 2 nothing is drawn at all
-    assert draw_lines(logits, [2, 3], params, rng, mask, hold_threshold=0.3).tolist() == [[2, 2, 2], [3, 3, 3]]
-    # the mask rules out a class even when it is held or likeliest
-    masked = np.array([True, True, False, False])
-    assert set(draw_lines(logits, [2, 3], params, rng, masked, hold_threshold=0.3).ravel()) <= {0, 1}
-
-
-def test_draws_follow_the_tempered_distribution() -> None:
-    logits = np.log(np.array([[[0.1, 0.2, 0.7]]]))
+def test_every_frame_of_a_line_is_distributed_as_the_model_says() -> None:
+    probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]])
+    logits = np.log(probs)[None]
     mask = np.ones(3, dtype=bool)
     rng = np.random.default_rng(1)
-    draws = [
-        int(draw_lines(logits, [-1], SamplingParams(top_p=1.0), rng, mask, hold_threshold=1.0)[0, 0])
-        for _ in range(4000)
-    ]
-    assert np.bincount(draws, minlength=3) / 4000 == pytest.approx([0.1, 0.2, 0.7], abs=0.03)
-    cold = SamplingParams(temperature=0.2, top_p=1.0)
-    draws = [int(draw_lines(logits, [-1], cold, rng, mask, hold_threshold=1.0)[0, 0]) for _ in range(500)]
-    assert np.mean(np.array(draws) == 2) > 0.98
+    params = SamplingParams(top_p=1.0)
+    for redraw in (0.0, 0.5):
+        lines = np.stack([draw_lines(logits, [2], params, rng, mask, redraw=redraw)[0] for _ in range(4000)])
+        shares = np.stack([np.bincount(lines[:, f], minlength=3) / 4000 for f in range(4)])
+        assert shares == pytest.approx(probs, abs=0.03)
+    cold = SamplingParams(temperature=0.5, top_p=1.0)
+    lines = np.stack([draw_lines(logits, [2], cold, rng, mask)[0] for _ in range(4000)])
+    shares = np.stack([np.bincount(lines[:, f], minlength=3) / 4000 for f in range(4)])
+    assert shares == pytest.approx(probs**2 / (probs**2).sum(-1, keepdims=True), abs=0.03)  # at the temperature
+
+
+def test_a_line_moves_only_as_far_as_the_model_moved_and_a_held_chord_is_no_fixed_point() -> None:
+    rng = np.random.default_rng(0)
+    params = SamplingParams(top_p=1.0)
+    mask = np.ones(4, dtype=bool)
+    steady = np.log(np.tile([0.05, 0.5, 0.25, 0.2], (1, 16, 1)))  # the held class 1 at 0.5 in every frame
+    lines = np.stack([draw_lines(steady, [1], params, rng, mask)[0] for _ in range(2000)])
+    assert np.mean(lines[:, 0] == 1) == pytest.approx(0.5, abs=0.04)  # the bar before is kept as often as p says
+    assert (lines[:, 1:] == lines[:, :1]).all()  # and the line then holds: the model did not move
+    on_the_beat = [1.0, 0.0, 0.0, 0.0] * 4
+    lines = np.stack([draw_lines(steady, [1], params, rng, mask, metre=on_the_beat, redraw=0.5)[0] for _ in range(500)])
+    moves = lines[:, 1:] != lines[:, :-1]
+    assert moves[:, 3::4].any() and not np.delete(moves, np.s_[3::4], axis=1).any()  # moves land on beats
+
+
+def test_the_live_mask_rules_out_a_class_even_when_it_is_held_or_likeliest() -> None:
+    logits = np.zeros((2, 3, 4))
+    logits[0, :, 2] = 1.0
+    logits[1, :, 3] = 8.0
+    masked = np.array([True, True, False, False])
+    lines = draw_lines(logits, [2, 3], SamplingParams(), np.random.default_rng(0), masked, redraw=0.3)
+    assert set(lines.ravel()) <= {0, 1}
 
 
 def test_lines_become_notes_per_track() -> None:
@@ -211,7 +216,6 @@ def _write_copy_package(folder: Path, edit: Callable[[dict[str, Any]], None] | N
             "keys": keys,
             "context_frames": frames,
             "block_frames": frames,
-            "hold_threshold": 0.3,
             "max_hold": 16,
             "tracks": [dict(t) for t in TRACKS],
         },
@@ -308,7 +312,8 @@ def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
         ("representation.block_frames", 20, r"block_frames = 20 .* tensor 'logits' of shape \[batch, 4, 20, 48\]"),
         ("representation.context_frames", 0, r"'representation.context_frames': expected an integer of at least 1"),
         ("representation.pitch_min", 100, r"field 'representation.keys': pitch_min \+ keys must be at most 128"),
-        ("representation.hold_threshold", 1.5, r"field 'representation.hold_threshold': expected a number above 0"),
+        ("representation.redraw", 1.5, r"field 'representation.redraw': expected a number from 0 to 1"),
+        ("representation.onset_profile", [1, 0], r"field 'representation.onset_profile': expected 4 numbers"),
         ("representation.tracks", [], r"field 'representation.tracks': expected a list of \{name, channel"),
         ("representation.tracks", [*TRACKS[:3], {**TRACKS[3], "channel": 0}], "expected one channel per track"),
         ("representation.tracks", [*TRACKS[:3], {**TRACKS[3], "program": 128}], r"'representation.tracks\[3\]'"),

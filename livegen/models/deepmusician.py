@@ -12,13 +12,31 @@ Two graphs over an 88-key piano roll on a 16th-note grid (see ``docs/model-packa
   (the previous output's sigmoid, or an empty frame, the seed's start token, after an
   encoding) and ``h`` -> ``logits`` [batch, keys] of the next frame and ``h_out``.
 
-As in the seed, the decoder is fed its own sigmoid output, never the sampled notes; the
-host plays notes drawn from those probabilities (:func:`~livegen.models.frames.choose_keys`:
-a held key holds while its probability is at least ``hold_threshold``, new keys are
-drawn at the live temperature and top-p, at most ``polyphony`` keys sound). After
+As in the seed and in training, the decoder is fed its own sigmoid output, never the
+played notes: fed the true frames of validation pieces instead (the best that feeding
+it sampled frames could do), it gives their continuation a lower likelihood. After
 ``decode_frames`` generated frames (the length the decoder was trained to run) the
-played roll is encoded again and the decoder restarts from the start token, so what
-was played steers what follows.
+played roll is encoded again (``window`` frames, empty before the first note, as
+training padded it) and the decoder restarts from the start token, so what was played
+steers what follows.
+
+The host plays notes drawn from the decoder's outputs (:func:`~livegen.models.frames.draw_keys`):
+
+- **Probabilities.** The decoder was trained with the focal loss, whose best output
+  is not the chance of a key sounding but a score pulled towards 0.5 (0.55 where a
+  key sounds a third of the time). With ``representation.focal_alpha`` and
+  ``focal_gamma`` the host maps each score back to the chance whose focal loss it
+  minimises (Charoenphakdee et al. 2021): the key's expected share of frames, so the
+  keys sounding add up to the roll's (about 4, where the scores add up to 15).
+- **Holding.** The roll has no onset flag. A key on stays on, and a key off stays off,
+  as far as the model's chances allow (each key moves from one frame to the next only
+  as much as its chance moved), and a share ``representation.redraw`` of frames is
+  drawn afresh; both weighted by the frame's place in the beat
+  (``representation.onset_profile``, the training roll's share of onsets on each 16th
+  of a beat). A key kept on longer than ``max_hold`` frames is not struck again until
+  it is released (:class:`~livegen.models.frames.FrameTracker`).
+- At most ``polyphony`` keys sound, the likeliest, whether held or new: held keys put
+  first would keep every new one out, and one chord would be held and struck again.
 """
 
 from __future__ import annotations
@@ -32,10 +50,12 @@ from livegen.errors import PackageError
 from livegen.models.frames import (
     FrameGenerator,
     RollNote,
-    choose_keys,
+    draw_keys,
     graph_width,
+    key_distribution,
     note_frames,
     notes_to_roll,
+    onset_profile,
     sigmoid,
 )
 from livegen.models.manifest import MANIFEST
@@ -46,8 +66,32 @@ from livegen.music.time import PPQN, SIXTEENTH
 if TYPE_CHECKING:
     from livegen.io.corpus import Tune
 
-#: The representation fields this adapter reads, each an integer at least 1 (``hold_threshold``: in (0, 1)).
+#: The representation's integer fields, each at least 1 (``pitch_min`` at least 0).
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "decode_frames", "polyphony", "max_hold", "max_silence", "grid")
+
+
+def focal_probability(scores: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
+    """The chance ``q`` of a key sounding whose expected focal loss (``alpha`` on sounding keys,
+    ``1 - alpha`` on silent ones, focusing ``gamma``) the score ``p`` minimises, float64.
+
+    From ``q * alpha * A'(p) + (1 - q) * (1 - alpha) * B'(p) = 0`` with ``A(p) = -(1 - p)^gamma log p``
+    and ``B(p) = -p^gamma log(1 - p)``; with ``gamma`` 0 and ``alpha`` 0.5 it is ``p`` itself.
+    """
+    p = np.clip(scores.astype(np.float64), 1e-6, 1 - 1e-6)
+    falls = gamma * (1 - p) ** (gamma - 1) * np.log(p) - (1 - p) ** gamma / p  # A'(p) < 0
+    rises = -gamma * p ** (gamma - 1) * np.log(1 - p) + p**gamma / (1 - p)  # B'(p) > 0
+    return cast(np.ndarray, (1 - alpha) * rises / ((1 - alpha) * rises - alpha * falls))
+
+
+def _number(package: ModelPackage, key: str, default: float, low: float, high: float) -> float:
+    """``representation.<key>`` as a number in [``low``, ``high``]; a :class:`PackageError` naming it otherwise."""
+    value = package.manifest.representation.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise PackageError(
+            f"{package.folder / MANIFEST}: field 'representation.{key}': expected a number from {low:g} to "
+            f"{high:g}, got {value!r}"
+        )
+    return float(value)
 
 
 def tune_roll(tune: Tune, pitch_min: int, keys: int) -> np.ndarray:
@@ -69,13 +113,9 @@ class DeepMusicianGenerator(FrameGenerator):
         values = self._init_representation(package, INTEGER_FIELDS)
         self.polyphony = values["polyphony"]
         self.reencode_every = values["decode_frames"]
-        threshold = package.manifest.representation.get("hold_threshold", 0.5)
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
-            raise PackageError(
-                f"{package.folder / MANIFEST}: field 'representation.hold_threshold': expected a number between "
-                f"0 and 1, got {threshold!r}"
-            )
-        self.hold_threshold = float(threshold)
+        self.focal = (_number(package, "focal_alpha", 0.5, 0.0, 1.0), _number(package, "focal_gamma", 0.0, 0.0, 10.0))
+        self.redraw = _number(package, "redraw", 0.0, 0.0, 1.0)
+        self.profile = onset_profile(package, PPQN // self.grid)
         for role, tensor in (("encoder", "roll"), ("decoder", "frame"), ("decoder", "logits")):
             width = graph_width(package, role, tensor)
             if width != self.keys:
@@ -90,11 +130,9 @@ class DeepMusicianGenerator(FrameGenerator):
         self._mask = np.ones(self.keys, dtype=bool)
 
     def _encode(self, notes: Sequence[RollNote], end: int) -> object:
-        first = min((n.onset for n in notes), default=end - 1)
-        start = max(end - self.window, min(first, end - 1))
-        roll = notes_to_roll(notes, start, end - start, self.pitch_min, self.keys)
+        roll = notes_to_roll(notes, end - self.window, self.window, self.pitch_min, self.keys)
         (h,) = self._encoder.run(["h"], {"roll": roll[None]})
-        return (h, self._empty)
+        return (h, self._empty, None)
 
     def _keys_mask(self, params: SamplingParams) -> np.ndarray:
         if params != self._mask_key:
@@ -106,21 +144,18 @@ class DeepMusicianGenerator(FrameGenerator):
     def _frame(
         self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
     ) -> tuple[object, dict[int, int]]:
-        h, frame = cast(tuple[np.ndarray, np.ndarray], state)
+        h, frame, before = cast(tuple[np.ndarray, np.ndarray, np.ndarray | None], state)
         logits, h_out = self._decoder.run(["logits", "h_out"], {"frame": frame, "h": h})
-        keys = choose_keys(
-            logits[0],
-            (p - self.pitch_min for p in held),
-            params,
-            rng,
-            self._keys_mask(params),
-            polyphony=self.polyphony,
-            hold_threshold=self.hold_threshold,
-        )
-        probabilities = sigmoid(logits).astype(np.float32)
-        return (h_out, probabilities), {self.pitch_min + k: self.pitch_min + k for k in keys}
+        scores = sigmoid(logits[0].astype(np.float64))
+        probs = key_distribution(focal_probability(scores, *self.focal), params, self._keys_mask(params))
+        sounding = [k for k in (p - self.pitch_min for p in held) if 0 <= k < self.keys]
+        if before is None:
+            before = np.zeros(self.keys)
+            before[sounding] = 1.0
+        keys = draw_keys(probs, before, sounding, rng, polyphony=self.polyphony, metre=self.metre(), redraw=self.redraw)
+        return (h_out, scores[None].astype(np.float32), probs), {self.pitch_min + k: self.pitch_min + k for k in keys}
 
     def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
-        _, probabilities = cast(tuple[np.ndarray, np.ndarray], state)
-        key = int(np.argmax(np.where(self._keys_mask(params), probabilities[0], -1.0)))
+        _, scores, _ = cast(tuple[np.ndarray, np.ndarray, np.ndarray | None], state)
+        key = int(np.argmax(np.where(self._keys_mask(params), scores[0], -1.0)))
         return {self.pitch_min + key: self.pitch_min + key}

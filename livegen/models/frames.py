@@ -12,12 +12,13 @@ together). :class:`FrameGenerator` bridges the two, for every frame family:
   the last reset. When a sample is needed and no generation is under way, the
   family encodes the last ``window`` frames of that context (:meth:`_encode`).
 - **Frames to notes.** The family turns each generated frame's distribution into
-  the pitches sounding in it (:meth:`_frame`; :func:`choose_keys` is the shared
-  rule for independent keys). :class:`FrameTracker` turns consecutive frames into
+  the pitches sounding in it (:meth:`_frame`; :func:`draw_keys` is the rule for
+  independent keys). :class:`FrameTracker` turns consecutive frames into
   notes: a slot (a key, or a track) sounding the same pitch as in the frame
   before *continues* its note, so held notes are held and not struck again every
   16th; a note is cut after ``max_hold`` frames (4 beats), which is how far ahead
-  the adapter must generate before it knows a duration.
+  the adapter must generate before it knows a duration, and is not struck again
+  while the model keeps it on (only an onset strikes a key).
 - **A buffer of notes.** Frames are generated ahead until the earliest note not
   yet handed out is complete and no earlier one is still sounding; :meth:`sample`
   returns it as a :class:`~livegen.models.step.StepEvent` (a chord: several events
@@ -110,14 +111,22 @@ class _Open:
 
 @dataclass(frozen=True, slots=True)
 class FrameTracker:
-    """Notes sounding at the generation frontier, one per slot (a key or a track)."""
+    """Notes sounding at the generation frontier, one per slot (a key or a track).
+
+    ``tied``: (slot, pitch) of notes the host cut at ``max_hold`` while the model kept them
+    on. The model did not strike them again, so they stay silent until the slot stops
+    sounding that pitch (or the family says the slot strikes).
+    """
 
     open: tuple[_Open, ...] = ()
     max_hold: int = 16
+    tied: tuple[tuple[int, int], ...] = ()
 
     def inherit(self, notes: Iterable[tuple[int, RollNote]]) -> FrameTracker:
         """Start from context notes sounding at the frontier (``(slot, note)`` pairs); they are never emitted."""
-        return replace(self, open=tuple(_Open(slot, n.pitch, n.onset, n.track, inherited=True) for slot, n in notes))
+        return replace(
+            self, open=tuple(_Open(slot, n.pitch, n.onset, n.track, inherited=True) for slot, n in notes), tied=()
+        )
 
     def advance(
         self,
@@ -128,37 +137,40 @@ class FrameTracker:
     ) -> tuple[FrameTracker, list[RollNote]]:
         """Frame ``frame`` sounds ``sounding`` (slot -> pitch): the tracker after it and the notes it ended.
 
-        A slot sounding the same pitch as its open note continues it, unless the note
-        has lasted ``max_hold`` frames or the slot is in ``strikes`` (a model that knows
-        its onsets strikes the key again); then, or with another pitch, the note ends and
-        a new one starts. ``tracks`` gives the track of each new note's slot (default 0).
-        Inherited notes end without being returned.
+        A slot sounding the same pitch as its open note continues it, unless the slot is in
+        ``strikes`` (a model that knows its onsets strikes the key again): then, or with
+        another pitch or none, the note ends, and a new one starts with the new pitch. A note
+        that has lasted ``max_hold`` frames ends too, but is not struck again while the slot
+        keeps sounding its pitch: the model gave no onset. ``tracks`` gives the track of
+        each new note's slot (default 0). Inherited notes end without being returned.
         """
         ended: list[RollNote] = []
         still: list[_Open] = []
+        tied: list[tuple[int, int]] = []
         for note in self.open:
-            if (
-                sounding.get(note.slot) == note.pitch
-                and frame - note.onset < self.max_hold
-                and note.slot not in strikes
-            ):
+            same = sounding.get(note.slot) == note.pitch and note.slot not in strikes
+            if same and frame - note.onset < self.max_hold:
                 still.append(note)
-            elif not note.inherited:
+                continue
+            if not note.inherited:
                 ended.append(RollNote(note.onset, frame - note.onset, note.pitch, note.track))
-        held = {n.slot for n in still}
+            if same:
+                tied.append((note.slot, note.pitch))
+        tied.extend((slot, pitch) for slot, pitch in self.tied if sounding.get(slot) == pitch and slot not in strikes)
+        taken = {n.slot for n in still} | {slot for slot, _ in tied}
         for slot, pitch in sounding.items():
-            if slot not in held:
+            if slot not in taken:
                 still.append(_Open(slot, pitch, frame, tracks.get(slot, 0), inherited=False))
-        return replace(self, open=tuple(still)), ended
+        return replace(self, open=tuple(still), tied=tuple(tied)), ended
 
     def close(self, frame: int) -> tuple[FrameTracker, list[RollNote]]:
         """End every open note at ``frame``."""
         ended = [RollNote(n.onset, frame - n.onset, n.pitch, n.track) for n in self.open if not n.inherited]
-        return replace(self, open=()), ended
+        return replace(self, open=(), tied=()), ended
 
     def held(self) -> dict[int, int]:
-        """Slot -> pitch of the notes sounding at the frontier."""
-        return {n.slot: n.pitch for n in self.open}
+        """Slot -> pitch the model keeps on at the frontier: the sounding notes and the tied ones."""
+        return {**dict(self.tied), **{n.slot: n.pitch for n in self.open}}
 
     def earliest_emittable(self) -> int | None:
         """The onset of the earliest open note that will be handed out when it ends."""
@@ -170,14 +182,19 @@ def roll_to_notes(roll: np.ndarray, pitch_min: int, *, start: int = 0, max_hold:
 
     Sorted by onset, then pitch from the top.
     """
-    tracker = FrameTracker(max_hold=max_hold)
-    notes: list[RollNote] = []
+    tracker = FrameTracker(max_hold=1 << 30)
+    runs: list[RollNote] = []
     for t in range(roll.shape[0]):
         sounding = {int(k): pitch_min + int(k) for k in np.flatnonzero(roll[t] > 0.5)}
         tracker, ended = tracker.advance(start + t, sounding, {})
-        notes.extend(ended)
+        runs.extend(ended)
     tracker, ended = tracker.close(start + roll.shape[0])
-    notes.extend(ended)
+    runs.extend(ended)
+    notes = [
+        replace(n, onset=onset, frames=min(max_hold, n.end - onset))
+        for n in runs
+        for onset in range(n.onset, n.end, max_hold)
+    ]
     notes.sort(key=lambda n: (n.onset, -n.pitch))
     return notes
 
@@ -186,46 +203,58 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, 0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
-def choose_keys(
-    logits: np.ndarray,
-    held: Iterable[int],
-    params: SamplingParams,
+def key_distribution(probs: np.ndarray, params: SamplingParams, mask: np.ndarray) -> np.ndarray:
+    """Each key's chance of sounding as drawn, float64: ``probs`` at the live temperature
+    (``sigmoid(logit(p) / temperature)``), 0 where ``mask`` forbids and outside the smallest
+    set of keys, likeliest first, whose share of the summed probability reaches ``top_p``."""
+    p = np.clip(probs.astype(np.float64), 1e-9, 1 - 1e-9)
+    tempered = sigmoid(np.log(p / (1 - p)) / params.temperature) if params.temperature != 1.0 else p
+    tempered = np.where(mask, tempered, 0.0)
+    total = float(tempered.sum())
+    if params.top_p < 1.0 and total > 0:
+        order = np.argsort(-tempered, kind="stable")
+        kept = order[: int(np.searchsorted(np.cumsum(tempered[order]) / total, params.top_p) + 1)]
+        cut = np.zeros_like(tempered)
+        cut[kept] = tempered[kept]
+        tempered = cut
+    return cast(np.ndarray, tempered)
+
+
+def draw_keys(
+    probs: np.ndarray,
+    before: np.ndarray,
+    sounding: Iterable[int],
     rng: np.random.Generator,
-    mask: np.ndarray,
     *,
     polyphony: int,
-    hold_threshold: float = 0.5,
+    metre: float = 1.0,
+    redraw: float = 0.0,
 ) -> list[int]:
-    """The keys sounding in a frame of independent keys (indices into ``logits``).
+    """The keys sounding in a frame of independent keys (indices into ``probs``), likeliest first.
 
-    - A held key continues while its probability ``sigmoid(logit)`` is at least
-      ``hold_threshold`` (the temperature does not touch holding).
-    - Other keys start with probability ``sigmoid(logit / temperature)`` each
-      (independent draws), among the smallest set of keys, highest logit first, whose
-      share of the summed probability reaches ``top_p``, and only where ``mask`` allows.
-      As the temperature falls the draw becomes the threshold ``logit > 0``.
-    - At most ``polyphony`` keys sound: the held ones first, then the new ones, each
-      by probability.
+    ``probs``: each key's chance of sounding in this frame (:func:`key_distribution`);
+    ``before``: the chances the frame before was drawn from (1 for the keys ``sounding``
+    and 0 for the others when it was not drawn); ``sounding``: the keys on in the frame
+    before. Each key is a line of two classes, on and off, drawn as
+    :func:`~livegen.models.multitrackcnn.draw_lines` draws a track: with probability
+    ``min(1, redraw * metre)`` afresh (on with ``probs``), otherwise it moves from the
+    frame before only as far as its chance moved (a key on turns off with probability
+    ``1 - probs / before``, a key off turns on with ``(probs - before) / (1 - before)``,
+    each times ``metre``, at most 1). The roll has no onset flag: a key on in
+    consecutive frames is one note. At most ``polyphony`` keys sound, the likeliest.
     """
-    held_set = set(held)
-    probs = sigmoid(logits.astype(np.float64))
-    keep = [k for k in held_set if probs[k] >= hold_threshold]
-    fresh = sigmoid(logits.astype(np.float64) / params.temperature)
-    fresh = np.where(mask, fresh, 0.0)
-    if held_set:
-        fresh[list(held_set)] = 0.0
-    total = float(fresh.sum())
-    chosen: list[int] = []
-    if total > 0:
-        order = np.argsort(-np.where(fresh > 0, logits, -np.inf), kind="stable")
-        if params.top_p < 1.0:
-            cumulative = np.cumsum(fresh[order]) / total
-            order = order[: int(np.searchsorted(cumulative, params.top_p) + 1)]
-        draws = rng.random(len(order))
-        chosen = [int(k) for k, u in zip(order, draws, strict=True) if u < fresh[k]]
-    keep.sort(key=lambda k: -probs[k])
-    chosen.sort(key=lambda k: -logits[k])
-    return (keep + chosen)[:polyphony]
+    on_before = np.zeros(len(probs), dtype=bool)
+    on_before[list(sounding)] = True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stay = np.where(before > 0, np.minimum(1.0, probs / before), 0.0)
+        enter = np.where(before < 1, np.maximum(probs - before, 0.0) / (1.0 - before), 1.0)
+    leave = np.minimum(1.0, (1.0 - stay) * metre)
+    enter = np.minimum(1.0, enter * metre)
+    moved = rng.random(len(probs))
+    on = np.where(on_before, moved >= leave, moved < enter)
+    fresh = rng.random(len(probs)) < min(1.0, redraw * metre)
+    on = np.where(fresh, rng.random(len(probs)) < probs, on) & (probs > 0)
+    return sorted((int(k) for k in np.flatnonzero(on)), key=lambda k: (-probs[k], k))[:polyphony]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +291,26 @@ def representation_ints(package: ModelPackage, fields: Sequence[str]) -> dict[st
     return values
 
 
+def onset_profile(package: ModelPackage, frames_per_beat: int) -> tuple[float, ...] | None:
+    """``representation.onset_profile`` scaled to a mean of 1, or None when the package has none.
+
+    It is the training roll's share of note onsets on each frame of a beat (the beat's
+    first 16th, its second, ...): ``frames_per_beat`` numbers at least 0, not all 0.
+    """
+    value = package.manifest.representation.get("onset_profile")
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) == frames_per_beat
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value)
+    if not ok or not sum(value) > 0:
+        raise PackageError(
+            f"{package.folder / MANIFEST}: field 'representation.onset_profile': expected {frames_per_beat} numbers "
+            f"at least 0 and not all 0 (the share of onsets on each frame of a beat), got {value!r}"
+        )
+    mean = sum(value) / len(value)
+    return tuple(float(v) / mean for v in value)
+
+
 def graph_width(package: ModelPackage, role: str, tensor: str) -> int | str | None:
     """The last dimension of a graph's tensor as the manifest declares it."""
     graph = package.manifest.graphs.get(role)
@@ -278,8 +327,12 @@ class FrameGenerator(ABC):
 
     A family implements :meth:`_encode` and :meth:`_frame`, and may set
     :attr:`reencode_every` (encode the played roll again after that many generated
-    frames: the horizon the family's decoder was trained for) and :attr:`channels`
-    (a track's MIDI channel).
+    frames: the horizon the family's decoder was trained for), :attr:`channels`
+    (a track's MIDI channel) and :attr:`profile` (:func:`onset_profile`: the weight
+    :meth:`metre` gives each frame of a beat).
+
+    Where beats fall: the planners give the bar line (``StepEvent.bar_phase``) with the
+    notes they feed; before they do, the first note fed is taken to start a bar.
     """
 
     def __init__(self, *, window: int, max_hold: int = 16, max_silence: int = 32, grid: int = GRID) -> None:
@@ -289,9 +342,12 @@ class FrameGenerator(ABC):
         self.grid = grid
         self.reencode_every: int | None = None
         self.channels: Mapping[int, int] = {}
+        self.profile: tuple[float, ...] | None = None
         self._context: tuple[RollNote, ...] = ()
         self._clock = 0  # ticks of the last fed onset since the first
         self._fed = 0
+        self._origin = 0  # a frame on a bar line, relative to the first fed note
+        self._frontier = 0  # the frame :meth:`_frame` is generating
         self._generation: _Generation | None = None
 
     def _init_representation(self, package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
@@ -319,15 +375,28 @@ class FrameGenerator(ABC):
     def _frame(
         self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
     ) -> tuple[object, dict[int, int]]:
-        """Generate one frame from ``state`` (slot -> pitch held at the frontier): the new state and what sounds."""
+        """Generate one frame from ``state`` (slot -> pitch held at the frontier): the new state and what sounds.
+
+        :meth:`metre` is the weight of the frame being generated."""
 
     def _slot_track(self, slot: int) -> int:
         """The track of a note in ``slot`` (a family whose slots are tracks says so)."""
         return 0
 
+    def metre(self) -> float:
+        """The onset weight of the frame :meth:`_frame` is generating: :attr:`profile` at its place in the
+        beat (mean 1 over a beat), 1 without a profile."""
+        if self.profile is None:
+            return 1.0
+        return self.profile[(self._frontier - self._origin) % len(self.profile)]
+
     def _slot_of(self, note: RollNote) -> int:
         """The slot a context note occupies (default: its pitch)."""
         return note.pitch
+
+    def _placed(self, notes: Sequence[RollNote]) -> Sequence[RollNote]:
+        """The context notes as the family reads them (a family that gives performed notes a track says so)."""
+        return notes
 
     def _strikes(self, state: object) -> frozenset[int]:
         """Slots whose note the frame just generated by :meth:`_frame` strikes anew even if
@@ -349,6 +418,7 @@ class FrameGenerator(ABC):
         self._context = ()
         self._clock = 0
         self._fed = 0
+        self._origin = 0
         self._generation = None
 
     def feed(self, event: StepEvent) -> None:
@@ -376,6 +446,8 @@ class FrameGenerator(ABC):
         self._context = (*(n for n in self._context if n.end > horizon), note)
         self._clock = onset
         self._fed += 1
+        if event.bar_phase is not None:
+            self._origin = frame_of(onset - event.bar_phase, self.grid)
 
     def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
         if not self._fed:
@@ -398,11 +470,11 @@ class FrameGenerator(ABC):
         )
 
     def snapshot(self) -> object:
-        return (self._context, self._clock, self._fed, self._generation)
+        return (self._context, self._clock, self._fed, self._origin, self._generation)
 
     def restore(self, snapshot: object) -> None:
-        self._context, self._clock, self._fed, self._generation = cast(
-            tuple[tuple[RollNote, ...], int, int, _Generation | None], snapshot
+        self._context, self._clock, self._fed, self._origin, self._generation = cast(
+            tuple[tuple[RollNote, ...], int, int, int, _Generation | None], snapshot
         )
 
     # ---- generation ---------------------------------------------------------------
@@ -410,7 +482,7 @@ class FrameGenerator(ABC):
     def _begin(self) -> _Generation:
         end = frame_of(self._clock, self.grid) + 1
         state = self._encode(self._context, end)
-        sounding = [(self._slot_of(n), n) for n in self._context if n.onset < end <= n.end]
+        sounding = [(self._slot_of(n), n) for n in self._placed(self._context) if n.onset < end <= n.end]
         tracker = FrameTracker(max_hold=self.max_hold).inherit(sounding)
         return _Generation(state, end, tracker, (), 0, 0)
 
@@ -429,11 +501,12 @@ class FrameGenerator(ABC):
         state, since = gen.state, gen.since_encode
         if self.reencode_every is not None and since >= self.reencode_every:
             state, since = self._encode(self._played(gen), gen.frame), 0
+        self._frontier = gen.frame
         state, sounding = self._frame(state, gen.tracker.held(), params, rng)
         strikes = self._strikes(state)
         held = gen.tracker.held()
         starts = any(held.get(slot) != pitch or slot in strikes for slot, pitch in sounding.items())
-        if not starts and gen.silent + 1 >= self.max_silence and not held:
+        if not starts and gen.silent + 1 >= self.max_silence and not gen.tracker.open:
             sounding = self._force(state, params)
             starts = bool(sounding)
         tracks = {slot: self._slot_track(slot) for slot in sounding}

@@ -10,8 +10,28 @@ concatenated track after track. One streaming graph, ``step``, reads the frame j
 played (``frame`` [batch, tracks * (keys + 1)]) with its LSTM state (``h``, ``c``)
 and gives ``logits`` [batch, tracks, keys + 1] for the next frame. Each track is drawn
 independently from its own distribution (the seed's "independent instrument
-sampling") at the live temperature and top-p; a track drawing the pitch it holds
-holds it. Each track plays on its own MIDI channel with its own GM program
+sampling"), as one line (:func:`keep_or_change`):
+
+- **How often a voice moves is the model's.** A track changes class (pitch or rest)
+  with the model's own probability of a change, and then to a class drawn from the
+  others at the live temperature and top-p: the temperature shapes where a voice goes,
+  never how often. Tempering the whole distribution would make the class a voice
+  already has, nearly always the likeliest, a trap: at 0.5 a chord would be held for
+  bars and a rest never left. The roll has no onset flag, so a pitch drawn again is the
+  note held.
+- **When it moves follows the beat.** The model reads no beat, and left to itself it
+  changes as often on a beat's second 16th as on the beat. With
+  ``representation.onset_profile`` (the training roll's share of onsets on each 16th
+  of a beat) the chance of a change is weighted by the frame's place in the beat
+  (:meth:`~livegen.models.frames.FrameGenerator.metre`, mean 1, so the number of
+  changes stays about the model's).
+- **A silent voice enters.** A track that has rested ``max_silence`` frames enters on
+  a pitch drawn from its distribution without the rest. The chorales' voices rest 3%
+  of their frames; a voice silent that long (after a one-line phrase) is a context the
+  model never learned, and its rest probability there only copies the silence it read.
+
+The frame the model reads next is always the one played. Each track plays on its own
+MIDI channel with its own GM program
 (``representation.tracks``, see ``docs/model-package.md``); :attr:`programs` tells the
 jam which program to send on which channel.
 
@@ -29,7 +49,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width, note_frames
+from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width, note_frames, onset_profile
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams, sample_logits
@@ -40,6 +60,42 @@ if TYPE_CHECKING:
     from livegen.io.corpus import MultiTune
 
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "max_hold", "max_silence", "grid")
+
+
+def keep_or_change(
+    logits: np.ndarray,
+    previous: int,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    mask: np.ndarray,
+    metre: float = 1.0,
+) -> int:
+    """A line's next class: it changes with the model's own probability of a change, ``1 - p(previous)``
+    (``p = softmax(logits)`` over the classes ``mask`` allows, at temperature 1) times ``metre`` (at most
+    1), to one of the other classes drawn with :func:`~livegen.models.sampling.sample_logits`
+    (temperature, top-p); else it keeps ``previous``. At temperature 1 and ``metre`` 1 this is a draw
+    from the model's distribution; the temperature never changes how often a line moves."""
+    if not (0 <= previous < len(mask) and mask[previous]):
+        return sample_logits(logits, params, rng, mask)
+    x = np.where(mask, logits.astype(np.float64), -np.inf)
+    probs = np.exp(x - x.max())
+    change = (1.0 - probs[previous] / probs.sum()) * metre
+    others = mask.copy()
+    others[previous] = False
+    if rng.random() >= change or not others.any():
+        return previous
+    return sample_logits(logits, params, rng, others)
+
+
+@dataclass(frozen=True, slots=True)
+class _LineState:
+    """The graph after the frames it read: the next frame's logits, its state, and per track the class it
+    read last and the frames it has rested up to there."""
+
+    logits: np.ndarray  # [tracks, keys + 1]
+    graph: tuple[np.ndarray, ...]  # the declared state, in the manifest's order
+    classes: tuple[int, ...]
+    rests: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +205,7 @@ class MultiTrackGenerator(FrameGenerator):
                     f"{path}: field 'representation.tracks': {len(self.tracks)} tracks of {self.keys} keys need graph "
                     f"tensor {tensor!r} to end in {expected}, the manifest says {declared}"
                 )
+        self.profile = onset_profile(package, PPQN // self.grid)
         self._graph = StreamingGraph(package, "step")
         self._centers = [t.center for t in self.tracks]
         self._mask_key: SamplingParams | None = None
@@ -165,9 +222,12 @@ class MultiTrackGenerator(FrameGenerator):
     def _slot_of(self, note: RollNote) -> int:
         return note.track
 
-    def _run(self, frame: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _placed(self, notes: Sequence[RollNote]) -> Sequence[RollNote]:
+        return assign_tracks(notes, self._centers)
+
+    def _run(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         out = self._graph.run({"frame": frame[None]})
-        return (out["logits"][0], *(self._graph.state[src] for src, _ in self._graph.spec.state))
+        return out["logits"][0], tuple(self._graph.state[src] for src, _ in self._graph.spec.state)
 
     def _encode(self, notes: Sequence[RollNote], end: int) -> object:
         notes = assign_tracks(notes, self._centers)
@@ -175,13 +235,17 @@ class MultiTrackGenerator(FrameGenerator):
         start = max(end - self.window, min(first, end - 1))
         frames = tracks_to_frames(notes, start, end - start, len(self.tracks), self.pitch_min, self.keys)
         self._graph.reset()
-        out: tuple[np.ndarray, ...] = ()
+        logits = np.zeros((len(self.tracks), self.keys + 1), dtype=np.float32)
+        graph: tuple[np.ndarray, ...] = ()
         for frame in frames:
-            out = self._run(frame)
-        return out
-
-    def _set_state(self, state: tuple[np.ndarray, ...]) -> None:
-        self._graph.state = {src: value for (src, _), value in zip(self._graph.spec.state, state[1:], strict=True)}
+            logits, graph = self._run(frame)
+        classes = frames.reshape(len(frames), len(self.tracks), self.keys + 1).argmax(-1)
+        sounded = classes > 0
+        rests = tuple(
+            int(len(frames) - 1 - np.flatnonzero(sounded[:, t]).max()) if sounded[:, t].any() else len(frames)
+            for t in range(len(self.tracks))
+        )
+        return _LineState(logits, graph, tuple(int(c) for c in classes[-1]), rests)
 
     def _track_mask(self, params: SamplingParams) -> np.ndarray:
         if params != self._mask_key:
@@ -194,22 +258,31 @@ class MultiTrackGenerator(FrameGenerator):
     def _frame(
         self, state: object, held: Mapping[int, int], params: SamplingParams, rng: np.random.Generator
     ) -> tuple[object, dict[int, int]]:
-        values = cast(tuple[np.ndarray, ...], state)
-        logits = values[0]
+        s = cast(_LineState, state)
         mask = self._track_mask(params)
+        entering = mask.copy()
+        entering[0] = False
         width = self.keys + 1
+        metre = self.metre()
         frame = np.zeros(len(self.tracks) * width, dtype=np.float32)
         sounding: dict[int, int] = {}
-        for t in range(len(self.tracks)):
-            choice = sample_logits(logits[t], params, rng, mask)
+        classes, rests = [], []
+        for t, (previous, rested) in enumerate(zip(s.classes, s.rests, strict=True)):
+            if previous == 0 and rested >= self.max_silence and entering.any():
+                choice = sample_logits(s.logits[t], params, rng, entering)
+            else:
+                choice = keep_or_change(s.logits[t], previous, params, rng, mask, metre)
             frame[t * width + choice] = 1.0
+            classes.append(choice)
+            rests.append(rested + 1 if choice == 0 else 0)
             if choice:
                 sounding[t] = self.pitch_min + choice - 1
-        self._set_state(values)
-        return self._run(frame), sounding
+        self._graph.state = {src: value for (src, _), value in zip(self._graph.spec.state, s.graph, strict=True)}
+        logits, graph = self._run(frame)
+        return _LineState(logits, graph, tuple(classes), tuple(rests)), sounding
 
     def _force(self, state: object, params: SamplingParams) -> dict[int, int]:
-        logits = cast(tuple[np.ndarray, ...], state)[0][0]
+        logits = cast(_LineState, state).logits[0]
         mask = self._track_mask(params).copy()
         mask[0] = False
         key = int(np.argmax(np.where(mask, logits, -np.inf))) if mask.any() else 1 + self.keys // 2

@@ -16,13 +16,26 @@ The graph contract (one graph, ``block``)::
     logits float32 [batch, tracks, block_frames, keys + 1]     per track and frame, the next block's classes
 
 The CNN is not autoregressive: every frame of the block is a distribution given the
-context only. The host plays it as one line per track (:func:`draw_lines`): frame by
-frame, a sounding track keeps the pitch it had in the frame before (the last context
-frame for the block's first) while the model gives that pitch a probability of at least
-``hold_threshold``; otherwise, and always while it rests, it draws a class at the live
-temperature and top-p among the classes the live range and scale allow. Drawing every frame independently would
-change a voice almost every 16th (the clutter seed 004 reports for its independently
-sampled RNN); holding makes runs of frames into notes.
+context only, and the roll has no onset flag. The host plays it as one line per track
+(:func:`draw_lines`), frame by frame, from the model's distribution at the live
+temperature and top-p among the classes the live range and scale allow:
+
+- **Moving with the model.** A line keeps its class while the model keeps giving it at
+  least the weight it had, and moves, where the model's weight grew, as far as the
+  distribution moved from the frame before (the maximal coupling of consecutive
+  frames: every frame's class is then distributed as the model says). Holding a pitch
+  while the model gives it some fixed share would make a held chord a fixed point (the
+  next bar, read from the held one, holds it again); drawing every frame independently would
+  change a voice almost every 16th (the clutter seed 004 reports for its independently
+  sampled RNN).
+- **Drawn afresh on the beat.** Minimal motion is the least the model allows, not what
+  the music does, so a share ``representation.redraw`` of a line's frames is drawn
+  afresh from the frame's distribution (also exact for every frame). Both the
+  coupling's moves and the fresh draws are weighted by the frame's place in the beat
+  (``representation.onset_profile``, the training roll's share of onsets on each 16th
+  of a beat, mean 1): the model reads no beat, and moves spread evenly over the 16ths
+  would put most onsets off the beat. The exporter chooses ``redraw`` by the density
+  played from validation contexts.
 
 The family is conditioned (:attr:`~livegen.models.block.BlockGenerator.conditioned`):
 ``previous`` holds the notes of the ``context_frames`` before the block, the
@@ -41,11 +54,12 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, notes_of_block
-from livegen.models.frames import RollNote, representation_ints
+from livegen.models.frames import RollNote, onset_profile, representation_ints
 from livegen.models.manifest import MANIFEST
 from livegen.models.multitrack import assign_tracks, read_tracks, tracks_to_frames
 from livegen.models.package import ModelPackage
-from livegen.models.sampling import SamplingParams, sample_logits
+from livegen.models.sampling import SamplingParams
+from livegen.music.time import PPQN
 
 #: The graph's role in ``[graphs]``.
 ROLE = "block"
@@ -67,11 +81,22 @@ def context_roll(
     return np.ascontiguousarray(flat.reshape(frames, tracks, keys + 1).transpose(1, 0, 2))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float64."""
-    x = logits.astype(np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return cast(np.ndarray, e / e.sum(axis=-1, keepdims=True))
+def line_distribution(logits: np.ndarray, params: SamplingParams, mask: np.ndarray) -> np.ndarray:
+    """The distribution a line's class is drawn from: ``softmax(logits / temperature)`` over the
+    classes ``mask`` allows (all of them if it allows none), cut to the smallest set of classes
+    whose probability reaches ``top_p``, in float64."""
+    x = logits.astype(np.float64) / params.temperature
+    if mask.any():
+        x = np.where(mask, x, -np.inf)
+    probs = np.exp(x - x.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        kept = order[: int(np.searchsorted(np.cumsum(probs[order]), params.top_p) + 1)]
+        cut = np.zeros_like(probs)
+        cut[kept] = probs[kept]
+        probs = cut / cut.sum()
+    return cast(np.ndarray, probs)
 
 
 def draw_lines(
@@ -81,30 +106,42 @@ def draw_lines(
     rng: np.random.Generator,
     mask: np.ndarray,
     *,
-    hold_threshold: float,
+    metre: Sequence[float] | None = None,
+    redraw: float = 0.0,
 ) -> np.ndarray:
     """One line per track: classes int64 [tracks, frames] drawn from ``logits`` [tracks, frames, classes].
 
-    Frame by frame, a track keeps the pitch it sounded in the frame before (``last[t]`` before
-    the first frame) while ``mask`` allows it and the model gives it at least ``hold_threshold``
-    (``softmax(logits)`` over the classes ``mask`` allows, at temperature 1); otherwise the
-    class is drawn with :func:`~livegen.models.sampling.sample_logits` (temperature, top-p,
-    ``mask``). A rest is never held: a silent voice may enter on any frame (held rests
-    kept a voice silent for as long as the model gave a rest that much, which after a
-    sparse bar, such as a performer's single line, was for ever).
+    Frame ``f`` of a track, with ``p_f`` its :func:`line_distribution` and ``w = metre[f]``
+    (1 when ``metre`` is None): with probability ``min(1, redraw * w)`` the class is drawn
+    from ``p_f``; otherwise the class ``c`` of frame ``f - 1`` moves with probability
+    ``min(1, (1 - min(1, p_f(c) / p_{f-1}(c))) * w)`` to a class drawn from
+    ``max(p_f - p_{f-1}, 0)``, where the model's weight grew, and stays otherwise. Before
+    the first frame the line is ``last[t]`` for sure (the context's last class). With
+    ``w`` 1 every frame's class is distributed as ``p_f``.
     """
-    tracks, frames, _ = logits.shape
-    probs = softmax(np.where(mask, logits, -np.inf)) if mask.any() else softmax(logits)
+    tracks, frames, classes = logits.shape
+    weights = np.ones(frames) if metre is None else np.asarray(metre, dtype=np.float64)
     out = np.zeros((tracks, frames), dtype=np.int64)
     for t in range(tracks):
         prev = int(last[t])
+        before = np.zeros(classes)
+        if 0 <= prev < classes:
+            before[prev] = 1.0
         for f in range(frames):
-            if 0 < prev < len(mask) and mask[prev] and probs[t, f, prev] >= hold_threshold:
-                choice = prev
+            probs = line_distribution(logits[t, f], params, mask)
+            w = weights[f]
+            if rng.random() < min(1.0, redraw * w):
+                choice = int(rng.choice(classes, p=probs))
             else:
-                choice = sample_logits(logits[t, f], params, rng, mask)
+                stay = min(1.0, probs[prev] / before[prev]) if 0 <= prev < classes and before[prev] > 0 else 0.0
+                if rng.random() >= min(1.0, (1.0 - stay) * w):
+                    choice = prev
+                else:
+                    grown = np.maximum(probs - before, 0.0)
+                    total = grown.sum()
+                    choice = int(rng.choice(classes, p=grown / total if total > 0 else probs))
             out[t, f] = choice
-            prev = choice
+            prev, before = choice, probs
     return out
 
 
@@ -129,13 +166,6 @@ class MultiTrackCnnGenerator(BlockGenerator):
         path = package.folder / MANIFEST
         values = representation_ints(package, INTEGER_FIELDS)
         self.pitch_min, self.keys = values["pitch_min"], values["keys"]
-        threshold = package.manifest.representation.get("hold_threshold", 0.5)
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
-            raise PackageError(
-                f"{path}: field 'representation.hold_threshold': expected a number above 0 and at most 1, "
-                f"got {threshold!r}"
-            )
-        self.hold_threshold = float(threshold)
         self.tracks = read_tracks(package)
         graph = package.manifest.graphs.get(ROLE)
         if graph is None:
@@ -167,6 +197,18 @@ class MultiTrackCnnGenerator(BlockGenerator):
         self._centers = [t.center for t in self.tracks]
         self._mask_key: SamplingParams | None = None
         self._mask = np.ones(width, dtype=bool)
+        redraw = package.manifest.representation.get("redraw", 0.0)
+        if isinstance(redraw, bool) or not isinstance(redraw, int | float) or not 0 <= redraw <= 1:
+            raise PackageError(
+                f"{path}: field 'representation.redraw': expected a number from 0 to 1 (the share of a line's "
+                f"frames drawn afresh), got {redraw!r}"
+            )
+        self.redraw = float(redraw)
+        profile = onset_profile(package, PPQN // self.grid)
+        self._metre = None if profile is None else [profile[f % len(profile)] for f in range(self.block_frames)]
+
+    def _placed(self, notes: Sequence[RollNote]) -> Sequence[RollNote]:
+        return assign_tracks(notes, self._centers)
 
     @property
     def programs(self) -> dict[int, int]:
@@ -193,7 +235,7 @@ class MultiTrackCnnGenerator(BlockGenerator):
         mask = self._class_mask(params)
         return [
             lines_to_notes(
-                draw_lines(logits[0], last, params, rng, mask, hold_threshold=self.hold_threshold),
+                draw_lines(logits[0], last, params, rng, mask, metre=self._metre, redraw=self.redraw),
                 self.pitch_min,
                 self.keys,
             )
