@@ -12,7 +12,9 @@ from livegen.models.block import (
     fit_score,
     key_classes,
     notes_of_block,
+    onset_grid,
     performer_key,
+    snap_line,
     snap_pitch,
     snap_values,
 )
@@ -240,6 +242,46 @@ def test_continuous_pitches_snap_to_the_nearest_allowed_pitch() -> None:
     # 61.4 is nearer D than C; rounding first (61) and then snapping would give C
     assert snap_values(np.array([61.4, 60.2, 65.5, 66.6, 130.0, -3.0]), c_major).tolist() == [62, 60, 65, 67, 127, 0]
     assert snap_values(np.array([61.6]), np.zeros(128, dtype=bool)).tolist() == [62]
+
+
+def test_a_line_keeps_its_motion_when_it_snaps_to_a_key() -> None:
+    c_major = SamplingParams(scale="major").pitch_mask()
+    # 65.0 -> 65.3 is within half a semitone: a repeat; 66.8 -> 66.2 falls 0.6: a step down, not G again
+    line = np.array([64.2, 65.0, 65.3, 66.8, 66.2, 66.0, 62.0])
+    assert snap_values(line, c_major).tolist() == [64, 65, 65, 67, 67, 65, 62]
+    assert snap_line(line, c_major).tolist() == [64, 65, 65, 67, 65, 65, 62]
+    assert snap_line(np.array([64.0, 64.6]), c_major).tolist() == [64, 65]  # E then up: F, not E again
+
+
+def test_the_performers_grid_is_the_coarsest_holding_their_onsets() -> None:
+    assert onset_grid([0, 4, 8, 12, 16]) == 4
+    assert onset_grid([0, 2, 4, 6, 10, 12, 14, 16, 20, 24]) == 2
+    assert onset_grid([0, 2, 4, 6, 10, 12, 14, 16, 20, 23]) == 2  # one onset in ten off the eighths
+    assert onset_grid([0, 3, 4, 6, 11, 12]) == 1
+    assert onset_grid([0, 4]) == 1  # too few to tell
+
+
+def test_the_models_own_notes_fed_back_are_not_the_performers() -> None:
+    block = [RollNote(0, 2, 61), RollNote(2, 2, 65), RollNote(5, 1, 68)]
+    gen = FixedBlocks([block], key_snapping=True)
+    _perform(gen, G_MAJOR_TUNE)  # eighths in G major, 4 bars' worth of onsets on the eighth grid
+    assert gen.onset_grid() == 2
+    before = gen.snapshot()
+    own = []
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        event = gen.sample(SamplingParams(candidates=1), rng)
+        gen.feed(event)
+        own.append(event)
+    # a planner folds a performed note in before the model's notes and feeds them back, without a channel
+    gen.restore(before)
+    gen.feed(StepEvent(pitch=67, step=G, duration=G))
+    for i, event in enumerate(own):
+        gen.feed(StepEvent(event.pitch, event.step - (G if i == 0 else 0), event.duration))
+    assert [(n.onset, n.pitch) for n in gen._performer_key] == [
+        *((2 * i, p) for i, p in enumerate(G_MAJOR_TUNE)),
+        (15, 67),
+    ]
 
 
 def test_without_a_scale_a_continuous_pitch_family_plays_in_the_performers_key() -> None:

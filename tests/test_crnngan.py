@@ -157,6 +157,15 @@ def test_a_frequency_takes_the_nearest_pitch_the_key_allows() -> None:
     assert [n.pitch for n in phrase_notes(events, 32, 16, allowed=c_major)] == [69, 74, 65]
 
 
+def test_a_phrase_keeps_to_the_performers_grid() -> None:
+    # steps 0.3, 0.2, 0.1, 0.9 beats: running sums 1.2, 2.0, 2.4, 6.0 16ths -> eighths 2, 2, 2, 6
+    events = np.array([[1.0, 440.0, 90.0, s] for s in (0.3, 0.2, 0.1, 0.9)])
+    assert [n.onset for n in phrase_notes(events, 32, 16, onset_grid=2)] == [2, 2, 2, 6]
+    # one line: each an eighth after the one before at least, ending where the next starts
+    laid = [(n.onset, n.frames) for n in phrase_notes(events, 32, 16, monophonic=True, onset_grid=2)]
+    assert laid == [(2, 2), (4, 2), (6, 2), (8, 4)]
+
+
 def test_a_monophonic_phrase_is_one_line() -> None:
     # steps 0, 0.1, 0.05, 1.0, 0: rounded onsets 0, 0, 1, 5, 5; durations 4, 2, 2, 8, 1 frames
     events = np.array([[d, 440.0, 90.0, s] for d, s in [(1.0, 0.0), (0.5, 0.1), (0.5, 0.05), (2.0, 1.0), (0.25, 0.0)]])

@@ -122,6 +122,13 @@ def test_lay_block_continues_the_rhythm_of_the_notes_before_the_bar() -> None:
     assert [n.onset for n in full] == list(range(16))
 
 
+def test_lay_block_keeps_to_the_performers_grid() -> None:
+    # eighths (2 frames): steps 3, 1, 5, 2, 9 -> 4, 2, 6, 2, 10 (halves up); the first from -3: -3 + 4 = 1,
+    # up to the grid: 2; then 4, 10, 12; 22 is past the bar. Each note ends where the next starts.
+    notes = lay_block([60, 62, 64, 65, 67], [3, 1, 5, 2, 9], [8] * 5, last_onset=-3, block_frames=16, onset_grid=2)
+    assert [(n.onset, n.frames, n.pitch) for n in notes] == [(2, 2, 60), (4, 6, 62), (10, 2, 64), (12, 8, 65)]
+
+
 def test_truncated_noise_stays_in_the_central_mass() -> None:
     rng = np.random.default_rng(0)
     z = truncated_normal(rng, (200, 10), 0.5)

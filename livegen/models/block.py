@@ -30,7 +30,11 @@ as it plays any other model:
   its fit score, and families whose pitch is a continuous number
   (:attr:`BlockGenerator.key_snapping`) round it to the nearest pitch of the key
   (:meth:`BlockGenerator.allowed_pitches`, :func:`snap_values`). A scale the performer
-  sets wins over the estimate.
+  sets wins over the estimate. Families whose timing is continuous too place their onsets
+  on the performer's grid (:meth:`BlockGenerator.onset_grid`): quarters, eighths or 16ths,
+  the coarsest their recent onsets keep to. The performer's notes are the fed notes
+  without a track that this host did not generate: a planner that folds a performed note
+  in feeds the model's later notes back without a channel too.
 - **Joins.** A block's notes are cut at its end. A note at a block's first frame of
   the same pitch and track as one sounding at the end of the block before continues
   it, so a note across a bar line is held, not struck again; everything else is
@@ -70,8 +74,16 @@ LATE_ENTRY_MIN = 2
 PROPOSALS_KEPT = 8
 #: Slot numbers: one per (track, pitch), so two tracks may sound the same pitch.
 SLOTS_PER_TRACK = 128
+#: The model's own notes remembered to tell them from the performer's when fed back (:meth:`BlockGenerator.feed`).
+OWN_NOTES_KEPT = 512
 #: Frames of the performer's playing their key is estimated from (four 4/4 bars).
 KEY_FRAMES = 64
+#: Onset grids in frames from a bar line, coarsest first (quarters, eighths, 16ths), and the share of the
+#: performer's onsets a grid must hold to be theirs (:func:`onset_grid`).
+ONSET_GRIDS = (4, 2, 1)
+ON_GRID = 0.9
+#: Onsets needed before the performer's grid is judged.
+GRID_ONSETS = 4
 
 
 def slot_of(track: int, pitch: int) -> int:
@@ -179,6 +191,24 @@ def snap_values(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(np.abs(up - values) < np.abs(values - down), up, down).astype(np.int64)
 
 
+def snap_line(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A line of continuous pitches as allowed pitches (:func:`snap_values`) that keeps the line's motion: where two
+    neighbours differ by half a semitone or more but would take the same pitch, the second moves one allowed pitch
+    the way the line went, so a repeated pitch is one the line repeated."""
+    values = np.asarray(values, dtype=np.float64)
+    out = snap_values(values, mask)
+    allowed = np.flatnonzero(mask)
+    for i in range(1, len(out)):
+        motion = values[i] - values[i - 1]
+        if out[i] != out[i - 1] or abs(motion) < 0.5 or not len(allowed):
+            continue
+        at = int(np.searchsorted(allowed, out[i]))
+        step = at + 1 if motion > 0 else at - 1
+        if 0 <= step < len(allowed):
+            out[i] = allowed[step]
+    return out
+
+
 # ---- the performer's key ---------------------------------------------------------------
 
 
@@ -200,6 +230,17 @@ def performer_key(notes: Sequence[RollNote]) -> Key | None:
         counts[n.pitch % 12] += 1
     correlations = key_correlations(pitch_class_profile(notes).tolist())
     return max(correlations, key=lambda k: (float(counts[key_classes(k)].sum()), correlations[k]))
+
+
+def onset_grid(onsets: Sequence[int]) -> int:
+    """The coarsest of :data:`ONSET_GRIDS` holding at least :data:`ON_GRID` of ``onsets`` (frames from a bar
+    line); the finest with fewer than :data:`GRID_ONSETS` onsets."""
+    if len(onsets) < GRID_ONSETS:
+        return ONSET_GRIDS[-1]
+    for grid in ONSET_GRIDS:
+        if np.mean([onset % grid == 0 for onset in onsets]) >= ON_GRID:
+            return grid
+    return ONSET_GRIDS[-1]
 
 
 # ---- the host --------------------------------------------------------------------------
@@ -258,6 +299,7 @@ class BlockGenerator(FrameGenerator):
         self._performer_bar: tuple[RollNote, ...] = ()  # the performer's notes in the bar up to their last
         self._performer_key: tuple[RollNote, ...] = ()  # the performer's notes of the last KEY_FRAMES
         self._proposals: dict[tuple[object, ...], list[list[RollNote]]] = {}  # see :meth:`_candidates`
+        self._own: dict[tuple[int, int], None] = {}  # (onset frame, pitch) of the notes this host generated
 
     # ---- the family's part --------------------------------------------------------
 
@@ -283,13 +325,16 @@ class BlockGenerator(FrameGenerator):
         self._performer_bar = ()
         self._performer_key = ()
         self._proposals.clear()
+        self._own.clear()
 
     def feed(self, event: StepEvent) -> None:
         super().feed(event)
         if event.bar_phase is not None:
             self._origin = frame_of(self._clock - event.bar_phase, self.grid)
         note = self._context[-1]
-        if note.track == ANY_TRACK:
+        # A planner feeds the model's own notes back without a channel (a single-track model's notes have none),
+        # after a performed note was folded in before them: the notes this host generated are not the performer's.
+        if note.track == ANY_TRACK and (note.onset, note.pitch) not in self._own:
             since = note.onset - LISTEN_FRAMES
             self._performer_bar = (*(n for n in self._performer_bar if n.onset > since), note)
             since = note.onset - KEY_FRAMES
@@ -323,6 +368,12 @@ class BlockGenerator(FrameGenerator):
             return mask
         in_key = mask & np.tile(key, 11)[:128]
         return in_key if in_key.any() else mask
+
+    def onset_grid(self) -> int:
+        """Frames between the places a note may start for a family whose timing is continuous: the coarsest
+        grid from the bar line that the performer's onsets of the last :data:`KEY_FRAMES` keep to
+        (:func:`onset_grid`), 1 before they played."""
+        return onset_grid([n.onset - self._origin for n in self._performer_key])
 
     def block_start(self, frame: int) -> int:
         """The first frame of the block holding ``frame``."""
@@ -391,6 +442,10 @@ class BlockGenerator(FrameGenerator):
                 self.fit.add(scores[best], scores)
                 log.debug("block at frame %d: candidate %d of %d, fit %.3f", start, best, len(scores), scores[best])
         placed = tuple(self._from(first, start, chosen, held))
+        for n in placed:
+            self._own[(n.onset, n.pitch)] = None
+        while len(self._own) > OWN_NOTES_KEPT:
+            del self._own[next(iter(self._own))]
         rows = self._rows(placed, first, start + self.block_frames, held)
         horizon = start + self.block_frames - self.window
         recent = tuple(n for n in (*state.recent, *placed) if n.end > horizon)

@@ -19,11 +19,15 @@ the host asks for ``params.candidates`` phrases, made in one call with the candi
 as the batch, and keeps the one that fits the last bar heard best
 (:class:`~livegen.models.block.BlockGenerator`). A phrase is laid from the block's
 start by :func:`phrase_notes`: onsets are the running sum of the steps, rounded to the
-16th grid; durations are rounded to 16ths (1 to ``max_hold``); pitches are the nearest
-allowed MIDI pitch of each frequency (in the live range and scale, and without a scale
-in the performer's key: :meth:`~livegen.models.block.BlockGenerator.allowed_pitches`);
-notes starting at or after the block's end (``block_frames`` 16ths) are dropped. A package trained on single lines says
-``monophonic = true``: its notes are laid one after another, at least a 16th apart,
+performer's grid (quarters, eighths or 16ths:
+:meth:`~livegen.models.block.BlockGenerator.onset_grid`; 16ths before anyone played);
+durations are rounded to 16ths (1 to ``max_hold``); pitches are the nearest allowed MIDI
+pitch of each frequency (in the live range and scale, and without a scale in the
+performer's key: :meth:`~livegen.models.block.BlockGenerator.allowed_pitches`; in a
+single line a repeated pitch only where the frequencies are within half a semitone:
+:func:`~livegen.models.block.snap_line`); notes starting at or after the block's end
+(``block_frames`` 16ths) are dropped. A package trained on single lines says
+``monophonic = true``: its notes are laid one after another, at least a grid step apart,
 each ending where the next starts.
 """
 
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.block import BlockGenerator, snap_values
+from livegen.models.block import BlockGenerator, snap_line, snap_values
 from livegen.models.frames import RollNote
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -73,6 +77,7 @@ def phrase_notes(
     monophonic: bool = False,
     track: int = 0,
     allowed: np.ndarray | None = None,
+    onset_grid: int = 1,
 ) -> list[RollNote]:
     """A generated phrase [N, 4] in musical units (duration, frequency, velocity, step) laid into a block.
 
@@ -84,16 +89,23 @@ def phrase_notes(
     ``block_frames`` are dropped (the host cuts the others at the block's end).
 
     ``monophonic`` (a package trained on single lines): a note starts at least one 16th
-    after the one before, and ends at the latest where the next one starts.
+    (``onset_grid`` 16ths) after the one before, and ends at the latest where the next one
+    starts. ``onset_grid``: onsets are rounded to multiples of that many 16ths (the
+    performer's grid, :meth:`~livegen.models.block.BlockGenerator.onset_grid`).
     """
     events = np.asarray(events, dtype=np.float64)
+    g = max(1, onset_grid)
     starts = np.minimum(4.0 * np.cumsum(np.maximum(events[:, 3], 0.0)), block_frames)  # later ones are dropped
-    onsets = np.floor(starts + 0.5).astype(np.int64)
+    onsets = np.floor(starts / g + 0.5).astype(np.int64) * g
     frames = np.clip(np.floor(4.0 * events[:, 0] + 0.5), 1, max_hold).astype(np.int64)
     if monophonic and len(onsets):
-        onsets = np.maximum.accumulate(onsets - np.arange(len(onsets))) + np.arange(len(onsets))
+        steps = g * np.arange(len(onsets))
+        onsets = np.maximum.accumulate(onsets - steps) + steps
         frames[:-1] = np.minimum(frames[:-1], np.diff(onsets))
-    pitches = pitch_of_frequency(events[:, 1]) if allowed is None else snap_values(pitch_number(events[:, 1]), allowed)
+    pitches = pitch_of_frequency(events[:, 1])
+    if allowed is not None:
+        snap = snap_line if monophonic else snap_values
+        pitches = snap(pitch_number(events[:, 1]), allowed)
     velocities = np.clip(np.floor(events[:, 2] + 0.5), 1, 127).astype(np.int64)
     notes = [
         RollNote(int(onset), int(length), int(pitch), track, int(velocity))
@@ -186,8 +198,10 @@ class CrnnGanGenerator(BlockGenerator):
         self, previous: Sequence[RollNote], count: int, params: SamplingParams, rng: np.random.Generator
     ) -> list[list[RollNote]]:
         noise = rng.uniform(-1.0, 1.0, size=(count, self.notes, self.noise)) * params.temperature
-        allowed = self.allowed_pitches(params)
+        allowed, grid = self.allowed_pitches(params), self.onset_grid()
         return [
-            phrase_notes(phrase, self.block_frames, self.max_hold, monophonic=self.monophonic, allowed=allowed)
+            phrase_notes(
+                phrase, self.block_frames, self.max_hold, monophonic=self.monophonic, allowed=allowed, onset_grid=grid
+            )
             for phrase in self.generate(noise)
         ]

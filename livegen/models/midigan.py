@@ -21,9 +21,12 @@ starts its ``step`` after the note before (rounded to the 16th grid, at least on
 16th), the first its step after the last onset heard before the block (or on the
 block's first 16th when nothing was), and notes are drawn until the bar is full.
 A note sounds its ``duration`` but ends where the next starts (the corpus is one
-line). A pitch is the nearest allowed pitch to the generated number: in the live
-range and scale, and without a scale in the performer's key
-(:meth:`~livegen.models.block.BlockGenerator.allowed_pitches`).
+line); onsets keep to the performer's grid (quarters, eighths or 16ths:
+:meth:`~livegen.models.block.BlockGenerator.onset_grid`). A pitch is the nearest
+allowed pitch to the generated number (in the live range and scale, and without a
+scale in the performer's key:
+:meth:`~livegen.models.block.BlockGenerator.allowed_pitches`), a repeated pitch only
+where the numbers are within half a semitone (:func:`~livegen.models.block.snap_line`).
 ``representation.notes_per_block`` notes are drawn per candidate, and all candidates
 go through the graph in one call (batch ``candidates * notes_per_block``).
 
@@ -44,7 +47,7 @@ from statistics import NormalDist
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.block import BlockGenerator, snap_values
+from livegen.models.block import BlockGenerator, snap_line
 from livegen.models.frames import RollNote, graph_width, representation_int
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -71,6 +74,7 @@ def lay_block(
     *,
     last_onset: int | None,
     block_frames: int,
+    onset_grid: int = 1,
 ) -> list[RollNote]:
     """Independently drawn notes laid one after another into a block of ``block_frames`` frames.
 
@@ -79,12 +83,17 @@ def lay_block(
     block's start, so negative) or on frame 0 when there is none; each later note
     ``steps[i]`` after the one before. Notes before the block are skipped, drawing
     stops at the block's end, and a note ends where the next one starts (one line).
+    ``onset_grid``: steps are rounded to multiples of that many frames (halves up, at least
+    one), and the first onset after ``last_onset`` up to the next multiple from the block's
+    start.
     """
+    g = max(1, onset_grid)
     onsets: list[int] = []
     kept: list[int] = []
     onset = last_onset
     for i, step in enumerate(steps):
-        onset = 0 if onset is None else onset + max(1, int(step))
+        # on the grid from the block's start: a step is a whole number of grid steps, the first one rounded up
+        onset = 0 if onset is None else -(-(onset + max(g, g * ((int(step) + g // 2) // g))) // g) * g
         if onset >= block_frames:
             break
         if onset >= 0:
@@ -177,11 +186,14 @@ class MidiGanGenerator(BlockGenerator):
     ) -> list[list[RollNote]]:
         n = self.notes_per_block
         notes = self.draw(count * n, params, rng).reshape(count, n, len(ATTRIBUTES))
-        pitches = snap_values(notes[..., 0], self.allowed_pitches(params))
+        allowed, grid = self.allowed_pitches(params), self.onset_grid()
+        pitches = np.stack([snap_line(line, allowed) for line in notes[..., 0]])
         steps = to_frames(np.maximum(notes[..., 1], 0.0), self.frames_per_beat)
         durations = to_frames(np.maximum(notes[..., 2], 0.0), self.frames_per_beat)
         last = max((p.onset for p in previous), default=None)
         return [
-            lay_block(pitches[k], steps[k], durations[k], last_onset=last, block_frames=self.block_frames)
+            lay_block(
+                pitches[k], steps[k], durations[k], last_onset=last, block_frames=self.block_frames, onset_grid=grid
+            )
             for k in range(count)
         ]
