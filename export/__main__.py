@@ -9,6 +9,7 @@ Context: setup (a command-line tool; configures logging, which library modules n
                                    [--time-head regression|classes] [--package PKG_DIR]
     python -m export train token-lstm --data corpus:bach|DIR --out DIR [--epochs N] [--patience N] [--limit N]
                                       [--seed S] [--window N] [--batch-size N] [--hidden N] [--vocab-size N]
+                                      [--fixed-step]
                                       [--package PKG_DIR]
     python -m export train deep-musician|multitrack-rnn --data corpus:bach|DIR --out DIR [--epochs N]
                                       [--patience N] [--limit N] [--seed S] [--window N] [--batch-size N]
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 64)")
     train.add_argument("--hidden", type=int, default=None, help="LSTM units (default 128; token-lstm 256)")
     train.add_argument("--vocab-size", type=int, default=None, help="token-lstm: most tokens kept (default 512)")
+    train.add_argument(
+        "--fixed-step",
+        action="store_true",
+        help="token-lstm: the seed's tokens, a fixed step apart, instead of time-shift tokens",
+    )
     train.add_argument(
         "--pitch-embedding",
         type=int,
@@ -240,7 +246,7 @@ def _train_token_lstm(args: argparse.Namespace) -> None:
 
     _quiet_exporter(args.verbose)
     sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden, "max_vocab": args.vocab_size}
-    config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None})
+    config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None}, time_shifts=not args.fixed_step)
     options = TokenTrainOptions(**_run(args), config=config)
     checkpoint = train_token_lstm(options)
     if args.package is not None and _main_rank():

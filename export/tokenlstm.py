@@ -31,6 +31,12 @@ Changed, and why:
   (:meth:`livegen.models.tokenlstm.Vocabulary.nearest`) as the host maps a performer's
   chords. The cap keeps the package under 5 MB (the output layer is 256 numbers per
   token) and gives every kept token enough examples to learn.
+- **Time shifts** (``time_shifts``, on by default): the seed places its tokens a fixed
+  0.5 beats apart, so every onset falls on an eighth and a passing note takes as long as
+  a full chord. The vocabulary also holds the gaps between onsets of the training data
+  (:data:`MIN_SHIFT_SHARE` of the gaps or more, at most :data:`MAX_SHIFT_BEATS`), and a
+  tune is read as chord, shift, chord, ... (:func:`livegen.models.tokenlstm.tune_tokens`):
+  the same softmax predicts when the next chord comes and which.
 - Adam with early stopping on a validation split, learning-rate halving and gradient
   clipping, instead of RMSprop for a fixed 200-2000 epochs: two CPU cores, minutes.
 """
@@ -64,7 +70,7 @@ from export.common import (
 from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
 from livegen.io.corpus import Tune, load_corpus, split_by_tune
-from livegen.models.tokenlstm import FAMILY, Vocabulary, token_name, tune_chords, tune_tokens
+from livegen.models.tokenlstm import FAMILY, Vocabulary, shift_name, token_name, tune_chords, tune_tokens
 from livegen.music.time import PPQN
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,10 @@ EMBED = 32
 KERNEL = 3
 #: Held-out tunes kept in the checkpoint for the parity check and the seed phrase.
 SAMPLE_TUNES = 8
+#: A gap between onsets becomes a time-shift token when it is at least this share of the training gaps.
+MIN_SHIFT_SHARE = 0.001
+#: The longest time-shift token, in beats; longer gaps are spelled with several.
+MAX_SHIFT_BEATS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,28 +105,65 @@ class TokenLstmConfig(ConfigRecord):
     lr_min: float = 1e-4
     grad_clip: float = 1.0
     max_vocab: int = 512
+    time_shifts: bool = True
 
 
 # ---- tokens ------------------------------------------------------------------------------
 
 
-def build_vocabulary(tunes: Sequence[Tune], max_vocab: int) -> tuple[Vocabulary, dict[str, float]]:
+def shift_classes(tunes: Sequence[Tune]) -> list[int]:
+    """The gaps between successive tokens of ``tunes`` kept as time-shift tokens, in ticks, shortest first.
+
+    A gap is kept when it is at least :data:`MIN_SHIFT_SHARE` of all gaps and at most
+    :data:`MAX_SHIFT_BEATS`; the most common gap is always kept.
+    """
+    gaps: Counter[int] = Counter()
+    for tune in tunes:
+        onsets = [onset for onset, _ in tune_chords(tune)]
+        gaps.update(b - a for a, b in itertools.pairwise(onsets) if b > a)
+    if not gaps:
+        raise ExportError("the training tunes hold no two successive chords to measure a time shift from")
+    total = sum(gaps.values())
+    longest = MAX_SHIFT_BEATS * PPQN
+    kept = {g for g, n in gaps.items() if n >= MIN_SHIFT_SHARE * total and g <= longest}
+    kept.add(min(gaps.items(), key=lambda item: (-item[1], item[0]))[0])
+    return sorted(kept)
+
+
+def build_vocabulary(
+    tunes: Sequence[Tune], max_vocab: int, *, time_shifts: bool = False
+) -> tuple[Vocabulary, dict[str, float]]:
     """The ``max_vocab`` most frequent tokens of ``tunes`` (ties: by name), most frequent first.
 
-    Returns the vocabulary and what it covers: the distinct tokens seen and the share of
-    training tokens it holds exactly.
+    With ``time_shifts`` the time-shift tokens of :func:`shift_classes` are always kept and
+    the chords fill the rest. Returns the vocabulary and what it covers: the distinct
+    chords seen and the share of training chords it holds exactly.
     """
     counts = Counter(pitches for tune in tunes for _, pitches in tune_chords(tune))
     if not counts:
         raise ExportError("the training tunes hold no tokens")
+    shifts = [shift_name(g) for g in shift_classes(tunes)] if time_shifts else []
+    if len(shifts) >= max_vocab:
+        raise ExportError(f"--vocab-size {max_vocab}: expected more than the {len(shifts)} time shifts it must hold")
     ranked = sorted(counts.items(), key=lambda item: (-item[1], token_name(item[0])))
-    kept = ranked[:max_vocab]
+    kept = ranked[: max_vocab - len(shifts)]
     total = sum(counts.values())
     coverage = {
         "distinct_tokens_train": float(len(counts)),
         "vocabulary_coverage_train": sum(c for _, c in kept) / total,
     }
-    return Vocabulary([token_name(p) for p, _ in kept]), coverage
+    chords = [token_name(p) for p, _ in kept]
+    if not shifts:
+        return Vocabulary(chords), coverage
+    # every token by how often training reads it (the shifts as tunes are spelled with them), most frequent first
+    spelled = Vocabulary(shifts + chords)
+    uses: Counter[int] = Counter()
+    for tune in tunes:
+        onsets = [onset for onset, _ in tune_chords(tune)]
+        uses.update(t for a, b in itertools.pairwise(onsets) for t in spelled.gap(b - a))
+    frequency = {name: float(uses[i]) for i, name in enumerate(shifts)}
+    frequency |= {name: float(count) for name, (_, count) in zip(chords, kept, strict=True)}
+    return Vocabulary(sorted(frequency, key=lambda name: (-frequency[name], name))), coverage
 
 
 def step_beats(tunes: Sequence[Tune]) -> float:
@@ -272,15 +319,22 @@ def _mean_loss(model: TokenLstm, windows: Windows) -> float:
 
 
 def evaluate_held_out(
-    model: TokenLstm, held_out: Sequence[np.ndarray], train: Sequence[np.ndarray]
+    model: TokenLstm, held_out: Sequence[np.ndarray], train: Sequence[np.ndarray], vocabulary: Vocabulary
 ) -> dict[str, float]:
     """Next-token accuracy on held-out sequences, each one stream from a zero state, beside two baselines.
 
     Targets are every token but the first of each sequence, as mapped to the vocabulary.
-    Baselines on the same targets: the most frequent training token, and repeat the last token.
+    Baselines on the same targets: the most frequent training token, and repeat the last
+    token. With time shifts the chords and the shifts are also scored apart, each beside
+    its own baselines (the most frequent chord or shift, and the last chord or shift).
     """
-    most_frequent = int(np.bincount(np.concatenate(list(train))).argmax())
-    hits = frequent = repeat = total = 0
+    shift = vocabulary.is_shift
+    train_all = np.concatenate(list(train))
+    counts = np.bincount(train_all, minlength=len(vocabulary))
+    most_frequent = int(counts.argmax())
+    kinds = {"chord": ~shift, "shift": shift} if vocabulary.timed else {}
+    frequent_of = {kind: int(np.where(mask, counts, -1).argmax()) for kind, mask in kinds.items()}
+    sums: Counter[str] = Counter()
     nll = 0.0
     model.eval()
     with torch.no_grad():
@@ -290,19 +344,40 @@ def evaluate_held_out(
             logits, _ = model(torch.from_numpy(tokens[None, :-1]))
             target = torch.from_numpy(tokens[1:])
             nll += float(F.cross_entropy(logits[0], target, reduction="sum"))
-            hits += int((logits[0].argmax(-1) == target).sum())
-            frequent += int((tokens[1:] == most_frequent).sum())
-            repeat += int((tokens[1:] == tokens[:-1]).sum())
-            total += len(tokens) - 1
+            hit = (logits[0].argmax(-1) == target).numpy()
+            sums["hits"] += int(hit.sum())
+            sums["frequent"] += int((tokens[1:] == most_frequent).sum())
+            sums["repeat"] += int((tokens[1:] == tokens[:-1]).sum())
+            sums["total"] += len(tokens) - 1
+            for kind, mask in kinds.items():
+                is_kind = mask[tokens[1:]]
+                # the last token of this kind before each target (-1 before the first)
+                last = np.where(mask[tokens], np.arange(len(tokens)), -1)
+                last = np.maximum.accumulate(last)[:-1]
+                previous = np.where(last >= 0, tokens[np.maximum(last, 0)], -1)
+                sums[f"{kind}_hits"] += int((hit & is_kind).sum())
+                sums[f"{kind}_frequent"] += int(((tokens[1:] == frequent_of[kind]) & is_kind).sum())
+                sums[f"{kind}_repeat"] += int(((tokens[1:] == previous) & is_kind).sum())
+                sums[f"{kind}_total"] += int(is_kind.sum())
+    total = sums["total"]
     if total == 0:
         raise ExportError("the held-out tunes hold no next-token targets; use a larger corpus")
-    return {
-        "held_out_token_accuracy": hits / total,
+    out = {
+        "held_out_token_accuracy": sums["hits"] / total,
         "held_out_token_cross_entropy": nll / total,
-        "baseline_most_frequent_token_accuracy": frequent / total,
-        "baseline_repeat_last_token_accuracy": repeat / total,
+        "baseline_most_frequent_token_accuracy": sums["frequent"] / total,
+        "baseline_repeat_last_token_accuracy": sums["repeat"] / total,
         "held_out_targets": float(total),
     }
+    for kind in kinds:
+        n = max(sums[f"{kind}_total"], 1)
+        out |= {
+            f"held_out_{kind}_accuracy": sums[f"{kind}_hits"] / n,
+            f"baseline_most_frequent_{kind}_accuracy": sums[f"{kind}_frequent"] / n,
+            f"baseline_repeat_last_{kind}_accuracy": sums[f"{kind}_repeat"] / n,
+            f"held_out_{kind}_targets": float(sums[f"{kind}_total"]),
+        }
+    return out
 
 
 def train_token_lstm(options: TokenTrainOptions) -> Path:
@@ -313,22 +388,23 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
-    vocabulary, coverage = build_vocabulary(split.train, config.max_vocab)
+    vocabulary, coverage = build_vocabulary(split.train, config.max_vocab, time_shifts=config.time_shifts)
     step = step_beats(split.train)
     train_seqs = [tune_tokens(t, vocabulary) for t in split.train]
     val_seqs = [tune_tokens(t, vocabulary) for t in split.validation]
     held_seqs = [tune_tokens(t, vocabulary) for t in split.held_out]
     held_exact = sum(vocabulary.index(p) is not None for t in split.held_out for _, p in tune_chords(t))
     held_count = sum(len(s) for s in held_seqs)
-    coverage["vocabulary_coverage_held_out"] = held_exact / max(held_count, 1)
+    held_chords = sum(len(tune_chords(t)) for t in split.held_out)
+    coverage["vocabulary_coverage_held_out"] = held_exact / max(held_chords, 1)
     train_windows = make_windows(train_seqs, config.window)
     val_windows = make_windows(val_seqs, config.window)
     if len(train_windows) == 0 or len(val_windows) == 0:
         raise ExportError(f"{options.data}: the tunes are too short to make training and validation windows")
     log.info(
         "data %s: %d tunes (train %d, validation %d, held-out %d); %d training tokens in %d windows of %d; "
-        "vocabulary %d of %d distinct tokens (%.1f%% of training tokens exactly, the rest mapped to the nearest); "
-        "step %.3g beats",
+        "vocabulary %d tokens (%d time shifts) of %d distinct chords (%.1f%% of training chords exactly, the rest "
+        "mapped to the nearest); most common step %.3g beats",
         options.data,
         len(tunes),
         len(split.train),
@@ -338,6 +414,7 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         len(train_windows),
         config.window,
         len(vocabulary),
+        int(vocabulary.is_shift.sum()),
         int(coverage["distinct_tokens_train"]),
         100 * coverage["vocabulary_coverage_train"],
         step,
@@ -360,7 +437,7 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
     if not world().main:  # rank 0 evaluates and writes the checkpoint
         return options.out / "checkpoint.pt"
     best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
-    metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, held_seqs, train_seqs)}
+    metrics = {"best_val_loss": best_loss, **evaluate_held_out(model, held_seqs, train_seqs, vocabulary)}
     train_pitches = np.concatenate([t.pitch for t in split.train])
     provenance: dict[str, Any] = {
         **corpus_provenance(options.data, options.limit, options.seed, tunes, split),
@@ -374,6 +451,8 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         **coverage,
         "torch_version": str(torch.__version__),
     }
+    if options.data == "corpus:four-voice":  # pieces per music21 folder; chorales are named without one
+        provenance["collections"] = dict(Counter(t.name.split("/")[0] if "/" in t.name else "bach" for t in tunes))
     training = training_record(fitted, max_epochs=options.epochs, patience=options.patience, started=started)
     path = save_checkpoint(
         options.out,

@@ -43,7 +43,15 @@ from export.common import (
 from export.errors import ExportError
 from export.onnx_export import check_parity
 from export.package import GRAPH, SEED, SEED_BPM, _pct, write_seed
-from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint
+from export.tokenlstm import (
+    KERNEL,
+    MAX_SHIFT_BEATS,
+    MIN_SHIFT_SHARE,
+    TokenLstm,
+    TokenLstmConfig,
+    TokenLstmStep,
+    model_from_checkpoint,
+)
 from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary, tune_tokens
 
 log = logging.getLogger(__name__)
@@ -183,6 +191,7 @@ def build_manifest(
     p, t = checkpoint["provenance"], checkpoint["training"]
     shapes = graph_shapes(model)
     step = float(checkpoint["step_beats"])
+    timing: dict[str, Any] = {} if vocabulary.timed else {"step_beats": step, "duration_beats": step}
     training: dict[str, Any] = {
         **run_table(p, t, "tokens_train"),
         "embed": cfg.embed,
@@ -198,6 +207,7 @@ def build_manifest(
         "distinct_tokens_train": int(p["distinct_tokens_train"]),
         "vocabulary_coverage_train": round(float(p["vocabulary_coverage_train"]), 6),
         "vocabulary_coverage_held_out": round(float(p["vocabulary_coverage_held_out"]), 6),
+        "time_shifts": vocabulary.timed,
         "loss": "cross-entropy over the vocabulary at every position",
         "torch_version": p["torch_version"],
         "exported": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -215,8 +225,7 @@ def build_manifest(
         "seed_phrase": SEED,
         "representation": {
             "time_unit": "beat",
-            "step_beats": step,
-            "duration_beats": step,
+            **timing,
             "chord_ticks": CHORD_TICKS,
             "pitch_min": int(p["pitch_min"]),
             "pitch_max": int(p["pitch_max"]),
@@ -244,6 +253,55 @@ def _tuning() -> str:
     return "; ".join(f"temperature {t:g}: {pc:.3f} / {iv:.3f}" for t, pc, iv in TEMPERATURE_TUNING)
 
 
+#: What each music21 folder of corpus:four-voice holds, for the card.
+COLLECTIONS = {
+    "bach": "Bach chorales",
+    "palestrina": "Palestrina mass movements in four parts",
+    "trecento": "trecento pieces in four parts",
+    "beethoven": "Beethoven string quartet movements",
+    "mozart": "Mozart string quartet movements",
+    "haydn": "Haydn string quartet movements",
+    "schumann_robert": "Robert Schumann string quartet movements",
+}
+
+
+def _source(p: Mapping[str, Any]) -> str:
+    """What the model was trained on, in words."""
+    data = p["data"]
+    if data == "corpus:bach":
+        return "the Bach chorales music21 ships (`bach/bwv*.mxl`, all parts merged into one stream)"
+    if data == "corpus:four-voice":
+        collections = sorted(dict(p.get("collections", {})).items(), key=lambda item: (-item[1], item[0]))
+        named = [f"{n} {COLLECTIONS.get(k, f'four-part scores from `{k}/`')}" for k, n in collections]
+        return (
+            "`corpus:four-voice`, every four-voice work music21 ships (each piece's four voices merged into one "
+            f"stream): {', '.join(named)}"
+        )
+    return f"`{data}`"
+
+
+def _shift_list(vocabulary: Vocabulary) -> str:
+    order = np.argsort(vocabulary.shift_ticks[vocabulary.is_shift], kind="stable")
+    names = [n for n, shift in zip(vocabulary.names, vocabulary.is_shift, strict=True) if shift]
+    return ", ".join(f"`{names[i]}`" for i in order)
+
+
+def _accuracy_rows(m: Mapping[str, float], timed: bool) -> str:
+    rows = [
+        f"| every token | **{_pct(m['held_out_token_accuracy'])}** (cross-entropy "
+        f"{m['held_out_token_cross_entropy']:.3f}) | {_pct(m['baseline_most_frequent_token_accuracy'])} | "
+        f"{_pct(m['baseline_repeat_last_token_accuracy'])} | {int(m['held_out_targets'])} |"
+    ]
+    for kind, label in (("chord", "the next chord (after a shift)"), ("shift", "the next time shift")):
+        if timed and f"held_out_{kind}_accuracy" in m:
+            rows.append(
+                f"| {label} | **{_pct(m[f'held_out_{kind}_accuracy'])}** | "
+                f"{_pct(m[f'baseline_most_frequent_{kind}_accuracy'])} | "
+                f"{_pct(m[f'baseline_repeat_last_{kind}_accuracy'])} | {int(m[f'held_out_{kind}_targets'])} |"
+            )
+    return "\n".join(rows)
+
+
 def model_card(
     *,
     name: str,
@@ -258,22 +316,58 @@ def model_card(
     """The package's README.md: data, tokens, timing, model, held-out figures, parity, seed choices, limits."""
     cfg: TokenLstmConfig = model.config
     p, t, m = checkpoint["provenance"], checkpoint["training"], metrics
-    data = p["data"]
-    source = (
-        "the Bach chorales music21 ships (`bach/bwv*.mxl`, all parts merged into one stream)"
-        if data == "corpus:bach"
-        else f"`{data}`"
-    )
+    timed = vocabulary.timed
     step = float(checkpoint["step_beats"])
     history = "\n".join(
         f"| {int(h['epoch'])} | {h['learning_rate']:.2g} | {h['train_loss']:.4f} | {h['val_loss']:.4f} |"
         for h in checkpoint["history"]
     )
-    sizes = [len(pitches) for pitches in vocabulary.pitches]
+    chords = [pitches for pitches in vocabulary.pitches if pitches]
+    sizes = [len(pitches) for pitches in chords]
     by_size = ", ".join(f"{sizes.count(k)} of {k} note{'s' if k > 1 else ''}" for k in sorted(set(sizes)))
     examples = ", ".join(f"`{n}`" for n in vocabulary.names[:3])
     chord_example = next((n for n in vocabulary.names if "." in n), vocabulary.names[0])
     params = sum(x.numel() for x in model.parameters())
+    shifts = int(vocabulary.is_shift.sum())
+    kept_tokens = f"{len(chords)} most frequent training chords and notes" + (
+        f" and {shifts} time shifts" if timed else ""
+    )
+    if timed:
+        shift_text = f"""
+A **time shift** token is the time from one chord's onset to the next, in beats: the
+vocabulary holds every gap that is at least {MIN_SHIFT_SHARE:.1%} of the training gaps, up to
+{MAX_SHIFT_BEATS} beats ({_shift_list(vocabulary)}). A piece is read as chord, shift, chord, shift, ...;
+a longer gap is spelled with the longest shifts first, any other gap with the nearest shift.
+"""
+        timing = """Each chord comes when the model says: a draw is the time shifts after the last chord (their sum
+is the new chord's step), the chord, and the shifts after it (their sum is how long it sounds: until
+the next chord starts, legato, as the voices of a chorale or a quartet hand over to each other). The
+shifts drawn after a chord are the next chord's step, so what the model plays is one sequence it
+sampled. A performer's notes are heard with their timing: each new onset is preceded by the shifts
+nearest its gap, so the answer hears the pulse it was played. The grid of the answer is therefore the
+training music's (quarters, eighths, sixteenths, triplets where the data has them), not a fixed
+offset; notes of one voice that outlast the next onset are cut there (see Limits)."""
+        kept_fixed = ""
+        changed_timing = """
+- **Time shifts instead of a fixed offset.** The seed placed every token 0.5 quarter notes after the
+  previous: every onset on an eighth, a passing note as long as a full chord. Here the model predicts
+  the gap to the next chord as a token of the same softmax (see Timing)."""
+        limits_timing = """- Durations are not modelled: a chord sounds until the next onset (legato), so a note held in
+  one voice while another moves is cut at that move and not re-sounded."""
+    else:
+        shift_text = ""
+        timing = f"""The seed's tokens carry no durations: it placed them a fixed 0.5 quarter notes apart. This package
+keeps that: every token starts **{step:g} beats** after the previous one and sounds {step:g} beats
+(`representation.step_beats` and `duration_beats`); a chord token sounds as all its notes at once.
+{step:g} beats is the most common time between successive tokens of the training chorales (the
+exporter measures it), and the seed's value. The chorales' own rhythm (quarter-note chords, eighth-
+and sixteenth-note passing notes in single voices, fermatas) is therefore not reproduced: every
+token, a full chord or a passing note, gets one eighth. See the evaluation's inter-onset intervals.
+Performed notes are heard as tokens in order; their timing is not fed to the model."""
+        kept_fixed = "; tokens a fixed offset apart"
+        changed_timing = ""
+        limits_timing = f"""- No durations and no rests: every token is one {step:g}-beat step (see Timing). The model
+  plays chorale-like chord successions at an even pulse, not the chorales' rhythms."""
     return f"""# {name}
 
 {description}
@@ -283,11 +377,11 @@ tokens), host kind `step`: the host feeds one token at a time and carries the st
 
 ## Data
 
-Trained on {source}: {p["tunes"]} pieces. Split *by piece* (a hash of each name, so no chorale is in
+Trained on {_source(p)}: {p["tunes"]} pieces. Split *by piece* (a hash of each name, so no piece is in
 two parts): training {p["tunes_train"]} ({p["tokens_train"]} tokens), validation {p["tunes_validation"]}
 ({p["tokens_validation"]} tokens, early stopping), held-out {p["tunes_held_out"]} ({p["tokens_held_out"]}
-tokens, the figures below). Why the chorales: they are the collection music21 ships that is made of
-chords (four voices moving mostly together), and a chord-token model needs chords to learn; the folk
+tokens, the figures below). Why four-voice music: a chord-token model needs chords to learn, and these
+are the collections music21 ships that are made of them (four voices moving mostly together); the folk
 tunes are single melodies. Training pitches span MIDI {p["pitch_min"]}-{p["pitch_max"]}. Corpus
 fingerprint `{p["corpus_fingerprint"]}`.
 
@@ -296,26 +390,19 @@ fingerprint `{p["corpus_fingerprint"]}`.
 A token is the set of pitches that start together, named as music21 names notes: a single note is its
 pitch name with octave (`C4` = MIDI 60) and a chord its pitches from low to high joined by dots
 (`{chord_example}`). Notes less than {CHORD_TICKS} ticks (a 64th) apart fold into one chord, in
-training and live. The vocabulary is the {len(vocabulary)} most frequent training tokens ({by_size};
-most frequent first: {examples}), listed in `livegen.toml` as `representation.tokens`. The training
-chorales hold {int(p["distinct_tokens_train"])} distinct tokens, most of them voicings seen once or
-twice; the vocabulary holds {_pct(p["vocabulary_coverage_train"])} of training tokens and
-{_pct(p["vocabulary_coverage_held_out"])} of held-out tokens exactly. Every other pitch set (in
-training, and a performer's chords live) is mapped to the **nearest** token: the smallest symmetric
+training and live. The vocabulary is the {kept_tokens} ({by_size}; most frequent first: {examples}),
+listed in `livegen.toml` as `representation.tokens`. The training pieces hold
+{int(p["distinct_tokens_train"])} distinct chords and notes, most of them voicings seen once or twice;
+the vocabulary holds {_pct(p["vocabulary_coverage_train"])} of training chords and
+{_pct(p["vocabulary_coverage_held_out"])} of held-out chords exactly. Every other pitch set (in
+training, and a performer's chords live) is mapped to the **nearest** chord token: the smallest symmetric
 chamfer distance in semitones (each note of one set to the nearest note of the other, both ways,
 summed; ties to the more frequent token). So a voicing one note away maps to its neighbour, and a lone
 note to the same or the nearest lone note.
-
+{shift_text}
 ## Timing
 
-The seed's tokens carry no durations: it placed them a fixed 0.5 quarter notes apart. This package
-keeps that: every token starts **{step:g} beats** after the previous one and sounds {step:g} beats
-(`representation.step_beats` and `duration_beats`); a chord token sounds as all its notes at once.
-{step:g} beats is the most common time between successive tokens of the training chorales (the
-exporter measures it), and the seed's value. The chorales' own rhythm (quarter-note chords, eighth-
-and sixteenth-note passing notes in single voices, fermatas) is therefore not reproduced: every
-token, a full chord or a passing note, gets one eighth. See the evaluation's inter-onset intervals.
-Performed notes are heard as tokens in order; their timing is not fed to the model.
+{timing}
 
 ## Model and training
 
@@ -323,7 +410,7 @@ Performed notes are heard as tokens in order; their timing is not fed to the mod
   -> dropout {cfg.conv_dropout} -> {cfg.layers} x LSTM({cfg.hidden}) with dropout {cfg.dropout} after each
   -> Linear({cfg.hidden}, {len(vocabulary)}) -> softmax; {params} parameters, {size_bytes / 1e6:.1f} MB as ONNX.
 - Cross-entropy of the next token at every position of windows of {cfg.window} tokens
-  ({p["windows_train"]} training windows, cut inside chorales), Adam at {cfg.learning_rate}, halved after
+  ({p["windows_train"]} training windows, cut inside pieces), Adam at {cfg.learning_rate}, halved after
   {cfg.lr_patience} epochs without a better validation loss, gradient norm clipped at {cfg.grad_clip},
   batches of {cfg.batch_size}, shuffled with a generator seeded by `--seed {p["seed"]}`.
 - Early stopping (patience {t["patience"]}): {t["epochs_run"]} epochs of at most {t["max_epochs"]}, best
@@ -337,18 +424,16 @@ Performed notes are heard as tokens in order; their timing is not fed to the mod
 
 ## Held-out figures
 
-Each held-out chorale runs as one stream from a zero state, as the host runs it; the prediction after
-every token is scored against the next token, as mapped to the vocabulary ({int(m["held_out_targets"])}
-targets). Baselines on the same targets:
+Each held-out piece runs as one stream from a zero state, as the host runs it; the prediction after
+every token is scored against the next token, as mapped to the vocabulary. Baselines on the same
+targets: the most frequent training token (of that kind), and repeat the last token (of that kind).
 
-| next token | top-1 accuracy |
-|---|---:|
-| this model | **{_pct(m["held_out_token_accuracy"])}** (cross-entropy {m["held_out_token_cross_entropy"]:.3f}) |
-| baseline: the most frequent training token | {_pct(m["baseline_most_frequent_token_accuracy"])} |
-| baseline: repeat the last token | {_pct(m["baseline_repeat_last_token_accuracy"])} |
+| next token | this model, top-1 | most frequent | repeat the last | targets |
+|---|---:|---:|---:|---:|
+{_accuracy_rows(m, timed)}
 
 ONNX parity: the exported step graph, run token by token in onnxruntime on {len(checkpoint["held_out_sample"])}
-held-out chorales (alone and as one batch), differs from PyTorch running each whole sequence with the
+held-out pieces (alone and as one batch), differs from PyTorch running each whole sequence with the
 same weights in float64 by at most {m["parity_max_abs_diff"]:.2g} on the logits at any step and on the final
 state (the cell state relative to its size where it exceeds 1); the export fails above
 {PARITY_TOLERANCE:g}. PyTorch's own float32 run differs from that reference by up to
@@ -356,14 +441,14 @@ state (the cell state relative to its size where it exceeds 1); the export fails
 
 ## Seed phrase
 
-`{SEED}`: the opening (up to 8 beats) of the held-out chorale `{seed_tune}`, at {SEED_BPM:g} BPM.
+`{SEED}`: the opening (up to 8 beats) of the held-out piece `{seed_tune}`, at {SEED_BPM:g} BPM.
 
 ## What was kept from the seed, and what changed
 
 Kept: music21-style note and chord tokens with a vocabulary built from the training data; Conv1D with
 kernel 3 and ReLU; two LSTM layers of 256 units; dropout after the convolution and after each LSTM
 layer (0.1 and 0.3, as the seed's Model 1 code); a softmax over the vocabulary trained with
-cross-entropy; sequences of 100 tokens; tokens a fixed offset apart.
+cross-entropy; sequences of 100 tokens{kept_fixed}.
 
 Changed or scaled down, and why:
 
@@ -375,32 +460,27 @@ Changed or scaled down, and why:
   token places the tokens on an arbitrary line; a learned embedding is what a categorical input needs.
 - **Vocabulary capped at {cfg.max_vocab} tokens** (for two CPU cores and the package size): the output
   layer costs {cfg.hidden} numbers per token and the rare voicings have too few examples to learn; the
-  rest map to the nearest token. The package is under 5 MB with the seed's 256 units.
+  rest map to the nearest token.
 - **Chords keep their octaves** (the seed's chords were pitch classes, `normalOrder`), so the host can
-  play them voiced; this is what makes the vocabulary large.
-- **Data**: {p["tunes"]} chorales ({p["tokens_train"]} training tokens) rather than the seed's 10-song
+  play them voiced; this is what makes the vocabulary large.{changed_timing}
+- **Data**: {p["tunes"]} pieces ({p["tokens_train"]} training tokens) rather than the seed's 10-song
   training sets of one key and metre; not transposed.
 - **Sampling temperature {DEFAULT_TEMPERATURE:g} by default** (the seed took the argmax). Chosen on the
-  validation chorales with `livegen evaluate --split validation` (overlap of pitch classes / melodic
+  validation pieces with `livegen evaluate --split validation` (overlap of pitch classes / melodic
   intervals with the real continuations): {_tuning()}. Lower temperatures keep the chord
   succession in the seed's key; the performer can still turn it up.
 - **Adam, early stopping on a validation split** ({t["epochs_run"]} epochs, {float(t["training_seconds"]) / 60:.0f}
-  minutes) instead of RMSprop for 200-2000 epochs on GPUs: two shared CPU cores, and a
-  run kept under about 20 minutes. The seed's own figures show heavy over-fitting (train loss 0.0097,
-  test loss 0.71); early stopping keeps the weights that generalise best.
+  minutes) instead of RMSprop for 200-2000 epochs on GPUs: two shared CPU cores. The seed's own
+  figures show heavy over-fitting (train loss 0.0097, test loss 0.71); early stopping keeps the
+  weights that generalise best.
 
 ## Limits
 
-- No durations and no rests: every token is one {step:g}-beat step (see Timing). The model plays
-  chorale-like chord successions at an even pulse, not the chorales' rhythms.
+{limits_timing}
 - The merged four voices are one token stream: a passing note in one voice is a one-note token, and
   the chord under it is not re-sounded.
-- Only the {len(vocabulary)} kept tokens are ever played; a performer's chord is heard as the nearest.
-- `livegen evaluate` (below) compares 16-bar answers with what the chorales really play. The
-  inter-onset intervals and note lengths are one value by design (Timing), so the seed looped, which
-  keeps the chorale's own rhythm, matches them far better; the pitch figures say how well the chord
-  succession stays in the seed's key and register.
-- Trained in the keys of the chorales as written (no transposition): a performer in a remote key is
+- Only the {len(chords)} kept chords and notes are ever played; a performer's chord is heard as the nearest.
+- Trained in the keys of the pieces as written (no transposition): a performer in a remote key is
   heard through the nearest tokens; `--transpose follow` helps.
 """
 
@@ -427,10 +507,16 @@ def export_token_package(
     model, vocabulary = model_from_checkpoint(checkpoint, checkpoint_path)
     provenance = checkpoint["provenance"]
     if description is None:
-        data = "music21's Bach chorales" if provenance["data"] == "corpus:bach" else provenance["data"]
+        data = {"corpus:bach": "music21's Bach chorales", "corpus:four-voice": "music21's four-voice works"}.get(
+            provenance["data"], provenance["data"]
+        )
+        lstm = f"Conv1D + {model.config.layers} x LSTM({model.config.hidden})"
         description = (
-            f"Conv1D + {model.config.layers} x LSTM({model.config.hidden}) over {len(vocabulary)} note and chord "
-            f"tokens, trained on {data}; one token every {float(checkpoint['step_beats']):g} beats."
+            f"{lstm} over {len(vocabulary)} note, chord and time-shift tokens, trained on {data}; it chooses "
+            "when each chord comes."
+            if vocabulary.timed
+            else f"{lstm} over {len(vocabulary)} note and chord tokens, trained on {data}; one token every "
+            f"{float(checkpoint['step_beats']):g} beats."
         )
     sample = sample_tunes(checkpoint["held_out_sample"])
     sequences = [s for s in (tune_tokens(t, vocabulary) for t in sample) if len(s) >= 2]

@@ -17,17 +17,22 @@ import tomli_w
 from onnx import TensorProto, helper, numpy_helper
 
 from livegen.errors import PackageError
+from livegen.io.corpus import Tune
 from livegen.models.package import load_package, sha256_of
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.models.tokenlstm import (
     CHORD_TICKS,
+    MAX_SHIFTS,
     TokenLstmGenerator,
     Vocabulary,
     chamfer,
     group_chords,
+    parse_shift,
     parse_token,
+    shift_name,
     token_name,
+    tune_tokens,
 )
 
 # ---- tokens -----------------------------------------------------------------------------
@@ -87,11 +92,12 @@ TOKENS = ["C4", "C4.E4.G4", "D4.F4.A4", "G3", "E5"]
 EMBED, HIDDEN, LAYERS = 4, 8, 2
 
 
-def _markov_graph(transitions: np.ndarray) -> onnx.ModelProto:
-    """logits = 10 * transitions[token]; context_out shifts in the token's one-hot (4 wide); h_out = h + 1."""
-    v = len(TOKENS)
-    one_hot = np.zeros((v, EMBED), np.float32)
-    one_hot[np.arange(v), np.arange(v) % EMBED] = 1
+def _markov_graph(transitions: np.ndarray, previous: np.ndarray | None = None, embed: int = EMBED) -> onnx.ModelProto:
+    """logits = 10 * transitions[token] (+ 10 * previous[the token before it]); context_out shifts in the
+    token's one-hot (``embed`` wide, index mod ``embed``); h_out = h + 1."""
+    v = len(transitions)
+    one_hot = np.zeros((v, embed), np.float32)
+    one_hot[np.arange(v), np.arange(v) % embed] = 1
     inits = [
         numpy_helper.from_array((10 * transitions).astype(np.float32), "T"),
         numpy_helper.from_array(one_hot, "E"),
@@ -101,7 +107,7 @@ def _markov_graph(transitions: np.ndarray) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([2], np.int64), "stop"),
     ]
     nodes = [
-        helper.make_node("Gather", ["T", "token"], ["logits"], axis=0),
+        helper.make_node("Gather", ["T", "token"], ["logits" if previous is None else "first"], axis=0),
         helper.make_node("Gather", ["E", "token"], ["emb"], axis=0),
         helper.make_node("Unsqueeze", ["emb", "axis1"], ["emb3"]),
         helper.make_node("Slice", ["context", "start", "stop", "axis1"], ["last"]),
@@ -109,19 +115,26 @@ def _markov_graph(transitions: np.ndarray) -> onnx.ModelProto:
         helper.make_node("Add", ["h", "one"], ["h_out"]),
         helper.make_node("Identity", ["c"], ["c_out"]),
     ]
+    if previous is not None:  # the token before this one is context[:, 1, :] (a one-hot when embed >= v)
+        inits.append(numpy_helper.from_array((10 * previous).astype(np.float32), "P"))
+        nodes += [
+            helper.make_node("Squeeze", ["last", "axis1"], ["prev"]),
+            helper.make_node("MatMul", ["prev", "P"], ["second"]),
+            helper.make_node("Add", ["first", "second"], ["logits"]),
+        ]
     f = TensorProto.FLOAT
     graph = helper.make_graph(
         nodes,
         "markov",
         [
             helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
-            helper.make_tensor_value_info("context", f, ["batch", 2, EMBED]),
+            helper.make_tensor_value_info("context", f, ["batch", 2, embed]),
             helper.make_tensor_value_info("h", f, [LAYERS, "batch", HIDDEN]),
             helper.make_tensor_value_info("c", f, [LAYERS, "batch", HIDDEN]),
         ],
         [
             helper.make_tensor_value_info("logits", f, ["batch", v]),
-            helper.make_tensor_value_info("context_out", f, ["batch", 2, EMBED]),
+            helper.make_tensor_value_info("context_out", f, ["batch", 2, embed]),
             helper.make_tensor_value_info("h_out", f, [LAYERS, "batch", HIDDEN]),
             helper.make_tensor_value_info("c_out", f, [LAYERS, "batch", HIDDEN]),
         ],
@@ -130,9 +143,16 @@ def _markov_graph(transitions: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
-def _write(folder: Path, transitions: np.ndarray, **representation) -> Path:
+def _write(
+    folder: Path,
+    transitions: np.ndarray,
+    tokens: list[str] = TOKENS,
+    previous: np.ndarray | None = None,
+    **representation,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(_markov_graph(transitions), str(folder / "model.onnx"))
+    embed = EMBED if previous is None else len(tokens)
+    onnx.save(_markov_graph(transitions, previous, embed), str(folder / "model.onnx"))
 
     def t(name, shape, dtype="float32"):
         return {"name": name, "shape": shape, "dtype": dtype}
@@ -143,19 +163,19 @@ def _write(folder: Path, transitions: np.ndarray, **representation) -> Path:
         "family": "token-lstm",
         "kind": "step",
         "version": "0.0.1",
-        "representation": {"tokens": TOKENS, "step_beats": 0.5, "duration_beats": 0.5, **representation},
+        "representation": {"tokens": tokens, "step_beats": 0.5, "duration_beats": 0.5, **representation},
         "graphs": {
             "step": {
                 "file": "model.onnx",
                 "inputs": [
                     t("token", ["batch"], "int64"),
-                    t("context", ["batch", 2, EMBED]),
+                    t("context", ["batch", 2, embed]),
                     t("h", [LAYERS, "batch", HIDDEN]),
                     t("c", [LAYERS, "batch", HIDDEN]),
                 ],
                 "outputs": [
-                    t("logits", ["batch", len(TOKENS)]),
-                    t("context_out", ["batch", 2, EMBED]),
+                    t("logits", ["batch", len(tokens)]),
+                    t("context_out", ["batch", 2, embed]),
                     t("h_out", [LAYERS, "batch", HIDDEN]),
                     t("c_out", [LAYERS, "batch", HIDDEN]),
                 ],
@@ -299,6 +319,91 @@ def test_manifest_mistakes_name_the_field(tmp_path):
         TokenLstmGenerator(load_package(folder))
 
 
+# ---- time shifts ----------------------------------------------------------------------------
+
+TIMED = ["C4", "C4.E4.G4", "G3", "+1/2", "+1", "+2"]
+C4, CEG, G3, HALF, ONE, TWO = range(len(TIMED))
+
+
+def test_time_shifts_are_named_in_beats_in_lowest_terms():
+    assert [shift_name(t) for t in (240, 480, 720, 160, 1920)] == ["+1/2", "+1", "+3/2", "+1/3", "+4"]
+    assert [parse_shift(n) for n in ("+1/2", "+3/2", "+1/3", "C4")] == [240, 720, 160, None]
+
+
+@pytest.mark.parametrize("bad", ["+0", "+2/4", "+1/0", "+1/7"])
+def test_parse_shift_refuses_what_shift_name_never_writes(bad):
+    with pytest.raises(ValueError, match="time shift"):
+        parse_shift(bad)
+
+
+def test_a_gap_is_the_nearest_shift_and_a_long_gap_the_longest_shifts_first():
+    vocabulary = Vocabulary(TIMED)
+    assert vocabulary.gap(240) == vocabulary.gap(250) == (HALF,)  # a performer a little late
+    assert vocabulary.gap(30) == (HALF,)  # shorter than every shift: the shortest
+    assert vocabulary.gap(1440) == (TWO, ONE)
+    assert vocabulary.gap(1940) == (TWO, TWO)  # the 20 ticks left are nearer nothing than +1/2
+    assert vocabulary.gap(20 * 960) == (TWO,) * MAX_SHIFTS
+    assert Vocabulary(TOKENS).gap(480) == ()
+
+
+def test_a_tune_reads_as_its_chords_and_the_shifts_between_them():
+    tune = Tune(
+        "t",
+        pitch=np.array([60, 64, 67, 55, 60], np.int16),
+        onset=np.array([0, 0, 0, 1, 4], np.float32),
+        duration=np.ones(5, np.float32),
+    )
+    assert tune_tokens(tune, Vocabulary(TIMED)).tolist() == [CEG, ONE, G3, TWO, ONE, C4]
+    assert tune_tokens(tune, Vocabulary(TOKENS)).tolist() == [1, 3, 0]  # no shifts: the seed's tokens
+
+
+def _timed_cycle() -> np.ndarray:
+    """C4 -> +1 -> C-E-G -> +1/2 -> G3 -> +1 -> C-E-G, each all but certain."""
+    t = np.zeros((len(TIMED), len(TIMED)))
+    t[C4, ONE] = t[ONE, CEG] = t[CEG, HALF] = t[HALF, G3] = t[G3, ONE] = t[TWO, C4] = 1
+    return t
+
+
+def test_each_drawn_chord_starts_after_its_shifts_and_sounds_until_the_next(tmp_path: Path):
+    generator = TokenLstmGenerator(load_package(_write(tmp_path / "timed", _timed_cycle(), TIMED)))
+    rng = np.random.default_rng(0)
+    generator.feed(StepEvent(60, 0, 480))  # C4
+    assert _play(generator, 5, rng) == [
+        (60, 480, 240),
+        (64, 0, 240),
+        (67, 0, 240),  # C-E-G a beat after C4, sounding until G3
+        (55, 240, 480),  # G3 half a beat later, sounding until C-E-G
+        (60, 480, 240),
+    ]
+    snap = generator.snapshot()
+    after = _play(generator, 4, rng)
+    assert after == [(64, 0, 240), (67, 0, 240), (55, 240, 480), (60, 480, 240)]
+    generator.restore(snap)
+    assert _play(generator, 4, rng) == after
+
+
+def test_the_answer_keeps_the_pulse_the_performer_played(tmp_path: Path):
+    """A model whose next shift repeats the shift before the last chord: it hears the performer's timing."""
+    t = np.zeros((len(TIMED), len(TIMED)))
+    t[HALF, C4] = t[ONE, C4] = 1  # after a shift: C4
+    previous = np.zeros_like(t)
+    previous[HALF, HALF] = previous[ONE, ONE] = 1  # after a chord: the shift that came before it
+    generator = TokenLstmGenerator(load_package(_write(tmp_path / "pulse", t, TIMED, previous)))
+    rng = np.random.default_rng(0)
+    for step, pulse in ((240, 240), (250, 240), (480, 480), (470, 480)):
+        generator.reset()
+        generator.feed(StepEvent(60, 0, 100))
+        generator.feed(StepEvent(60, step, 100))
+        event = generator.sample(COLD, rng)
+        assert (event.pitch, event.step, event.duration) == (60, pulse, pulse)
+
+
+def test_a_malformed_time_shift_token_names_the_field(tmp_path: Path):
+    folder = _write(tmp_path / "bad", _timed_cycle(), ["C4", "C4.E4.G4", "G3", "+1/2", "+1", "+2/4"])
+    with pytest.raises(PackageError, match=r"representation\.tokens.*\+2/4.*time shift"):
+        TokenLstmGenerator(load_package(folder))
+
+
 # ---- end to end: train, export, play ------------------------------------------------------
 
 
@@ -337,22 +442,31 @@ def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path:
 
     data = _write_chorales(tmp_path / "chorales")
     package = tmp_path / "pkg" / "tiny-tokens"
-    args = ["--epochs", "2", "--window", "16", "--batch-size", "4", "--hidden", "16", "--vocab-size", "4"]
+    args = ["--epochs", "2", "--window", "16", "--batch-size", "4", "--hidden", "16", "--vocab-size", "8"]
     assert main(["train", "token-lstm", "--data", str(data), "--out", str(tmp_path / "run"), *args,
                  "--package", str(package)]) == 0  # fmt: skip
     manifest = tomllib.loads((package / "livegen.toml").read_text())
-    assert manifest["family"] == "token-lstm" and manifest["representation"]["step_beats"] == 0.5
+    assert manifest["family"] == "token-lstm" and "step_beats" not in manifest["representation"]
     tokens = manifest["representation"]["tokens"]
     chords = {"C3.G3.E4.C5", "F3.A3.F4.C5", "G3.B3.D4.G4", "A2.A3.E4.C5", "D3.A3.F4.A4", "D5"}
-    assert len(tokens) == 4 and set(tokens) < chords  # the 4 most frequent of the 6 tokens written
+    shifts = {"+1/4", "+1/2", "+1"}  # the gaps the quarter and eighth chords and their passing notes make
+    assert set(tokens) & shifts == shifts and set(tokens) - shifts < chords  # the 4 most frequent chords
     assert manifest["metrics"]["parity_max_abs_diff"] <= PARITY_TOLERANCE
     assert {s["input"] for s in manifest["graphs"]["step"]["state"]} == {"context", "h", "c"}
+    assert "time shift" in (package / "README.md").read_text()
     # the onnx command re-exports the checkpoint
     again = tmp_path / "pkg" / "again"
     assert main(["onnx", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(again)]) == 0
+    # the seed's way: a fixed step, no shifts
+    fixed = tmp_path / "pkg" / "fixed"
+    assert main(["train", "token-lstm", "--data", str(data), "--out", str(tmp_path / "run-fixed"), *args,
+                 "--fixed-step", "--package", str(fixed)]) == 0  # fmt: skip
+    fixed_manifest = tomllib.loads((fixed / "livegen.toml").read_text())
+    assert fixed_manifest["representation"]["step_beats"] == 0.5
+    assert set(fixed_manifest["representation"]["tokens"]) == chords  # all 6, no shifts
 
     generator = TokenLstmGenerator(load_package(package))
-    allowed = {p for name in tokens for p in parse_token(name)}
+    allowed = {p for name in tokens if parse_shift(name) is None for p in parse_token(name)}
     seed = read_midi(package / "seed.mid").notes
     settings = CallResponseSettings(silence_beats=1.0)
     tempo = TempoMap.constant(120)
@@ -360,9 +474,11 @@ def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path:
         generator, seed, tempo=tempo, params=SamplingParams(), rng_seed=1, settings=settings, response_bars=2
     )
     onsets = sorted({n.start for n in performance.model})
-    assert len(performance.model) > len(onsets) >= 8  # chords: several notes share an onset
+    assert len(performance.model) > len(onsets) >= 4  # chords: several notes share an onset
     assert {n.pitch for n in performance.model} <= allowed
-    assert set(np.diff(onsets)) == {240}  # one token per eighth
+    assert set(np.diff(onsets)) <= {120, 240, 360, 480, 600, 720, 960}  # sums of the shifts, not one fixed step
+    ends = {n.start + n.duration for n in performance.model}
+    assert set(onsets[1:]) <= ends  # each chord sounds until the next starts
 
     # accompaniment on a manual clock: the performer plays a chord, the model joins after a beat
     generator.reset()
