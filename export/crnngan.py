@@ -1065,11 +1065,14 @@ classical piano music, on a GPU):
 
 The host draws `candidates` noise batches (uniform noise times the temperature) and runs the generator
 once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
-16ths): note k starts at the sum of the times since the last note up to k, rounded to the 16th grid, lasts
-its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the nearest MIDI pitch of its
-frequency that the key allows: the jam's `--key` when one is given, else the key the performer plays in
-(the major or natural-minor scale holding most of their notes of the last four bars); notes from the
-block's end on are dropped.{line} The model is unconditional: it never hears the performer. The host keeps
+16ths): note k starts at the sum of the times since the last note up to k, rounded to the performer's grid
+(quarters, eighths or 16ths: the coarsest holding 90% of their onsets of the last four bars; 16ths before
+anyone played), lasts its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the
+nearest MIDI pitch of its frequency that the key allows: the jam's `--key` when one is given, else the key
+the performer plays in (the major or natural-minor scale holding most of their notes of the last four
+bars); in a single line a pitch repeats only where the frequency stayed within half a semitone, so the
+generator's contour survives the rounding. Notes from the block's end on are dropped.{line} The model is
+unconditional: it never hears the performer. The host keeps
 the phrase that best fits the last bar heard (pitch classes, register, density, and its share of notes in
 the performer's key). Each block is a new phrase from new noise, so there is no continuity across blocks
 beyond what the selection gives.
@@ -1080,8 +1083,10 @@ beyond what the selection gives.
   semitone alone, a phrase drifts through chromatic neighbours of the key. The host rounds each frequency
   to the nearest pitch of the performer's key instead, so the key is the host's, not the model's: before
   anyone has played there is no key and the notes are rounded to the nearest semitone.
-- **Rhythm.** Steps and durations are continuous too and are rounded to 16ths; uneven values become
-  syncopations the tunes rarely have.
+- **Rhythm.** Steps and durations are continuous too. Rounded to 16ths, uneven values become
+  syncopations the tunes rarely have; the host rounds onsets to the performer's grid instead, so, as with
+  the key, the metre is the host's: where the performer plays 16ths the phrase's onsets scatter over them.
+  Durations are the generator's, often shorter than the gap to the next note (staccato).
 - **No memory across blocks.** Every block is a fresh phrase from fresh noise.
 
 ## Figures
