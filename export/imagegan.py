@@ -150,6 +150,9 @@ class ImageGanConfig(ConfigRecord):
     #: probability is above a threshold drawn per key and image), the generator's gradient passing straight
     #: through the draw (Dong and Yang 2018); False: the seed's probabilities
     binarise: bool = False
+    #: "bce" (the seed's binary cross-entropy, the generator's non-saturating form) or "hinge" (Lim and Ye 2017,
+    #: Miyato et al. 2018): the discriminator minimises relu(1 - D(real)) + relu(1 + D(fake)), the generator -D(fake)
+    loss: str = "bce"
 
     @property
     def dense(self) -> tuple[int, int, int]:
@@ -163,6 +166,8 @@ class ImageGanConfig(ConfigRecord):
             raise ExportError(f"upsample {self.upsample}, keys {self.keys}: expected 2 or 4 dividing the keys")
         if not 8 <= self.hidden <= 2048:
             raise ExportError(f"--hidden {self.hidden}: expected 8 to 2048 units")
+        if self.loss not in ("bce", "hinge"):
+            raise ExportError(f"loss {self.loss!r}: expected 'bce' or 'hinge'")
         if self.upsampling not in ("nearest", "transpose"):
             raise ExportError(f"upsampling {self.upsampling!r}: expected 'nearest' or 'transpose'")
         if not 0.5 < self.real_label <= 1.0:
@@ -187,6 +192,7 @@ RECIPES: dict[str, dict[str, object]] = {
         "minibatch_std": True,
         "d_learning_rate": 4e-4,
         "binarise": True,
+        "loss": "hinge",
     },
 }
 
@@ -502,10 +508,14 @@ def train_gan(
                 # sees the same mix in both steps (separate batches would normalise the difference away)
                 logits = discriminator(noisy(torch.cat([real, fake.detach()])), groups=2)
                 real_logits, fake_logits = logits[:b], logits[b:]
-                d_real = F.binary_cross_entropy_with_logits(
-                    real_logits, torch.full_like(real_logits, config.real_label)
-                )
-                d_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+                if config.loss == "hinge":
+                    d_real = F.relu(config.real_label - real_logits).mean()
+                    d_fake = F.relu(1.0 + fake_logits).mean()
+                else:
+                    d_real = F.binary_cross_entropy_with_logits(
+                        real_logits, torch.full_like(real_logits, config.real_label)
+                    )
+                    d_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
                 d_loss = 0.5 * (d_real + d_fake)
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
@@ -514,7 +524,10 @@ def train_gan(
                 z = torch.randn(b, config.latent, generator=noise_rng)
                 fake = present(torch.sigmoid(generator(z)), config, noise_rng)
                 judged = discriminator(noisy(torch.cat([real, fake])), groups=2)[b:]
-                g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
+                if config.loss == "hinge":
+                    g_loss = -judged.mean()
+                else:
+                    g_loss = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 average_gradients(generator.parameters())
@@ -732,6 +745,8 @@ def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None
                 "split": "by piece (sha256 of the name): 80% train, 10% validation, 10% held-out",
                 "loss": (
                     f"binary cross-entropy (discriminator: real {c.real_label:g}, fake 0; generator: fake labelled 1)"
+                    if c.loss == "bce"
+                    else "hinge (discriminator: relu(1 - D(real)) + relu(1 + D(fake)); generator: -D(fake))"
                 ),
                 "optimizer": (
                     f"Adam, beta1 {c.beta1:g}, learning rate {c.learning_rate:g} (generator), "
@@ -808,6 +823,13 @@ def imagegan_departures(c: ImageGanConfig) -> list[str]:
             "are exactly 0 or 1, the seed's fakes probabilities). The generator's gradient passes through the draw "
             "as if it were the probabilities."
         )
+    if c.loss == "hinge":
+        lines.append(
+            "**Hinge loss** (Lim and Ye 2017; Miyato et al. 2018) in place of binary cross-entropy: the discriminator "
+            "minimises relu(1 - D(real)) + relu(1 + D(fake)), so it stops pushing a logit once it is past the margin, "
+            "and the generator minimises -D(fake). The training table's losses are these; the figures after training "
+            "are the seed's (binary cross-entropy of the same logits), so they compare with its 0.691 / 0.592."
+        )
     if c.spectral_norm:
         lines.append(
             "**Spectral normalisation of the discriminator** (Miyato et al. 2018): each convolution's and the dense "
@@ -861,6 +883,15 @@ def imagegan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, floa
         f" and dropout {c.generator_dropout:g}" if c.generator_dropout else " (the seed's dropout 0.2: see below)"
     )
     departures = "\n".join(f"- {line}" for line in imagegan_departures(c)) or "- none: the seed's recipe as it is."
+    loss_kept = "binary cross-entropy;" if c.loss == "bce" else "(the loss: see below);"
+    loss_text = (
+        "The discriminator's loss is the mean of its cross-entropy on real images (label 1) and on fakes\n"
+        "(label 0); the generator's loss is the cross-entropy of its fakes labelled real."
+        if c.loss == "bce"
+        else "The table's losses are the hinge losses trained on: the discriminator's is the mean of\n"
+        "relu(1 - D(real)) and relu(1 + D(fake)), the generator's -D(fake). The figures after the table are\n"
+        "the seed's binary cross-entropy of the same logits."
+    )
     return f"""# {name}
 
 An `imagegan` model (livegen `block` kind), after the ImageGAN of seed 000 (*Comparing Different Neural
@@ -887,7 +918,7 @@ GAN whose pixels are drawn independently cannot keep to one note at a time.
 Kept from the seed: a {c.latent}-dimensional latent; four dense layers, {grow_short} and a
 convolution in the generator, each followed by LeakyReLU 0.2{g_dropout} (the last convolution gives
 the pixel logits); a discriminator of two blocks (16-channel convolution, dropout 0.2, LeakyReLU 0.2,
-dropout 0.2), then flattening, batch normalisation, dropout and one dense output; binary cross-entropy;
+dropout 0.2), then flattening, batch normalisation, dropout and one dense output; {loss_kept}
 Adam with learning rate {c.learning_rate:g} and beta1 {c.beta1:g} (the generator's; the discriminator's
 below); a fixed number of epochs, the last one kept.
 
@@ -907,12 +938,12 @@ Scaled down or chosen here (the seed gives its widths only in a figure):
   thread(s) on a two-core machine shared with other training jobs, and the generator has {parameters:,}
   parameters ({parameters * 4 / 1e6:.1f} MB).
 - Batches of {c.batch_size}; each step trains the discriminator on a real batch and as many fakes, then
-  the generator on fresh fakes labelled real (the non-saturating loss the seed's Keras recipe uses).
+  the generator on fresh fakes (with binary cross-entropy, labelled real: the non-saturating loss the
+  seed's Keras recipe uses).
 
 ## Training figures (as the seed reports them)
 
-The discriminator's loss is the mean of its cross-entropy on real images (label 1) and on fakes
-(label 0); the generator's loss is the cross-entropy of its fakes labelled real. "Accuracy on real" is
+{loss_text} "Accuracy on real" is
 the share of real images the discriminator calls real, "on fake" the share of fakes it calls fake.
 The seed reports, after 20 epochs, a discriminator loss of 0, a generator loss of 15.8 and 100% on both
 (the discriminator won), and after 40 epochs 0.691, 0.592, 17% on real and 94% on fake.

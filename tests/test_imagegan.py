@@ -151,6 +151,7 @@ def test_the_stable_recipe_keeps_the_seeds_networks_and_names_its_stabilisers() 
         "Dropout",
         "Minibatch",
         "Binary",
+        "Hinge",
         "Spectral",
         "Two",
     ]
@@ -202,6 +203,22 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     options = ImageGanOptions(data=str(folder), out=out / "run", epochs=2, seed=1, config=config)
     checkpoint = train_imagegan(options)
     return export_imagegan(checkpoint, out / "tiny-ig")
+
+
+def test_the_stable_recipe_trains_exports_and_names_its_stabilisers(tmp_path: Path) -> None:
+    folder = tmp_path / "pieces"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(6):
+        write_midi(folder / f"piece{i}.mid", {"voices": _piece(rng, 40)})
+    small = {"window": 32, "hidden": 32, "channels": 4, "filters": 8, "batch_size": 16, "stride": 4}
+    config = ImageGanConfig(**{**RECIPES["stable"], **small})
+    options = ImageGanOptions(data=str(folder), out=tmp_path / "run", epochs=1, seed=1, config=config)
+    package = export_imagegan(train_imagegan(options), tmp_path / "stable-ig")
+    training = _manifest(package)["training"]
+    assert training["loss"].startswith("hinge") and "Spectral normalisation" in training["stabilisers"]
+    card = (package / "README.md").read_text()
+    assert "**Hinge loss**" in card and "**Binary fakes" in card and "binary cross-entropy;" not in card
 
 
 def _manifest(package: Path) -> dict:
