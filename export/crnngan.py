@@ -1066,7 +1066,7 @@ classical piano music, on a GPU):
 The host draws `candidates` noise batches (uniform noise times the temperature) and runs the generator
 once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
 16ths): note k starts at the sum of the times since the last note up to k, rounded to the performer's grid
-(quarters, eighths or 16ths: the coarsest holding 90% of their onsets of the last four bars; 16ths before
+(quarters, eighths or 16ths: the coarsest holding 85% of their onsets of the last four bars; 16ths before
 anyone played), lasts its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the
 nearest MIDI pitch of its frequency that the key allows: the jam's `--key` when one is given, else the key
 the performer plays in (the major or natural-minor scale holding most of their notes of the last four

@@ -883,7 +883,7 @@ does the same one bar at a time. For a bar it draws {c.notes_per_block} notes pe
 in one call of the graph) and lays them one after another: the first its step after the last note heard
 before the bar, each next one its step after the one before, on the 16th grid, until the bar is full; a
 note ends where the next begins; steps are rounded to the performer's grid (quarters, eighths or 16ths,
-the coarsest holding 90% of their recent onsets). Each generated pitch, a continuous number, becomes the
+the coarsest holding 85% of their recent onsets). Each generated pitch, a continuous number, becomes the
 nearest pitch the key allows: the jam's `--key` when one is given, else the key the performer plays in
 (the major or natural-minor scale holding most of their notes of the last four bars; before anyone has
 played, the nearest semitone), a pitch repeating only where the numbers are within half a semitone. The
