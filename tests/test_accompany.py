@@ -193,3 +193,11 @@ def test_the_accompaniment_samples_in_the_key_the_performer_plays(follow, live, 
         planner.on_input(i * 240 + 200, (0x80, pitch, 0))
     run(planner, 0, 3000)
     assert (gen.seen[-1].root, gen.seen[-1].scale) == expected
+
+
+def test_a_note_before_the_songs_start_is_heard_for_the_key_without_error():
+    gen = ParamsSeen()
+    planner = AccompanyPlanner(gen, LiveParams(), np.random.default_rng(0), AccompanySettings(follow_key=True))
+    planner.on_input(-120, (0x90, 62, 100))  # a DAW's count-in, before tick 0
+    planner.on_input(-10, (0x80, 62, 0))
+    assert planner.line.key is not None and planner.line.key.root == 2

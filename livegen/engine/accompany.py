@@ -124,8 +124,8 @@ class AccompanyPlanner:
             if self._first_onset is None:
                 self._first_onset = tick
             guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
-            if self._key is not None:
-                self._key.observe(Note(self.live.to_model(pitch), velocity, tick, guess))
+            if self._key is not None:  # a note before the song's start (a DAW counting in) counts at 0
+                self._key.observe(Note(self.live.to_model(pitch), velocity, max(0, tick), guess))
                 self.line.key = self._key.key()
             self.line.fold(tick, pitch, guess, velocity)
             if self._playing:
