@@ -32,13 +32,7 @@ PHRASES = {
 
 #: model -> "check (mode)" failing on the quick set today.
 KNOWN_FAILURES: dict[str, set[str]] = {
-    "deep-musician": {
-        "distinct_bars (call-response)",
-        "empty_beats (call-response)",
-        "groove (accompany)",
-        "notes_per_beat (accompany)",
-        "notes_per_beat (call-response)",
-    },
+    "deep-musician": {"groove (call-response)"},
     "imagegan": {
         "cross_phrase_overlap (call-response)",
         "groove (accompany)",
@@ -46,14 +40,7 @@ KNOWN_FAILURES: dict[str, set[str]] = {
         "notes_per_beat (accompany)",
         "notes_per_beat (call-response)",
     },
-    "multitrack-cnn": {
-        "groove (accompany)",
-        "groove (call-response)",
-        "in_key (call-response)",
-        "notes_per_beat (accompany)",
-        "notes_per_beat (call-response)",
-    },
-    "multitrack-rnn": {"groove (accompany)", "groove (call-response)", "in_key (call-response)"},
+    "multitrack-rnn": {"in_key (call-response)"},
     "token-lstm": {"groove (accompany)", "groove (call-response)"},
 }
 
