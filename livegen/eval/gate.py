@@ -395,7 +395,6 @@ def _run_gate(options: GateOptions, progress: Callable[[str], None] | None) -> G
 
     figures: dict[str, dict[str, tuple[Figure, Figure]]] = {}
     checks: list[Check] = []
-    first_draw: list[list[Note]] = []
     shown: dict[str, list[list[Note]]] = {}
     for mode in options.modes:
         draws = []
@@ -407,49 +406,34 @@ def _run_gate(options: GateOptions, progress: Callable[[str], None] | None) -> G
             else:
                 answers = accompany_answers(generator, params, samples, bars, seed)
             draws.append(answers)
-        if mode == "call-response":
-            first_draw = draws[0]
         shown[mode] = draws[0]
         per = set_figures(draws, samples, bars)
         figures[mode] = {name: (Figure.of(per[name], rng), truth_fig[name]) for name in per}
         checks.extend(failure_checks(mode, figures[mode]))
+    overlaps: dict[str, dict[str, float]] = {}
+    likelihood: Likelihood | None = None
     if options.phrases is not None:
-        return GateResult(
-            model=package.name,
-            options=options,
-            phrases=len(samples),
-            seed_source=seed_source,
-            figures=figures,
-            overlaps={},
-            likelihood=None,
-            checks=checks,
-            sampling={"temperature": params.temperature, "top_p": params.top_p},
-            warnings=[*warnings, "a fixed phrase set: failure checks only (no baselines, no likelihood)"],
-            samples=samples,
-            answers=shown,
-        )
-
-    say("baselines: the n-gram and random notes")
-    train = split_by_tune(tunes).train
-    ngram = NGram.fit_notes([tune_notes(t) for t in train])
-    ngram_set = ngram_answers(ngram, samples, bars, options.rng_seed)
-    random_set = [
-        random_notes(s.seed, bars * s.bar_ticks, np.random.default_rng([options.rng_seed, i, 1]))
-        for i, s in enumerate(samples)
-    ]
-    if not first_draw:
-        first_draw = model_continuations(generator, params, samples, bars, options.rng_seed)
-    overlaps = {
-        "model": main_overlaps(first_draw, truths, samples, bars),
-        "random": main_overlaps(random_set, truths, samples, bars),
-        "ngram": main_overlaps(ngram_set, truths, samples, bars),
-    }
-    checks.append(baseline_check(overlaps))
-    say("likelihood: the model and an n-gram in its own units on the held-out tunes")
-    parts = split_by_tune(tunes)
-    likelihood = held_out_nll(package, parts.train, parts.held_out)
-    if likelihood is not None:
-        checks.append(likelihood_check(likelihood))
+        warnings.append("a fixed phrase set: failure checks only (no baselines, no likelihood)")
+    else:
+        parts = split_by_tune(tunes)
+        say("baselines: the n-gram and random notes")
+        ngram = NGram.fit_notes([tune_notes(t) for t in parts.train])
+        ngram_set = ngram_answers(ngram, samples, bars, options.rng_seed)
+        random_set = [
+            random_notes(s.seed, bars * s.bar_ticks, np.random.default_rng([options.rng_seed, i, 1]))
+            for i, s in enumerate(samples)
+        ]
+        answers = shown.get("call-response") or model_continuations(generator, params, samples, bars, options.rng_seed)
+        overlaps = {
+            "model": main_overlaps(answers, truths, samples, bars),
+            "random": main_overlaps(random_set, truths, samples, bars),
+            "ngram": main_overlaps(ngram_set, truths, samples, bars),
+        }
+        checks.append(baseline_check(overlaps))
+        say("likelihood: the model and an n-gram in its own units on the held-out tunes")
+        likelihood = held_out_nll(package, parts.train, parts.held_out)
+        if likelihood is not None:
+            checks.append(likelihood_check(likelihood))
     return GateResult(
         model=package.name,
         options=options,
