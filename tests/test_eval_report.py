@@ -246,7 +246,7 @@ def test_round_sig_keeps_six_significant_digits():
         (["--midi", "TUNES", "--bars", "0"], "--bars 0: expected 1 to 256"),
         (["--midi", "TUNES", "--seeds", "1"], "--seeds 1: expected 2 to 1000"),
         (["--midi", "TUNES", "--bars", "40", "--reference", "TUNES"], "lower --bars"),
-        (["--model", "PKG"], "pass --reference corpus:folk, corpus:bach or a folder"),
+        (["--model", "PKG"], "pass --reference corpus:folk, corpus:bach, corpus:four-voice or a folder"),
         (["--model", "PKG", "--reference", "corpus:jazz"], "unknown corpus 'corpus:jazz'"),
         (["--midi", "TUNES", "--temperature", "0.5", "--reference", "TUNES"], "apply to --model only"),
     ],

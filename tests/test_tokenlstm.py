@@ -493,6 +493,7 @@ def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path:
     for tick in range(0, 4000, 10):
         for action in planner.advance(tick):
             committed += [e for e in getattr(action, "events", ()) if e.is_note_on]
-    assert committed and min(e.tick for e in committed) == 480
+    # it joins after the one-beat listening window, within a beat: the model draws the time shift of its first chord
+    assert committed and 480 <= min(e.tick for e in committed) < 960
     assert {e.data1 for e in committed} <= allowed
     assert len(committed) > len({e.tick for e in committed})  # chords here too
