@@ -131,10 +131,12 @@ class MidiGanConfig(ConfigRecord):
         return (self.hidden // 4, self.hidden // 2, self.hidden)
 
 
-#: ``python -m export train midigan --recipe NAME``: config fields over the defaults (the seed's recipe).
+#: ``python -m export train midigan --recipe NAME``: config fields over the defaults (the seed's recipe). Spectral
+#: normalisation is left out of "stable": with ``tanh_fit`` the notes lie within ±0.95, and a 1-Lipschitz discriminator
+#: over inputs that small gave every note the same logit (losses ln 4 and ln 2, 1.3863 and 0.6932, for three epochs).
 RECIPES: dict[str, dict[str, object]] = {
     "seed": {},
-    "stable": {"spectral_norm": True, "minibatch_std": True, "d_learning_rate": 4e-4},
+    "stable": {"minibatch_std": True, "d_learning_rate": 4e-4},
 }
 
 
