@@ -78,27 +78,33 @@ def test_midirnn_scores_each_next_pitch_given_the_notes_before_it() -> None:
 
 
 def test_token_lstm_scores_each_next_token_chords_folded_as_training_folds_them() -> None:
-    vocabulary = 512
+    package = read_package(resolve_package("token-lstm"))
+    names = list(package.manifest.representation["tokens"])
+    vocabulary, chord, half = len(names), names.index("D3.D4.F#4.A4"), names.index("+1/2")
 
     def step(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         fed = feeds["token"]
         logits = np.zeros((len(fed), vocabulary), dtype=np.float32)
-        logits[np.arange(len(fed)), fed] = math.log(3 * (vocabulary - 1))  # repeat the token just fed: 3/4
+        # after the chord a half-beat shift, after a shift the chord, each with probability 3/4
+        logits[np.arange(len(fed)), np.where(fed == chord, half, chord)] = math.log(3 * (vocabulary - 1))
         return {"logits": logits, "context_out": feeds["context"], "h_out": feeds["h"], "c_out": feeds["c"]}
 
-    package = with_sessions("token-lstm", step=FakeSession(["logits", "context_out", "h_out", "c_out"], step))
-    chord = [50, 62, 66, 69]  # D3.D4.F#4.A4, a token of the vocabulary
+    package = dataclasses.replace(
+        package, sessions={"step": FakeSession(["logits", "context_out", "h_out", "c_out"], step)}
+    )
+    notes = [50, 62, 66, 69]  # D3.D4.F#4.A4, struck as four notes, folded into its token
     held = Tune(
         name="chords",
-        pitch=np.asarray([*chord, *chord, 62], dtype=np.int16),
+        pitch=np.asarray([*notes, *notes, 62], dtype=np.int16),
         onset=np.asarray([0.0] * 4 + [0.5] * 4 + [1.0], dtype=np.float32),
         duration=np.full(9, 0.5, dtype=np.float32),
     )
     result = held_out_nll(package, [tune([62, 64, 62, 60] * 3)], [held])
     assert result is not None
-    assert result.count == 2  # three tokens: the chord, the chord again, D4
-    assert result.model == pytest.approx((-math.log(3 / 4) - math.log(1 / (4 * (vocabulary - 1)))) / 2, rel=1e-6)
-    assert result.unit == "token (of 512)"
+    assert result.count == 4  # five tokens: the chord, +1/2, the chord again, +1/2, D4
+    hit, miss = -math.log(3 / 4), -math.log(1 / (4 * (vocabulary - 1)))
+    assert result.model == pytest.approx((3 * hit + miss) / 4, rel=1e-6)
+    assert result.unit == f"token (of {vocabulary})"
 
 
 def test_multitrack_scores_every_tracks_next_class_summed_per_frame() -> None:

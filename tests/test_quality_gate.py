@@ -41,7 +41,6 @@ KNOWN_FAILURES: dict[str, set[str]] = {
         "notes_per_beat (call-response)",
     },
     "multitrack-rnn": {"in_key (call-response)"},
-    "token-lstm": {"groove (accompany)", "groove (call-response)"},
 }
 
 pytestmark = pytest.mark.slow
