@@ -1,4 +1,4 @@
-"""The engineering of issue 7, each change measured before and after, side by side in one run.
+"""The engine's timing work, each change measured before and after, side by side in one run.
 
 Context: setup (a benchmark).
 

@@ -1,4 +1,4 @@
-"""Ports come and go (issue 8): reconnection times and a leak check over many cycles.
+"""Ports come and go: reconnection times and a leak check over many cycles.
 
 Context: setup (a benchmark; ``tests/test_ports_reconnect.py`` runs :func:`port_cycles` with
 fewer cycles and asserts on its figures).

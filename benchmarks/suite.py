@@ -1,6 +1,6 @@
 """The whole suite in one go: ``livegen bench [--quick] [--json FILE] [--only ITEMS]``.
 
-Context: setup. Runs the items of issue 7 in the order they were built, catches each
+Context: setup. Runs the benchmarks in the order they were built, catches each
 item's failure so that the others still run, says which ran and which were skipped and
 why, prints a table of each headline figure beside its target, and writes everything
 (with the machine and its load) as JSON. Benchmarks are not tests: nothing here fails
@@ -210,7 +210,7 @@ def select(only: list[str] | None) -> list[Item]:
 
 def run_all(items: list[Item], *, quick: bool, say: Callable[[str], None] = print) -> dict[str, Any]:
     report: dict[str, Any] = {
-        "suite": "livegen bench (issue 7)",
+        "suite": "livegen bench",
         "quick": quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),

@@ -1,4 +1,4 @@
-"""Issue 9's figures: ``prepare`` files per second, and training samples per second with 1 and 2 processes.
+"""Distributed training's figures: ``prepare`` files per second, and training samples per second with 1 and 2 processes.
 
 Context: setup (a benchmark; needs the ``train`` extra). Not part of ``livegen bench``:
 it trains, which takes minutes and says nothing about the live engine.

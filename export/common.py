@@ -588,12 +588,9 @@ def check_target(name: str, out: Path, example: str = "") -> None:
 def verify_package(folder: Path) -> None:
     """Verify a written package with the host's own loader (schema, checksums, graphs, trial run)
     and its family's adapter (the family's representation fields)."""
-    try:
-        from livegen.models.package import load_package
-        from livegen.models.registry import generator_class
-    except ImportError:
-        log.warning("livegen.models.package.load_package is not available; skipped the host's verification")
-        return
+    from livegen.models.package import load_package
+    from livegen.models.registry import generator_class
+
     try:
         package = load_package(folder)
         generator_class(package.manifest.family)(package)

@@ -321,7 +321,7 @@ def shard_list(items: Sequence[T], w: World | None = None) -> list[T]:
 
 def rank_generator(shared: torch.Generator, seed: int, stream: int = 0) -> torch.Generator:
     """The generator a rank draws its noise (or dropout-like samples) from: ``shared`` itself in one process
-    (so that a single-process run draws exactly as before), a generator of its own per rank otherwise,
+    (so that a single-process run draws what a run without torchrun draws), a generator of its own per rank otherwise,
     so that ranks do not draw the same noise and the shared shuffle generator stays the same on all ranks."""
     w = world()
     if not w.distributed:
@@ -344,7 +344,7 @@ def main_first() -> Iterator[None]:
 
 def seed_ranks(seed: int) -> None:
     """Give ranks other than 0 a torch RNG stream of their own (dropout masks differ between ranks); rank 0
-    keeps its stream, so that one process draws exactly as before."""
+    keeps its stream, so that one process draws what a run without torchrun draws."""
     w = world()
     if w.distributed and not w.main:
         torch.manual_seed(seed * 7919 + 1_000_003 * w.rank)

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak = sub.add_parser(
         "soak",
         help="play autonomously for hours (simulated, or in real time) and check drift, memory and stuck notes",
-        description="The soak test of an installation (issue 8). By default an accelerated run: the engine, the "
+        description="The soak test of an installation. By default an accelerated run: the engine, the "
         "autonomous planner, the scheduler and the recording on a simulated clock, as fast as inference goes "
         "(24 simulated hours take a few minutes). With --realtime, a real autonomous jam (its preset's ports or "
         "synth) for that wall time. Both print beat drift, the memory slope after warm-up, stuck notes "

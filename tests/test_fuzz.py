@@ -1,4 +1,4 @@
-"""Fuzzing the parsers of hostile input (issue 8, item 5).
+"""Fuzzing the parsers of hostile input.
 
 Every input to the MIDI file reader, the raw MIDI byte parser of the inputs, the preset
 parser and the manifest parser gives a result or a typed livegen error, never another

@@ -1,4 +1,4 @@
-"""Ports come and go (issue 8): a lost keyboard, synth port or JACK server is counted, its held
+"""Ports come and go: a lost keyboard, synth port or JACK server is counted, its held
 notes released, and it plays again within 2 s of coming back, leaking nothing.
 
 A peer process owns the ports livegen connects to and makes them appear and disappear on

@@ -8,7 +8,7 @@ an error after the start) the scheduler silences what sounds and the MIDI file
 is written before the error is reported; ``autosave_seconds`` also rewrites it
 periodically for installations that run for days.
 
-A jam that runs for days holds bounded memory (issue 8): the recording is written in
+A jam that runs for days holds bounded memory: the recording is written in
 parts of ``part_minutes`` (:class:`~livegen.io.recorder.RollingRecording`), and without
 an audio device the synth renders to its WAV as the jam goes
 (:class:`~livegen.io.synth_render.WavStream`), for at most ``wav_minutes``. A jam shorter
@@ -130,11 +130,11 @@ class JamConfig:
     controls: ControlMap | None = None
     commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
     autosave_seconds: float | None = None
-    # long runs (issue 8): memory and disk stay bounded however long the jam plays
+    # long runs: memory and disk stay bounded however long the jam plays
     part_minutes: float = 15.0  # the MIDI recording is written in parts this long (at the jam's tempo)
     wav_minutes: float = 60.0  # without an audio device, the synth's WAV file stops after this long
     worker: bool = False  # the model runs in a supervised child process (the installation preset's choice)
-    # supervision (issue 8): the loopback health endpoint and the rotating log file
+    # supervision: the loopback health endpoint and the rotating log file
     health_port: int = 0  # /healthz and /metrics on health_host:health_port; 0: none
     health_host: str = DEFAULT_HOST  # a loopback address only
     log_file: Path | None = None  # livegen's log, rotated at log_max_bytes (read by the cli)

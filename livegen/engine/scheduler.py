@@ -29,7 +29,6 @@ import os
 import queue
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -89,7 +88,6 @@ class Scheduler:
         now_ns: Callable[[], int] = time.perf_counter_ns,
         spin_ns: int = 300_000,
         late_threshold_ns: int = 1_000_000,
-        lateness_capacity: int = 16384,
         rt_priority: int | None = 5,
         burst: bool = True,
     ) -> None:
@@ -104,8 +102,6 @@ class Scheduler:
         self._heap: list[tuple[int, int, Scheduled]] = []
         self._seq = 0
         self._sent: deque[Sent] = deque(maxlen=1 << 16)
-        self._lateness = array("q", bytes(8 * lateness_capacity))
-        self._lateness_count = 0
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._rt_priority = rt_priority
@@ -147,11 +143,6 @@ class Scheduler:
             out.append(self._sent.popleft())
         return out
 
-    def lateness_ns(self) -> list[int]:
-        """Lateness of the last sends (at most the capacity), for reports."""
-        n = min(self._lateness_count, len(self._lateness))
-        return list(self._lateness[:n])
-
     @property
     def pending(self) -> int:
         return len(self._heap)
@@ -188,8 +179,6 @@ class Scheduler:
             stats.max_late_ns = late
         if late > self._late_threshold_ns:
             stats.late += 1
-        self._lateness[self._lateness_count % len(self._lateness)] = late
-        self._lateness_count += 1
         self._sent.append(Sent(item.tick, item.group, item.data, item.deadline_ns, sent_ns))
 
     def _release(self, group: int, now: int, *, reset_controllers: bool) -> None:

@@ -16,7 +16,7 @@ For the live loop the heap built during setup (modules, the model, the ports) is
 frozen out of the cyclic garbage collector (``gc.freeze``) and young collections are
 spaced out (generation-0 threshold 10 000): a full collection of the setup's heap
 held the GIL for about 55 ms on the reference machine, and the scheduler thread
-cannot send while another thread holds the GIL (issue 7, ``benchmarks/engineering.py``).
+cannot send while another thread holds the GIL (``benchmarks/engineering.py``).
 """
 
 from __future__ import annotations

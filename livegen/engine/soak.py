@@ -1,4 +1,4 @@
-"""The soak (issue 8, guarantee 7): does livegen play for a day without drifting, growing or sticking?
+"""The soak (the README's guarantee 7): does livegen play for a day without drifting, growing or sticking?
 
 Context: setup and control. The accelerated soak drives the engine on the calling
 thread; the real-time soak is a jam (:func:`~livegen.engine.jam.run_jam`), measured

@@ -27,10 +27,6 @@ class PhraseInput(MidiInput):
         self._thread: threading.Thread | None = None
         self.finished = threading.Event()
 
-    @property
-    def last_tick(self) -> int:
-        return self.events[-1].tick if self.events else 0
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="livegen-phrase", daemon=True)
         self._thread.start()

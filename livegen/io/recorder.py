@@ -8,7 +8,7 @@ A :class:`MidiRecorder` holds every message until it is written: right for a jam
 minutes. A jam that plays for days records into a :class:`RollingRecording`, which
 writes the performance in consecutive *parts* of a fixed musical length (15 minutes
 at the jam's tempo by default) and keeps only the part being played in memory, so its
-memory does not grow with the length of the performance (issue 8, guarantee 7). How a
+memory does not grow with the length of the performance (the README's guarantee 7). How a
 part ends, and why nothing is lost across the cut:
 
 - Parts are cut on bar lines. A note belongs to the part in which it begins, with its

@@ -35,7 +35,7 @@ Offline rendering comes in two forms with the same samples: :func:`render_offlin
 a whole list of events into memory (a render of minutes; :func:`write_wav` then writes it
 atomically), and :class:`WavStream` renders and writes as events come, holding only the
 events of the next second, so that a jam of days without a sound card neither fills the
-memory nor, with its length cap, the disk (issue 8).
+memory nor, with its length cap, the disk.
 
 Written by hand (no library does it): the event split and the raw-bytes dispatch.
 pyfluidsynth does the synthesis; its ``get_samples`` copies into new int16 arrays

@@ -62,9 +62,6 @@ class TempoMap:
         t0, us = self.changes[max(i, 0)]
         return t0 + (ns - starts[max(i, 0)]) * PPQN // (us * 1000)
 
-    def tick_to_seconds(self, tick: int) -> float:
-        return self.tick_to_ns(tick) / 1e9
-
 
 def beats_to_ticks(beats: float) -> int:
     return round(beats * PPQN)
