@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from livegen.engine.health import (
+    Counters,
     HealthServer,
-    JamMetrics,
     ModelIdentity,
     Vitals,
     check_health_address,
@@ -147,9 +147,16 @@ class FakeSynth:
         return self._Stats()
 
 
+class EngineLike:
+    late_steps = 3
+
+
+class KeeperLike:
+    reconnects = 4
+
+
 class WorkerLike:
     restarts = 2
-    late_steps = 4
 
 
 class ModelHolder:
@@ -164,13 +171,15 @@ def rig():
     port_out.errors = 6
     sched = Scheduler([[port_out], [MemoryOutput()], []], tick_of=lambda ns: 0, rt_priority=None)
     now = [1000 * S]
-    metrics = JamMetrics(late_steps=3, xruns=2, reconnects=4)
+    engine, keeper, worker = EngineLike(), KeeperLike(), WorkerLike()
+    counters = Counters(
+        late_steps=lambda: engine.late_steps, reconnects=lambda: keeper.reconnects, restarts=lambda: worker.restarts
+    )
     holder = ModelHolder()
     identity = model_identity(FOLK_MANIFEST.parent)
     vitals = Vitals(
         sched,
-        metrics=metrics,
-        sources=(WorkerLike(),),
+        counters=counters,
         synth=FakeSynth(),
         model=identity,
         model_source=holder,
@@ -179,7 +188,7 @@ def rig():
     )
     server = HealthServer(vitals, port=0)
     server.start()
-    yield sched, now, metrics, holder, vitals, server
+    yield sched, now, keeper, holder, vitals, server
     server.close()
 
 
@@ -199,7 +208,7 @@ def test_healthz_follows_the_heartbeat(rig):
 
 
 def test_metrics_hold_what_the_engine_holds(rig):
-    sched, now, metrics, _, _, server = rig
+    sched, now, keeper, _, _, server = rig
     sched.heartbeat_ns = now[0] - 250_000_000
     sched.stats.sent, sched.stats.late, sched.stats.max_late_ns, sched.stats.realtime = 120, 7, 3_500_000, True
     for data in [(0x90, 60, 100), (0x90, 64, 100), (0x91, 67, 90), (0x80, 60, 0)]:
@@ -212,8 +221,9 @@ def test_metrics_hold_what_the_engine_holds(rig):
     assert m[("livegen_healthy", ())] == 1 and m[("livegen_scheduler_realtime", ())] == 1
     assert m[("livegen_sent_messages_total", ())] == 120 and m[("livegen_late_sends_total", ())] == 7
     assert m[("livegen_max_late_send_seconds", ())] == pytest.approx(0.0035)
-    assert m[("livegen_late_steps_total", ())] == 3 + 4  # the metrics' own and a source's
-    assert m[("livegen_xruns_total", ())] == 2 + 5  # counted, plus the synth's underflows
+    assert m[("livegen_late_steps_total", ())] == 3
+    assert m[("livegen_xruns_total", ())] == 5  # the synth's underflows
+    assert m[("livegen_port_losses_total", ())] == 0  # nothing in this jam counts them
     assert m[("livegen_reconnects_total", ())] == 4
     assert m[("livegen_worker_restarts_total", ())] == 2
     assert m[("livegen_send_errors_total", ())] == 6
@@ -227,7 +237,7 @@ def test_metrics_hold_what_the_engine_holds(rig):
     sha = hashlib.sha256(FOLK_MANIFEST.read_bytes()).hexdigest()
     assert m[("livegen_model_info", (("name", "folk-lstm"), ("version", "1.2.0"), ("sha256", sha)))] == 1
     # the engine counts on: the next scrape says so
-    metrics.reconnects += 1
+    keeper.reconnects += 1
     sched.stats.late += 1
     m = parse_metrics(fetch(server.url + "/metrics")[2])
     assert m[("livegen_reconnects_total", ())] == 5 and m[("livegen_late_sends_total", ())] == 8

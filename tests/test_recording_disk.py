@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from livegen.engine.health import Vitals
+from livegen.engine.health import Counters, Vitals
 from livegen.engine.jam import JamConfig, run_jam
 from livegen.errors import LivegenError
 from livegen.io import recorder as recorder_module
@@ -142,7 +142,9 @@ def test_write_errors_are_a_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(recorder_module, "write_midi", lambda *a, **k: (_ for _ in ()).throw(ENOSPC))
     rec.autosave()
     rec.autosave()
-    text = Vitals(Scheduler([], tick_of=lambda ns: 0), sources=(rec,)).exposition()
+    text = Vitals(
+        Scheduler([], tick_of=lambda ns: 0), counters=Counters(write_errors=lambda: rec.write_errors)
+    ).exposition()
     assert "# TYPE livegen_recording_write_errors_total counter" in text
     assert "\nlivegen_recording_write_errors_total 2\n" in text
 

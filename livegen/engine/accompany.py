@@ -29,7 +29,7 @@ import numpy as np
 
 from livegen.engine.line import PlannedLine, check_horizons
 from livegen.engine.live import Generations, LiveParams
-from livegen.engine.planner import Action, Commit, Withdraw
+from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepGenerator
 from livegen.music.events import NOTE_OFF, NOTE_ON, Note
@@ -62,7 +62,7 @@ class AccompanySettings:
             raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
 
 
-class AccompanyPlanner:
+class AccompanyPlanner(Planner):
     """The ``accompany`` follow mode over a ``step`` generator."""
 
     def __init__(

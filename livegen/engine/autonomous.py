@@ -28,7 +28,7 @@ import numpy as np
 
 from livegen.engine.line import PlannedLine, check_horizons
 from livegen.engine.live import Generations, LiveParams
-from livegen.engine.planner import Action, Commit, Planner, Withdraw
+from livegen.engine.planner import Action, Commit, Planner, PlannerReport, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import NOTE_OFF, NOTE_ON
@@ -78,7 +78,7 @@ class Reseed:
     source: str  # "recent" or "seed"
 
 
-class AutonomousPlanner:
+class AutonomousPlanner(Planner):
     """The ``autonomous`` mode over a ``step`` generator."""
 
     def __init__(
@@ -259,3 +259,6 @@ class AutonomousPlanner:
             self._inner.replan()
         else:
             self.line.replan()
+
+    def report(self) -> PlannerReport:
+        return PlannerReport(reseeds=len(self.reseeds))

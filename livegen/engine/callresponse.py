@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from livegen.engine.live import MAX_CHORD, Generations, LiveParams
-from livegen.engine.planner import Action, Commit, Withdraw
+from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import NOTE_OFF, NOTE_ON, MidiEvent, note_off, note_on
@@ -69,7 +69,7 @@ class _Response:
     chord: int = 0  # notes placed at the last onset
 
 
-class CallResponsePlanner:
+class CallResponsePlanner(Planner):
     """The ``call-response`` follow mode over a ``step`` generator."""
 
     def __init__(

@@ -85,8 +85,17 @@ class Clock(Protocol):
     @property
     def version(self) -> int: ...
 
+    def poll(self) -> bool:
+        """Follow a source that moves on its own (a Link session); True when ``version`` rose. Control
+        thread, every few ms; nothing to follow by default."""
+        return False
 
-class InternalClock:
+    def close(self) -> None:
+        """Let go of what the clock holds (setup); nothing by default."""
+        return None
+
+
+class InternalClock(Clock):
     """The machine's monotonic clock at a fixed tempo map."""
 
     def __init__(self, tempo: TempoMap, *, start_ns: int | None = None) -> None:
@@ -179,7 +188,7 @@ def bpm_to_ns_per_tick(bpm: float) -> float:
     return 60e9 / (bpm * PPQN)
 
 
-class MappedClock:
+class MappedClock(Clock):
     """A clock whose tick <-> wall-time mapping is one immutable :class:`ClockMapping`.
 
     Its owner replaces ``_mapping`` whole (one attribute store, atomic under the GIL),

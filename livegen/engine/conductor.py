@@ -32,7 +32,7 @@ from functools import partial
 from livegen.engine.controls import ControlChange
 from livegen.engine.keyfollow import KeyFollower
 from livegen.engine.live import LiveParams
-from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake
+from livegen.engine.planner import Action, Commit, Panic, Planner, PlannerReport, SaveTake
 from livegen.engine.swap import SwappableGenerator
 from livegen.errors import ConfigError, InferenceSkipped, LivegenError
 from livegen.models.step import StepGenerator
@@ -50,7 +50,7 @@ class _Loaded:
     error: str | None
 
 
-class Conductor:
+class Conductor(Planner):
     """A :class:`Planner` that hosts the current mode's planner and applies live controls."""
 
     def __init__(
@@ -148,13 +148,14 @@ class Conductor:
         return actions + planned
 
     def plan_ahead(self, now_tick: int) -> None:
-        """The planner's work beyond the commit horizon, if it has any (see ``Planner.advance``)."""
-        plan_ahead = getattr(self.planner, "plan_ahead", None)
-        if plan_ahead is not None:
-            try:
-                plan_ahead(now_tick)
-            except InferenceSkipped as err:
-                self._skipped(err)
+        """The planner's work beyond the commit horizon (see ``Planner.plan_ahead``)."""
+        try:
+            self.planner.plan_ahead(now_tick)
+        except InferenceSkipped as err:
+            self._skipped(err)
+
+    def report(self) -> PlannerReport:
+        return PlannerReport(tuple(self.events), self.planner.report().reseeds)
 
     def silence(self) -> list[Action]:
         return self._skipping(self.planner.silence)

@@ -9,7 +9,7 @@ Contexts:
 * the health server's threads (``livegen-health`` accepts, one short-lived thread per
   request): :class:`Vitals` and the request handler. They only read plain attributes
   the engine keeps (the scheduler's heartbeat and counters, the note tracker's counts,
-  the live synth's counters, :class:`JamMetrics`) and ``/proc/self/statm``; they take no
+  the live synth's counters, the counters named in :class:`Counters`) and ``/proc/self/statm``; they take no
   lock the scheduler or the control thread takes, so a slow or hostile client can delay
   nothing but its own answer.
 
@@ -34,7 +34,7 @@ import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from livegen.engine.notify import Notifier, Supervisor, watchdog_interval_ns
+from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP
 from livegen.errors import ConfigError
@@ -91,22 +92,22 @@ def _loopback(host: str) -> str | None:
 # ---- what is measured ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class JamMetrics:
-    """Counters the engine keeps for the health endpoint, one plain int each.
+def _zero() -> int:
+    return 0
 
-    Context: written by whichever thread counts (the control thread, a port's
-    reconnection loop), read by the health server. :class:`Vitals` adds to each field
-    the same-named attribute of its other ``sources`` (the engine's ``late_steps``, the
-    inference worker's ``restarts``), so a counter may live here or on its owner.
-    """
 
-    late_steps: int = 0  # notes skipped because the model planned them after their time
-    xruns: int = 0  # audio buffers that ran dry (the live synth's underflows are added to this)
-    reconnects: int = 0  # MIDI ports or servers opened again after they went away
-    port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
-    restarts: int = 0  # inference workers started again after a crash or a hang
-    skipped_steps: int = 0  # model steps skipped: a run over its time or memory budget, or not finite
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Where ``/metrics`` reads each counter: one function per counter, each reading a plain int
+    attribute of the object that counts (the health server's thread; no lock). 0 for a counter
+    nothing in this jam keeps."""
+
+    late_steps: Callable[[], int] = _zero  # notes skipped because the model planned them after their time
+    reconnects: Callable[[], int] = _zero  # MIDI ports or servers opened again after they went away
+    port_losses: Callable[[], int] = _zero  # MIDI ports that went away (their program, device or JACK server)
+    restarts: Callable[[], int] = _zero  # inference workers started again after a crash or a hang
+    skipped_steps: Callable[[], int] = _zero  # model steps skipped: over a budget, or not finite
+    write_errors: Callable[[], int] = _zero  # writes of the recording (MIDI parts, takes, the WAV) that failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,27 +169,24 @@ class Vitals:
 
     ``scheduler`` gives the heartbeat (in ``clock``'s time), the sends and the notes
     sounding; ``synth`` (a :class:`~livegen.io.synth_live.LiveSynth`, if one plays) its
-    buffer underflows; ``metrics`` and ``sources`` the counters named like the fields of
-    :class:`JamMetrics`. ``model`` is the identity of the model the jam started with;
-    ``model_source`` an object whose ``model`` attribute names the model playing now (the
-    in-process conductor: a model swapped in is looked up and hashed once).
+    buffer underflows; ``counters`` where each counter is read. ``model`` is the identity of the
+    model the jam started with; ``model_source`` the conductor, whose ``model`` names the model
+    playing now (a model swapped in is looked up and hashed once).
     """
 
     def __init__(
         self,
         scheduler: Scheduler,
         *,
-        metrics: JamMetrics | None = None,
-        sources: Sequence[object] = (),
+        counters: Counters | None = None,
         synth: Any = None,
         model: ModelIdentity | None = None,
-        model_source: object = None,
+        model_source: Planner | None = None,
         stale_after_s: float = DEFAULT_STALE_S,
         clock: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self.scheduler = scheduler
-        self.metrics = metrics if metrics is not None else JamMetrics()
-        self.sources = (self.metrics, *sources)
+        self.counters = counters if counters is not None else Counters()
         self.synth = synth
         self.model = model
         self.model_source = model_source
@@ -220,22 +218,10 @@ class Vitals:
             )
         return True, "ok"
 
-    def counter(self, name: str) -> int:
-        """The sum of attribute ``name`` over the metrics and the sources (missing counts 0)."""
-        total = 0
-        for source in self.sources:
-            value = getattr(source, name, 0)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                total += int(value)
-        return total
-
     def xruns(self) -> int:
-        total = self.counter("xruns")
-        synth = self.synth
-        stats = getattr(synth, "stats", None)
-        if stats is not None:
-            total += int(stats().underflows)  # a snapshot of the synth's plain counters
-        return total
+        """The live synth's output underflows (0 without one)."""
+        stats = getattr(self.synth, "stats", None)
+        return int(stats().underflows) if stats is not None else 0  # a snapshot of the synth's plain counters
 
     def sounding(self) -> dict[str, int]:
         """Notes sounding now, per output group (``model``: livegen's notes, ``echo``: the performer's)."""
@@ -247,7 +233,7 @@ class Vitals:
 
     def current_model(self) -> ModelIdentity | None:
         """The model playing now (looked up once per name after a swap; unknown: sha256 ``unknown``)."""
-        name = getattr(self.model_source, "model", None) if self.model_source is not None else None
+        name = self.model_source.model if self.model_source is not None else None
         if not isinstance(name, str) or not name:
             return self.model
         identity = self._identities.get(name)
@@ -301,7 +287,7 @@ class Vitals:
             "livegen_late_steps_total",
             "counter",
             "Model notes skipped because inference planned them after their time.",
-            [({}, self.counter("late_steps"))],
+            [({}, self.counters.late_steps())],
         )
         out.family(
             "livegen_xruns_total",
@@ -313,35 +299,35 @@ class Vitals:
             "livegen_reconnects_total",
             "counter",
             "MIDI ports or servers opened again after they went away.",
-            [({}, self.counter("reconnects"))],
+            [({}, self.counters.reconnects())],
         )
         out.family(
             "livegen_port_losses_total",
             "counter",
             "MIDI ports that went away: the program or device they connect to, or their JACK server.",
-            [({}, self.counter("port_losses"))],
+            [({}, self.counters.port_losses())],
         )
         out.family(
             "livegen_worker_restarts_total",
             "counter",
             "Inference workers started again after a crash or a hang.",
-            [({}, self.counter("restarts"))],
+            [({}, self.counters.restarts())],
         )
         out.family(
             "livegen_skipped_steps_total",
             "counter",
             "Model steps skipped: a run over its time or memory budget, ended by a stop, or with NaN or "
             "infinity in its outputs.",
-            [({}, self.counter("skipped_steps"))],
+            [({}, self.counters.skipped_steps())],
         )
         out.family(
             "livegen_recording_write_errors_total",
             "counter",
             "Writes of the recording that failed (an autosave, a part, a take, the WAV; a full disk): "
             "the MIDI not written stays in memory and is tried again, the WAV stops.",
-            [({}, self.counter("write_errors"))],
+            [({}, self.counters.write_errors())],
         )
-        errors = sum(int(getattr(o, "errors", 0)) for group in self.scheduler.groups for o in group)
+        errors = sum(o.errors for group in self.scheduler.groups for o in group)
         out.family(
             "livegen_send_errors_total",
             "counter",
@@ -554,10 +540,8 @@ class HealthServer:
 
 @dataclass(slots=True)
 class Supervision:
-    """What :func:`supervise` set up: the counters, the readings, the endpoint (if any) and the
-    systemd supervisor."""
+    """What :func:`supervise` set up: the readings, the endpoint (if any) and the systemd supervisor."""
 
-    metrics: JamMetrics
     vitals: Vitals
     server: HealthServer | None
     supervisor: Supervisor
@@ -575,10 +559,10 @@ def supervise(
     *,
     host: str = DEFAULT_HOST,
     port: int = 0,
-    sources: Sequence[object] = (),
+    counters: Counters | None = None,
     synth: Any = None,
     model: ModelIdentity | None = None,
-    model_source: object = None,
+    model_source: Planner | None = None,
     status: str = "",
 ) -> Iterator[Supervision]:
     """Health endpoint (when ``port`` is not 0) and systemd notifications around a jam (setup).
@@ -590,11 +574,9 @@ def supervise(
     """
     interval = watchdog_interval_ns()
     stale = interval / 2e9 if interval else DEFAULT_STALE_S
-    metrics = JamMetrics()
     vitals = Vitals(
         scheduler,
-        metrics=metrics,
-        sources=sources,
+        counters=counters,
         synth=synth,
         model=model,
         model_source=model_source,
@@ -607,7 +589,7 @@ def supervise(
             server.start()
             log.info("health endpoint: %s/healthz and %s/metrics", server.url, server.url)
         supervisor.start()
-        yield Supervision(metrics, vitals, server, supervisor)
+        yield Supervision(vitals, server, supervisor)
     finally:
         vitals.stopping = True
         supervisor.close()

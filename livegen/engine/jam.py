@@ -39,7 +39,7 @@ from livegen.engine.clockout import ClockMaster
 from livegen.engine.commands import CommandReader
 from livegen.engine.conductor import Conductor
 from livegen.engine.controls import ControlMap
-from livegen.engine.health import DEFAULT_HOST, check_health_address, model_identity, supervise
+from livegen.engine.health import DEFAULT_HOST, Counters, check_health_address, model_identity, supervise
 from livegen.engine.keyfollow import KeyFollower
 from livegen.engine.live import (
     DENSITY_RANGE,
@@ -574,11 +574,12 @@ def run_jam(
     tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock
     beats_per_bar = song.beats_per_bar if song else 4
     seed = seed_events(song.notes) if song else []
-    conductor: Conductor | PlannerWorker
+    conductor: Planner
+    worker: PlannerWorker | None = None  # the conductor when it runs in an inference worker
     if generator is None:
         # the worker loads the folder read here (a .zip is extracted once, and removed with it)
         worker_config = replace(config, model=str(package.folder))
-        conductor = PlannerWorker(partial(build_planner, worker_config, beats_per_bar, seed))
+        conductor = worker = PlannerWorker(partial(build_planner, worker_config, beats_per_bar, seed))
     else:
         rng = np.random.default_rng(config.rng_seed)
         conductor = make_conductor(config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed)
@@ -597,9 +598,9 @@ def run_jam(
     with ExitStack() as stack:
         if verification is not None:
             stack.callback(verification.cancel)
-        if isinstance(conductor, PlannerWorker):
-            conductor.launch()  # the worker loads the model while the ports open
-            stack.callback(conductor.close)
+        if worker is not None:
+            worker.launch()  # the worker loads the model while the ports open
+            stack.callback(worker.close)
         model_outputs: list[MidiOutput] = []
         echo_outputs: list[MidiOutput] = []
         clock_outputs: list[MidiOutput] = []
@@ -640,13 +641,12 @@ def run_jam(
 
         if verification is not None:
             verification.wait()  # the trial in its bounded child passed: the worker's model may play
-        if isinstance(conductor, PlannerWorker):
-            conductor.wait_ready()  # before the clock starts: the performance begins with a model
+        if worker is not None:
+            worker.wait_ready()  # before the clock starts: the performance begins with a model
         config = _fit_echo_channel(config, conductor.programs, warnings)
         programs = channel_programs(config, conductor.programs)
         clock = _make_clock(config, tempo)
-        if hasattr(clock, "close"):
-            stack.callback(clock.close)
+        stack.callback(clock.close)
         scheduler = Scheduler([model_outputs, echo_outputs, clock_outputs], tick_of=clock.ns_to_tick)
         echo_channel = config.echo_channel if echo and (echo_outputs or offline_synth) else None
         recorder = RollingRecording(
@@ -689,8 +689,8 @@ def run_jam(
             on_save_take=save_take,
             on_sent=sent_to if wav is not None or on_sent is not None else None,
         )
-        if isinstance(conductor, PlannerWorker):
-            conductor.recent = partial(recent_seed, recorder, beats_per_bar)
+        if worker is not None:
+            worker.recent = partial(recent_seed, recorder, beats_per_bar)
         if live_synth is not None:
             for channel, program in programs.items():
                 live_synth.send_now((PROGRAM_CHANGE | channel, program))
@@ -745,7 +745,14 @@ def run_jam(
                 scheduler,
                 host=config.health_host,
                 port=config.health_port,
-                sources=(engine, conductor, keeper, recorder, wav),
+                counters=Counters(
+                    late_steps=lambda: engine.late_steps,
+                    reconnects=lambda: keeper.reconnects if keeper is not None else 0,
+                    port_losses=lambda: keeper.port_losses if keeper is not None else 0,
+                    restarts=lambda: worker.restarts if worker is not None else 0,
+                    skipped_steps=lambda: conductor.skipped_steps,
+                    write_errors=lambda: recorder.write_errors + (wav.write_errors if wav is not None else 0),
+                ),
                 synth=live_synth,
                 model=model_identity(package.folder),
                 model_source=conductor,
@@ -793,8 +800,8 @@ def run_jam(
             finally:
                 supervision.stopping()  # STOPPING=1 before the scheduler stops: writing files is no hang
                 engine.finish()
-                if isinstance(conductor, PlannerWorker):
-                    conductor.close()
+                if worker is not None:
+                    worker.close()
                 if live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
         result = _write_files(recorder, wav, warnings)
@@ -813,17 +820,15 @@ def run_jam(
         result.max_late_ms = scheduler.stats.max_late_ns / 1e6
         result.replan_ms = [ns / 1e6 for ns in engine.replan_ns()]
         result.takes = takes
-        result.changes = list(conductor.events)
-        if isinstance(conductor, PlannerWorker):
-            result.reseeds = conductor.summary.reseeds
-            result.worker_restarts = conductor.restarts
-            if conductor.gave_up:
+        report = conductor.report()
+        result.changes, result.reseeds = list(report.changes), report.reseeds
+        if worker is not None:
+            result.worker_restarts = worker.restarts
+            if worker.gave_up:
                 result.warnings.append(
-                    f"the inference worker failed {conductor.crashes + conductor.hangs} time(s) and was not started "
+                    f"the inference worker failed {worker.crashes + worker.hangs} time(s) and was not started "
                     "again; the clock and the recording went on without the model (the log says why)"
                 )
-        else:
-            result.reseeds = len(getattr(conductor.planner, "reseeds", []))
         result.late_steps = engine.late_steps
         result.skipped_steps = conductor.skipped_steps
         result.tempo_bpm = clock.tempo_bpm

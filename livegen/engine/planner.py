@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from livegen.engine.controls import ControlChange
 from livegen.music.events import MidiEvent
 
 
@@ -41,19 +42,46 @@ class SaveTake:
 Action = Commit | Withdraw | Panic | SaveTake
 
 
+@dataclass(frozen=True, slots=True)
+class PlannerReport:
+    """What a planner tells the jam's report when the jam ends."""
+
+    changes: tuple[str, ...] = ()  # live changes (controls, mode, model), in order
+    reseeds: int = 0  # autonomous mode's reseeds
+
+
 class Planner(Protocol):
-    """A follow mode driving a generator."""
+    """A follow mode driving a generator; planners subclass it for the defaults of the optional members."""
+
+    #: The model playing now, where the planner swaps models (the conductor); None otherwise.
+    model: str | None = None
+    #: Planner calls ended by a model run its time budget refused.
+    skipped_steps: int = 0
 
     def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
         """Fold in one performed MIDI message that arrived at ``tick``."""
 
     def advance(self, now_tick: int) -> list[Action]:
-        """Plan ahead of ``now_tick`` (called often: every few milliseconds live).
+        """Plan ahead of ``now_tick`` (called often: every few milliseconds live)."""
 
-        A planner may also have ``plan_ahead(now_tick)``, which the engine calls once the
-        actions :meth:`advance` returned are applied: work that need not delay a commit
-        (sampling beyond the commit horizon) goes there.
-        """
+    def plan_ahead(self, now_tick: int) -> None:
+        """Work that need not delay a commit (sampling beyond the commit horizon), called once the
+        actions :meth:`advance` returned are applied. None by default."""
+        return None
+
+    def post(self, change: ControlChange) -> None:
+        """Queue a control change for the control thread (any thread). Ignored by default: only the
+        conductor has live controls."""
+        return None
+
+    def report(self) -> PlannerReport:
+        """What the jam's report says of this planner."""
+        return PlannerReport()
+
+    @property
+    def programs(self) -> dict[int, int] | None:
+        """MIDI channel -> GM program of the model's tracks (a multi-track model's); None by default."""
+        return None
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""

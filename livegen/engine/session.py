@@ -93,7 +93,6 @@ class Engine:
         self._replan = array("q", bytes(8 * replan_capacity))
         self._replans = 0
         self._reacting: list[int] = []  # arrival stamps of this step's performed note-ons
-        self._plan_ahead: Callable[[int], None] | None = getattr(planner, "plan_ahead", None)
         self.freeze_gc = freeze_gc
         self.gc_threshold0 = gc_threshold0
 
@@ -194,9 +193,7 @@ class Engine:
     def _keep_time(self) -> None:
         """Retime the scheduler when the clock's mapping moved; schedule clock output."""
         clock = self.clock
-        poll = getattr(clock, "poll", None)  # a Link session moves on its own
-        if poll is not None:
-            poll()
+        clock.poll()  # a Link session moves on its own
         if clock.version != self._clock_version:
             self._clock_version = clock.version
             self.scheduler.retime(clock.tick_to_ns)
@@ -254,8 +251,7 @@ class Engine:
             self._apply(self.planner.advance(now))
             if self._reacting:
                 self._reacted()
-            if self._plan_ahead is not None:
-                self._plan_ahead(now)  # after the commit: sampling beyond it delays nobody
+            self.planner.plan_ahead(now)  # after the commit: sampling beyond it delays nobody
         elif self._reacting:
             self._reacted()
         self.collect_sent()

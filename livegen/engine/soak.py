@@ -512,7 +512,7 @@ def run_accelerated(settings: SoakSettings, *, progress: Callable[[str], None] |
     final = recorder.write()
     parts = [*recorder.parts, final]
     readback = read_parts(parts, recorder.part_ticks)
-    reseeds = getattr(conductor.planner, "reseeds", [])
+    reseeds = conductor.report().reseeds
     report = _report(
         "accelerated",
         settings,
@@ -528,7 +528,7 @@ def run_accelerated(settings: SoakSettings, *, progress: Callable[[str], None] |
         parts=parts,
     )
     report["visits"] = visits
-    report["reseeds"] = len(reseeds)
+    report["reseeds"] = reseeds
     report["held_max"] = held_max
     report["held_end"] = {
         "recorder_messages": recorder.held,

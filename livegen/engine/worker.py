@@ -50,14 +50,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
 from livegen.engine.controls import ControlChange
-from livegen.engine.planner import Action, Planner, Withdraw
+from livegen.engine.planner import Action, Planner, PlannerReport, Withdraw
 from livegen.engine.scheduler import ALL_GENERATIONS
 from livegen.errors import LivegenError
 from livegen.models.package import remove_orphaned_extractions
@@ -95,14 +94,6 @@ class PlannerBuilder(Protocol):
     def __call__(self, seed: list[StepEvent] | None) -> Planner: ...
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSummary:
-    """What the worker's planner reported when it was stopped (for the jam's report)."""
-
-    events: tuple[str, ...] = ()
-    reseeds: int = 0
-
-
 class WorkerFailed(LivegenError):
     """The worker could not start (its error names the model or the package)."""
 
@@ -115,11 +106,6 @@ def _beat(heartbeat: Synchronized[float]) -> None:
     while True:
         heartbeat.value = time.monotonic()
         time.sleep(HEARTBEAT_S)
-
-
-def _summary(planner: Planner) -> WorkerSummary:
-    inner = getattr(planner, "planner", planner)
-    return WorkerSummary(tuple(getattr(planner, "events", ())), len(getattr(inner, "reseeds", ())))
 
 
 def _serve(
@@ -136,7 +122,7 @@ def _serve(
     except Exception as err:  # a broken package: the parent reports it by name
         conn.send(("failed", f"the model could not be loaded in the inference worker ({err!r})"))
         return
-    programs = getattr(planner, "programs", None)
+    programs = planner.programs
     conn.send(("ready", planner.responses, planner.busy, dict(programs) if programs else None))
     while True:
         try:
@@ -155,11 +141,9 @@ def _serve(
             elif kind == "replan":
                 planner.replan()
             elif kind == "post":
-                post = getattr(planner, "post", None)
-                if post is not None:
-                    post(message[2])
+                planner.post(message[2])
             elif kind == "stop":
-                conn.send(("stopped", _summary(planner)))
+                conn.send(("stopped", planner.report()))
                 return
         except Exception as err:
             log.exception("inference worker: %s failed", kind)
@@ -172,14 +156,13 @@ def _serve(
                 actions,
                 planner.responses,
                 planner.busy,
-                getattr(planner, "model", None),
-                getattr(planner, "skipped_steps", 0),
+                planner.model,
+                planner.skipped_steps,
             )
         )
-        plan_ahead = getattr(planner, "plan_ahead", None)
-        if kind == "advance" and plan_ahead is not None:
+        if kind == "advance":
             try:  # after the reply: the parent commits while the worker samples on
-                plan_ahead(message[2])
+                planner.plan_ahead(message[2])
             except Exception as err:
                 log.exception("inference worker: planning ahead failed")
                 conn.send(("crashed", repr(err)))
@@ -189,7 +172,7 @@ def _serve(
 # ---- the parent's side -----------------------------------------------------------------
 
 
-class PlannerWorker:
+class PlannerWorker(Planner):
     """A :class:`~livegen.engine.planner.Planner` whose planner runs in a supervised child process."""
 
     def __init__(
@@ -219,8 +202,8 @@ class PlannerWorker:
         self.skipped_steps = 0  # steps the worker's model skipped (over its budget, not finite)
         self._skipped_before = 0  # skipped by the workers before the one playing now
         self.recovery_s: list[float] = []  # from each failure found to the new worker's first answer
-        self.summary = WorkerSummary()
-        self.programs: dict[int, int] | None = None  # the model's tracks' GM programs, once ready
+        self._report = PlannerReport()  # the worker's planner's, once it stopped
+        self._programs: dict[int, int] | None = None  # the model's tracks' GM programs, once ready
         self.model: str | None = None  # the name of the model playing (a swap happens in the worker)
         self._ctx = multiprocessing.get_context("spawn")
         self._process: BaseProcess | None = None
@@ -287,13 +270,12 @@ class PlannerWorker:
     def _adopt(self, process: BaseProcess, conn: Connection, ready: tuple[Any, ...]) -> None:
         self._process, self._conn = process, conn
         self._adopted_at = time.monotonic()
-        self._responses, self._busy, self.programs = ready[1], ready[2], ready[3]
+        self._responses, self._busy, self._programs = ready[1], ready[2], ready[3]
         self._outstanding.clear()
         self._advance_seq = None
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the worker within ``timeout`` (then it is killed), keeping its planner's summary
-        (events, reseeds) for the report."""
+        """Stop the worker within ``timeout`` (then it is killed), keeping its planner's report."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
         self._restart_at = None
@@ -311,7 +293,7 @@ class PlannerWorker:
             while conn.poll(max(0.0, deadline - time.monotonic())):
                 reply = conn.recv()
                 if reply[0] == "stopped":
-                    self.summary = reply[1]
+                    self._report = reply[1]
                     break
                 if reply[0] == "done":
                     self._note_status(reply)
@@ -346,8 +328,12 @@ class PlannerWorker:
         return self._busy or self._process is None
 
     @property
-    def events(self) -> list[str]:
-        return list(self.summary.events)
+    def programs(self) -> dict[int, int] | None:
+        return self._programs
+
+    def report(self) -> PlannerReport:
+        """The worker's planner's report, as it sent it when stopped (:meth:`close`)."""
+        return self._report
 
     def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
         actions = self._check()
