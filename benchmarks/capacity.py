@@ -101,7 +101,7 @@ def run(port: Any, voices: int, seconds: float, *, scheduler_kwargs: dict[str, A
 
 
 def measure(seconds: float = 10.0, *, quick: bool = False, counts: tuple[int, ...] = COUNTS) -> dict[str, Any]:
-    from livegen.io import midi_ports
+    from livegen.io import midi_output
 
     reason = JackServer.available()
     if reason:
@@ -113,7 +113,7 @@ def measure(seconds: float = 10.0, *, quick: bool = False, counts: tuple[int, ..
     capacity = 0
     with JackServer() as server:
         with jack_env(server):
-            port = midi_ports.open_output("livegen", api="jack", virtual=True)
+            port = midi_output.open_output("livegen", api="jack", virtual=True)
         try:
             for n in counts:
                 result = run(port, n, seconds)

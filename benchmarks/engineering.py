@@ -107,12 +107,12 @@ def inference_process(events: int, rounds: int) -> dict[str, Any]:
 
 def burst(seconds: float, counts: tuple[int, ...], rounds: int) -> dict[str, Any]:
     from benchmarks import capacity
-    from livegen.io import midi_ports
+    from livegen.io import midi_output
 
     out: dict[str, Any] = {}
     with JackServer() as server:
         with jack_env(server):
-            port = midi_ports.open_output("livegen", api="jack", virtual=True)
+            port = midi_output.open_output("livegen", api="jack", virtual=True)
         try:
             for n in counts:
                 row: dict[str, list[float]] = {"one per loop": [], "burst": []}
@@ -134,8 +134,8 @@ def jack_probe_reuse(runs: int) -> dict[str, Any]:
     from benchmarks.startup import first_note
 
     variants = {
-        "probe twice (PROBE_REUSE_S = 0)": "import livegen.io.midi_ports as m\nm.PROBE_REUSE_S = 0.0",
-        "reuse a good probe (shipped)": "import livegen.io.midi_ports as m",
+        "probe twice (PROBE_REUSE_S = 0)": "import livegen.io.midi_api as m\nm.PROBE_REUSE_S = 0.0",
+        "reuse a good probe (shipped)": "import livegen.io.midi_api as m",
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     with JackServer() as server, tempfile.TemporaryDirectory(prefix="livegen-bench-probe-") as tmp:

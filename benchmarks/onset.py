@@ -159,12 +159,12 @@ def run(
     raw: bool = False,
 ) -> dict[str, Any]:
     """One run of ``events`` scheduled events; errors inside (and outside with ``peer``)."""
-    from livegen.io import midi_ports
+    from livegen.io import midi_output
 
     saved_interval = sys.getswitchinterval()
     saved_threshold = gc.get_threshold()
     with jack_env(server):
-        port = midi_ports.open_output("livegen", api="jack", virtual=True)
+        port = midi_output.open_output("livegen", api="jack", virtual=True)
     peer_proc = None
     peer_file = Path(tempfile.mkstemp(prefix="livegen-bench-peer-", suffix=".json")[1])
     try:

@@ -19,7 +19,7 @@ Two experiments, each on a private JACK server (dummy driver, stopped by its PID
   request socket accepts both ports are open again, the longest stall of another Python
   thread (a 1 ms ticker) while the ports go offline and while they open again, and what
   each restart costs in memory and threads (a dead output client is retired, never
-  deleted: see ``livegen.io.midi_ports.discard_client``).
+  deleted: see ``livegen.io.midi_clients.discard_client``).
 
     python -m benchmarks.reconnect [--cycles 1000] [--restarts 20] [--json FILE]
 """
@@ -192,7 +192,7 @@ def vitals() -> dict[str, int]:
 
 def own_ports() -> list[str]:
     """livegen's ports in the JACK graph now."""
-    from livegen.io.midi_ports import is_own_port, list_ports
+    from livegen.io.midi_api import is_own_port, list_ports
 
     inputs, outputs = list_ports("jack")
     return sorted(p for p in {*inputs, *outputs} if is_own_port(p))
@@ -201,13 +201,14 @@ def own_ports() -> list[str]:
 def port_cycles(cycles: int, *, poll_s: float = 0.01, warm: int = 5, checkpoints: int = 4) -> dict[str, Any]:
     """``cycles`` disappearances and returns of a keyboard and a synth port (on the JACK server
     ``JACK_DEFAULT_SERVER`` names); the figures of the leak check."""
-    from livegen.io import midi_ports
-    from livegen.io.midi_ports import open_input, open_output
+    from livegen.io import midi_clients
+    from livegen.io.midi_input import open_input
+    from livegen.io.midi_output import open_output
     from livegen.io.reconnect import PortKeeper
 
     got: queue.Queue[tuple[int, ...]] = queue.Queue()
     every = max(1, cycles // checkpoints)
-    retired_before = len(midi_ports._retired)
+    retired_before = len(midi_clients._retired)
     with peer("keyboard", "kbd") as keyboard, peer("sink", "synth") as synth:
         source = open_input("kbd", api="jack", callback=lambda data, t_ns: got.put(data))
         out = open_output("synth", api="jack", virtual=False)
@@ -265,7 +266,7 @@ def port_cycles(cycles: int, *, poll_s: float = 0.01, warm: int = 5, checkpoints
         "own_ports_after": ports_after,
         "released": source.released,
         "extra_messages": len(extra),
-        "retired_clients": len(midi_ports._retired) - retired_before,  # dead clients kept by these cycles
+        "retired_clients": len(midi_clients._retired) - retired_before,  # dead clients kept by these cycles
         "port_losses": keeper.port_losses,
         "reconnects": keeper.reconnects,
         "still_plays": still_plays,
@@ -290,8 +291,9 @@ def _listening(name: str) -> bool:
 
 def server_restarts(server: JackServer, restarts: int) -> dict[str, Any]:
     """Kill ``server`` and start it again ``restarts`` times under a virtual output and input."""
-    from livegen.io import midi_ports
-    from livegen.io.midi_ports import open_input, open_output
+    from livegen.io import midi_clients
+    from livegen.io.midi_input import open_input
+    from livegen.io.midi_output import open_output
     from livegen.io.reconnect import PortKeeper
 
     assert server.process is not None
@@ -351,7 +353,7 @@ def server_restarts(server: JackServer, restarts: int) -> dict[str, Any]:
         "after": after,
         "rss_per_restart_kib": round((after["rss_kib"] - before["rss_kib"]) / restarts, 1),
         "own_ports_after": ports,
-        "retired_clients": len(midi_ports._retired),
+        "retired_clients": len(midi_clients._retired),
         "port_losses": keeper.port_losses,
         "reconnects": keeper.reconnects,
     }

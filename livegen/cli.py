@@ -797,15 +797,15 @@ def _cmd_soak(args: argparse.Namespace) -> int:
 
 
 def _cmd_ports(args: argparse.Namespace) -> int:
-    from livegen.io import midi_ports
+    from livegen.io import midi_api
     from livegen.io.synth import list_audio_devices
 
-    for api in midi_ports.compiled_apis():
-        reason = midi_ports.probe_api(api)
+    for api in midi_api.compiled_apis():
+        reason = midi_api.probe_api(api)
         if reason:
             print(f"MIDI {api}: unavailable: {reason}")
             continue
-        inputs, outputs = midi_ports.list_ports(api)
+        inputs, outputs = midi_api.list_ports(api)
         print(f"MIDI {api}: inputs: {', '.join(inputs) or '(none)'}")
         print(f"MIDI {api}: outputs: {', '.join(outputs) or '(none)'}")
     try:

@@ -81,15 +81,15 @@ def run_checks() -> Iterator[Check]:
     )
 
     def midi() -> str:
-        from livegen.io import midi_ports
+        from livegen.io import midi_api
 
         usable = []
-        for api in midi_ports.compiled_apis():
-            reason = midi_ports.probe_api(api)
+        for api in midi_api.compiled_apis():
+            reason = midi_api.probe_api(api)
             if reason is None:
                 usable.append(api)
         if not usable:
-            reasons = "; ".join(f"{api}: {midi_ports.probe_api(api)}" for api in midi_ports.compiled_apis())
+            reasons = "; ".join(f"{api}: {midi_api.probe_api(api)}" for api in midi_api.compiled_apis())
             raise LivegenError(f"no MIDI backend runs here ({reasons})")
         return "usable APIs: " + ", ".join(usable)
 

@@ -28,7 +28,7 @@ CLOCK_MONOTONIC and so compare across processes)::
         {"on": [PITCH, VEL]} | {"off": P}  a performed note-on / note-off, 1 ms before the next grid point
 
 Peers leave with ``os._exit`` and never close their rtmidi objects: closing a JACK
-input whose Python callback is busy can deadlock (see livegen.io.midi_ports).
+input whose Python callback is busy can deadlock (see livegen.io.midi_input).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from livegen.engine.clock import ClockMapping, MidiClockFollower, Transport
-from livegen.io.midi_ports import open_input
+from livegen.io.midi_input import open_input
 from tests.jackutil import Peer
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]

@@ -244,7 +244,7 @@ class _Backend:
 
 
 def test_rtmidi_input_delivers_only_well_formed_messages() -> None:
-    from livegen.io.midi_ports import RtMidiInput
+    from livegen.io.midi_input import RtMidiInput
 
     packets = [(0x90, 60), (100,), (0xF8,), (0x90, 0xF8, 61, 0xFA, 90), (0xF0, 1, 2), (0xB0, 7, 300), (62, 1)]
     backend = _Backend(packets)

@@ -34,7 +34,7 @@ from livegen.io.journal import (
     read_journal,
     state_dir,
 )
-from livegen.io.midi_ports import RtMidiOutput
+from livegen.io.midi_output import RtMidiOutput
 
 ON, OFF, CC = 0x90, 0x80, 0xB0
 
@@ -224,7 +224,7 @@ CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
 from livegen.io.journal import guard_output
-from livegen.io.midi_ports import RtMidiOutput
+from livegen.io.midi_output import RtMidiOutput
 
 class Client:
     def send_message(self, data): pass

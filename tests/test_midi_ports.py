@@ -21,9 +21,9 @@ import pytest
 import rtmidi
 
 from livegen.errors import BackendUnavailableError, ConfigError, PortNotFoundError
-from livegen.io import midi_ports
+from livegen.io import midi_api
 from livegen.io.base import MemoryInput, MemoryOutput
-from livegen.io.midi_ports import (
+from livegen.io.midi_api import (
     api_id,
     compiled_apis,
     default_api,
@@ -31,10 +31,10 @@ from livegen.io.midi_ports import (
     is_own_port,
     list_ports,
     match_port,
-    open_input,
-    open_output,
     probe_api,
 )
+from livegen.io.midi_input import open_input
+from livegen.io.midi_output import open_output
 from tests.jackutil import JackServer, Peer, find_jackd, jackd_processes
 
 needs_jack_api = pytest.mark.skipif(
@@ -377,7 +377,7 @@ def test_memory_twins_tell_the_truth(jack_server: str, peers: list[Peer]) -> Non
 
 CLOSE_UNDER_LOAD = """
 import sys, time
-from livegen.io.midi_ports import open_input
+from livegen.io.midi_input import open_input
 for _ in range(int(sys.argv[1])):
     source = open_input("stream", api="jack", callback=lambda data, t_ns: None, poll_interval=0.001)
     time.sleep(0.02)
@@ -428,7 +428,7 @@ def test_a_hung_jack_server_makes_probe_and_open_fail_in_bounded_time(
         reason = probe_api("jack", timeout=1.0)
         assert reason is not None and "did not answer within 1 s" in reason
         assert server.name in reason
-        monkeypatch.setattr(midi_ports, "PROBE_TIMEOUT", 1.0)
+        monkeypatch.setattr(midi_api, "PROBE_TIMEOUT", 1.0)
         with pytest.raises(BackendUnavailableError, match="stopped or hung"):
             open_output(api="jack")
         assert time.monotonic() - started < 10

@@ -31,7 +31,8 @@ import pytest
 from benchmarks.reconnect import peer, port_cycles, wait_for
 from livegen.io import patchbay
 from livegen.io.journal import guard_output
-from livegen.io.midi_ports import open_input, open_output
+from livegen.io.midi_input import open_input
+from livegen.io.midi_output import open_output
 from livegen.io.reconnect import JackServerWatch, PortKeeper
 from tests.conftest import JACKD_MISSING
 from tests.jackutil import JackServer, Peer, find_jackd

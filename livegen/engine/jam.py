@@ -384,13 +384,13 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _open_midi(config: JamConfig, warnings: list[str]) -> tuple[str | None, str | None]:
     """The MIDI API to use, or None with the reason when none works here."""
-    from livegen.io import midi_ports
+    from livegen.io import midi_api
 
-    api = config.midi_api or midi_ports.default_api()
-    reason = midi_ports.probe_api(api)
+    api = config.midi_api or midi_api.default_api()
+    reason = midi_api.probe_api(api)
     if reason is None:
         return api, None
-    if config.midi_api is None and midi_ports.probe_api("jack") is None:
+    if config.midi_api is None and midi_api.probe_api("jack") is None:
         warnings.append(f"MIDI API {api}: {reason}; using the running JACK server instead")
         return "jack", None
     return None, f"MIDI API {api}: {reason}"
@@ -403,10 +403,10 @@ def open_port_output(name: str, api: str) -> MidiOutput:
     anything else is sent on it, what a jam killed on this port left sounding is
     silenced, and the port gets its crash journal (:func:`livegen.io.journal.guard_output`).
     """
-    from livegen.io import midi_ports
+    from livegen.io import midi_output
     from livegen.io.journal import guard_output
 
-    port = midi_ports.open_output(name, api=api, virtual=(name == "livegen"))
+    port = midi_output.open_output(name, api=api, virtual=(name == "livegen"))
     try:
         guard_output(port)
     except BaseException:
@@ -548,7 +548,7 @@ def run_jam(
     ``on_sent`` sees every message the scheduler sent, once, on the control thread
     (``livegen soak --realtime`` measures the jam through it); it must not keep them all.
     """
-    from livegen.io import midi_ports
+    from livegen.io import midi_api, midi_input
     from livegen.io.synth import audio_output_available
 
     stop = stop or threading.Event()
@@ -700,7 +700,7 @@ def run_jam(
         if config.input is not None:
             assert api is not None
             virtual = config.input == VIRTUAL_INPUT
-            source = midi_ports.open_input(
+            source = midi_input.open_input(
                 None if virtual else config.input,
                 api=api,
                 callback=engine.on_midi,
@@ -709,10 +709,10 @@ def run_jam(
             )
             stack.callback(source.close)
         elif not autonomous or config.seed_file is None:
-            keyboard = midi_ports.find_keyboard(api) if api else None
+            keyboard = midi_api.find_keyboard(api) if api else None
             if keyboard is not None:
                 assert api is not None
-                source = midi_ports.open_input(keyboard, api=api, callback=engine.on_midi)
+                source = midi_input.open_input(keyboard, api=api, callback=engine.on_midi)
                 stack.callback(source.close)
             elif wants_phrase:
                 assert song is not None
@@ -724,7 +724,7 @@ def run_jam(
         clock_source: MidiInput | None = None
         if config.clock == "midi" and config.clock_input is not None:
             assert api is not None
-            clock_source = midi_ports.open_input(
+            clock_source = midi_input.open_input(
                 config.clock_input, api=api, callback=engine.on_midi, ignore_clock=False
             )
             stack.callback(clock_source.close)

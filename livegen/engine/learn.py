@@ -261,9 +261,9 @@ def learn(
     a unique part of one (default: the first keyboard found); ``api`` an ``--midi-api``
     name. ``on_listening`` is called with the input's port name once it is open. Raises
     :class:`ConfigError` (parameter, preset), the port errors of
-    :func:`livegen.io.midi_ports.open_input`, or :class:`LivegenError` on timeout.
+    :func:`livegen.io.midi_input.open_input`, or :class:`LivegenError` on timeout.
     """
-    from livegen.io.midi_ports import open_input
+    from livegen.io.midi_input import open_input
 
     if not timeout > 0:
         raise ConfigError(f"--timeout {timeout}: expected a number of seconds above 0")

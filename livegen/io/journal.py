@@ -9,7 +9,7 @@ Contexts:
   the port plays without a journal); only a bad ``LIVEGEN_STATE_DIR`` is an error.
 - scheduler thread (real-time): :meth:`NoteJournal.before_send` and
   :meth:`NoteJournal.after_send`, called by
-  :class:`~livegen.io.midi_ports.RtMidiOutput` around every message it hands to the
+  :class:`~livegen.io.midi_output.RtMidiOutput` around every message it hands to the
   backend, under the port's own lock. They are stores into a mapped page: no system
   call, no allocation, no logging.
 
@@ -128,7 +128,7 @@ class JournalError(LivegenError, ValueError):
 
 
 class GuardedOutput(Protocol):
-    """What :func:`guard_output` needs of a port (:class:`~livegen.io.midi_ports.RtMidiOutput`)."""
+    """What :func:`guard_output` needs of a port (:class:`~livegen.io.midi_output.RtMidiOutput`)."""
 
     api: str
     port: str

@@ -26,7 +26,7 @@ When the server goes away every port goes offline at once: an output counts what
 scheduler sends in its ``errors`` and hands nothing to the backend (a dead server's ring
 buffer, once full, would block the sender forever); an input first delivers note-offs for
 every note the performer held (and sustain pedal releases), then its client is deleted;
-an output's dead client is retired (:func:`~livegen.io.midi_ports.discard_client` says why
+an output's dead client is retired (:func:`~livegen.io.midi_clients.discard_client` says why
 it is never deleted). libjack requires all of them gone before a client is opened on a new
 server. When a server answers again it is probed from a child process (a hung one cannot
 hang livegen), then every port is opened again: virtual ports at once, connected ones as
@@ -35,14 +35,14 @@ soon as the port they connect to is listed.
 A port whose peer goes away (the server still up) goes offline the same way but keeps its
 client: an input releases what was held, an output stops sending. When a port matching
 the name it was first asked for (``--in kbd`` matches ``kbd:kbd``; see
-:func:`~livegen.io.midi_ports.match_port`) is listed again, it is connected; an output
+:func:`~livegen.io.midi_api.match_port`) is listed again, it is connected; an output
 first sends the note-offs (and CC64, CC123, CC120) of what its crash journal says was
 sounding when it was lost. A virtual port whose peer (a DAW) goes away needs nothing: the
 DAW connects to it again.
 
 On JACK connecting again is one ``jack_connect`` by name (:mod:`~livegen.io.patchbay`):
 the port's own client and port stay as they are. Elsewhere the client's port is opened
-again (:func:`~livegen.io.midi_ports.connect_client`).
+again (:func:`~livegen.io.midi_clients.connect_client`).
 
 Limits: a peer that goes away and comes back between two polls is not noticed (the
 keeper looks for the port, not for its connection), and a stopped (not killed) server is
@@ -62,8 +62,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from livegen.errors import LivegenError
-from livegen.io import jack, midi_ports
-from livegen.io.midi_ports import RtMidiInput, RtMidiOutput
+from livegen.io import jack, midi_api, midi_clients
+from livegen.io.midi_input import RtMidiInput
+from livegen.io.midi_output import RtMidiOutput
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +222,9 @@ class PortKeeper:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(midi_ports.PROBE_TIMEOUT + 5.0)
+            thread.join(midi_api.PROBE_TIMEOUT + 5.0)
             if thread.is_alive():
-                log.warning("the MIDI port keeper did not stop within %g s", midi_ports.PROBE_TIMEOUT + 5.0)
+                log.warning("the MIDI port keeper did not stop within %g s", midi_api.PROBE_TIMEOUT + 5.0)
 
     def __enter__(self) -> PortKeeper:
         self.start()
@@ -279,7 +280,7 @@ class PortKeeper:
         if first:
             self._down_since = now
             self.server_losses += 1
-        midi_ports.forget_server()
+        midi_api.forget_server()
         released = 0
         for watched in self._ports:
             port = watched.port
@@ -289,7 +290,7 @@ class PortKeeper:
                 released += port.release_held()
             client = port.detach()
             if client is not None:
-                midi_ports.discard_client(client, self.api, f"closing {watched.label}", server_gone=True)
+                midi_clients.discard_client(client, self.api, f"closing {watched.label}", server_gone=True)
             if watched.away_since is None:
                 watched.away_since = now
                 self.port_losses += 1
@@ -315,10 +316,10 @@ class PortKeeper:
                 continue
             try:
                 if isinstance(port, RtMidiOutput):
-                    opened = midi_ports.new_output_client(self.api, port.wanted, virtual=port.virtual, required=False)
+                    opened = midi_clients.new_output_client(self.api, port.wanted, virtual=port.virtual, required=False)
                 else:
                     sysex, clock = port.ignore
-                    opened = midi_ports.new_input_client(
+                    opened = midi_clients.new_input_client(
                         self.api, port.wanted, virtual=port.virtual, ignore_sysex=sysex, ignore_clock=clock,
                         required=False,
                     )  # fmt: skip
@@ -350,7 +351,7 @@ class PortKeeper:
         if client is None:
             return
         try:
-            present = midi_ports.port_listed(client, port.port, kind=watched.kind, api=self.api)
+            present = midi_clients.port_listed(client, port.port, kind=watched.kind, api=self.api)
         except LivegenError as err:
             self._complain(watched, f"{watched.label}: cannot list the MIDI ports: {err}")
             return
@@ -382,9 +383,9 @@ class PortKeeper:
         try:
             if isinstance(port, RtMidiInput) and self.api != "jack":  # the reader must not read while it reopens
                 with port.client_lock:
-                    target = midi_ports.connect_client(client, port.wanted, kind="input", api=self.api)
+                    target = midi_clients.connect_client(client, port.wanted, kind="input", api=self.api)
             else:  # on JACK only the patchbay connects: the client is not touched
-                target = midi_ports.connect_client(client, port.wanted, kind=watched.kind, api=self.api, own=port.own)
+                target = midi_clients.connect_client(client, port.wanted, kind=watched.kind, api=self.api, own=port.own)
         except LivegenError as err:
             self._complain(watched, f"{watched.label} cannot be connected again yet: {err}")
             return
