@@ -70,7 +70,7 @@ def write_corpus(root: Path, files: int, seed: int = 0) -> None:
 
 def measure_prepare(source: Path, work: Path, rounds: int) -> list[dict[str, Any]]:
     from export.prepare import prepare
-    from livegen.io.corpus import load_corpus
+    from livegen.music.corpus import load_corpus
 
     files = sum(1 for _ in source.rglob("*.mid"))
     rows: list[dict[str, Any]] = []

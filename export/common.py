@@ -54,7 +54,7 @@ from export.distributed import (
 )
 from export.errors import ExportError, ParityError
 from livegen.errors import PackageError
-from livegen.io.corpus import Tune
+from livegen.music.corpus import Tune
 
 log = logging.getLogger(__name__)
 

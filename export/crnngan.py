@@ -87,9 +87,9 @@ from export.framecommon import (
     write_package,
     write_seed,
 )
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.crnngan import FEATURES, frequency_of_pitch, phrase_notes
 from livegen.models.frames import VELOCITY
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.midifile import read_midi
 from livegen.music.time import SIXTEENTH
 

@@ -56,10 +56,10 @@ from export.framecommon import (
     write_package,
     write_seed,
 )
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.deepmusician import focal_probability, tune_roll
 from livegen.models.frames import FrameTracker, draw_keys, key_distribution, roll_to_notes, sigmoid
 from livegen.models.sampling import SamplingParams
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)

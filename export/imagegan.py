@@ -92,10 +92,10 @@ from export.framecommon import (
     write_package,
     write_seed,
 )
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.block import notes_of_block
 from livegen.models.frames import RollNote, note_frames, notes_to_roll
 from livegen.models.imagegan import draw_pixels
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import PPQN, SIXTEENTH
 
 log = logging.getLogger(__name__)

@@ -75,8 +75,8 @@ from export.framecommon import (
     write_package,
     write_seed,
 )
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.midigan import ATTRIBUTES, GRAPH, lay_block, to_frames
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)

@@ -82,8 +82,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.common import ConfigRecord
-from livegen.io.corpus import Tune
 from livegen.models.midirnn import tune_features
+from livegen.music.corpus import Tune
 
 FAMILY = "midirnn"
 #: Size of the pitch vocabulary (MIDI 0-127) and the divisor of the pitch input.

@@ -59,9 +59,9 @@ from export.framecommon import (
     write_package,
     write_seed,
 )
-from livegen.io.corpus import MultiTune, Tune, load_parts, part_names, split_pieces
 from livegen.models.frames import roll_to_notes
 from livegen.models.multitrack import piece_frames
+from livegen.music.corpus import MultiTune, Tune, load_parts, part_names, split_pieces
 from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)

@@ -66,10 +66,10 @@ from export.framecommon import (
     write_seed,
 )
 from export.multitrack import VOICE_PROGRAMS, merged_tune
-from livegen.io.corpus import MultiTune, load_parts, part_names, split_pieces
 from livegen.models.multitrack import piece_notes, tracks_to_frames
 from livegen.models.multitrackcnn import ROLE, draw_lines, lines_to_notes
 from livegen.models.sampling import SamplingParams
+from livegen.music.corpus import MultiTune, load_parts, part_names, split_pieces
 from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from export.errors import ExportError
 from export.midirnn import CLASS_QUANTUM, FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
 from export.train import load_checkpoint, model_from_checkpoint
-from livegen.io.corpus import Tune
 from livegen.models.midirnn import tune_features
+from livegen.music.corpus import Tune
 from livegen.music.events import Note
 from livegen.music.midifile import write_midi
 from livegen.music.time import SIXTEENTH, TempoMap, beats_to_ticks

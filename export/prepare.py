@@ -6,8 +6,8 @@ A collection the size of MAESTRO (1,300 performances) or the Lakh MIDI set (170,
 files) is parsed once, by worker processes, with symusic (a C++ MIDI parser made for
 datasets; the project's own mido reader is pure Python and, measured on the test
 corpus, tens of times slower). Each file's notes become rows of a few ``.npy`` arrays
-that training memory-maps (:data:`livegen.io.corpus.CACHE_ARRAYS`; the format and its
-reader live in :mod:`livegen.io.corpus`, so the host reads a cache without torch).
+that training memory-maps (:data:`livegen.music.corpus.CACHE_ARRAYS`; the format and its
+reader live in :mod:`livegen.music.corpus`, so the host reads a cache without torch).
 
 - A file that cannot be read or parsed is listed with its reason in the cache's
   :data:`REPORT` and in the manifest, and skipped; nothing aborts the run.
@@ -21,7 +21,7 @@ reader live in :mod:`livegen.io.corpus`, so the host reads a cache without torch
   then. An interrupted run (Ctrl-C, SIGTERM) saves the files it finished, so that the
   next run converts only the rest.
 
-Notes are read as :func:`livegen.io.corpus.load_corpus` reads a MIDI file: every
+Notes are read as :func:`livegen.music.corpus.load_corpus` reads a MIDI file: every
 track and channel merged, times rescaled to 480 ticks per beat with the same rounding,
 sorted by onset and then highest pitch first. Two differences from the mido reader,
 both symusic's: a note still sounding when its track ends is dropped (the mido reader
@@ -48,7 +48,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from export.errors import ExportError
-from livegen.io.corpus import (
+from livegen.music.corpus import (
     CACHE_ARRAYS,
     CACHE_FORMAT,
     CACHE_MANIFEST,
@@ -86,7 +86,7 @@ def _scale(ticks: np.ndarray, tpq: int) -> np.ndarray:
 
 
 def convert_bytes(data: bytes) -> dict[str, np.ndarray]:
-    """The note arrays (:data:`~livegen.io.corpus.CACHE_ARRAYS`) of one MIDI file's bytes, sorted like a tune.
+    """The note arrays (:data:`~livegen.music.corpus.CACHE_ARRAYS`) of one MIDI file's bytes, sorted like a tune.
 
     Raises whatever symusic raises for a file it cannot parse, and :class:`ValueError`
     for a time division that is not ticks per beat.

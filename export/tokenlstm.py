@@ -69,8 +69,8 @@ from export.common import (
 )
 from export.distributed import RunOptions, main_first, world
 from export.errors import ExportError
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.tokenlstm import FAMILY, Vocabulary, shift_name, token_name, tune_chords, tune_tokens
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import PPQN
 
 log = logging.getLogger(__name__)

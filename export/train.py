@@ -53,8 +53,8 @@ from export.midirnn import (
     nearest_class,
     time_classes,
 )
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.midirnn import tune_features
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 
 log = logging.getLogger(__name__)
 

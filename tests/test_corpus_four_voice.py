@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livegen.io import corpus
-from livegen.io.corpus import CorpusError, load_corpus, load_parts, split_by_tune, split_pieces
+from livegen.music import corpus
+from livegen.music.corpus import CorpusError, load_corpus, load_parts, split_by_tune, split_pieces
 
 music21 = pytest.importorskip(
     "music21", reason="the music21 corpus comes with the eval extra: pip install -e '.[eval]'"

@@ -22,7 +22,7 @@ from livegen.eval.chart import judge, key_steadiness
 from livegen.eval.mgeval import Comparison
 from livegen.eval.report import round_sig
 from livegen.eval.stream import NoteStream
-from livegen.io.corpus import Tune
+from livegen.music.corpus import Tune
 from livegen.music.events import Note
 from livegen.music.midifile import write_midi
 from tests.pkgfactory import write_package

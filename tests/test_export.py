@@ -21,7 +21,7 @@ from export.__main__ import main  # noqa: E402
 from export.midirnn import MidiRnn, MidiRnnConfig, TimeClasses, class_vocabulary, nearest_class  # noqa: E402
 from export.onnx_export import PARITY_TOLERANCE  # noqa: E402
 from export.train import CHECKPOINT, TrainOptions, load_checkpoint, train_midirnn  # noqa: E402
-from livegen.io.corpus import CorpusError, load_corpus  # noqa: E402
+from livegen.music.corpus import CorpusError, load_corpus  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN  # noqa: E402

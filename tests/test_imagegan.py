@@ -35,11 +35,11 @@ from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
 from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
-from livegen.io.corpus import Tune  # noqa: E402
 from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.imagegan import ImageGanGenerator, draw_pixels  # noqa: E402
 from livegen.models.package import load_package  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
+from livegen.music.corpus import Tune  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN, TempoMap  # noqa: E402

@@ -14,11 +14,11 @@ import pytest
 from livegen.errors import ConfigError
 from livegen.eval.likelihood import held_out_nll, multitrack_nll, run_streams
 from livegen.eval.ngram import IndependentKeys, IndependentSlots, NGram, Uniform
-from livegen.io.corpus import MultiTune, Tune
 from livegen.models.deepmusician import tune_roll
 from livegen.models.midirnn import tune_features
 from livegen.models.package import ModelPackage, load_package, read_package
 from livegen.models.registry import resolve_package
+from livegen.music.corpus import MultiTune, Tune
 
 
 def tune(pitches: Sequence[int], *, step: float = 0.5, name: str = "t") -> Tune:

@@ -39,7 +39,6 @@ from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
 from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
-from livegen.io.corpus import MultiTune, Tune  # noqa: E402
 from livegen.models.frames import ANY_TRACK, RollNote  # noqa: E402
 from livegen.models.multitrackcnn import (  # noqa: E402
     MultiTrackCnnGenerator,
@@ -50,6 +49,7 @@ from livegen.models.multitrackcnn import (  # noqa: E402
 from livegen.models.package import load_package, sha256_of  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
+from livegen.music.corpus import MultiTune, Tune  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
 from livegen.music.time import PPQN, TempoMap  # noqa: E402

@@ -22,7 +22,7 @@ from benchmarks.training import piece as synthetic_piece
 from export.__main__ import main
 from export.errors import ExportError
 from export.prepare import REPORT, prepare
-from livegen.io.corpus import CACHE_MANIFEST, CorpusError, load_corpus, load_parts
+from livegen.music.corpus import CACHE_MANIFEST, CorpusError, load_corpus, load_parts
 from livegen.music.midifile import write_midi
 
 

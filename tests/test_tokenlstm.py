@@ -18,7 +18,6 @@ import tomli_w
 from onnx import TensorProto, helper, numpy_helper
 
 from livegen.errors import PackageError
-from livegen.io.corpus import Tune
 from livegen.models.package import load_package, sha256_of
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
@@ -35,6 +34,7 @@ from livegen.models.tokenlstm import (
     token_name,
     tune_tokens,
 )
+from livegen.music.corpus import Tune
 
 # ---- tokens -----------------------------------------------------------------------------
 

@@ -51,8 +51,8 @@ from livegen.eval.runner import (
     tune_notes,
 )
 from livegen.eval.stream import NoteStream
-from livegen.io.corpus import Tune, split_by_tune
 from livegen.models.budget import offline_budget
+from livegen.music.corpus import Tune, split_by_tune
 from livegen.music.events import Note
 from livegen.music.time import PPQN, TempoMap, beats_to_ticks
 

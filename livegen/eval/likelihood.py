@@ -48,13 +48,13 @@ import numpy as np
 
 from livegen.errors import ConfigError
 from livegen.eval.ngram import ORDER, Base, IndependentKeys, IndependentSlots, NGram, Uniform
-from livegen.io.corpus import MultiTune, Tune, load_parts
 from livegen.models.deepmusician import DeepMusicianGenerator, tune_roll
 from livegen.models.frames import representation_ints, sigmoid
 from livegen.models.midirnn import tune_features
 from livegen.models.multitrack import MultiTrackGenerator, piece_frames
 from livegen.models.package import ModelPackage
 from livegen.models.tokenlstm import LOGITS, TOKEN_INPUT, TokenLstmGenerator, tune_tokens
+from livegen.music.corpus import MultiTune, Tune, load_parts
 
 #: Units scored at most: whole held-out tunes are taken in order until this many.
 MAX_UNITS = 20_000

@@ -7,7 +7,7 @@ The steps, each deterministic for a given ``rng_seed``:
 
 1. **Seeds.** For ``--model``: held-out tunes of the corpus the package was trained on
    (``[training] data`` = ``corpus:folk`` or ``corpus:bach``, split by
-   :func:`~livegen.io.corpus.split_by_tune` exactly as in training), else the tunes of
+   :func:`~livegen.music.corpus.split_by_tune` exactly as in training), else the tunes of
    ``--reference`` (its held-out split if it is the package's training folder, every tune
    otherwise: the model never saw them). Only tunes at least ``2 + bars`` bars long are
    eligible; ``seeds`` of them are taken evenly spread over the corpus order. Seed = the
@@ -47,8 +47,8 @@ from livegen.eval.baselines import random_notes, repeat_seed
 from livegen.eval.chart import Chart, evaluate_chart
 from livegen.eval.mgeval import Comparison, as_matrix, compare, split_half_overlaps
 from livegen.eval.stream import NoteStream
-from livegen.io.corpus import Tune, load_corpus, split_by_tune
 from livegen.models.budget import offline_budget
+from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.events import Note
 from livegen.music.time import PPQN, TempoMap, beats_to_ticks
 

@@ -64,7 +64,7 @@ from livegen.models.sampling import SamplingParams
 from livegen.music.time import PPQN, SIXTEENTH
 
 if TYPE_CHECKING:
-    from livegen.io.corpus import Tune
+    from livegen.music.corpus import Tune
 
 #: The representation's integer fields, each at least 1 (``pitch_min`` at least 0).
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "decode_frames", "polyphony", "max_hold", "max_silence", "grid")

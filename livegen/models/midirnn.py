@@ -39,7 +39,7 @@ from livegen.models.step import StepEvent, StreamingGraph
 from livegen.music.time import PPQN, quantize
 
 if TYPE_CHECKING:
-    from livegen.io.corpus import Tune
+    from livegen.music.corpus import Tune
 
 TIME_HEADS = ("regression", "classes")
 #: The longest step or duration the regression head may propose, beats.

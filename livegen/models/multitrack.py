@@ -57,7 +57,7 @@ from livegen.models.step import StreamingGraph
 from livegen.music.time import PPQN, SIXTEENTH
 
 if TYPE_CHECKING:
-    from livegen.io.corpus import MultiTune
+    from livegen.music.corpus import MultiTune
 
 INTEGER_FIELDS = ("pitch_min", "keys", "window", "max_hold", "max_silence", "grid")
 

@@ -71,7 +71,7 @@ from livegen.models.step import StepEvent
 from livegen.music.time import PPQN
 
 if TYPE_CHECKING:
-    from livegen.io.corpus import Tune
+    from livegen.music.corpus import Tune
 
 FAMILY = "token-lstm"
 #: Notes whose onsets are closer than this (ticks, from the previous note's onset) form one chord token.
