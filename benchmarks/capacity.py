@@ -42,9 +42,9 @@ LIMIT_NS = 1_000_000
 def run(port: Any, voices: int, seconds: float, *, scheduler_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run with ``voices`` voices; lateness of every event after the warm-up."""
     from livegen.engine.clock import InternalClock
-    from livegen.engine.jam import load_generator, sampling_params
+    from livegen.engine.jam import sampling_params
     from livegen.engine.scheduler import Scheduled, Scheduler
-    from livegen.models.registry import generator_class
+    from livegen.models.registry import generator_class, load_generator
     from livegen.models.step import StepEvent
     from livegen.music.time import PPQN, SIXTEENTH, TempoMap
 

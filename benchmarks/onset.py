@@ -70,8 +70,9 @@ class Tuning:
 def autonomous_planner(density: float, seed: int, heard: Any = None) -> Any:
     """The benchmark's planner: ``folk-lstm`` playing on its own from its seed (in-process or in a worker)."""
     from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
-    from livegen.engine.jam import load_generator, sampling_params, seed_events, seed_song
+    from livegen.engine.jam import sampling_params, seed_events, seed_song
     from livegen.engine.live import LiveParams
+    from livegen.models.registry import load_generator
 
     package, generator = load_generator(MODEL)
     song = seed_song(package, None)

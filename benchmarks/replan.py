@@ -33,8 +33,9 @@ import numpy as np
 from benchmarks.common import percentile, summary_ms
 from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
 from livegen.engine.clock import ManualClock
-from livegen.engine.jam import load_generator, sampling_params
+from livegen.engine.jam import sampling_params
 from livegen.engine.live import LiveParams
+from livegen.models.registry import load_generator
 from livegen.models.step import StepEvent
 from livegen.music.time import PPQN
 

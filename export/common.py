@@ -53,7 +53,6 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError, ParityError
-from livegen.errors import PackageError
 from livegen.music.corpus import Tune
 
 log = logging.getLogger(__name__)
@@ -586,15 +585,15 @@ def check_target(name: str, out: Path, example: str = "") -> None:
 
 
 def verify_package(folder: Path) -> None:
-    """Verify a written package with the host's own loader (schema, checksums, graphs, trial run)
-    and its family's adapter (the family's representation fields)."""
-    from livegen.models.package import load_package
-    from livegen.models.registry import generator_class
+    """Verify a written package as a jam does before it plays one (:func:`livegen.models.registry.load_generator`):
+    the host's loader (schema, checksums, graphs), the trial on its seed phrase in a bounded child
+    process, and its family's adapter (the family's representation fields)."""
+    from livegen.errors import LivegenError
+    from livegen.models.registry import load_generator
 
     try:
-        package = load_package(folder)
-        generator_class(package.manifest.family)(package)
-    except PackageError as err:
+        load_generator(str(folder))
+    except LivegenError as err:
         raise ExportError(f"the written package fails the host's verification: {err}") from err
 
 

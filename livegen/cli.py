@@ -506,10 +506,11 @@ def _play(config: JamConfig) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from livegen.engine.callresponse import CallResponseSettings
     from livegen.engine.checks import check_midi_name, check_rng_seed, check_tempo
-    from livegen.engine.jam import load_generator, render_wav, sampling_params
+    from livegen.engine.jam import render_wav, sampling_params
     from livegen.engine.render import render_call_response
     from livegen.engine.session import MODEL_TRACK, PERFORMER_TRACK
     from livegen.models.budget import offline_budget
+    from livegen.models.registry import load_generator
     from livegen.music.midifile import read_midi, write_midi
     from livegen.music.time import TempoMap
 

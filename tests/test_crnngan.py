@@ -35,7 +35,6 @@ from export.crnngan import (  # noqa: E402
     tune_windows,
 )
 from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.crnngan import (  # noqa: E402
@@ -46,6 +45,7 @@ from livegen.models.crnngan import (  # noqa: E402
 )
 from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.package import ModelPackage, load_package  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.corpus import Tune  # noqa: E402

@@ -16,9 +16,9 @@ import pytest
 import tomli_w
 from onnx import TensorProto, helper, numpy_helper
 
-from livegen.engine.jam import load_generator
 from livegen.models.deepmusician import focal_probability
 from livegen.models.package import sha256_of
+from livegen.models.registry import load_generator
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.music.time import PPQN

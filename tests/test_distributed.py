@@ -30,7 +30,7 @@ from export.__main__ import main  # noqa: E402
 from export.common import load_checkpoint  # noqa: E402
 from export.distributed import LAST, TrainingInterrupted, World, shard, shard_list  # noqa: E402
 from export.prepare import prepare  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from tests.distributed_train import FAMILIES  # noqa: E402
 from tests.liveplay import plays_on_its_own  # noqa: E402
 from tests.test_prepare import write_corpus  # noqa: E402

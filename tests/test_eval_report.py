@@ -133,7 +133,8 @@ def test_the_model_hears_the_seed_end_just_before_the_bar_line():
 
 
 def test_model_continuation_starts_on_the_bar_after_the_seed(fixtures):
-    from livegen.engine.jam import load_generator, sampling_params
+    from livegen.engine.jam import sampling_params
+    from livegen.models.registry import load_generator
 
     package, generator = load_generator(str(fixtures["package"]))
     params = sampling_params(package, None, None)

@@ -24,8 +24,8 @@ from export.deepmusician import (  # noqa: E402
 )
 from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack  # noqa: E402
 from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402

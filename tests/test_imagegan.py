@@ -32,12 +32,12 @@ from export.imagegan import (  # noqa: E402
     tune_notes,
 )
 from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.imagegan import ImageGanGenerator, draw_pixels  # noqa: E402
 from livegen.models.package import load_package  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.music.corpus import Tune  # noqa: E402
 from livegen.music.events import Note  # noqa: E402

@@ -31,12 +31,12 @@ from export.midigan import (  # noqa: E402
     wasserstein,
 )
 from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.frames import RollNote  # noqa: E402
 from livegen.models.midigan import MidiGanGenerator, lay_block, to_frames, truncated_normal  # noqa: E402
 from livegen.models.package import load_package  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.corpus import Tune  # noqa: E402

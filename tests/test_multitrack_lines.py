@@ -18,10 +18,10 @@ import tomli_w
 from onnx import TensorProto, helper, numpy_helper
 
 from livegen.engine.accompany import AccompanySettings
-from livegen.engine.jam import load_generator
 from livegen.engine.render import render_accompany
 from livegen.models.multitrack import MultiTrackGenerator, keep_or_change
 from livegen.models.package import sha256_of
+from livegen.models.registry import load_generator
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.music.events import Note

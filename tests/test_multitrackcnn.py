@@ -36,7 +36,6 @@ from export.multitrackcnn import (  # noqa: E402
     transpose_classes,
 )
 from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.jam import load_generator  # noqa: E402
 from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.frames import ANY_TRACK, RollNote  # noqa: E402
@@ -47,6 +46,7 @@ from livegen.models.multitrackcnn import (  # noqa: E402
     lines_to_notes,
 )
 from livegen.models.package import load_package, sha256_of  # noqa: E402
+from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.corpus import MultiTune, Tune  # noqa: E402

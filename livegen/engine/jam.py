@@ -56,18 +56,18 @@ from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
 from livegen.engine.swap import SwappableGenerator
 from livegen.engine.worker import PlannerWorker
-from livegen.errors import ConfigError, LivegenError, PackageError
+from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.destination import check_destination, fallback_folders, prepare_destination
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder, RollingRecording
 from livegen.io.synth_render import WAV_MAX_MINUTES, WavStream
 from livegen.models.budget import stop_runs_on
-from livegen.models.package import ModelPackage, load_package, read_package
-from livegen.models.registry import DEFAULT_MODEL, generator_class, is_bundled, resolve_package
+from livegen.models.package import ModelPackage, read_package
+from livegen.models.registry import DEFAULT_MODEL, is_bundled, load_generator, resolve_package
 from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
 from livegen.models.step import StepEvent, StepGenerator, step_events
-from livegen.models.trial import start_verification, verify_in_child
+from livegen.models.trial import start_verification
 from livegen.music.events import PROGRAM_CHANGE, Note, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
@@ -254,48 +254,6 @@ class JamResult:
     parts: list[Path] = field(default_factory=list)  # every part of a recording longer than one part, in order
     carried: dict[str, int] = field(default_factory=dict)  # per track: notes held across a part's end, begun again
     write_errors: int = 0  # writes of the recording or the WAV that failed (a full disk), each counted
-
-
-def load_generator(
-    model: str, *, checked_in_child: bool = False, verified: bool = False
-) -> tuple[ModelPackage, StepGenerator]:
-    """Load and verify ``model``: every check and the trial on its seed phrase run in a bounded
-    child process (:mod:`livegen.models.trial`) while the sessions open here, and the model
-    plays only if both pass. ``checked_in_child``: the child first, the sessions after (a swap
-    during a performance, on a background thread: nothing unverified is opened here).
-    ``verified``: the caller has had it verified (the inference worker's jam), no child.
-
-    A bundled package is part of livegen (its tests play it) and is verified here, without
-    the child, at a jam's start."""
-    path = resolve_package(model)
-    if verified:
-        package = load_package(path, check_graphs=False)
-    elif is_bundled(path) and not checked_in_child:
-        package = load_package(path)
-    elif checked_in_child:
-        verify_in_child(path)
-        package = load_package(path, check_graphs=False)
-    else:
-        verification = start_verification(path)
-        try:
-            package = load_package(path, check_graphs=False)
-        except PackageError:
-            verification.wait()  # the child's verdict names the fault first (onnx.checker)
-            raise
-        except BaseException:
-            verification.cancel()
-            raise
-        verification.wait()
-    adapter = generator_class(package.manifest.family)
-    # Any kind plays whose adapter is a step generator (a ``frame`` adapter buffers its notes).
-    methods = ("reset", "feed", "sample", "snapshot", "restore")
-    if not all(callable(getattr(adapter, m, None)) for m in methods) or not hasattr(adapter, "fed"):
-        raise ConfigError(
-            f"model {model!r} is of kind {package.manifest.kind!r} and its {package.manifest.family!r} adapter "
-            "does not play one event at a time; this version plays step and frame models"
-        )
-    generator: StepGenerator = adapter(package)
-    return package, generator
 
 
 def sampling_ranges(package: ModelPackage) -> dict[str, tuple[float, float]]:

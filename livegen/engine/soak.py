@@ -69,7 +69,6 @@ from livegen.engine.health import resident_bytes
 from livegen.engine.jam import (
     JamConfig,
     live_params,
-    load_generator,
     make_conductor,
     part_ticks,
     run_jam,
@@ -81,7 +80,7 @@ from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORM
 from livegen.errors import ConfigError
 from livegen.io.recorder import RollingRecording
 from livegen.models.package import read_package
-from livegen.models.registry import DEFAULT_MODEL, resolve_package
+from livegen.models.registry import DEFAULT_MODEL, load_generator, resolve_package
 from livegen.music.events import CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF, CONTROL_CHANGE, NOTE_OFF, NOTE_ON
 from livegen.music.time import PPQN, SIXTEENTH, TempoMap
 

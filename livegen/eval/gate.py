@@ -365,7 +365,8 @@ def run_gate(options: GateOptions, progress: Callable[[str], None] | None = None
 
 
 def _run_gate(options: GateOptions, progress: Callable[[str], None] | None) -> GateResult:
-    from livegen.engine.jam import load_generator, sampling_params
+    from livegen.engine.jam import sampling_params
+    from livegen.models.registry import load_generator
 
     say = progress or (lambda _: None)
     package, generator = load_generator(options.model)

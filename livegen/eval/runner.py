@@ -390,7 +390,8 @@ def _run_evaluation(options: EvalOptions, progress: Progress | None) -> Evaluati
         return loaded[spec]
 
     if options.model is not None:
-        from livegen.engine.jam import load_generator, sampling_params
+        from livegen.engine.jam import sampling_params
+        from livegen.models.registry import load_generator
 
         package, generator = load_generator(options.model)
         subject = package.name

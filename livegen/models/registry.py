@@ -11,10 +11,14 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from livegen.errors import PackageError
+from livegen.errors import ConfigError, PackageError
 from livegen.models.manifest import MANIFEST, GateRecord, parse_manifest
+
+if TYPE_CHECKING:
+    from livegen.models.package import ModelPackage
+    from livegen.models.step import StepGenerator
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_MODEL = "folk-lstm"
@@ -92,3 +96,48 @@ def generator_class(family: str, *, where: Path | None = None) -> Any:
         raise PackageError(f"{place}: no generator adapter for {family!r}; accepted: {', '.join(sorted(families))}")
     module_name, _, attr = families[family].partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def load_generator(
+    model: str, *, checked_in_child: bool = False, verified: bool = False
+) -> tuple[ModelPackage, StepGenerator]:
+    """Load and verify ``model``: every check and the trial on its seed phrase run in a bounded
+    child process (:mod:`livegen.models.trial`) while the sessions open here, and the model
+    plays only if both pass. ``checked_in_child``: the child first, the sessions after (a swap
+    during a performance, on a background thread: nothing unverified is opened here).
+    ``verified``: the caller has had it verified (the inference worker's jam), no child.
+
+    A bundled package is part of livegen (its tests play it) and is verified here, without
+    the child, at a jam's start."""
+    from livegen.models.package import load_package
+    from livegen.models.trial import start_verification, verify_in_child
+
+    path = resolve_package(model)
+    if verified:
+        package = load_package(path, check_graphs=False)
+    elif is_bundled(path) and not checked_in_child:
+        package = load_package(path)
+    elif checked_in_child:
+        verify_in_child(path)
+        package = load_package(path, check_graphs=False)
+    else:
+        verification = start_verification(path)
+        try:
+            package = load_package(path, check_graphs=False)
+        except PackageError:
+            verification.wait()  # the child's verdict names the fault first (onnx.checker)
+            raise
+        except BaseException:
+            verification.cancel()
+            raise
+        verification.wait()
+    adapter = generator_class(package.manifest.family)
+    # Any kind plays whose adapter is a step generator (a ``frame`` adapter buffers its notes).
+    methods = ("reset", "feed", "sample", "snapshot", "restore")
+    if not all(callable(getattr(adapter, m, None)) for m in methods) or not hasattr(adapter, "fed"):
+        raise ConfigError(
+            f"model {model!r} is of kind {package.manifest.kind!r} and its {package.manifest.family!r} adapter "
+            "does not play one event at a time; this version plays step and frame models"
+        )
+    generator: StepGenerator = adapter(package)
+    return package, generator
