@@ -103,35 +103,6 @@ def offline(notes: int = 40) -> dict[str, Any]:
     }
 
 
-CAPTURE = r"""
-import sys, time
-import numpy as np
-import sounddevice as sd
-
-out_path, seconds = sys.argv[1], float(sys.argv[2])
-frames_max = int(seconds * 48000)
-buf = np.zeros((frames_max, 2), dtype=np.float32)
-marks = np.zeros((frames_max // 64 + 64, 2), dtype=np.int64)
-state = [0, 0]
-
-def callback(indata, frames, time_info, status):
-    now = time.perf_counter_ns()
-    pos, k = state
-    n = max(0, min(frames, frames_max - pos))
-    buf[pos:pos + n] = indata[:n]
-    if k < len(marks):
-        marks[k] = (now, pos)
-    state[0] = pos + frames
-    state[1] = k + 1
-
-with sd.InputStream(samplerate=48000, channels=2, dtype="float32", callback=callback, latency="low"):
-    print("READY", flush=True)
-    sys.stdin.readline()
-pos, k = state
-np.savez(out_path, audio=buf[:min(pos, frames_max)], marks=marks[:min(k, len(marks))])
-print("DONE", flush=True)
-"""
-
 SYNTH = r"""
 import json, sys, time
 from livegen.io.synth import LiveSynth
@@ -181,24 +152,25 @@ def realtime(server: JackServer, notes: int, folder: Path) -> dict[str, Any]:
     capture_file = folder / "capture.npz"
     seconds = 1.5 + notes * 0.61
 
-    def child(code: str, *args: str) -> subprocess.Popen[str]:
+    def child(program: list[str], *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-c", code, *args],
+            [sys.executable, *program, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=server.env(),
+            cwd=Path(__file__).resolve().parent.parent,  # the checkout: python -m benchmarks.jack_capture
         )
 
-    capture = child(CAPTURE, str(capture_file), str(seconds))
+    capture = child(["-m", "benchmarks.jack_capture"], str(capture_file), str(seconds))
     synth = None
     try:
         _expect(capture, "READY")
         capture_ports = sorted(
             p for p in _jack(server, "jack_lsp", "-s", server.name) if p.endswith((":in_0", ":in_1"))
         )
-        synth = child(SYNTH, str(notes))
+        synth = child(["-c", SYNTH], str(notes))
         _expect(synth, "READY")
         synth_ports = sorted(
             p for p in _jack(server, "jack_lsp", "-s", server.name) if p.endswith((":out_0", ":out_1"))

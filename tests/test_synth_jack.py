@@ -37,35 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
-CAPTURE = r"""
-import sys, time
-import numpy as np
-import sounddevice as sd
-
-out_path, seconds = sys.argv[1], float(sys.argv[2])
-frames_max = int(seconds * 48000)
-buf = np.zeros((frames_max, 2), dtype=np.float32)
-marks = np.zeros((frames_max // 64 + 64, 2), dtype=np.int64)
-state = [0, 0]  # frames captured, callbacks
-
-def callback(indata, frames, time_info, status):
-    now = time.perf_counter_ns()
-    pos, k = state
-    n = max(0, min(frames, frames_max - pos))
-    buf[pos:pos + n] = indata[:n]
-    if k < len(marks):
-        marks[k] = (now, pos)
-    state[0] = pos + frames
-    state[1] = k + 1
-
-with sd.InputStream(samplerate=48000, channels=2, dtype="float32", callback=callback, latency="low"):
-    print("READY", flush=True)
-    sys.stdin.readline()
-pos, k = state
-np.savez(out_path, audio=buf[:min(pos, frames_max)], marks=marks[:min(k, len(marks))])
-print("DONE", flush=True)
-"""
-
 SYNTH = r"""
 import json, sys, time
 from livegen.io.synth import LiveSynth
@@ -144,9 +115,9 @@ def jack_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _child(code: str, args: list[str], server: str) -> subprocess.Popen[str]:
+def _child(program: list[str], args: list[str], server: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, *program, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,12 +153,12 @@ def _connect(server: str, src: str, dst: str) -> None:
 
 def _measure(server: str, capture_file: Path) -> dict[str, Any]:
     """One run: capture child, synth child, connect synth -> capture, play, panic; the synth's report."""
-    capture = _child(CAPTURE, [str(capture_file), "4"], server)
+    capture = _child(["-m", "benchmarks.jack_capture"], [str(capture_file), "4"], server)
     synth = None
     try:
         _expect(capture, "READY")
         capture_ports = [p for p in _ports(server) if p.endswith((":in_0", ":in_1"))]
-        synth = _child(SYNTH, [], server)
+        synth = _child(["-c", SYNTH], [], server)
         _expect(synth, "READY")
         synth_ports = [p for p in _ports(server) if p.endswith((":out_0", ":out_1"))]
         assert len(capture_ports) == 2 and len(synth_ports) == 2, _ports(server)
