@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,7 +40,14 @@ from livegen.engine.clockout import ClockMaster
 from livegen.engine.commands import CommandReader
 from livegen.engine.conductor import Conductor
 from livegen.engine.controls import ControlMap
-from livegen.engine.health import DEFAULT_HOST, Counters, check_health_address, model_identity, supervise
+from livegen.engine.health import (
+    DEFAULT_HOST,
+    Counters,
+    Supervision,
+    check_health_address,
+    model_identity,
+    supervise,
+)
 from livegen.engine.keyfollow import KeyFollower
 from livegen.engine.live import (
     DENSITY_RANGE,
@@ -71,6 +79,10 @@ from livegen.models.trial import start_verification
 from livegen.music.events import PROGRAM_CHANGE, Note, notes_to_events
 from livegen.music.midifile import Song, read_midi
 from livegen.music.time import PPQN, TempoMap
+
+if TYPE_CHECKING:
+    from livegen.io.reconnect import PortKeeper
+    from livegen.io.synth import LiveSynth
 
 log = logging.getLogger(__name__)
 
@@ -494,191 +506,251 @@ def _make_clock(config: JamConfig, tempo: TempoMap) -> Clock:
     return InternalClock(tempo, start_ns=time.perf_counter_ns() + 300_000_000)
 
 
-def run_jam(
-    config: JamConfig,
-    *,
-    stop: threading.Event | None = None,
-    echo: bool = True,
-    on_sent: Callable[[Sent], None] | None = None,
-) -> JamResult:
-    """Play until the seed phrase has been answered (or accompanied), or until stopped.
+class Jam:
+    """One jam, in the phases a stranger can follow: :meth:`prepare` (the recording's place, the
+    model, the seed, the conductor), then within :meth:`run`: :meth:`_open_outputs` (ports, the
+    synth), :meth:`_wait_for_model`, :meth:`_start_recording`, :meth:`_open_inputs`,
+    :meth:`_supervise`, :meth:`_play`, and :meth:`_report` once everything is closed.
 
+    Context: setup and the control loop, on the calling thread (see the module docstring).
     ``on_sent`` sees every message the scheduler sent, once, on the control thread
     (``livegen soak --realtime`` measures the jam through it); it must not keep them all.
     """
-    from livegen.io import midi_api, midi_input
-    from livegen.io.synth import audio_output_available
 
-    stop = stop or threading.Event()
-    warnings: list[str] = []
-    midi_path = (config.record or config.out_dir / f"jam-{time.strftime('%Y%m%d-%H%M%S')}.mid").resolve()
-    if config.record:  # checked before anything plays
-        prepare_destination(midi_path, option="--record")
-    else:
-        prepare_destination(midi_path, option="--out-dir", shown=midi_path.parent)
-    generator: StepGenerator | None = None
-    verification = None
-    if config.worker:  # the worker loads the model; here the manifest is read and the package verified
-        package = read_package(resolve_package(config.model))
-        if not is_bundled(package.folder):
-            verification = start_verification(package.folder)
-    else:
-        package, generator = load_generator(config.model)
-    live = live_params(config, package)  # checks the sampling options now, with a worker too
-    autonomous = config.mode == "autonomous"
-    wants_phrase = config.input is None and config.clock == "internal" and not autonomous
-    song = seed_song(package, config.seed_file) if wants_phrase or autonomous or config.seed_file else None
-    tempo = TempoMap.constant(config.tempo) if config.tempo else (song.tempo if song else TempoMap.constant(120))
-    tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock
-    beats_per_bar = song.beats_per_bar if song else 4
-    seed = seed_events(song.notes) if song else []
-    conductor: Planner
-    worker: PlannerWorker | None = None  # the conductor when it runs in an inference worker
-    if generator is None:
-        # the worker loads the folder read here (a .zip is extracted once, and removed with it)
-        worker_config = replace(config, model=str(package.folder))
-        conductor = worker = PlannerWorker(partial(build_planner, worker_config, beats_per_bar, seed))
-    else:
-        rng = np.random.default_rng(config.rng_seed)
-        conductor = make_conductor(config, package, generator, live, rng, beats_per_bar=beats_per_bar, seed=seed)
+    def __init__(
+        self,
+        config: JamConfig,
+        *,
+        stop: threading.Event | None = None,
+        echo: bool = True,
+        on_sent: Callable[[Sent], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.echo = echo
+        self.on_sent = on_sent
+        self.warnings: list[str] = []
+        self.model_outputs: list[MidiOutput] = []
+        self.echo_outputs: list[MidiOutput] = []
+        self.clock_outputs: list[MidiOutput] = []
+        self.output_names: list[str] = []
+        self.live_synth: LiveSynth | None = None
+        self.offline_synth = False
+        self.wav: WavStream | None = None
+        self.wav_start_ns = 0
+        self.takes: list[Path] = []
+        self.source: MidiInput | None = None
+        self.keeper: PortKeeper | None = None
+        self.worker: PlannerWorker | None = None  # the conductor when it runs in an inference worker
 
-    wanted = config.outputs if config.outputs is not None else ("livegen", "synth")
-    explicit_ports = config.outputs is not None and any(o not in ("synth", "none") for o in wanted)
-    needs_midi = any(o not in ("synth", "none") for o in wanted) or config.input is not None or config.clock == "midi"
-    api, midi_problem = _open_midi(config, warnings) if needs_midi else (None, None)
-    if midi_problem and (explicit_ports or config.input is not None or config.clock == "midi"):
-        raise ConfigError(midi_problem)
-    if midi_problem:
-        warnings.append(f"{midi_problem}; no virtual port 'livegen' this time (the MIDI file is still written)")
-    if config.clock == "midi" and config.input is None and config.clock_input is None:
-        config = replace(config, input=VIRTUAL_INPUT)  # a DAW sends its clock to livegen's own port
+    # ---- before anything opens ------------------------------------------------------
 
-    with ExitStack() as stack:
-        if verification is not None:
-            stack.callback(verification.cancel)
-        if worker is not None:
-            worker.launch()  # the worker loads the model while the ports open
-            stack.callback(worker.close)
-        model_outputs: list[MidiOutput] = []
-        echo_outputs: list[MidiOutput] = []
-        clock_outputs: list[MidiOutput] = []
-        output_names: list[str] = []
-        for name in wanted:
+    def prepare(self) -> None:
+        """Check where the recording goes, load the model (or start its verification), read the
+        seed and build the conductor; open the MIDI API. Nothing sounds or opens a port yet."""
+        config = self.config
+        self.midi_path = (config.record or config.out_dir / f"jam-{time.strftime('%Y%m%d-%H%M%S')}.mid").resolve()
+        if config.record:  # checked before anything plays
+            prepare_destination(self.midi_path, option="--record")
+        else:
+            prepare_destination(self.midi_path, option="--out-dir", shown=self.midi_path.parent)
+        generator: StepGenerator | None = None
+        self.verification = None
+        if config.worker:  # the worker loads the model; here the manifest is read and the package verified
+            package = read_package(resolve_package(config.model))
+            if not is_bundled(package.folder):
+                self.verification = start_verification(package.folder)
+        else:
+            package, generator = load_generator(config.model)
+        self.package = package
+        self.live = live_params(config, package)  # checks the sampling options now, with a worker too
+        self.autonomous = config.mode == "autonomous"
+        self.wants_phrase = config.input is None and config.clock == "internal" and not self.autonomous
+        wants_song = self.wants_phrase or self.autonomous or config.seed_file
+        self.song = seed_song(package, config.seed_file) if wants_song else None
+        song = self.song
+        tempo = TempoMap.constant(config.tempo) if config.tempo else (song.tempo if song else TempoMap.constant(120))
+        self.tempo = TempoMap((tempo.changes[0],))  # one steady tempo for the live clock
+        self.beats_per_bar = song.beats_per_bar if song else 4
+        seed = seed_events(song.notes) if song else []
+        self.conductor: Planner
+        if generator is None:
+            # the worker loads the folder read here (a .zip is extracted once, and removed with it)
+            worker_config = replace(config, model=str(package.folder))
+            self.conductor = self.worker = PlannerWorker(
+                partial(build_planner, worker_config, self.beats_per_bar, seed)
+            )
+        else:
+            rng = np.random.default_rng(config.rng_seed)
+            self.conductor = make_conductor(
+                config, package, generator, self.live, rng, beats_per_bar=self.beats_per_bar, seed=seed
+            )
+        self.wanted = config.outputs if config.outputs is not None else ("livegen", "synth")
+        explicit_ports = config.outputs is not None and any(o not in ("synth", "none") for o in self.wanted)
+        needs_midi = (
+            any(o not in ("synth", "none") for o in self.wanted) or config.input is not None or config.clock == "midi"
+        )
+        self.api, midi_problem = _open_midi(config, self.warnings) if needs_midi else (None, None)
+        if midi_problem and (explicit_ports or config.input is not None or config.clock == "midi"):
+            raise ConfigError(midi_problem)
+        if midi_problem:
+            self.warnings.append(
+                f"{midi_problem}; no virtual port 'livegen' this time (the MIDI file is still written)"
+            )
+        if config.clock == "midi" and config.input is None and config.clock_input is None:
+            self.config = replace(config, input=VIRTUAL_INPUT)  # a DAW sends its clock to livegen's own port
+
+    # ---- the phases ---------------------------------------------------------------------
+
+    def run(self) -> JamResult:
+        """Play until the seed phrase has been answered (or accompanied), or until stopped; close
+        everything, then report (an error after the start is raised once the files are written)."""
+        self.prepare()
+        with ExitStack() as stack:
+            if self.verification is not None:
+                stack.callback(self.verification.cancel)
+            if self.worker is not None:
+                self.worker.launch()  # the worker loads the model while the ports open
+                stack.callback(self.worker.close)
+            self._open_outputs(stack)
+            self._wait_for_model()
+            self._start_recording(stack)
+            self._open_inputs(stack)
+            supervision = self._supervise(stack)
+            error = self._play(stack, supervision)
+        return self._report(error)
+
+    def _open_outputs(self, stack: ExitStack) -> None:
+        """The MIDI port outputs and the built-in synth (live, or rendering to a WAV without a device)."""
+        from livegen.io.synth import audio_output_available
+
+        config, api = self.config, self.api
+        for name in self.wanted:
             if name in ("synth", "none") or api is None:
                 continue
             port = open_port_output(name, api)
             stack.callback(port.close)
-            model_outputs.append(port)
+            self.model_outputs.append(port)
             if config.clock_out:
-                clock_outputs.append(port)
-            output_names.append(f"MIDI port {port.name} ({api})")
-        if config.clock_out and not clock_outputs:
-            warnings.append("--clock-out: no MIDI port output, so no MIDI clock is sent")
-        live_synth = None
-        offline_synth = False
-        if "synth" in wanted:
+                self.clock_outputs.append(port)
+            self.output_names.append(f"MIDI port {port.name} ({api})")
+        if config.clock_out and not self.clock_outputs:
+            self.warnings.append("--clock-out: no MIDI port output, so no MIDI clock is sent")
+        if "synth" in self.wanted:
             from livegen.io.soundfont import find_soundfont
 
             find_soundfont(config.soundfont)  # a missing SoundFont fails now, not at the end
             if audio_output_available(config.audio_device):
                 from livegen.io.synth import LiveSynth, SynthOutput
 
-                live_synth = LiveSynth(soundfont=config.soundfont, device=config.audio_device)
+                self.live_synth = live_synth = LiveSynth(soundfont=config.soundfont, device=config.audio_device)
                 stack.callback(live_synth.close)
                 live_synth.start()
                 synth_out = SynthOutput(live_synth)
-                model_outputs.append(synth_out)
-                if echo:
-                    echo_outputs.append(synth_out)
-                output_names.append(f"built-in synth on {live_synth.device_name}")
+                self.model_outputs.append(synth_out)
+                if self.echo:
+                    self.echo_outputs.append(synth_out)
+                self.output_names.append(f"built-in synth on {live_synth.device_name}")
             else:
-                offline_synth = True
+                self.offline_synth = True
                 if config.audio_device:
                     raise ConfigError(f"audio device {config.audio_device!r} is not available")
-                warnings.append("no audio output device: the built-in synth renders to a WAV file instead")
+                self.warnings.append("no audio output device: the built-in synth renders to a WAV file instead")
 
-        if verification is not None:
-            verification.wait()  # the trial in its bounded child passed: the worker's model may play
-        if worker is not None:
-            worker.wait_ready()  # before the clock starts: the performance begins with a model
-        config = _fit_echo_channel(config, conductor.programs, warnings)
-        programs = channel_programs(config, conductor.programs)
-        clock = _make_clock(config, tempo)
+    def _wait_for_model(self) -> None:
+        """The verification passed and the worker's model is loaded: the performance begins with a model."""
+        if self.verification is not None:
+            self.verification.wait()  # the trial in its bounded child passed: the worker's model may play
+        if self.worker is not None:
+            self.worker.wait_ready()  # before the clock starts
+
+    def _start_recording(self, stack: ExitStack) -> None:
+        """The clock, the scheduler, the rolling recording, the WAV and the engine."""
+        self.config = config = _fit_echo_channel(self.config, self.conductor.programs, self.warnings)
+        programs = channel_programs(config, self.conductor.programs)
+        self.clock = clock = _make_clock(config, self.tempo)
         stack.callback(clock.close)
-        scheduler = Scheduler([model_outputs, echo_outputs, clock_outputs], tick_of=clock.ns_to_tick)
-        echo_channel = config.echo_channel if echo and (echo_outputs or offline_synth) else None
-        recorder = RollingRecording(
-            midi_path,
-            tempo,
-            part_ticks=part_ticks(config.part_minutes, tempo),
-            beats_per_bar=beats_per_bar,
+        self.scheduler = Scheduler(
+            [self.model_outputs, self.echo_outputs, self.clock_outputs], tick_of=clock.ns_to_tick
+        )
+        echo_channel = config.echo_channel if self.echo and (self.echo_outputs or self.offline_synth) else None
+        self.recorder = recorder = RollingRecording(
+            self.midi_path,
+            self.tempo,
+            part_ticks=part_ticks(config.part_minutes, self.tempo),
+            beats_per_bar=self.beats_per_bar,
             tracks=(PERFORMER_TRACK, MODEL_TRACK),
         )
-        takes: list[Path] = []
-        wav = None
-        wav_start_ns = clock.start_ns if isinstance(clock, InternalClock) else 0  # followed clocks: at the start
-        if offline_synth:
-            check_destination(midi_path.with_suffix(".wav"), option="the synth's WAV")
-            wav = WavStream(
-                midi_path.with_suffix(".wav"), soundfont=config.soundfont, max_seconds=config.wav_minutes * 60
+        self.wav_start_ns = clock.start_ns if isinstance(clock, InternalClock) else 0  # followed clocks: at the start
+        if self.offline_synth:
+            check_destination(self.midi_path.with_suffix(".wav"), option="the synth's WAV")
+            self.wav = WavStream(
+                self.midi_path.with_suffix(".wav"), soundfont=config.soundfont, max_seconds=config.wav_minutes * 60
             )
-            stack.callback(wav.close)
+            stack.callback(self.wav.close)
             for channel, program in programs.items():
-                wav.push(0, (PROGRAM_CHANGE | channel, program))
-
-        def sent_to(sent: Sent) -> None:  # control thread: each message the scheduler sent, once
-            if wav is not None and sent.group in (MODEL_GROUP, ECHO_GROUP):
-                wav.push(sent.deadline_ns - wav_start_ns, sent.data)
-            if on_sent is not None:
-                on_sent(sent)
-
-        def save_take() -> None:  # control thread
-            path = midi_path.with_name(f"{midi_path.stem}-take{len(takes) + 1}.mid")
-            if recorder.save_copy(path) is not None:  # a take that cannot be written is logged and counted
-                takes.append(path)
-
-        engine = Engine(
-            conductor,
+                self.wav.push(0, (PROGRAM_CHANGE | channel, program))
+        self.engine = Engine(
+            self.conductor,
             clock,
-            scheduler,
+            self.scheduler,
             recorder,
             echo_channel=echo_channel,
-            clock_out=ClockMaster() if clock_outputs else None,
-            on_save_take=save_take,
-            on_sent=sent_to if wav is not None or on_sent is not None else None,
+            clock_out=ClockMaster() if self.clock_outputs else None,
+            on_save_take=self._save_take,
+            on_sent=self._sent if self.wav is not None or self.on_sent is not None else None,
         )
-        if worker is not None:
-            worker.recent = partial(recent_seed, recorder, beats_per_bar)
-        if live_synth is not None:
+        if self.worker is not None:
+            self.worker.recent = partial(recent_seed, recorder, self.beats_per_bar)
+        if self.live_synth is not None:
             for channel, program in programs.items():
-                live_synth.send_now((PROGRAM_CHANGE | channel, program))
+                self.live_synth.send_now((PROGRAM_CHANGE | channel, program))
 
-        source: MidiInput | None = None
+    def _sent(self, sent: Sent) -> None:
+        """Control thread: each message the scheduler sent, once (to the WAV and ``on_sent``)."""
+        if self.wav is not None and sent.group in (MODEL_GROUP, ECHO_GROUP):
+            self.wav.push(sent.deadline_ns - self.wav_start_ns, sent.data)
+        if self.on_sent is not None:
+            self.on_sent(sent)
+
+    def _save_take(self) -> None:
+        """Control thread: the record control."""
+        path = self.midi_path.with_name(f"{self.midi_path.stem}-take{len(self.takes) + 1}.mid")
+        if self.recorder.save_copy(path) is not None:  # a take that cannot be written is logged and counted
+            self.takes.append(path)
+
+    def _open_inputs(self, stack: ExitStack) -> None:
+        """The performer's input (a port, the first keyboard, or the seed phrase played as if performed),
+        a separate clock input, and the keeper that opens again a port that went away."""
+        from livegen.io import midi_api, midi_input
+
+        config, api, engine = self.config, self.api, self.engine
         listens_to_clock = config.clock == "midi" and config.clock_input is None
         if config.input is not None:
             assert api is not None
             virtual = config.input == VIRTUAL_INPUT
-            source = midi_input.open_input(
+            self.source = midi_input.open_input(
                 None if virtual else config.input,
                 api=api,
                 callback=engine.on_midi,
                 virtual=virtual,
                 ignore_clock=not listens_to_clock,
             )
-            stack.callback(source.close)
-        elif not autonomous or config.seed_file is None:
+            stack.callback(self.source.close)
+        elif not self.autonomous or config.seed_file is None:
             keyboard = midi_api.find_keyboard(api) if api else None
             if keyboard is not None:
                 assert api is not None
-                source = midi_input.open_input(keyboard, api=api, callback=engine.on_midi)
-                stack.callback(source.close)
-            elif wants_phrase:
-                assert song is not None
+                self.source = midi_input.open_input(keyboard, api=api, callback=engine.on_midi)
+                stack.callback(self.source.close)
+            elif self.wants_phrase:
+                assert self.song is not None
                 lead_in = PPQN  # one beat before the phrase
-                events = notes_to_events(replace(n, start=n.start + lead_in) for n in song.notes)
-                source = PhraseInput(events, clock.tick_to_ns)
-                source.set_callback(engine.on_midi)
-                stack.callback(source.close)
+                events = notes_to_events(replace(n, start=n.start + lead_in) for n in self.song.notes)
+                phrase = PhraseInput(events, self.clock.tick_to_ns)
+                phrase.set_callback(engine.on_midi)
+                stack.callback(phrase.close)
+                self.source = phrase
         clock_source: MidiInput | None = None
         if config.clock == "midi" and config.clock_input is not None:
             assert api is not None
@@ -688,19 +760,22 @@ def run_jam(
             stack.callback(clock_source.close)
         # a port that goes away (a keyboard unplugged, a restarted JACK server) is counted and
         # opened again by the keeper's thread; it stops before the ports close
-        keeper = None
         if api is not None:
             from livegen.io.reconnect import PortKeeper
 
-            keeper = PortKeeper(api)
-            for watched in (*model_outputs, source, clock_source):
-                keeper.add(watched)
-            stack.enter_context(keeper)
-        # the health endpoint binds now (a taken port fails before anything plays); systemd hears
-        # READY=1 at the scheduler's first heartbeat and WATCHDOG=1 while it keeps turning
+            self.keeper = PortKeeper(api)
+            for watched in (*self.model_outputs, self.source, clock_source):
+                self.keeper.add(watched)
+            stack.enter_context(self.keeper)
+
+    def _supervise(self, stack: ExitStack) -> Supervision:
+        """The health endpoint (it binds now: a taken port fails before anything plays), systemd's
+        READY=1 at the scheduler's first heartbeat, and the typed-command reader."""
+        config, keeper, worker, wav = self.config, self.keeper, self.worker, self.wav
+        engine, conductor, recorder = self.engine, self.conductor, self.recorder
         supervision = stack.enter_context(
             supervise(
-                scheduler,
+                self.scheduler,
                 host=config.health_host,
                 port=config.health_port,
                 counters=Counters(
@@ -711,23 +786,28 @@ def run_jam(
                     skipped_steps=lambda: conductor.skipped_steps,
                     write_errors=lambda: recorder.write_errors + (wav.write_errors if wav is not None else 0),
                 ),
-                synth=live_synth,
-                model=model_identity(package.folder),
+                synth=self.live_synth,
+                model=model_identity(self.package.folder),
                 model_source=conductor,
-                status=f"playing {package.name} ({config.mode})",
+                status=f"playing {self.package.name} ({config.mode})",
             )
         )
         if config.commands or (config.commands is None and sys.stdin is not None and sys.stdin.isatty()):
-            CommandReader(conductor.post, stop.set, live, modes=MODES).start()
+            CommandReader(conductor.post, self.stop.set, self.live, modes=MODES).start()
+        return supervision
+
+    def _play(self, stack: ExitStack, supervision: Supervision) -> BaseException | None:
+        """The control loop until the end; the error that ended it, if any (what was recorded is kept)."""
+        config, engine, recorder, source, stop = self.config, self.engine, self.recorder, self.source, self.stop
         # The scheduler and the audio callback need the GIL within a millisecond; Python's
         # default switch interval (5 ms) lets the control thread hold it longer than a block.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
         stack.callback(sys.setswitchinterval, switch_interval)
         started_ns = time.perf_counter_ns()
-        if not isinstance(clock, InternalClock):
-            wav_start_ns = started_ns  # the WAV's time 0 (sent_to reads it)
-        scheduler.start()
+        if not isinstance(self.clock, InternalClock):
+            self.wav_start_ns = started_ns  # the WAV's time 0 (_sent reads it)
+        self.scheduler.start()
         if isinstance(source, PhraseInput):
             source.start()
         deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
@@ -741,12 +821,12 @@ def run_jam(
                 engine.collect_sent()
                 recorder.autosave()  # the part being played; on failure it stays in memory
                 next_save = time.monotonic() + autosave_every
-            if wav is not None:
-                wav.render_until(time.perf_counter_ns() - wav_start_ns)
+            if self.wav is not None:
+                self.wav.render_until(time.perf_counter_ns() - self.wav_start_ns)
             if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return True
             if isinstance(source, PhraseInput):
-                return source.finished.is_set() and conductor.responses >= 1 and not conductor.busy
+                return source.finished.is_set() and self.conductor.responses >= 1 and not self.conductor.busy
             return False
 
         error: BaseException | None = None
@@ -758,11 +838,17 @@ def run_jam(
             finally:
                 supervision.stopping()  # STOPPING=1 before the scheduler stops: writing files is no hang
                 engine.finish()
-                if worker is not None:
-                    worker.close()
-                if live_synth is not None:
+                if self.worker is not None:
+                    self.worker.close()
+                if self.live_synth is not None:
                     time.sleep(0.3)  # let the release tails sound before the stream closes
-        result = _write_files(recorder, wav, warnings)
+        return error
+
+    def _report(self, error: BaseException | None) -> JamResult:
+        """Write the files and say what happened; raise the error that ended the jam, if any."""
+        config, wav, worker, conductor, scheduler = self.config, self.wav, self.worker, self.conductor, self.scheduler
+        warnings = self.warnings
+        result = _write_files(self.recorder, wav, warnings)
         if wav is not None and wav.failed:
             warnings.append(f"{wav.failed}; the MIDI recording holds the whole jam")
         if wav is not None and wav.capped:
@@ -770,14 +856,15 @@ def run_jam(
                 f"the WAV holds the first {config.wav_minutes:g} minutes (--wav-minutes); "
                 "the MIDI recording holds the whole jam"
             )
-        result.input_name = source.name if source is not None else "none (autonomous)"
-        result.outputs = output_names + ([f"built-in synth -> {result.wav_path}"] if offline_synth else [])
+        result.input_name = self.source.name if self.source is not None else "none (autonomous)"
+        offline = [f"built-in synth -> {result.wav_path}"] if self.offline_synth else []
+        result.outputs = self.output_names + offline
         result.warnings = warnings
         result.responses = conductor.responses
         result.late = scheduler.stats.late
         result.max_late_ms = scheduler.stats.max_late_ns / 1e6
-        result.replan_ms = [ns / 1e6 for ns in engine.replan_ns()]
-        result.takes = takes
+        result.replan_ms = [ns / 1e6 for ns in self.engine.replan_ns()]
+        result.takes = self.takes
         report = conductor.report()
         result.changes, result.reseeds = list(report.changes), report.reseeds
         if worker is not None:
@@ -787,12 +874,12 @@ def run_jam(
                     f"the inference worker failed {worker.crashes + worker.hangs} time(s) and was not started "
                     "again; the clock and the recording went on without the model (the log says why)"
                 )
-        result.late_steps = engine.late_steps
+        result.late_steps = self.engine.late_steps
         result.skipped_steps = conductor.skipped_steps
-        result.tempo_bpm = clock.tempo_bpm
+        result.tempo_bpm = self.clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)
-        if keeper is not None:
-            result.port_losses, result.reconnects = keeper.port_losses, keeper.reconnects
+        if self.keeper is not None:
+            result.port_losses, result.reconnects = self.keeper.port_losses, self.keeper.reconnects
         if error is not None:
             if isinstance(error, LivegenError):
                 raise error
@@ -800,6 +887,17 @@ def run_jam(
                 f"the jam stopped on an internal error ({error!r}); recorded so far: {result.midi_path}"
             ) from error
         return result
+
+
+def run_jam(
+    config: JamConfig,
+    *,
+    stop: threading.Event | None = None,
+    echo: bool = True,
+    on_sent: Callable[[Sent], None] | None = None,
+) -> JamResult:
+    """Play until the seed phrase has been answered (or accompanied), or until stopped (see :class:`Jam`)."""
+    return Jam(config, stop=stop, echo=echo, on_sent=on_sent).run()
 
 
 def part_ticks(minutes: float, tempo: TempoMap) -> int:
