@@ -1,4 +1,4 @@
-"""Shared fixtures: a real JACK server with the dummy driver.
+"""Shared fixtures: a real JACK server with the dummy driver, and tiny trained packages.
 
 Context: test setup. One jackd is started per test session (about 1 s) the first time a
 test asks for ``jack_server``; each test that asks gets ``JACK_DEFAULT_SERVER`` pointing
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,21 @@ def jack_server(jack_server_process: JackServer, monkeypatch: pytest.MonkeyPatch
     yield server.name
     if not server.running():
         pytest.fail(f"the test JACK server {server.name} died during the test:\n{server.log_text()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A family's tiny trained package (:func:`tests.families.build`), built the first time a test
+    of the session asks for it; tests that change one work on a copy."""
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
+            from tests.families import build
+
+            data, out = tmp_path_factory.mktemp(f"{family}-data"), tmp_path_factory.mktemp(family)
+            built[family] = build(family, data, out)
+        return built[family]
+
+    return get

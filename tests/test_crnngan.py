@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,17 @@ torch = pytest.importorskip("torch", reason="training tests need the train extra
 
 from export.crnngan import (  # noqa: E402
     CrnnGanConfig,
-    CrnnGanOptions,
     Discriminator,
     Generator,
     Standard,
     discriminator_loss,
-    export_crnngan,
     feature_matching_loss,
     freeze_discriminator,
     is_monophonic,
     pretrain_lengths,
-    train_crnngan,
     tune_velocities,
     tune_windows,
 )
-from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.crnngan import (  # noqa: E402
     CrnnGanGenerator,
@@ -50,13 +46,10 @@ from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.corpus import Tune  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
-from livegen.music.midifile import read_midi, write_midi  # noqa: E402
-from livegen.music.time import PPQN, TempoMap  # noqa: E402
-from tests.liveplay import accompanies_and_replans, plays_on_its_own  # noqa: E402
+from livegen.music.midifile import write_midi  # noqa: E402
+from livegen.music.time import PPQN  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -232,31 +225,9 @@ def test_losses_and_the_freezing_rule_are_the_seeds() -> None:
 # ---- end to end ---------------------------------------------------------------------------
 
 
-def _melody(rng: np.random.Generator, beats: int) -> list[Note]:
-    """A line stepping through C major in eighths and quarters, accented on the beat."""
-    notes, index, tick = [], 4, 0
-    while tick < beats * PPQN:
-        index = int(np.clip(index + rng.choice([-2, -1, 1, 2]), 0, len(C_MAJOR) - 1))
-        length = int(rng.choice([1, 1, 2])) * PPQN // 2
-        velocity = 100 if tick % PPQN == 0 else 70
-        notes.append(Note(C_MAJOR[index], velocity, tick, length - PPQN // 16))
-        tick += length
-    return notes
-
-
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("melodies")
-    rng = np.random.default_rng(5)
-    for i in range(10):
-        write_midi(folder / f"tune{i}.mid", {"melody": _melody(rng, 48)})
-    out = tmp_path_factory.mktemp("crnngan")
-    config = CrnnGanConfig(
-        hidden=8, window=8, noise=4, batch_size=8, pretrain_epochs=2, batches_per_epoch=3, min_epochs=1
-    )
-    options = CrnnGanOptions(data=str(folder), out=out / "run", epochs=2, patience=1, config=config, threads=1)
-    checkpoint = train_crnngan(options)
-    return export_crnngan(checkpoint, out / "tiny-crnngan")
+def package(tiny_packages: Callable[[str], Path]) -> Path:
+    return tiny_packages("crnngan")
 
 
 def _manifest(package: Path) -> dict[str, Any]:
@@ -332,25 +303,6 @@ def test_adapter_names_the_field_the_value_and_what_is_accepted(
     assert message in str(error.value) and "livegen.toml" in str(error.value)
 
 
-def test_answers_the_seed_phrase_in_call_and_response_deterministically(package: Path) -> None:
-    _, generator = load_generator(str(package))
-    seed = read_midi(package / "seed.mid").notes
-    settings = CallResponseSettings()
-    performance = render_call_response(
-        generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0, settings=settings
-    )
-    start = max(n.end for n in seed)
-    assert performance.model and all(n.start >= start for n in performance.model)
-    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in performance.model)  # on the 16th grid
-    assert max(n.duration for n in performance.model) <= 16 * 120
-    assert isinstance(generator, CrnnGanGenerator) and generator.fit.blocks >= 1  # candidates were scored
-    again = render_call_response(
-        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0,
-        settings=settings,
-    )  # fmt: skip
-    assert again.model == performance.model
-
-
 def test_without_a_scale_the_notes_keep_to_the_performers_key(package: Path) -> None:
     _, generator = load_generator(str(package))
     e_major = [64, 66, 68, 69, 71, 73, 75, 76]  # a key the training melodies (C major) are not in
@@ -364,11 +316,3 @@ def test_without_a_scale_the_notes_keep_to_the_performers_key(package: Path) -> 
         generator.feed(event)
         played.append(event.pitch)
     assert all(p % 12 in (4, 6, 8, 9, 11, 1, 3) for p in played), played
-
-
-def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:
-    accompanies_and_replans(load_generator(str(package))[1])
-
-
-def test_plays_on_its_own_from_the_seed(package: Path) -> None:
-    plays_on_its_own(load_generator(str(package))[1], package)

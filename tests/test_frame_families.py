@@ -8,73 +8,37 @@ with the parity check, and plays in call-and-response, accompaniment and autonom
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.deepmusician import (  # noqa: E402
-    DeepMusicianConfig,
-    DeepMusicianOptions,
-    export_deep_musician,
     focal_loss,
-    train_deep_musician,
 )
 from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack  # noqa: E402
-from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.models.registry import load_generator  # noqa: E402
-from livegen.models.sampling import SamplingParams  # noqa: E402
-from livegen.music.events import Note  # noqa: E402
-from livegen.music.midifile import read_midi, write_midi  # noqa: E402
-from livegen.music.time import PPQN, TempoMap  # noqa: E402
-from tests.liveplay import accompanies_and_replans, plays_on_its_own  # noqa: E402
+from tests.families import four_voice_pieces  # noqa: E402
+from tests.liveplay import plays_on_its_own  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
-
-
-def _piece(rng: np.random.Generator, beats: int) -> list[Note]:
-    """Four voices (channels 0-3, high to low) moving by step in quarters and halves."""
-    notes = []
-    for voice, start in enumerate((15, 11, 7, 2)):
-        index, tick = start, 0
-        while tick < beats * PPQN:
-            index = int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(C_MAJOR) - 1))
-            length = int(rng.choice([1, 1, 2])) * PPQN
-            notes.append(Note(C_MAJOR[index], 80, tick, length - PPQN // 8, channel=voice))
-            tick += length
-    return notes
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("voices")
-    rng = np.random.default_rng(3)
-    for i in range(8):
-        write_midi(folder / f"piece{i}.mid", {"voices": _piece(rng, 48)})
-    return folder
+    return four_voice_pieces(tmp_path_factory.mktemp("voices"))
 
 
 @pytest.fixture(scope="module")
-def deep_musician(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dm")
-    config = DeepMusicianConfig(hidden=16, classifier=16, window=16, decode_frames=8, stride=8, batch_size=8)
-    options = DeepMusicianOptions(data=str(corpus), out=out / "run", epochs=1, patience=1, config=config)
-    checkpoint = train_deep_musician(options)
-    return export_deep_musician(checkpoint, out / "tiny-dm")
+def deep_musician(tiny_packages: Callable[[str], Path]) -> Path:
+    return tiny_packages("deep-musician")
 
 
 @pytest.fixture(scope="module")
-def multitrack(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("mt")
-    config = MultiTrackConfig(hidden=16, window=16, batch_size=8)
-    options = MultiTrackOptions(data=str(corpus), out=out / "run", epochs=1, patience=1, config=config)
-    checkpoint = train_multitrack(options)
-    return export_multitrack(checkpoint, out / "tiny-mt")
+def multitrack(tiny_packages: Callable[[str], Path]) -> Path:
+    return tiny_packages("multitrack-rnn")
 
 
 def test_focal_loss_is_cross_entropy_weighted_by_alpha_and_the_miss() -> None:
@@ -111,44 +75,6 @@ def test_multitrack_package_declares_a_channel_and_program_per_track(multitrack:
     assert 0 <= manifest["metrics"]["parity_max_abs_diff"] <= 1e-4
     _, generator = load_generator(str(multitrack))
     assert generator.programs == {t["channel"]: t["program"] for t in tracks}  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize("family", ["deep_musician", "multitrack"])
-def test_answers_the_seed_phrase_in_call_and_response(family: str, request: pytest.FixtureRequest) -> None:
-    package: Path = request.getfixturevalue(family)
-    _, generator = load_generator(str(package))
-    seed = read_midi(package / "seed.mid").notes
-    settings = CallResponseSettings()
-    performance = render_call_response(
-        generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0, settings=settings
-    )
-    start = max(n.end for n in seed)
-    assert performance.model and all(n.start >= start for n in performance.model)
-    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in performance.model)  # on the 16th grid
-    assert max(n.duration for n in performance.model) <= 16 * 120  # held at most 4 beats
-    channels = {n.channel for n in performance.model}
-    if family == "multitrack":
-        assert channels <= {0, 1, 2, 3}
-    else:
-        assert channels == {settings.channel}
-    # the same rng seed gives the same answer
-    again = render_call_response(
-        load_generator(str(package))[1], seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=0,
-        settings=settings,
-    )  # fmt: skip
-    assert again.model == performance.model
-
-
-@pytest.mark.parametrize("family", ["deep_musician", "multitrack"])
-def test_accompanies_and_replans_when_the_performer_plays(family: str, request: pytest.FixtureRequest) -> None:
-    package: Path = request.getfixturevalue(family)
-    accompanies_and_replans(load_generator(str(package))[1])
-
-
-@pytest.mark.parametrize("family", ["deep_musician", "multitrack"])
-def test_plays_on_its_own_from_the_seed(family: str, request: pytest.FixtureRequest) -> None:
-    package: Path = request.getfixturevalue(family)
-    plays_on_its_own(load_generator(str(package))[1], package)
 
 
 def test_multitrack_trains_exports_and_plays_with_three_tracks(corpus: Path, tmp_path: Path) -> None:

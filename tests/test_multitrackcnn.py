@@ -28,15 +28,10 @@ from export.errors import ExportError  # noqa: E402
 from export.multitrackcnn import (  # noqa: E402
     MultiTrackCnn,
     MultiTrackCnnConfig,
-    MultiTrackCnnOptions,
-    export_multitrack_cnn,
     make_blocks,
     piece_roll,
-    train_multitrack_cnn,
     transpose_classes,
 )
-from livegen.engine.callresponse import CallResponseSettings  # noqa: E402
-from livegen.engine.render import render_call_response  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.frames import ANY_TRACK, RollNote  # noqa: E402
 from livegen.models.multitrackcnn import (  # noqa: E402
@@ -50,14 +45,11 @@ from livegen.models.registry import load_generator  # noqa: E402
 from livegen.models.sampling import SamplingParams  # noqa: E402
 from livegen.models.step import StepEvent  # noqa: E402
 from livegen.music.corpus import MultiTune, Tune  # noqa: E402
-from livegen.music.events import Note  # noqa: E402
-from livegen.music.midifile import read_midi, write_midi  # noqa: E402
-from livegen.music.time import PPQN, TempoMap  # noqa: E402
-from tests.liveplay import accompanies_and_replans, note_ons, plays_on_its_own  # noqa: E402
+from livegen.music.midifile import read_midi  # noqa: E402
+from livegen.music.time import PPQN  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-C_MAJOR = [48, 50, 52, 53, 55, 57, 59, 60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79]
 CENTERS = (70.8, 65.2, 59.5, 51.1)
 TRACKS = [
     {"name": name, "channel": k, "program": 68 + k, "center": center}
@@ -332,30 +324,9 @@ def test_manifest_mistakes_name_the_field_and_what_is_accepted(
 # ---- end to end: tiny training, export, live playback -------------------------------------------
 
 
-def _piece(rng: np.random.Generator, beats: int) -> list[Note]:
-    """Four voices (channels 0-3, high to low) moving by step in quarters and halves."""
-    notes = []
-    for voice, start in enumerate((15, 11, 7, 2)):
-        index, tick = start, 0
-        while tick < beats * PPQN:
-            index = int(np.clip(index + rng.choice([-1, 0, 1]), 0, len(C_MAJOR) - 1))
-            length = int(rng.choice([1, 1, 2])) * PPQN
-            notes.append(Note(C_MAJOR[index], 80, tick, length - PPQN // 8, channel=voice))
-            tick += length
-    return notes
-
-
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("voices")
-    rng = np.random.default_rng(3)
-    for i in range(8):
-        write_midi(folder / f"piece{i}.mid", {"voices": _piece(rng, 48)})
-    out = tmp_path_factory.mktemp("cnn")
-    config = MultiTrackCnnConfig(hidden=4, batch_size=16, stride=4)
-    options = MultiTrackCnnOptions(data=str(folder), out=out / "run", epochs=1, patience=1, config=config)
-    checkpoint = train_multitrack_cnn(options)
-    return export_multitrack_cnn(checkpoint, out / "tiny-cnn")
+def package(tiny_packages: Callable[[str], Path]) -> Path:
+    return tiny_packages("multitrack-cnn")
 
 
 def test_the_package_is_a_block_model_with_a_channel_and_program_per_track(package: Path) -> None:
@@ -373,37 +344,6 @@ def test_the_package_is_a_block_model_with_a_channel_and_program_per_track(packa
     assert isinstance(generator, MultiTrackCnnGenerator)
     assert generator.programs == {t["channel"]: t["program"] for t in tracks}
     assert len(read_midi(package / "seed.mid").notes) >= 4
-
-
-def test_answers_the_seed_phrase_in_call_and_response_the_same_for_the_same_seed(package: Path) -> None:
-    seed = read_midi(package / "seed.mid").notes
-    settings = CallResponseSettings()
-
-    def render(rng_seed: int) -> list[Note]:
-        _, generator = load_generator(str(package))
-        performance = render_call_response(
-            generator, seed, tempo=TempoMap.constant(120), params=SamplingParams(), rng_seed=rng_seed,
-            settings=settings,
-        )  # fmt: skip
-        return list(performance.model)
-
-    model = render(0)
-    start = max(n.end for n in seed)
-    assert model and all(n.start >= start for n in model)
-    assert all(n.start % 120 == 0 and n.duration % 120 == 0 for n in model)  # on the 16th grid
-    assert max(n.duration for n in model) <= 16 * 120  # held at most a bar
-    assert {n.channel for n in model} <= {0, 1, 2, 3}
-    assert render(0) == model
-    assert render(1) != model
-
-
-def test_accompanies_and_replans_when_the_performer_plays(package: Path) -> None:
-    before, after = accompanies_and_replans(load_generator(str(package))[1])
-    assert {c for _, c, _ in note_ons(before + after)} <= {0, 1, 2, 3}
-
-
-def test_plays_on_its_own_from_the_seed(package: Path) -> None:
-    plays_on_its_own(load_generator(str(package))[1], package)
 
 
 def test_a_tampered_package_is_refused(package: Path, tmp_path: Path) -> None:
