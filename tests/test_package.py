@@ -189,3 +189,34 @@ def test_verify_in_child_passes_a_good_package_and_names_the_fault_of_a_bad_one(
         verify_in_child(broken)
     package = load_package(package_dir, check_graphs=False)  # what a swap loads once the child said yes
     assert package.sessions
+
+
+def test_every_family_livegen_ships_is_registered_as_an_entry_point_like_a_third_partys() -> None:
+    import tomllib
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    from livegen.models.manifest import MANIFEST, parse_manifest
+    from livegen.models.registry import bundled_packages, generator_class
+
+    declared = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    registered = declared["entry-points"]["livegen.generators"]
+    shipped = {parse_manifest(folder / MANIFEST).family for folder in bundled_packages()}
+    assert shipped <= set(registered), shipped - set(registered)  # the eight bundled families, declared once
+    installed = {
+        ep.name: ep.value for ep in entry_points(group="livegen.generators") if ep.dist and ep.dist.name == "livegen"
+    }
+    assert installed == registered  # the installed metadata is what pyproject.toml declares
+    for family in shipped:
+        module, _, attr = registered[family].partition(":")
+        assert generator_class(family).__name__ == attr and generator_class(family).__module__ == module
+
+
+def test_a_source_tree_that_is_not_installed_finds_its_families_in_its_pyproject(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livegen.models import registry
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])  # no distribution metadata at all
+    assert registry.generator_class("crnngan").__name__ == "CrnnGanGenerator"
+    assert len(registry._families()) == 8

@@ -9,6 +9,7 @@ livegen ships, plus any third-party ones registered in the
 from __future__ import annotations
 
 import importlib
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,17 +24,8 @@ if TYPE_CHECKING:
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_MODEL = "folk-lstm"
 
-#: Families shipped with livegen (entry points may add more or override none of these).
-_BUILTIN_FAMILIES = {
-    "midirnn": "livegen.models.midirnn:MidiRnnGenerator",
-    "deep-musician": "livegen.models.deepmusician:DeepMusicianGenerator",
-    "multitrack-rnn": "livegen.models.multitrack:MultiTrackGenerator",
-    "token-lstm": "livegen.models.tokenlstm:TokenLstmGenerator",
-    "midigan": "livegen.models.midigan:MidiGanGenerator",
-    "imagegan": "livegen.models.imagegan:ImageGanGenerator",
-    "crnngan": "livegen.models.crnngan:CrnnGanGenerator",
-    "multitrack-cnn": "livegen.models.multitrackcnn:MultiTrackCnnGenerator",
-}
+#: Where livegen's own families are declared when it runs from a source tree that is not installed.
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def bundled_packages() -> list[Path]:
@@ -82,10 +74,24 @@ def resolve_package(name_or_path: str) -> Path:
 
 
 def _families() -> dict[str, str]:
-    found = dict(_BUILTIN_FAMILIES)
+    """Every family of the ``livegen.generators`` entry-point group, livegen's own among them
+    (declared in its pyproject.toml like anybody's); a third party's cannot replace livegen's own."""
+    own: dict[str, str] = {}
+    others: dict[str, str] = {}
     for ep in entry_points(group="livegen.generators"):
-        found.setdefault(ep.name, ep.value)
-    return found
+        mine = ep.dist is not None and ep.dist.name == "livegen"
+        (own if mine else others).setdefault(ep.name, ep.value)
+    if not own:  # a source tree on sys.path, not installed: its pyproject.toml declares them
+        own = _declared_in_source_tree()
+    return {**others, **own}
+
+
+def _declared_in_source_tree() -> dict[str, str]:
+    try:
+        project = tomllib.loads(_PYPROJECT.read_text(encoding="utf-8"))["project"]
+        return dict(project["entry-points"]["livegen.generators"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def generator_class(family: str, *, where: Path | None = None) -> Any:
