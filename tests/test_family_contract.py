@@ -1,7 +1,8 @@
 """The contract every exported family keeps once trained, exported and loaded by the host: it
 answers a phrase in call-and-response (on the grid, after the phrase, the same for the same rng
-seed, and for the families of DRAWS_DIFFER not for another), accompanies a performer and re-plans when they play, and plays on
-its own from its seed. Each family's own test file checks what is its own."""
+seed, and for the families of DRAWS_DIFFER not for another), accompanies a performer and
+re-plans when they play, and plays on its own from its seed. Each family's own test file
+checks what is its own."""
 
 from __future__ import annotations
 
