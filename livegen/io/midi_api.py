@@ -225,7 +225,7 @@ def backend_errors(api: str, doing: str) -> Iterator[None]:
             f"{doing} on the {api} MIDI API failed: {err}; the port may have just gone away "
             "(see the current ones with `livegen ports`)"
         ) from err
-    # python-rtmidi raises NotImplementedError where an API cannot do the call (virtual ports on WinMM).
+    # An API without the call (open_virtual_port on WinMM): python-rtmidi's answer is NotImplementedError.
     except (rtmidi.RtMidiError, NotImplementedError) as err:
         raise BackendUnavailableError(
             f"{doing} on the {api} MIDI API failed: {err}{_said(noise)}; {_hint(api)}"
