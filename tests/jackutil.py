@@ -11,6 +11,8 @@ CLOCK_MONOTONIC and so compare across processes)::
         {"event": "ready", "port": "livegen:livegen"}
         {"event": "message", "t_ns": 123, "data": [144, 60, 100]}  ... then
         {"event": "done", "count": 8}
+        reads "flush" on stdin: {"event": "flushed", "count": N} once every message that
+        arrived before it has been printed; "quit" exits at once
     python jackutil.py send --name kbd
         {"event": "ready", "port": "kbd:kbd"}; then reads JSON lines on stdin:
         [144, 60, 100]                     send now, answer {"event": "sent", "t_ns": ..., "data": [...]}
@@ -275,6 +277,7 @@ def _receive(port: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     index, full_name = _find_port(client, port, deadline)
     client.open_port(index, "in")
+    threading.Thread(target=_flush_on_request, args=(got,), daemon=True).start()
     _say(event="ready", port=full_name)
     received = 0
     while received < count:
@@ -283,6 +286,9 @@ def _receive(port: str, count: int, timeout: float) -> None:
         except queue.Empty:
             _say(event="timeout", count=received)
             os._exit(1)
+        if t_ns == FLUSHED:
+            _say(event="flushed", count=received)
+            continue
         received += 1
         _say(event="message", t_ns=t_ns, data=data)
     time.sleep(0.05)  # anything after the expected count is an error the test must see
@@ -291,6 +297,29 @@ def _receive(port: str, count: int, timeout: float) -> None:
         _say(event="message", t_ns=t_ns, data=data)
     _say(event="done", count=received)
     os._exit(0)
+
+
+#: Stands for a flush request in a receiver's queue of (t_ns, data).
+FLUSHED = -1
+#: How long a receiver lets JACK's process thread hand over what arrived before a flush, s.
+FLUSH_SETTLE_S = 0.2
+
+
+def _flush_on_request(got: queue.Queue[tuple[int, list[int]]]) -> None:
+    """A receiver's stdin: ``"flush"`` queues a marker behind what has arrived; ``"quit"`` exits.
+
+    The marker goes in after :data:`FLUSH_SETTLE_S`, so every message JACK delivered
+    before the request (its callback may wait for the GIL on a busy machine) is printed
+    before the ``flushed`` line: a test that asks once the sender has closed its port
+    reads everything that was sent, however far the printing lags behind.
+    """
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command == "quit":
+            os._exit(0)
+        if command == "flush":
+            time.sleep(FLUSH_SETTLE_S)
+            got.put((FLUSHED, []))
 
 
 def _stream(client: Any, count: int, interval: float) -> None:

@@ -36,15 +36,19 @@ def start_jam(*args: str) -> subprocess.Popen[str]:
 
 
 def collect(peer: Peer, jam: subprocess.Popen[str], timeout: float = 60.0) -> list[dict]:
-    """Messages the peer reports until the jam has exited (and a little after)."""
+    """Messages the peer reports until the jam has exited, and all it received before.
+
+    Once the jam has exited (its output port closed after its last message went out),
+    the peer is asked to flush: everything it received comes before its ``flushed``
+    line, however far behind its printing is on a loaded machine.
+    """
     messages: list[dict] = []
     deadline = time.monotonic() + timeout
-    ended_at = None
+    flushing = False
     while time.monotonic() < deadline:
-        if jam.poll() is not None and ended_at is None:
-            ended_at = time.monotonic()
-        if ended_at is not None and time.monotonic() - ended_at > 0.5:
-            break
+        if not flushing and jam.poll() is not None:
+            peer.tell("flush")
+            flushing, deadline = True, time.monotonic() + 30
         try:
             item = peer.next(timeout=0.2)
         except AssertionError as err:
@@ -53,6 +57,8 @@ def collect(peer: Peer, jam: subprocess.Popen[str], timeout: float = 60.0) -> li
             raise
         if item.get("event") == "message":
             messages.append(item)
+        elif item.get("event") in ("flushed", "done"):
+            break
     return messages
 
 
