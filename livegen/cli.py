@@ -24,7 +24,7 @@ from livegen.errors import LivegenError
 from livegen.printable import PrintableFormatter, printable
 
 if TYPE_CHECKING:
-    from livegen.engine.jam import JamConfig
+    from livegen.engine.config import JamConfig
 
 log = logging.getLogger("livegen")
 #: The jam's report (the lines it prints): only a ``--log-file`` handler listens to it.
@@ -84,137 +84,21 @@ def _log_file(config: JamConfig, *, verbose: bool) -> Iterator[None]:
         handler.close()
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperature", type=float, help="sampling temperature (model's default if omitted)")
-    p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass (model's default if omitted)")
-    p.add_argument("--rng-seed", type=int, dest="rng_seed", help="seed of the sampler's random generator")
-    p.add_argument(
-        "--candidates",
-        type=int,
-        metavar="K",
-        help="block models that do not read the performer draw K blocks and keep the best fit (default 8)",
-    )
-    p.add_argument("--key", help="keep generated pitches in a scale, e.g. 'D dorian', 'A minor', 'C'")
-    p.add_argument("--pitch-range", dest="pitch_range", metavar="LOW-HIGH", help="MIDI note range, e.g. 55-84")
+#: The jam's options a render takes too.
+RENDER_SAMPLING = ("temperature", "top_p", "rng_seed", "candidates", "key", "pitch_range")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from livegen.engine.config import JamConfig
+    from livegen.engine.options import add_arguments
+
     parser = argparse.ArgumentParser(prog="livegen", description="A real-time generative music instrument.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     jam = sub.add_parser("jam", help="play live: livegen listens and answers")
     jam.add_argument("--preset", help="a preset name (presets/NAME.toml) or TOML file")
-    jam.add_argument("--model", help="bundled model name or package path (default folk-lstm)")
-    jam.add_argument("--mode", choices=["call-response", "accompany", "autonomous"])
-    jam.add_argument("--in", dest="input", metavar="PORT", help="MIDI input port (default: first keyboard found)")
-    jam.add_argument(
-        "--out",
-        dest="outputs",
-        metavar="PORT",
-        nargs="+",
-        help="outputs: port names, 'synth', 'none' (default: livegen synth)",
-    )
-    jam.add_argument("--midi-api", choices=["alsa", "jack", "coremidi", "winmm"], help="MIDI backend")
-    jam.add_argument("--tempo", type=float, help="BPM (default: the seed phrase's)")
-    jam.add_argument(
-        "--clock",
-        choices=["internal", "midi", "link"],
-        help="internal (default), midi (follow MIDI clock and transport on --in or --clock-in) or link (Ableton Link)",
-    )
-    jam.add_argument("--clock-in", dest="clock_input", metavar="PORT", help="port MIDI clock comes from (default --in)")
-    jam.add_argument(
-        "--clock-out",
-        dest="clock_out",
-        action="store_const",
-        const=True,
-        help="send MIDI clock, Start/Stop and Song Position on the MIDI port outputs",
-    )
-    jam.add_argument("--record", type=Path, metavar="FILE.mid", help="where to write the MIDI recording")
-    jam.add_argument("--seed-file", type=Path, metavar="F.mid", help="phrase to perform when no keyboard is attached")
-    jam.add_argument("--bars", type=int, help="length of each answer in bars (default 4)")
-    jam.add_argument("--silence", type=float, dest="silence_beats", help="beats of silence that end a phrase")
-    jam.add_argument("--soundfont", help="General MIDI .sf2 for the built-in synth")
-    jam.add_argument("--audio-device", help="audio output device name or index")
-    jam.add_argument("--out-dir", type=Path, help="folder for recordings (default out/)")
-    jam.add_argument("--max-seconds", type=float, help="stop after this many seconds")
-    jam.add_argument("--lookahead", type=float, dest="lookahead_beats", help="beats planned ahead (default 4)")
-    jam.add_argument(
-        "--commit", type=float, dest="commit_beats", help="beats ahead that are final in accompany (default 2)"
-    )
-    jam.add_argument(
-        "--listen", type=float, dest="listen_beats", help="beats accompany listens before it plays (default 8)"
-    )
-    jam.add_argument("--density", type=float, help="notes per beat multiplier, 0.25 to 4 (default 1)")
-    jam.add_argument("--transpose", help="off (default), follow (the performer's key) or semitones")
-    jam.add_argument("--reseed", choices=["recent", "seed"], help="autonomous: reseed from its own output or the seed")
-    jam.add_argument(
-        "--yield-to", dest="yield_to", choices=["call-response", "accompany"], help="autonomous: mode when you play"
-    )
-    jam.add_argument(
-        "--takeover",
-        type=float,
-        dest="takeover_beats",
-        help="autonomous: beats of your silence before it plays again; a note held longer counts as released",
-    )
-    jam.add_argument(
-        "--autosave", type=float, dest="autosave_seconds", metavar="S", help="rewrite the recording every S s"
-    )
-    jam.add_argument(
-        "--commands",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="read typed commands (mode, model, temperature, panic, take, quit) from stdin (default: on a terminal)",
-    )
-    jam.add_argument(
-        "--worker",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the model in a supervised child process, restarted if it crashes or hangs "
-        "(default: off; on in the installation preset)",
-    )
-    jam.add_argument(
-        "--part-minutes",
-        type=float,
-        dest="part_minutes",
-        metavar="M",
-        help="write the recording in parts of M minutes, NAME-part001.mid, ... (default 15; memory stays bounded)",
-    )
-    jam.add_argument(
-        "--wav-minutes",
-        type=float,
-        dest="wav_minutes",
-        metavar="M",
-        help="with no audio device, the synth's WAV stops after M minutes (default 60, at most 360)",
-    )
-    supervision = jam.add_argument_group("supervision (unattended installations; see the README)")
-    supervision.add_argument(
-        "--health-port",
-        type=int,
-        dest="health_port",
-        metavar="PORT",
-        help="serve /healthz and Prometheus /metrics on 127.0.0.1:PORT (default 0: no endpoint)",
-    )
-    supervision.add_argument(
-        "--health-host",
-        dest="health_host",
-        metavar="ADDR",
-        help="the loopback address the endpoint listens on (default 127.0.0.1; nothing but loopback is accepted)",
-    )
-    supervision.add_argument(
-        "--log-file", type=Path, dest="log_file", metavar="FILE", help="also log to FILE, rotated at --log-max-bytes"
-    )
-    supervision.add_argument(
-        "--log-max-bytes",
-        type=int,
-        dest="log_max_bytes",
-        metavar="N",
-        help="size cap of the log file before it rotates (default 5000000)",
-    )
-    supervision.add_argument(
-        "--log-backups", type=int, dest="log_backups", metavar="N", help="rotated log files kept (default 3)"
-    )
-    _add_sampling(jam)
+    add_arguments(jam, JamConfig)
 
     render = sub.add_parser("render", help="perform a seed phrase and the model's answer offline")
     render.add_argument("--model", default="folk-lstm")
@@ -225,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--tempo", type=float)
     render.add_argument("--silence", type=float, dest="silence_beats", default=2.0)
     render.add_argument("--soundfont")
-    _add_sampling(render)
+    add_arguments(render, JamConfig, RENDER_SAMPLING)
 
     models = sub.add_parser("models", help="list, describe and verify model packages")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -387,54 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_jam(args: argparse.Namespace) -> int:
+    from livegen.engine.config import JamConfig
+    from livegen.engine.options import given
     from livegen.engine.preset import make_config
 
-    overrides = {
-        k: getattr(args, k)
-        for k in [
-            "model",
-            "mode",
-            "input",
-            "midi_api",
-            "tempo",
-            "record",
-            "seed_file",
-            "bars",
-            "silence_beats",
-            "soundfont",
-            "audio_device",
-            "out_dir",
-            "max_seconds",
-            "temperature",
-            "top_p",
-            "candidates",
-            "rng_seed",
-            "key",
-            "pitch_range",
-            "clock",
-            "clock_input",
-            "clock_out",
-            "lookahead_beats",
-            "commit_beats",
-            "listen_beats",
-            "density",
-            "transpose",
-            "reseed",
-            "yield_to",
-            "takeover_beats",
-            "autosave_seconds",
-            "part_minutes",
-            "wav_minutes",
-            "commands",
-            "health_port",
-            "health_host",
-            "log_file",
-            "log_max_bytes",
-            "log_backups",
-            "worker",
-        ]
-    }
-    overrides["outputs"] = tuple(args.outputs) if args.outputs else None
+    overrides = given(args, JamConfig)
     config = make_config(args.preset, overrides)
     with _log_file(config, verbose=args.verbose):
         return _play(config)

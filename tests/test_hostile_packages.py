@@ -459,7 +459,8 @@ def test_a_jam_and_its_model_swaps_leave_no_folder_behind(tmp_path: Path, scratc
     """A zipped model played in-process and in the inference worker, and swapped to and fro
     during the play: every extraction (the jam's, the worker's, each verification's, each
     swap's) is gone when the jam has ended."""
-    from livegen.engine.jam import JamConfig, run_jam
+    from livegen.engine.config import JamConfig
+    from livegen.engine.jam import run_jam
     from livegen.models.registry import load_generator
 
     first = _zipped(write_package(tmp_path / "a"), tmp_path / "a.zip")

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession
 
-from livegen.engine.jam import JamConfig, JamResult, run_jam
+from livegen.engine.config import JamConfig
+from livegen.engine.jam import JamResult, run_jam
 from livegen.errors import InferenceSkipped, PackageError
 from livegen.models.budget import BudgetedSession, stop_runs_on
 from livegen.models.package import load_package

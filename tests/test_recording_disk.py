@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from livegen.engine.config import JamConfig
 from livegen.engine.health import Counters, Vitals
-from livegen.engine.jam import JamConfig, run_jam
+from livegen.engine.jam import run_jam
 from livegen.errors import LivegenError
 from livegen.io import recorder as recorder_module
 from livegen.io.recorder import RollingRecording

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from livegen.engine import soak
-from livegen.engine.jam import JamConfig
+from livegen.engine.config import JamConfig
 from livegen.engine.session import Engine
 from livegen.engine.soak import SoakSettings, run_accelerated, run_realtime, summary_lines
 from livegen.errors import ConfigError

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.engine.line import PlannedLine, check_horizons
+from livegen.engine.config import LISTEN_BOUNDS, check_horizons
+from livegen.engine.line import PlannedLine
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
@@ -54,8 +55,7 @@ class AccompanySettings:
 
     def __post_init__(self) -> None:
         check_horizons(self.lookahead_beats, self.commit_beats)
-        if not 0 <= self.listen_beats <= 256:
-            raise ConfigError(f"listening window {self.listen_beats} beats: expected 0 to 256")
+        LISTEN_BOUNDS.check(self.listen_beats, "--listen")
         if not 1 <= self.beats_per_bar <= 16:
             raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
         if not 0 <= self.channel <= 15:

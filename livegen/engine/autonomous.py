@@ -26,7 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.engine.line import PlannedLine, check_horizons
+from livegen.engine.config import (
+    BAR_REPEATS_BOUNDS,
+    RESEED_SOURCES,
+    SAME_PITCH_BOUNDS,
+    SILENCE_BARS_BOUNDS,
+    TAKEOVER_BOUNDS,
+    YIELD_MODES,
+    check_horizons,
+)
+from livegen.engine.line import PlannedLine
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, PlannerReport, Withdraw
 from livegen.errors import ConfigError
@@ -34,8 +43,6 @@ from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import NOTE_OFF, NOTE_ON
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
-RESEED_SOURCES = ("recent", "seed")
-YIELD_MODES = ("call-response", "accompany")
 #: Notes of its own recent output a "recent" reseed feeds, and how varied they must be.
 RECENT_NOTES = 16
 RECENT_MIN_PITCHES = 3
@@ -57,18 +64,14 @@ class AutonomousSettings:
 
     def __post_init__(self) -> None:
         check_horizons(self.lookahead_beats, self.commit_beats)
-        if not 2 <= self.max_same_pitch <= 1000:
-            raise ConfigError(f"max-same-pitch {self.max_same_pitch}: expected 2 to 1000 notes")
-        if not 2 <= self.max_bar_repeats <= 1000:
-            raise ConfigError(f"max-bar-repeats {self.max_bar_repeats}: expected 2 to 1000 bars")
-        if not 0 < self.silence_bars <= 64:
-            raise ConfigError(f"silence-bars {self.silence_bars}: expected more than 0 and at most 64")
+        SAME_PITCH_BOUNDS.check(self.max_same_pitch, "max-same-pitch")
+        BAR_REPEATS_BOUNDS.check(self.max_bar_repeats, "max-bar-repeats")
+        SILENCE_BARS_BOUNDS.check(self.silence_bars, "silence-bars")
         if self.reseed not in RESEED_SOURCES:
             raise ConfigError(f"reseed {self.reseed!r}: expected one of {', '.join(RESEED_SOURCES)}")
         if self.yield_to not in YIELD_MODES:
             raise ConfigError(f"yield-to {self.yield_to!r}: expected one of {', '.join(YIELD_MODES)}")
-        if not 0 < self.takeover_beats <= 1024:
-            raise ConfigError(f"takeover {self.takeover_beats} beats: expected more than 0 and at most 1024")
+        TAKEOVER_BOUNDS.check(self.takeover_beats, "--takeover")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from livegen.engine.options import Bounds
 from livegen.errors import ConfigError
 
 #: Tempi a jam or a render plays at, BPM.
 TEMPO_MIN, TEMPO_MAX = 20, 400
+TEMPO_BOUNDS = Bounds(TEMPO_MIN, TEMPO_MAX, note=" BPM")
 #: Names a MIDI file may end in.
 MIDI_SUFFIXES = (".mid", ".midi")
 
 
 def check_tempo(tempo: float, option: str = "--tempo") -> None:
     """Refuse a tempo outside :data:`TEMPO_MIN` to :data:`TEMPO_MAX` BPM (nan included)."""
-    if not TEMPO_MIN <= tempo <= TEMPO_MAX:
-        raise ConfigError(f"{option} {tempo}: expected {TEMPO_MIN} to {TEMPO_MAX} BPM")
+    TEMPO_BOUNDS.check(tempo, option)
 
 
 def check_rng_seed(seed: int, option: str = "--rng-seed") -> None:

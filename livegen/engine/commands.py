@@ -15,15 +15,18 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
+from livegen.engine.config import JamConfig
 from livegen.engine.controls import CONTROL_MODES, ControlChange
 from livegen.engine.live import LiveParams
+from livegen.engine.options import live_verbs
 from livegen.errors import ConfigError
 
-HELP = (
-    "commands: mode call-response|accompany|autonomous, model NAME, temperature X, top-p X, density X, "
-    "bars N, panic, take, quit"
+#: Verbs that set a live option (``temperature``, ``top-p``, ``density``, ``bars``), from JamConfig.
+_LIVE = live_verbs(JamConfig)
+_LIVE_SHOWN = ", ".join(
+    f"{d.spelled.removeprefix('--')} {'N' if d.kind is int else 'X'}" for d in dict.fromkeys(_LIVE.values())
 )
-_NUMBERS = {"temperature": "temperature", "top-p": "top_p", "top_p": "top_p", "density": "density"}
+HELP = f"commands: mode call-response|accompany|autonomous, model NAME, {_LIVE_SHOWN}, panic, take, quit"
 
 
 def parse_command(line: str, live: LiveParams, modes: tuple[str, ...] = CONTROL_MODES) -> ControlChange | str | None:
@@ -46,19 +49,16 @@ def parse_command(line: str, live: LiveParams, modes: tuple[str, ...] = CONTROL_
         return ControlChange("mode", args[0])
     if verb == "model" and len(args) == 1:
         return ControlChange("model", args[0])
-    if verb in _NUMBERS and len(args) == 1:
+    if verb in _LIVE and len(args) == 1:
+        declared = _LIVE[verb]
+        name = declared.option.live
+        assert name is not None
         try:
-            value = float(args[0])
+            value = declared.kind(args[0])
         except ValueError:
-            raise ConfigError(f"{verb} {args[0]!r}: expected a number") from None
-        name = _NUMBERS[verb]
-        return ControlChange(name, live.check(name, value, verb))
-    if verb in ("bars", "response-bars") and len(args) == 1:
-        try:
-            bars = int(args[0])
-        except ValueError:
-            raise ConfigError(f"{verb} {args[0]!r}: expected a whole number of bars") from None
-        return ControlChange("response_bars", int(live.check("response_bars", bars, verb)))
+            what = f"a whole number of {declared.name}" if declared.kind is int else "a number"
+            raise ConfigError(f"{verb} {args[0]!r}: expected {what}") from None
+        return ControlChange(name, declared.kind(live.check(name, value, verb)))
     raise ConfigError(f"command {line.strip()!r} not understood; {HELP}")
 
 

@@ -24,7 +24,6 @@ elsewhere through an SSH tunnel or a proxy that adds authentication.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import socket
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from livegen.engine.config import DEFAULT_HOST, check_health_address, loopback_address
 from livegen.engine.notify import Notifier, Supervisor, watchdog_interval_ns
 from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler
@@ -53,40 +53,11 @@ log = logging.getLogger(__name__)
 
 #: Without a systemd watchdog, a heartbeat older than this makes ``/healthz`` answer 503, seconds.
 DEFAULT_STALE_S = 2.0
-#: The address the endpoint binds by default.
-DEFAULT_HOST = "127.0.0.1"
 #: Seconds a client may take to send its request before its connection is closed.
 REQUEST_TIMEOUT_S = 5.0
 #: A connection that fails (a client that resets or vanishes) is logged at most this often, seconds.
 CONNECTION_LOG_INTERVAL_S = 60.0
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def check_health_address(host: str, port: int, *, option: str = "--health-port") -> None:
-    """Refuse a port outside 0-65535 (0: no endpoint) and any host that is not a loopback address."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(
-            f"{option} {port!r}: expected a TCP port from 1 to 65535 on the loopback interface, or 0 for no endpoint"
-        )
-    if _loopback(host) is None:
-        raise ConfigError(
-            f"--health-host {host!r}: the health endpoint has no authentication and listens on the loopback "
-            "interface only: 127.0.0.1 (the default), another 127.x.y.z address, ::1 or localhost; "
-            "reach it from elsewhere through an SSH tunnel or an authenticating proxy"
-        )
-
-
-def _loopback(host: str) -> str | None:
-    """The loopback IP address ``host`` names, or None when it is not one."""
-    if not isinstance(host, str):
-        return None
-    if host.strip().lower() == "localhost":
-        return DEFAULT_HOST
-    try:
-        address = ipaddress.ip_address(host.strip().strip("[]"))
-    except ValueError:
-        return None
-    return str(address) if address.is_loopback else None
 
 
 # ---- what is measured ----------------------------------------------------------------------
@@ -493,7 +464,7 @@ class HealthServer:
 
     def __init__(self, vitals: Vitals, *, host: str = DEFAULT_HOST, port: int = 0) -> None:
         check_health_address(host, port)
-        address = _loopback(host)
+        address = loopback_address(host)
         assert address is not None
         try:
             self._server = _Server((address, port), vitals)

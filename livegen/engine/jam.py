@@ -34,31 +34,14 @@ import numpy as np
 from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
 from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
-from livegen.engine.checks import check_midi_name, check_rng_seed, check_tempo
 from livegen.engine.clock import Clock, InternalClock, MidiClockFollower
 from livegen.engine.clockout import ClockMaster
 from livegen.engine.commands import CommandReader
 from livegen.engine.conductor import Conductor
-from livegen.engine.controls import ControlMap
-from livegen.engine.health import (
-    DEFAULT_HOST,
-    Counters,
-    Supervision,
-    check_health_address,
-    model_identity,
-    supervise,
-)
+from livegen.engine.config import CANDIDATES_BOUNDS, MODES, VIRTUAL_INPUT, JamConfig, parse_transpose
+from livegen.engine.health import Counters, Supervision, model_identity, supervise
 from livegen.engine.keyfollow import KeyFollower
-from livegen.engine.live import (
-    DENSITY_RANGE,
-    RESPONSE_BARS_RANGE,
-    TEMPERATURE_RANGE,
-    TOP_P_RANGE,
-    Generations,
-    LiveParams,
-    check_live,
-)
-from livegen.engine.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, check_log_file
+from livegen.engine.live import TEMPERATURE_RANGE, TOP_P_RANGE, Generations, LiveParams, check_live
 from livegen.engine.planner import Planner
 from livegen.engine.scheduler import Scheduler, Sent
 from livegen.engine.session import ECHO_GROUP, MODEL_GROUP, MODEL_TRACK, PERFORMER_TRACK, Engine
@@ -69,10 +52,10 @@ from livegen.io.base import MidiInput, MidiOutput
 from livegen.io.destination import check_destination, fallback_folders, prepare_destination
 from livegen.io.phrase import PhraseInput
 from livegen.io.recorder import MidiRecorder, RollingRecording
-from livegen.io.synth_render import WAV_MAX_MINUTES, WavStream
+from livegen.io.synth_render import WavStream
 from livegen.models.budget import stop_runs_on
 from livegen.models.package import ModelPackage, read_package
-from livegen.models.registry import DEFAULT_MODEL, is_bundled, load_generator, resolve_package
+from livegen.models.registry import is_bundled, load_generator, resolve_package
 from livegen.models.sampling import DEFAULT_CANDIDATES, SamplingParams, parse_key
 from livegen.models.step import StepEvent, StepGenerator, step_events
 from livegen.models.trial import start_verification
@@ -86,158 +69,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES = ("call-response", "accompany", "autonomous")
-CLOCKS = ("internal", "midi", "link")
-#: ``input`` value that opens a virtual input port others (a DAW) connect to.
-VIRTUAL_INPUT = "virtual"
-#: The recordings folder, relative to the working directory (a preset's out-dir lies inside it).
-RECORDINGS = Path("out")
+
+def accompany_settings(config: JamConfig, beats_per_bar: int) -> AccompanySettings:
+    return AccompanySettings(
+        lookahead_beats=config.lookahead_beats,
+        commit_beats=config.commit_beats,
+        listen_beats=config.listen_beats,
+        beats_per_bar=beats_per_bar,
+        channel=config.model_channel,
+        follow_key=config.key is None,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class JamConfig:
-    """Everything ``livegen jam`` can be told (command line or preset)."""
-
-    model: str = DEFAULT_MODEL
-    mode: str = "call-response"
-    input: str | None = None  # a port name, "virtual"; None: the first keyboard found, else the seed phrase
-    outputs: tuple[str, ...] | None = None  # port names, "synth", "none"; None: livegen port + synth
-    midi_api: str | None = None
-    tempo: float | None = None
-    record: Path | None = None
-    seed_file: Path | None = None
-    bars: int = 4
-    silence_beats: float = 2.0
-    temperature: float | None = None
-    top_p: float | None = None
-    candidates: int | None = None  # blocks an unconditional block model draws to fit the performer
-    rng_seed: int | None = None
-    key: str | None = None  # e.g. "D dorian": sampled pitches stay in this scale
-    pitch_range: str | None = None  # e.g. "55-84": sampled pitches stay in this range
-    soundfont: str | None = None
-    audio_device: str | None = None
-    out_dir: Path = RECORDINGS
-    model_channel: int = 0
-    echo_channel: int = 1
-    model_program: int = 0
-    echo_program: int = 0
-    max_seconds: float | None = None
-    # accompaniment and autonomous play
-    lookahead_beats: float = 4.0
-    commit_beats: float = 2.0
-    listen_beats: float = 8.0
-    max_same_pitch: int = 12
-    max_bar_repeats: int = 4
-    silence_bars: float = 2.0
-    reseed: str = "recent"
-    yield_to: str = "call-response"
-    takeover_beats: float = 8.0
-    # clock and transport
-    clock: str = "internal"
-    clock_input: str | None = None  # where MIDI clock comes from (default: the input port)
-    clock_out: bool = False  # send MIDI clock, Start/Stop and Song Position on the MIDI port outputs
-    # live control
-    density: float = 1.0
-    transpose: str = "off"  # "off", "follow" (the performer's key) or semitones such as "-3"
-    controls: ControlMap | None = None
-    commands: bool | None = None  # typed commands on stdin; None: when stdin is a terminal
-    autosave_seconds: float | None = None
-    # long runs: memory and disk stay bounded however long the jam plays
-    part_minutes: float = 15.0  # the MIDI recording is written in parts this long (at the jam's tempo)
-    wav_minutes: float = 60.0  # without an audio device, the synth's WAV file stops after this long
-    worker: bool = False  # the model runs in a supervised child process (the installation preset's choice)
-    # supervision: the loopback health endpoint and the rotating log file
-    health_port: int = 0  # /healthz and /metrics on health_host:health_port; 0: none
-    health_host: str = DEFAULT_HOST  # a loopback address only
-    log_file: Path | None = None  # livegen's log, rotated at log_max_bytes (read by the cli)
-    log_max_bytes: int = DEFAULT_MAX_BYTES
-    log_backups: int = DEFAULT_BACKUPS
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.candidates is not None and not 1 <= self.candidates <= 64:
-            raise ConfigError(f"--candidates {self.candidates}: expected 1 to 64")
-        if self.clock not in CLOCKS:
-            raise ConfigError(f"--clock {self.clock!r}: expected one of {', '.join(CLOCKS)}")
-        if self.tempo is not None:
-            check_tempo(self.tempo)
-        if self.rng_seed is not None:
-            check_rng_seed(self.rng_seed)
-        if self.max_seconds is not None and not 0 < self.max_seconds < float("inf"):
-            raise ConfigError(
-                f"--max-seconds {self.max_seconds}: expected a number of seconds more than 0 "
-                "(leave it out to play until stopped)"
-            )
-        if self.record is not None:
-            check_midi_name(self.record, "--record", " (the synth's audio is written beside it as NAME.wav)")
-        for name in ("model_channel", "echo_channel"):
-            if not 0 <= getattr(self, name) <= 15:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} {getattr(self, name)}: expected 0 to 15 (MIDI channels 1 to 16)"
-                )
-        for name in ("model_program", "echo_program"):
-            if not 0 <= getattr(self, name) <= 127:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} {getattr(self, name)}: expected a General MIDI program number "
-                    "from 0 to 127"
-                )
-        check_live("response_bars", self.bars, RESPONSE_BARS_RANGE, "--bars")
-        check_live("density", self.density, DENSITY_RANGE, "--density")
-        if self.autosave_seconds is not None and not self.autosave_seconds >= 1:
-            raise ConfigError(f"--autosave {self.autosave_seconds}: expected at least 1 second")
-        if not 0 < self.part_minutes <= 1440:
-            raise ConfigError(f"--part-minutes {self.part_minutes}: expected more than 0 and at most 1440 (a day)")
-        if not 0 < self.wav_minutes <= WAV_MAX_MINUTES:
-            raise ConfigError(
-                f"--wav-minutes {self.wav_minutes}: expected more than 0 and at most {WAV_MAX_MINUTES} "
-                "(a WAV file holds at most about 6 hours of 48 kHz stereo)"
-            )
-        check_health_address(self.health_host, self.health_port)
-        check_log_file(self.log_file, self.log_max_bytes, self.log_backups, out_dir=self.out_dir)
-        parse_transpose(self.transpose)
-        # the settings of each mode check their own fields now, not when the mode is switched to
-        self.accompany_settings(4)
-        self.autonomous_settings(4)
-
-    def accompany_settings(self, beats_per_bar: int) -> AccompanySettings:
-        return AccompanySettings(
-            lookahead_beats=self.lookahead_beats,
-            commit_beats=self.commit_beats,
-            listen_beats=self.listen_beats,
-            beats_per_bar=beats_per_bar,
-            channel=self.model_channel,
-            follow_key=self.key is None,
-        )
-
-    def autonomous_settings(self, beats_per_bar: int) -> AutonomousSettings:
-        return AutonomousSettings(
-            lookahead_beats=self.lookahead_beats,
-            commit_beats=self.commit_beats,
-            beats_per_bar=beats_per_bar,
-            channel=self.model_channel,
-            max_same_pitch=self.max_same_pitch,
-            max_bar_repeats=self.max_bar_repeats,
-            silence_bars=self.silence_bars,
-            reseed=self.reseed,
-            yield_to=self.yield_to,
-            takeover_beats=self.takeover_beats,
-        )
-
-
-def parse_transpose(text: str) -> int | None:
-    """'off' -> 0, 'follow' -> None (follow the performer's key), '-3' -> -3 semitones."""
-    if text == "off":
-        return 0
-    if text == "follow":
-        return None
-    try:
-        semitones = int(text)
-    except ValueError:
-        semitones = 99
-    if not -24 <= semitones <= 24:
-        raise ConfigError(f"transpose {text!r}: expected off, follow or semitones from -24 to 24")
-    return semitones
+def autonomous_settings(config: JamConfig, beats_per_bar: int) -> AutonomousSettings:
+    return AutonomousSettings(
+        lookahead_beats=config.lookahead_beats,
+        commit_beats=config.commit_beats,
+        beats_per_bar=beats_per_bar,
+        channel=config.model_channel,
+        max_same_pitch=config.max_same_pitch,
+        max_bar_repeats=config.max_bar_repeats,
+        silence_bars=config.silence_bars,
+        reseed=config.reseed,
+        yield_to=config.yield_to,
+        takeover_beats=config.takeover_beats,
+    )
 
 
 @dataclass(slots=True)
@@ -298,8 +154,8 @@ def sampling_params(
             values[name] = check_live(name, given, ranges[name], f"--{name.replace('_', '-')}")
     root, scale = parse_key(key) if key else (0, "chromatic")
     low, high = parse_pitch_range(pitch_range) if pitch_range else (0, 127)
-    if candidates is not None and not 1 <= candidates <= 64:
-        raise ConfigError(f"--candidates {candidates}: expected 1 to 64")
+    if candidates is not None:
+        CANDIDATES_BOUNDS.check(candidates, "--candidates")
     return SamplingParams(
         temperature=values["temperature"],
         top_p=values["top_p"],
@@ -459,8 +315,8 @@ def make_conductor(
             )
             return CallResponsePlanner(model, live, rng, settings, generations)
         if mode == "accompany":
-            return AccompanyPlanner(model, live, rng, config.accompany_settings(beats_per_bar), generations)
-        alone = config.autonomous_settings(beats_per_bar)
+            return AccompanyPlanner(model, live, rng, accompany_settings(config, beats_per_bar), generations)
+        alone = autonomous_settings(config, beats_per_bar)
         return AutonomousPlanner(model, live, rng, seed, lambda: make_planner(alone.yield_to), alone, generations)
 
     def load(name: str) -> StepGenerator:  # a background thread

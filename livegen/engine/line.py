@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from livegen.engine.live import MAX_CHORD, LiveParams
-from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, note_off, note_on
 from livegen.music.keys import Key
@@ -30,15 +29,6 @@ from livegen.music.time import PPQN, ceil_to_grid, quantize
 
 #: Fed notes kept (with their snapshots) behind the playhead, ticks.
 KEEP_BEHIND = 4 * PPQN
-
-
-def check_horizons(lookahead_beats: float, commit_beats: float) -> None:
-    """Setup: a line commits within what it plans, and plans at most 32 beats ahead."""
-    if not 0 < commit_beats <= lookahead_beats <= 32:
-        raise ConfigError(
-            f"commit horizon {commit_beats} and lookahead {lookahead_beats} beats: expected "
-            "0 < commit <= lookahead <= 32"
-        )
 
 
 @dataclass(slots=True)

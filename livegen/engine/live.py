@@ -11,22 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from itertools import count
 
+from livegen.engine.options import Bounds
 from livegen.errors import ConfigError
 from livegen.models.sampling import SamplingParams
 
 #: Density multiplies notes per beat within these bounds.
-DENSITY_RANGE = (0.25, 4.0)
-#: Response (and accompaniment tail) length bounds, bars.
-RESPONSE_BARS_RANGE = (1, 256)
+DENSITY_BOUNDS = Bounds(0.25, 4.0, note=" (a multiplier of notes per beat)")
+#: Response (and accompaniment tail) length bounds.
+BARS_BOUNDS = Bounds(1, 256, note=" bars")
 #: Sampling bounds for a model whose manifest gives none.
 TEMPERATURE_RANGE = (0.05, 4.0)
 TOP_P_RANGE = (0.05, 1.0)
+DENSITY_RANGE = (DENSITY_BOUNDS.low, DENSITY_BOUNDS.high)
+RESPONSE_BARS_RANGE = (BARS_BOUNDS.low, BARS_BOUNDS.high)
 #: What each range counts, for messages.
 _UNITS = {
     "temperature": " (what the model accepts)",
     "top_p": " (what the model accepts)",
-    "density": " (a multiplier of notes per beat)",
-    "response_bars": " bars",
+    "density": DENSITY_BOUNDS.note,
+    "response_bars": BARS_BOUNDS.note,
 }
 
 
@@ -37,10 +40,7 @@ def check_live(name: str, value: float, accepted: tuple[float, float], option: s
     ``option`` is how the user spelled the parameter (``--density``; default ``density``).
     """
     low, high = accepted
-    if not low <= value <= high:
-        spelled = option or name.replace("_", "-")
-        raise ConfigError(f"{spelled} {value:g}: expected {low:g} to {high:g}{_UNITS.get(name, '')}")
-    return value
+    return Bounds(low, high, note=_UNITS.get(name, "")).check(value, option or name.replace("_", "-"))
 
 
 #: Notes a planner places at one onset before it moves on a step: a model proposing

@@ -5,7 +5,8 @@ of ``livegen jam`` (with dashes or underscores; command-line options override
 them) and an optional ``[controls]`` table binding MIDI CCs to live parameters
 (:mod:`livegen.engine.controls`, written by ``livegen learn``). Unknown keys,
 wrong types and values out of range are errors that name the file, the field,
-the value and what is accepted.
+the value and what is accepted; the keys, their types and ranges are JamConfig's options
+(:mod:`livegen.engine.options`).
 
 A preset writes only inside livegen's recordings folder: its ``out-dir`` is a folder
 inside ``out/`` of the working directory, and its ``record`` and ``log-file`` are files
@@ -23,64 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from livegen.engine.config import RECORDINGS, JamConfig
 from livegen.engine.controls import parse_controls
-from livegen.engine.jam import RECORDINGS, JamConfig
+from livegen.engine.options import preset_types
 from livegen.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "presets"
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,),
-    "mode": (str,),
-    "input": (str,),
-    "outputs": (list,),
-    "midi_api": (str,),
-    "tempo": (int, float),
-    "record": (str,),
-    "seed_file": (str,),
-    "bars": (int,),
-    "silence_beats": (int, float),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "candidates": (int,),
-    "rng_seed": (int,),
-    "key": (str,),
-    "pitch_range": (str,),
-    "soundfont": (str,),
-    "audio_device": (str,),
-    "out_dir": (str,),
-    "model_channel": (int,),
-    "echo_channel": (int,),
-    "model_program": (int,),
-    "echo_program": (int,),
-    "max_seconds": (int, float),
-    "lookahead_beats": (int, float),
-    "commit_beats": (int, float),
-    "listen_beats": (int, float),
-    "max_same_pitch": (int,),
-    "max_bar_repeats": (int,),
-    "silence_bars": (int, float),
-    "reseed": (str,),
-    "yield_to": (str,),
-    "takeover_beats": (int, float),
-    "clock": (str,),
-    "clock_input": (str,),
-    "clock_out": (bool,),
-    "density": (int, float),
-    "transpose": (str, int),
-    "commands": (bool,),
-    "autosave_seconds": (int, float),
-    "part_minutes": (int, float),
-    "wav_minutes": (int, float),
-    "worker": (bool,),
-    "health_port": (int,),
-    "health_host": (str,),
-    "log_file": (str,),
-    "log_max_bytes": (int,),
-    "log_backups": (int,),
-}
-#: Fields whose value is true or false (every other field rejects booleans).
-_BOOLEAN = frozenset(("clock_out", "commands", "worker"))
+#: What a preset may write for each field of ``[jam]`` (declared on JamConfig's options).
+_TYPES = preset_types(JamConfig)
 TABLES = ("jam", "controls")
 #: Files a jam writes: in a preset, a path inside the jam's out-dir (option, example).
 _WRITTEN = {"record": ("--record", "take.mid"), "log_file": ("--log-file", "livegen.log")}
@@ -148,7 +100,7 @@ def load_preset(name_or_path: str) -> Preset:
         if field not in _TYPES:
             accepted = ", ".join(sorted(k.replace("_", "-") for k in _TYPES))
             raise ConfigError(f"{path}: field 'jam.{key}' is unknown; accepted: {accepted}")
-        if not isinstance(raw, _TYPES[field]) or (isinstance(raw, bool) and field not in _BOOLEAN):
+        if not isinstance(raw, _TYPES[field]) or (isinstance(raw, bool) and bool not in _TYPES[field]):
             kinds = " or ".join(t.__name__ for t in _TYPES[field])
             raise ConfigError(f"{path}: field 'jam.{key}': expected {kinds}, got {raw!r}")
         value: Any = raw
