@@ -37,6 +37,7 @@ from livegen.engine.jam import sampling_params
 from livegen.engine.live import LiveParams
 from livegen.models.registry import load_generator
 from livegen.models.step import StepEvent
+from livegen.music.events import note_off, note_on
 from livegen.music.time import PPQN
 
 EIGHTH = PPQN // 2
@@ -54,13 +55,13 @@ def measure(model: str, notes: int, seed: int = 0) -> dict[str, float]:
     for i in range(notes):
         pitch = scale[(i * 3) % len(scale)]
         started = time.perf_counter_ns()
-        planner.on_input(tick, (0x90, pitch, 90))
+        planner.on_input(note_on(tick, 0, pitch, 90))
         replan_ns.append(time.perf_counter_ns() - started)
         for t in range(tick, tick + EIGHTH, max(1, STEP_TICKS)):
             planner.advance(t)
             planner.plan_ahead(t)
             if t == tick + EIGHTH // 2:
-                planner.on_input(t, (0x80, pitch, 0))
+                planner.on_input(note_off(t, 0, pitch))
         tick += EIGHTH
     step_ns = []
     generator.reset()

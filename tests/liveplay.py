@@ -15,6 +15,7 @@ from livegen.engine.jam import seed_events
 from livegen.engine.live import LiveParams
 from livegen.engine.planner import Commit
 from livegen.models.step import StepGenerator
+from livegen.music.events import decode_message
 from livegen.music.midifile import read_midi
 from livegen.music.time import PPQN
 
@@ -32,8 +33,8 @@ def accompanies_and_replans(generator: StepGenerator, between: Any = None) -> tu
     note. Returns the actions before and after it.
     """
     planner = AccompanyPlanner(generator, LiveParams(), np.random.default_rng(0), AccompanySettings(listen_beats=2))
-    planner.on_input(0, (0x90, 64, 100))
-    planner.on_input(240, (0x80, 64, 0))
+    planner.on_input(decode_message(0, (0x90, 64, 100)))
+    planner.on_input(decode_message(240, (0x80, 64, 0)))
     actions: list[Any] = []
     for tick in range(0, 4 * PPQN, 10):  # a manual clock in 10-tick steps
         actions += planner.advance(tick)
@@ -41,8 +42,9 @@ def accompanies_and_replans(generator: StepGenerator, between: Any = None) -> tu
     assert first and min(t for t, _, _ in first) >= 2 * PPQN
     if between is not None:
         between()
-    planner.on_input(4 * PPQN, (0x90, 67, 100))  # the performer plays again: the plan is re-made from its note
-    planner.on_input(4 * PPQN + 200, (0x80, 67, 0))
+    # the performer plays again: the plan is re-made from its note
+    planner.on_input(decode_message(4 * PPQN, (0x90, 67, 100)))
+    planner.on_input(decode_message(4 * PPQN + 200, (0x80, 67, 0)))
     later: list[Any] = []
     for tick in range(4 * PPQN, 12 * PPQN, 10):
         later += planner.advance(tick)

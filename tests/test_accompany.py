@@ -11,6 +11,7 @@ from livegen.engine.planner import Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
+from livegen.music.events import decode_message
 from tests.fakes import CountingGenerator
 
 # lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid
@@ -42,8 +43,8 @@ def run(planner, start, stop, step=10):
 
 def test_listens_then_plays_on_the_grid_committing_two_beats_ahead():
     _, planner = make()
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     committed_by = {}
     for tick in range(0, 1000, 10):
         for onset, pitch in note_ons(advance(planner, tick)):
@@ -54,12 +55,12 @@ def test_listens_then_plays_on_the_grid_committing_two_beats_ahead():
 
 def test_performed_note_replans_only_beyond_the_commit_horizon():
     gen, planner = make()
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     before = note_ons(run(planner, 0, 1000))
     assert before == [(960, 49), (1200, 50), (1440, 51), (1680, 52), (1920, 53)]
-    assert planner.on_input(1000, (0x90, 72, 100)) == []  # nothing committed is ever withdrawn
-    planner.on_input(1100, (0x80, 72, 0))
+    assert planner.on_input(decode_message(1000, (0x90, 72, 100))) == []  # nothing committed is ever withdrawn
+    planner.on_input(decode_message(1100, (0x80, 72, 0)))
     after = run(planner, 1000, 2900)
     assert not any(isinstance(a, Withdraw) for a in after)
     # without the performed note the next would be 54 at 2160; the re-plan heard it, so 55
@@ -74,8 +75,8 @@ def test_performed_note_replans_only_beyond_the_commit_horizon():
 
 def test_stops_after_the_performer_falls_silent_for_the_response_length():
     _, planner = make(LiveParams(response_bars=1))
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     events = [e for a in run(planner, 0, 6000) if isinstance(a, Commit) for e in a.events]
     # last activity 240 + 1 bar = 2160, rounded up to the bar line 3840
     assert [e.tick for e in events if e.is_note_on] == list(range(960, 3840, 240))
@@ -85,11 +86,11 @@ def test_stops_after_the_performer_falls_silent_for_the_response_length():
 
 def test_rejoins_at_once_when_the_performer_plays_again():
     _, planner = make(LiveParams(response_bars=1))
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     run(planner, 0, 6000)
-    planner.on_input(6000, (0x90, 64, 100))
-    planner.on_input(6100, (0x80, 64, 0))
+    planner.on_input(decode_message(6000, (0x90, 64, 100)))
+    planner.on_input(decode_message(6100, (0x80, 64, 0)))
     ons = note_ons(run(planner, 6000, 7000))
     assert ons[0] == (6240, 62)  # one model step after the performed note: no second listening window
 
@@ -97,8 +98,8 @@ def test_rejoins_at_once_when_the_performer_plays_again():
 def test_density_transposition_and_velocity_are_live():
     live = LiveParams(density=2.0, transpose=3)
     gen, planner = make(live)
-    planner.on_input(0, (0x90, 60, 64))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 64)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     events = [e for a in run(planner, 0, 1500) if isinstance(a, Commit) for e in a.events]
     ons = [(e.tick, e.data1, e.data2) for e in events if e.is_note_on]
     assert gen.fed_events[0].pitch == 57  # the model hears the performer in its own key
@@ -109,7 +110,7 @@ def test_density_transposition_and_velocity_are_live():
 
 def test_silence_withdraws_and_waits_for_the_performer():
     _, planner = make()
-    planner.on_input(0, (0x90, 60, 100))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
     run(planner, 0, 1200)
     assert planner.silence() == [Withdraw(1)]
     assert run(planner, 1200, 4000) == []
@@ -132,12 +133,12 @@ def test_settings_name_the_bad_value(kwargs, match):
 
 def test_after_a_jump_back_in_song_position_the_line_starts_where_the_performer_plays():
     _, planner = make()
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     run(planner, 0, 9000)  # committed far ahead of where the song will jump back to
     planner.silence()  # the transport stopped; it continues at tick 1920
-    planner.on_input(1920, (0x90, 64, 100))
-    planner.on_input(2100, (0x80, 64, 0))
+    planner.on_input(decode_message(1920, (0x90, 64, 100)))
+    planner.on_input(decode_message(2100, (0x80, 64, 0)))
     ons = note_ons(run(planner, 1920, 4000))
     assert ons[0][0] == 1920 + 960  # after the listening window from the new note, not after tick 9000
 
@@ -146,10 +147,10 @@ def test_a_performed_note_samples_only_to_the_commit_horizon_until_the_commit_is
     """The performer waits for the fold and the notes about to be committed; the rest of the
     lookahead is sampled by plan_ahead, which the engine calls after handing over the commit."""
     gen, planner = make()
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(240, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
     run(planner, 0, 1000)
-    planner.on_input(1000, (0x90, 72, 100))
+    planner.on_input(decode_message(1000, (0x90, 72, 100)))
     planned = [n.onset for n in planner.line.fed if not n.performer and not n.committed]
     # committed up to 1950 already; the next note (2160) lies beyond the commit horizon (1960)
     assert planned == []
@@ -189,8 +190,8 @@ def test_the_accompaniment_samples_in_the_key_the_performer_plays(follow, live, 
         gen, live, np.random.default_rng(0), AccompanySettings(listen_beats=2, follow_key=follow)
     )
     for i, pitch in enumerate((62, 64, 66, 67, 69, 71, 73, 74)):  # a D major scale
-        planner.on_input(i * 240, (0x90, pitch, 100))
-        planner.on_input(i * 240 + 200, (0x80, pitch, 0))
+        planner.on_input(decode_message(i * 240, (0x90, pitch, 100)))
+        planner.on_input(decode_message(i * 240 + 200, (0x80, pitch, 0)))
     run(planner, 0, 3000)
     assert (gen.seen[-1].root, gen.seen[-1].scale) == expected
 
@@ -198,6 +199,6 @@ def test_the_accompaniment_samples_in_the_key_the_performer_plays(follow, live, 
 def test_a_note_before_the_songs_start_is_heard_for_the_key_without_error():
     gen = ParamsSeen()
     planner = AccompanyPlanner(gen, LiveParams(), np.random.default_rng(0), AccompanySettings(follow_key=True))
-    planner.on_input(-120, (0x90, 62, 100))  # a DAW's count-in, before tick 0
-    planner.on_input(-10, (0x80, 62, 0))
+    planner.on_input(decode_message(-120, (0x90, 62, 100)))  # a DAW's count-in, before tick 0
+    planner.on_input(decode_message(-10, (0x80, 62, 0)))
     assert planner.line.key is not None and planner.line.key.root == 2

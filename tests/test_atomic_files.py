@@ -27,7 +27,7 @@ from livegen.errors import ConfigError, MidiFileError
 from livegen.io.recorder import MidiRecorder
 from livegen.io.synth_render import write_wav
 from livegen.music.atomic import write_atomically
-from livegen.music.events import Note
+from livegen.music.events import Note, decode_message
 from livegen.music.midifile import read_midi, write_midi
 from livegen.music.time import TempoMap
 from tests.pkgfactory import write_package
@@ -104,8 +104,8 @@ def test_an_interrupted_midi_save_keeps_the_previous_recording(tmp_path, monkeyp
     path = tmp_path / "jam.mid"
     recorder = MidiRecorder()
     for n in notes(8):
-        recorder.record("livegen", n.start, (0x90, n.pitch, n.velocity))
-        recorder.record("livegen", n.end, (0x80, n.pitch, 0))
+        recorder.record("livegen", decode_message(n.start, (0x90, n.pitch, n.velocity)))
+        recorder.record("livegen", decode_message(n.end, (0x80, n.pitch, 0)))
     recorder.save(path, TempoMap())
     before = path.read_bytes()
     real_save = mido.MidiFile.save
@@ -122,7 +122,7 @@ def test_an_interrupted_midi_save_keeps_the_previous_recording(tmp_path, monkeyp
         raise ENOSPC
 
     for n in notes(16)[8:]:
-        recorder.record("livegen", n.start, (0x90, n.pitch, n.velocity))
+        recorder.record("livegen", decode_message(n.start, (0x90, n.pitch, n.velocity)))
     monkeypatch.setattr(mido.MidiFile, "save", half_save)
     with pytest.raises(MidiFileError, match=r"jam\.mid: cannot write the MIDI file \(No space left on device\)"):
         recorder.save(path, TempoMap())

@@ -11,6 +11,7 @@ from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent
+from livegen.music.events import decode_message
 from tests.fakes import ScriptedGenerator
 
 SEED = [StepEvent(60, 0, 240), StepEvent(62, 240, 240), StepEvent(64, 240, 240)]
@@ -90,10 +91,10 @@ def test_yields_to_a_performer_and_takes_over_after_their_silence():
     _gen, planner = make([StepEvent(67, 480, 240), StepEvent(69, 480, 240)])
     first = commits(run(planner, 0, 2000))
     autonomous_generation = first[0].generation
-    actions = planner.on_input(2000, (0x90, 72, 100))
+    actions = planner.on_input(decode_message(2000, (0x90, 72, 100)))
     assert actions == [Withdraw(autonomous_generation)]
     assert planner.yielded
-    planner.on_input(2200, (0x80, 72, 0))
+    planner.on_input(decode_message(2200, (0x80, 72, 0)))
     answer = commits(run(planner, 2200, 4680))
     # call-and-response: one beat of silence after 2200, then a one-bar answer on the grid
     assert answer and answer[0].events[0].tick == 2760 and answer[0].generation != autonomous_generation
@@ -121,7 +122,7 @@ def test_settings_name_the_bad_value(kwargs, match):
 def test_a_note_never_released_yields_only_for_the_takeover_time():
     _gen, planner = make([StepEvent(67, 480, 240), StepEvent(69, 480, 240)])
     autonomous_generation = commits(run(planner, 0, 2000))[0].generation
-    planner.on_input(2000, (0x90, 72, 100))  # its note-off is lost
+    planner.on_input(decode_message(2000, (0x90, 72, 100)))  # its note-off is lost
     later = commits(run(planner, 2000, 12000))
     assert not planner.yielded, "the model stayed silent behind a note that was never released"
     # held 4 beats (the takeover time): released at 3920; a one-beat pause, a bar's answer, the model again

@@ -12,6 +12,7 @@ from livegen.engine.callresponse import CallResponsePlanner, CallResponseSetting
 from livegen.engine.live import MAX_CHORD, LiveParams
 from livegen.engine.planner import Commit
 from livegen.models.step import StepEvent
+from livegen.music.events import decode_message
 from livegen.music.time import PPQN, SIXTEENTH
 from tests.fakes import ScriptedGenerator
 
@@ -24,8 +25,8 @@ def accompany(script: list[StepEvent], density: float) -> list[int]:
     planner = AccompanyPlanner(
         ScriptedGenerator(script), LiveParams(density=density), np.random.default_rng(0), AccompanySettings()
     )
-    planner.on_input(0, (0x90, 60, 100))
-    planner.on_input(PPQN, (0x80, 60, 0))
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(PPQN, (0x80, 60, 0)))
     actions = []
     for tick in range(0, 8 * PPQN, 10):
         actions += planner.advance(tick)
@@ -48,7 +49,9 @@ def test_endless_chord_notes_move_on_after_max_chord(mode: str) -> None:
             ScriptedGenerator(script), LiveParams(response_bars=1), np.random.default_rng(0),
             CallResponseSettings(silence_beats=1),
         )  # fmt: skip
-        actions = planner.on_input(0, (0x90, 60, 100)) + planner.on_input(PPQN, (0x80, 60, 0))
+        actions = planner.on_input(decode_message(0, (0x90, 60, 100))) + planner.on_input(
+            decode_message(PPQN, (0x80, 60, 0))
+        )
         for tick in range(0, 8 * PPQN, 10):
             actions += planner.advance(tick)
         ons = note_ons(actions)

@@ -31,7 +31,8 @@ from livegen.engine.tracker import NoteTracker
 from livegen.errors import ConfigError, MidiFileError, PackageError
 from livegen.io.base import MidiInput
 from livegen.models.manifest import parse_manifest
-from livegen.music.events import MidiStreamParser, pair_notes
+from livegen.music.events import MidiStreamParser, decode_message
+from livegen.music.held import pair_notes
 from livegen.music.midifile import Song, read_midi
 from tests.pkgfactory import manifest as factory_manifest
 
@@ -189,7 +190,9 @@ def test_stream_parser_gives_only_well_formed_messages(packets: list[tuple[int, 
     for m in messages:
         if m[0] < 0xF0:
             tracker.observe(0, m)
-    pair_notes((i, m) for i, m in enumerate(messages))
+    events = [decode_message(i, m) for i, m in enumerate(messages)]
+    assert all(e is not None for i, e in enumerate(events) if messages[i][0] < 0xF0)  # each is decoded
+    pair_notes(e for e in events if e is not None)
 
 
 @FUZZ

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from livegen.errors import MidiFileError
 from livegen.io.recorder import MidiRecorder
-from livegen.music.events import Note, note_off, note_on, notes_to_events
+from livegen.music.events import Note, decode_message, note_off, note_on, notes_to_events
 from livegen.music.midifile import read_midi, write_midi
 from livegen.music.time import PPQN, TempoMap, ceil_to_grid, quantize
 
@@ -107,11 +107,11 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_recorder_keeps_parts_on_separate_tracks(tmp_path):
     rec = MidiRecorder(("performer", "livegen"))
-    rec.record("performer", 0, (0x90, 60, 100))
-    rec.record("performer", 480, (0x80, 60, 0))
-    rec.record("livegen", 960, (0x90, 67, 90))
-    rec.record("livegen", 1200, (0x90, 67, 0))
-    rec.record("livegen", 1200, (0x90, 69, 90))  # left open: closed at the last tick
+    rec.record("performer", decode_message(0, (0x90, 60, 100)))
+    rec.record("performer", decode_message(480, (0x80, 60, 0)))
+    rec.record("livegen", decode_message(960, (0x90, 67, 90)))
+    rec.record("livegen", decode_message(1200, (0x90, 67, 0)))
+    rec.record("livegen", decode_message(1200, (0x90, 69, 90)))  # left open: closed at the last tick
     path = rec.save(tmp_path / "r.mid", TempoMap.constant(120))
     mid = mido.MidiFile(path)
     names = [next(m.name for m in t if m.type == "track_name") for t in mid.tracks[1:]]
@@ -122,10 +122,10 @@ def test_recorder_keeps_parts_on_separate_tracks(tmp_path):
 def test_a_note_struck_and_released_on_one_tick_is_kept(tmp_path):
     """A note struck just as a jam stops is released on the same tick; the file keeps it, a tick long."""
     recorder = MidiRecorder(("livegen",))
-    recorder.record("livegen", 0, (0x90, 60, 90))
-    recorder.record("livegen", 480, (0x80, 60, 0))
-    recorder.record("livegen", 960, (0x90, 64, 90))
-    recorder.record("livegen", 960, (0x80, 64, 0))
+    recorder.record("livegen", decode_message(0, (0x90, 60, 90)))
+    recorder.record("livegen", decode_message(480, (0x80, 60, 0)))
+    recorder.record("livegen", decode_message(960, (0x90, 64, 90)))
+    recorder.record("livegen", decode_message(960, (0x80, 64, 0)))
     path = recorder.save(tmp_path / "take.mid", TempoMap.constant(120))
     assert [(n.pitch, n.start, n.duration) for n in read_midi(path).notes] == [(60, 0, 480), (64, 960, 1)]
 

@@ -13,7 +13,7 @@ from livegen.engine.planner import Commit, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
-from livegen.music.events import note_off, note_on
+from livegen.music.events import decode_message, note_off, note_on
 from tests.fakes import ScriptedGenerator
 
 SCRIPT = [StepEvent(67, 240, 240), StepEvent(69, 480, 480)]
@@ -34,7 +34,7 @@ def play_phrase(planner, notes):
         messages.append((end, 0, (0x80, pitch, 0)))
     actions = []
     for tick, _, data in sorted(messages):
-        actions += planner.on_input(tick, data)
+        actions += planner.on_input(decode_message(tick, data))
     return actions
 
 
@@ -92,10 +92,10 @@ def test_performer_interrupting_withdraws_response_and_starts_new_phrase():
     play_phrase(planner, [(60, 0, 480, 90)])
     run(planner, 480, 2000)
     assert planner.busy
-    actions = planner.on_input(2005, (0x90, 72, 90))
+    actions = planner.on_input(decode_message(2005, (0x90, 72, 90)))
     assert actions == [Withdraw(1)]
     assert gen.resets == 2  # the first phrase and this one
-    planner.on_input(2100, (0x80, 72, 0))
+    planner.on_input(decode_message(2100, (0x80, 72, 0)))
     later = run(planner, 2100, 6000)
     generations = {a.generation for _, a in later if isinstance(a, Commit)}
     assert generations == {2}
@@ -105,20 +105,20 @@ def test_performer_interrupting_withdraws_response_and_starts_new_phrase():
 
 def test_held_note_delays_response_until_release():
     _, planner = make(settings=replace(SETTINGS, held_beats=16))  # held 4000 ticks, within the bound
-    planner.on_input(0, (0x90, 60, 90))
+    planner.on_input(decode_message(0, (0x90, 60, 90)))
     assert run(planner, 0, 4000) == []
-    planner.on_input(4000, (0x90, 60, 0))  # note-on with velocity 0 is a release
+    planner.on_input(decode_message(4000, (0x90, 60, 0)))  # note-on with velocity 0 is a release
     commits = [a for _, a in run(planner, 4000, 8000) if isinstance(a, Commit)]
     assert min(e.tick for c in commits for e in c.events) == 5040  # 4960 rounded up to the 16th grid
 
 
 def test_chord_notes_are_fed_in_onset_order_once_complete():
     gen, planner = make()
-    planner.on_input(0, (0x90, 60, 90))
-    planner.on_input(10, (0x90, 64, 90))
-    planner.on_input(200, (0x80, 64, 0))  # later onset ends first: waits for 60
+    planner.on_input(decode_message(0, (0x90, 60, 90)))
+    planner.on_input(decode_message(10, (0x90, 64, 90)))
+    planner.on_input(decode_message(200, (0x80, 64, 0)))  # later onset ends first: waits for 60
     assert gen.fed_events == []
-    planner.on_input(400, (0x80, 60, 0))
+    planner.on_input(decode_message(400, (0x80, 60, 0)))
     assert [e.pitch for e in gen.fed_events] == [60, 64]
     assert [e.step for e in gen.fed_events] == [0, 10]
 
@@ -138,10 +138,10 @@ def test_settings_reject_nonsense_with_clear_message():
 def test_a_note_never_released_counts_as_released_after_the_held_bound():
     # a keyboard that lost a note-off: the phrase ends held_beats (8) after the note-on
     gen, planner = make()
-    planner.on_input(0, (0x90, 60, 90))
+    planner.on_input(decode_message(0, (0x90, 60, 90)))
     commits = [a for _, a in run(planner, 0, 8000) if isinstance(a, Commit)]
     assert commits, "the model stayed silent behind a note that was never released"
     assert min(e.tick for c in commits for e in c.events) == 8 * 480 + 2 * 480  # released at 3840, 2 beats' silence
     assert gen.fed_events[0] == StepEvent(60, 0, 8 * 480, 90, bar_phase=0)
-    planner.on_input(8000, (0x80, 60, 0))  # the lost note-off arriving after all changes nothing
+    planner.on_input(decode_message(8000, (0x80, 60, 0)))  # the lost note-off arriving after all changes nothing
     assert planner.responses == 1 and not planner.busy

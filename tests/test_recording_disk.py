@@ -32,6 +32,7 @@ from livegen.engine.jam import run_jam
 from livegen.errors import LivegenError
 from livegen.io import recorder as recorder_module
 from livegen.io.recorder import RollingRecording
+from livegen.music.events import decode_message
 from livegen.music.midifile import read_midi
 from livegen.music.time import TempoMap
 from tests.pkgfactory import write_package
@@ -106,8 +107,8 @@ def metric(port: int, name: str) -> float | None:
 
 def recorded(count: int, rec: RollingRecording) -> None:
     for k in range(count):
-        rec.record("livegen", k * 480, (ON, 60 + k % 24, 90))
-        rec.record("livegen", k * 480 + 240, (OFF, 60 + k % 24, 0))
+        rec.record("livegen", decode_message(k * 480, (ON, 60 + k % 24, 90)))
+        rec.record("livegen", decode_message(k * 480 + 240, (OFF, 60 + k % 24, 0)))
 
 
 # --- 1. a full disk -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from livegen.engine.soak import SoakSettings, run_accelerated, run_realtime, sum
 from livegen.errors import ConfigError
 from livegen.io import recorder as recorder_module
 from livegen.io.recorder import RollingRecording
-from livegen.music.events import Note
+from livegen.music.events import Note, decode_message
 from livegen.music.midifile import read_midi
 from livegen.music.time import TempoMap
 
@@ -60,20 +60,20 @@ def test_a_rolling_recording_loses_nothing_across_its_cuts(tmp_path: Path) -> No
     within the hold, a note held past the hold is ended there and begun again in the next."""
     path = tmp_path / "jam.mid"
     rec = RollingRecording(path, TempoMap.constant(120), part_ticks=3840, lag_ticks=480, hold_ticks=1440)
-    rec.record("livegen", 0, (ON, 60, 90))  # A: part 1
-    rec.record("livegen", 480, (OFF, 60, 0))
-    rec.record("livegen", 3600, (ON, 62, 91))  # B: crosses the cut at 3840, ends within the hold
-    rec.record("livegen", 3700, (ON, 64, 92))  # C: held until 6000, past the hold (3840 + 1440)
-    rec.record("performer", 3700, (ON, 50, 70))  # E: part 1
-    rec.record("performer", 3800, (OFF, 50, 0))
-    rec.record("performer", 3820, (ON, 52, 71))  # F: crosses the cut, ends within the hold
+    rec.record("livegen", decode_message(0, (ON, 60, 90)))  # A: part 1
+    rec.record("livegen", decode_message(480, (OFF, 60, 0)))
+    rec.record("livegen", decode_message(3600, (ON, 62, 91)))  # B: crosses the cut at 3840, ends within the hold
+    rec.record("livegen", decode_message(3700, (ON, 64, 92)))  # C: held until 6000, past the hold (3840 + 1440)
+    rec.record("performer", decode_message(3700, (ON, 50, 70)))  # E: part 1
+    rec.record("performer", decode_message(3800, (OFF, 50, 0)))
+    rec.record("performer", decode_message(3820, (ON, 52, 71)))  # F: crosses the cut, ends within the hold
     rec.keep_up(4000)
     rec.write()  # an autosave of part 1 under the recording's own name
     assert path.exists() and rec.parts == []
-    rec.record("livegen", 4000, (OFF, 62, 0))
-    rec.record("livegen", 4000, (ON, 65, 93))  # D: part 2
-    rec.record("performer", 4100, (OFF, 52, 0))
-    rec.record("livegen", 4200, (OFF, 65, 0))
+    rec.record("livegen", decode_message(4000, (OFF, 62, 0)))
+    rec.record("livegen", decode_message(4000, (ON, 65, 93)))  # D: part 2
+    rec.record("performer", decode_message(4100, (OFF, 52, 0)))
+    rec.record("livegen", decode_message(4200, (OFF, 65, 0)))
     rec.keep_up(4400)  # the lag is over, but C (begun in part 1) still sounds: wait
     assert rec.parts == []
     rec.keep_up(5300)  # the hold is over: part 1 is written, C is cut at 5300
@@ -82,7 +82,7 @@ def test_a_rolling_recording_loses_nothing_across_its_cuts(tmp_path: Path) -> No
     assert rec.current_path == tmp_path / "jam-part002.mid"
     assert notes_of(part1, "livegen") == [(60, 0, 480), (62, 3600, 400), (64, 3700, 1600)]
     assert notes_of(part1, "performer") == [(50, 3700, 100), (52, 3820, 280)]
-    rec.record("livegen", 6000, (OFF, 64, 0))
+    rec.record("livegen", decode_message(6000, (OFF, 64, 0)))
     part2 = rec.write()
     assert part2 == tmp_path / "jam-part002.mid"
     # part 2's tick 0 is the cut (3840): D at 4000 -> 160; C again from 5300 -> 1460, until 6000
@@ -100,8 +100,8 @@ def test_a_part_that_cannot_be_written_stays_in_memory_and_is_written_later(
 ) -> None:
     rec = RollingRecording(tmp_path / "jam.mid", TempoMap.constant(120), part_ticks=1920, lag_ticks=0)
     for k in range(8):  # a quarter note every beat, across the cut at 1920
-        rec.record("livegen", k * 480, (ON, 60 + k, 90))
-        rec.record("livegen", k * 480 + 240, (OFF, 60 + k, 0))
+        rec.record("livegen", decode_message(k * 480, (ON, 60 + k, 90)))
+        rec.record("livegen", decode_message(k * 480 + 240, (OFF, 60 + k, 0)))
     real = recorder_module.write_midi
 
     def full_disk(*args: object, **kwargs: object) -> Path:
@@ -122,8 +122,8 @@ def test_a_part_that_cannot_be_written_stays_in_memory_and_is_written_later(
 
 def test_a_short_recording_is_one_file_as_before(tmp_path: Path) -> None:
     rec = RollingRecording(tmp_path / "jam.mid", TempoMap.constant(120), part_ticks=115_200)
-    rec.record("livegen", 960, (ON, 67, 90))
-    rec.record("livegen", 1200, (OFF, 67, 0))
+    rec.record("livegen", decode_message(960, (ON, 67, 90)))
+    rec.record("livegen", decode_message(1200, (OFF, 67, 0)))
     rec.keep_up(2000)
     assert rec.write() == tmp_path / "jam.mid" and rec.parts == []
     assert read_midi(tmp_path / "jam.mid").notes == (Note(67, 90, 960, 240),)

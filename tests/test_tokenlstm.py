@@ -438,6 +438,7 @@ def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path:
     from livegen.engine.callresponse import CallResponseSettings
     from livegen.engine.live import LiveParams
     from livegen.engine.render import render_call_response
+    from livegen.music.events import decode_message
     from livegen.music.midifile import read_midi
     from livegen.music.time import TempoMap
 
@@ -490,9 +491,9 @@ def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path:
         generator, LiveParams(response_bars=1), np.random.default_rng(0), AccompanySettings(listen_beats=1)
     )
     for pitch in (60, 64, 67):
-        planner.on_input(0, (0x90, pitch, 90))
+        planner.on_input(decode_message(0, (0x90, pitch, 90)))
     for pitch in (60, 64, 67):
-        planner.on_input(400, (0x80, pitch, 0))
+        planner.on_input(decode_message(400, (0x80, pitch, 0)))
     committed = []
     for tick in range(0, 4000, 10):
         for action in planner.advance(tick):

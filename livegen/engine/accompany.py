@@ -33,7 +33,8 @@ from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepGenerator
-from livegen.music.events import NOTE_OFF, NOTE_ON, Note
+from livegen.music.events import MidiEvent, Note
+from livegen.music.held import HeldNotes
 from livegen.music.keys import KeyTracker
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
@@ -88,7 +89,7 @@ class AccompanyPlanner(Planner):
         self._commit = round(self.settings.commit_beats * PPQN)
         self._listen = round(self.settings.listen_beats * PPQN)
         self._bar = self.settings.beats_per_bar * PPQN
-        self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
+        self._held = HeldNotes()  # what the performer holds
         self._lengths: deque[int] = deque(maxlen=16)
         self._velocities: deque[int] = deque(maxlen=16)
         self._first_onset: int | None = None
@@ -108,16 +109,14 @@ class AccompanyPlanner(Planner):
 
     @property
     def busy(self) -> bool:
-        return bool(self._open) or self._playing or (self._first_onset is not None and not self._heard_first)
+        return bool(self._held) or self._playing or (self._first_onset is not None and not self._heard_first)
 
     # ---- performer ----------------------------------------------------------------
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        if len(data) < 3:
-            return []
-        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
-        if kind == NOTE_ON and velocity > 0:
-            self._open[(channel, pitch)] = (tick, velocity)
+    def on_input(self, event: MidiEvent) -> list[Action]:
+        tick, pitch, velocity = event.tick, event.data1, event.data2
+        if event.is_note_on:
+            self._held.observe(event)
             self._velocities.append(velocity)
             self._last_activity = tick
             self._last_note_on = tick
@@ -130,17 +129,17 @@ class AccompanyPlanner(Planner):
             self.line.fold(tick, pitch, guess, velocity)
             if self._playing:
                 self.line.plan(tick + self._commit)  # the rest waits for plan_ahead, after the commit
-        elif kind in (NOTE_OFF, NOTE_ON):
-            started = self._open.pop((channel, pitch), None)
-            if started is not None:
-                self._lengths.append(max(1, tick - started[0]))
+        elif event.is_note_off:
+            ended = self._held.observe(event)
+            if ended is not None:
+                self._lengths.append(max(1, ended.end - ended.start))
                 self._last_activity = max(self._last_activity or tick, tick)
         return []
 
     # ---- time ---------------------------------------------------------------------
 
     def _tail_end(self) -> int | None:
-        if self._open or self._last_activity is None:
+        if self._held or self._last_activity is None:
             return None
         return ceil_to_grid(self._last_activity + self.live.response_bars * self._bar, self._bar)
 
@@ -200,7 +199,7 @@ class AccompanyPlanner(Planner):
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""
         actions: list[Action] = [Withdraw(self._generation)] if self._generation else []
-        self._open.clear()
+        self._held.clear()
         self._first_onset = None
         self._last_activity = None
         self._last_note_on = None

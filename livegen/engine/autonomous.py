@@ -40,7 +40,8 @@ from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, PlannerReport, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
-from livegen.music.events import NOTE_OFF, NOTE_ON
+from livegen.music.events import MidiEvent, note_off
+from livegen.music.held import HeldNotes
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
 #: Notes of its own recent output a "recent" reseed feeds, and how varied they must be.
@@ -114,7 +115,7 @@ class AutonomousPlanner(Planner):
         self._started = False
         self._inner: Planner | None = None
         self._last_performed = 0
-        self._held: dict[tuple[int, int], int] = {}  # (channel, pitch) -> note-on tick
+        self._held = HeldNotes()  # what the performer holds
         self._handovers = 0
         self.reseeds: list[Reseed] = []
 
@@ -134,35 +135,29 @@ class AutonomousPlanner(Planner):
 
     # ---- performer ----------------------------------------------------------------
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        if len(data) < 3:
-            return []
-        kind, velocity = data[0] & 0xF0, data[2]
+    def on_input(self, event: MidiEvent) -> list[Action]:
         actions: list[Action] = []
-        if kind in (NOTE_ON, NOTE_OFF):
-            self._last_performed = tick
-            if kind == NOTE_ON and velocity > 0:
-                self._held[(data[0] & 0x0F, data[1])] = tick
-            else:
-                self._held.pop((data[0] & 0x0F, data[1]), None)
-        if kind == NOTE_ON and velocity > 0 and self._inner is None:
+        if event.is_note_on or event.is_note_off:
+            self._last_performed = event.tick
+            self._held.observe(event)
+        if event.is_note_on and self._inner is None:
             if self._generation:
                 actions.append(Withdraw(self._generation))
             self._inner = self.make_inner()
             self._started = False
         if self._inner is not None:
-            actions += self._inner.on_input(tick, data)
+            actions += self._inner.on_input(event)
         return actions
 
     # ---- time ---------------------------------------------------------------------
 
     def advance(self, now_tick: int) -> list[Action]:
         actions: list[Action] = []
-        for (channel, pitch), start in list(self._held.items()):
-            if now_tick - start >= self._takeover:  # its note-off was lost: released at the bound
-                del self._held[(channel, pitch)]
-                if self._inner is not None:
-                    actions += self._inner.on_input(start + self._takeover, (NOTE_OFF | channel, pitch, 0))
+        for channel, pitch, start in self._held.begun_before(now_tick - self._takeover + 1):
+            released = note_off(start + self._takeover, channel, pitch)  # its note-off was lost: released at the bound
+            self._held.observe(released)
+            if self._inner is not None:
+                actions += self._inner.on_input(released)
         if self._inner is not None:
             actions += self._inner.advance(now_tick)
             if self._inner.busy or now_tick - self._last_performed < self._takeover:

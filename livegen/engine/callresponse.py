@@ -32,7 +32,8 @@ from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
 from livegen.models.step import StepEvent, StepGenerator
-from livegen.music.events import NOTE_OFF, NOTE_ON, MidiEvent, note_off, note_on
+from livegen.music.events import MidiEvent, note_off, note_on
+from livegen.music.held import HeldNotes
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
 
@@ -88,7 +89,7 @@ class CallResponsePlanner(Planner):
         self._silence = round(self.settings.silence_beats * PPQN)
         self._lookahead = round(self.settings.lookahead_beats * PPQN)
         self._held = round(self.settings.held_beats * PPQN)
-        self._open: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start, velocity)
+        self._holding = HeldNotes()  # what the performer holds
         self._done: list[tuple[int, int, int, int]] = []  # heap of (start, pitch, end, velocity)
         self._last_onset: int | None = None
         self._last_release = 0
@@ -103,36 +104,32 @@ class CallResponsePlanner(Planner):
 
     @property
     def busy(self) -> bool:
-        return bool(self._open or self._phrase_notes or self._response)
+        return bool(self._holding or self._phrase_notes or self._response)
 
     # ---- performer ----------------------------------------------------------------
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        if len(data) < 3:
-            return []
-        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
+    def on_input(self, event: MidiEvent) -> list[Action]:
         actions: list[Action] = []
-        if kind == NOTE_ON and velocity > 0:
+        if event.is_note_on:
             if self._response is not None:
                 actions.append(Withdraw(self._response.generation))
                 self._response = None
-            if self._phrase_notes == 0 and not self._open:
+            if self._phrase_notes == 0 and not self._holding:
                 self.generator.reset()
-            self._open[(channel, pitch)] = (tick, velocity)
+            self._holding.observe(event)
             self._phrase_notes += 1
-            self._velocity_sum += velocity
-        elif kind in (NOTE_OFF, NOTE_ON):
-            started = self._open.pop((channel, pitch), None)
-            if started is not None:
-                start, vel = started
-                heapq.heappush(self._done, (start, pitch, max(tick, start), vel))
-                self._last_release = max(self._last_release, tick)
+            self._velocity_sum += event.data2
+        elif event.is_note_off:
+            ended = self._holding.observe(event)
+            if ended is not None:
+                heapq.heappush(self._done, (ended.start, ended.pitch, ended.end, ended.velocity))
+                self._last_release = max(self._last_release, event.tick)
                 self._feed_ready()
         return actions
 
     def _feed_ready(self, *, flush: bool = False) -> None:
         """Feed completed notes in onset order while no earlier note is still held."""
-        earliest_open = min((start for start, _ in self._open.values()), default=None)
+        earliest_open = self._holding.earliest()
         while self._done and (flush or earliest_open is None or self._done[0][0] <= earliest_open):
             start, pitch, end, velocity = heapq.heappop(self._done)
             step = 0 if self._last_onset is None else start - self._last_onset
@@ -147,10 +144,9 @@ class CallResponsePlanner(Planner):
 
     def advance(self, now_tick: int) -> list[Action]:
         actions: list[Action] = []
-        for (channel, pitch), (start, _) in list(self._open.items()):
-            if now_tick - start >= self._held:  # its note-off was lost: released at the bound
-                self.on_input(start + self._held, (NOTE_OFF | channel, pitch, 0))
-        if self._response is None and self._phrase_notes and not self._open:
+        for channel, pitch, start in self._holding.begun_before(now_tick - self._held + 1):
+            self.on_input(note_off(start + self._held, channel, pitch))  # its note-off was lost: released at the bound
+        if self._response is None and self._phrase_notes and not self._holding:
             start = ceil_to_grid(self._last_release + self._silence, self.settings.grid)
             if now_tick >= start - self._lookahead:
                 self._begin_response(start)
@@ -187,7 +183,7 @@ class CallResponsePlanner(Planner):
         if self._response is not None:
             actions.append(Withdraw(self._response.generation))
             self._response = None
-        self._open.clear()
+        self._holding.clear()
         self._done.clear()
         self._phrase_notes = 0
         self._velocity_sum = 0

@@ -36,6 +36,7 @@ from livegen.engine.planner import Action, Commit, Panic, Planner, PlannerReport
 from livegen.engine.swap import SwappableGenerator
 from livegen.errors import ConfigError, InferenceSkipped, LivegenError
 from livegen.models.step import StepGenerator
+from livegen.music.events import CONTROL_CHANGE, MidiEvent
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Conductor(Planner):
         *,
         modes: tuple[str, ...],
         load_model: Callable[[str], StepGenerator] | None = None,
-        controls: Callable[[tuple[int, ...]], list[ControlChange]] | None = None,
+        controls: Callable[[MidiEvent], list[ControlChange]] | None = None,
         key_follower: KeyFollower | None = None,
     ) -> None:
         if mode not in modes:
@@ -118,17 +119,17 @@ class Conductor(Planner):
         if count & (count - 1) == 0 or count % 1000 == 0:  # the 1st, 2nd, 4th, 8th... and every 1000th
             log.warning("model %s: %s (%d step(s) skipped so far)", self.model, err, count)
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        return self._skipping(partial(self._on_input, tick, data))
+    def on_input(self, event: MidiEvent) -> list[Action]:
+        return self._skipping(partial(self._on_input, event))
 
-    def _on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        if self.controls is not None and data and data[0] & 0xF0 == 0xB0:
-            changes = self.controls(data)
+    def _on_input(self, event: MidiEvent) -> list[Action]:
+        if self.controls is not None and event.kind == CONTROL_CHANGE:
+            changes = self.controls(event)
             if changes:
                 return [a for change in changes for a in self.apply(change)]
         if self.key_follower is not None:
-            self.key_follower.observe_performed(tick, data)
-        return self.planner.on_input(tick, data)
+            self.key_follower.observe_performed(event)
+        return self.planner.on_input(event)
 
     def advance(self, now_tick: int) -> list[Action]:
         actions: list[Action] = []

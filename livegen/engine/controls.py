@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from livegen.errors import ConfigError
-from livegen.music.events import CONTROL_CHANGE
+from livegen.music.events import CONTROL_CHANGE, MidiEvent
 
 #: The follow modes the ``mode`` control steps through, low knob to high.
 CONTROL_MODES: tuple[str, ...] = ("call-response", "accompany", "autonomous")
@@ -189,17 +189,17 @@ class ControlMap:
                         "bind each CC to one parameter (or give them different channels)"
                     )
 
-    def handle(self, data: tuple[int, ...]) -> list[ControlChange]:
+    def handle(self, event: MidiEvent) -> list[ControlChange]:
         """The parameter changes one incoming MIDI message makes (control thread).
 
         Non-CC messages, CCs bound to nothing and steps that map to the value last
         emitted give ``[]``. A button gives ``True`` when its value reaches 64 or more
         after being below 64 (its first message counts as rising when it is 64 or more).
         """
-        if len(data) < 3 or data[0] & 0xF0 != CONTROL_CHANGE:
+        if event.kind != CONTROL_CHANGE:
             return []
-        cc, v = data[1], data[2]
-        name = self._lookup.get((cc, (data[0] & 0x0F) + 1))
+        cc, v = event.data1, event.data2
+        name = self._lookup.get((cc, event.channel + 1))
         if name is None:
             name = self._lookup.get((cc, None))
             if name is None:

@@ -15,9 +15,11 @@ two keys mid-bar.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from livegen.engine.live import LiveParams
-from livegen.music.events import NOTE_OFF, NOTE_ON, MidiEvent, Note
+from livegen.music.events import MidiEvent
+from livegen.music.held import HeldNotes
 from livegen.music.keys import KeyTracker, transpose_interval
 from livegen.music.time import PPQN
 
@@ -30,29 +32,23 @@ class KeyFollower:
         self.bar = beats_per_bar * PPQN
         self.performer = KeyTracker(window_bars * self.bar)
         self.model = KeyTracker(window_bars * self.bar)
-        self._held: dict[tuple[int, int], tuple[int, int]] = {}  # performer (channel, pitch) -> (start, velocity)
-        self._model_held: dict[tuple[int, int], tuple[int, int, int]] = {}  # -> (start, velocity, model pitch)
+        self._performed = HeldNotes()
+        self._committed = HeldNotes()  # the model's notes as they sound
         self._bar_index: int | None = None
         self.changes: list[tuple[int, int]] = []  # (tick, semitones) of each change
 
-    def observe_performed(self, tick: int, data: tuple[int, ...]) -> None:
+    def observe_performed(self, event: MidiEvent) -> None:
         """A performed message (note-ons and note-offs make notes for the performer's key)."""
-        note = self._pair(self._held, tick, data)
-        if note is not None:
-            self.performer.observe(note)
+        ended = self._performed.observe(event)
+        if ended is not None:
+            self.performer.observe(ended.note(shortest=1))
 
     def observe_committed(self, events: Iterable[MidiEvent]) -> None:
-        """Notes the model committed, heard in the model's own key."""
+        """Notes the model committed, heard in the model's own key (as the transposition is when they end)."""
         for event in sorted(events):
-            kind, channel = event.status & 0xF0, event.status & 0x0F
-            if kind == NOTE_ON and event.data2 > 0:
-                model_pitch = self.live.to_model(event.data1)
-                self._model_held[(channel, event.data1)] = (event.tick, event.data2, model_pitch)
-            elif kind in (NOTE_ON, NOTE_OFF):
-                started = self._model_held.pop((channel, event.data1), None)
-                if started is not None:
-                    start, velocity, pitch = started
-                    self.model.observe(Note(pitch, max(1, velocity), start, max(1, event.tick - start), channel))
+            ended = self._committed.observe(event)
+            if ended is not None:
+                self.model.observe(replace(ended.note(shortest=1), pitch=self.live.to_model(ended.pitch)))
 
     def update(self, now_tick: int) -> None:
         """On the first call in each bar: follow the performer's key if both keys are known."""
@@ -67,16 +63,3 @@ class KeyFollower:
         if semitones != self.live.transpose:
             self.live.transpose = semitones
             self.changes.append((now_tick, semitones))
-
-    @staticmethod
-    def _pair(held: dict[tuple[int, int], tuple[int, int]], tick: int, data: tuple[int, ...]) -> Note | None:
-        if len(data) < 3:
-            return None
-        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
-        if kind == NOTE_ON and velocity > 0:
-            held[(channel, pitch)] = (tick, velocity)
-        elif kind in (NOTE_ON, NOTE_OFF):
-            started = held.pop((channel, pitch), None)
-            if started is not None:
-                return Note(pitch, started[1], started[0], max(1, tick - started[0]), channel)
-        return None

@@ -37,7 +37,7 @@ from livegen.engine.controls import PARAMETERS, Binding, parse_controls, toml_na
 from livegen.errors import ConfigError, LivegenError
 from livegen.io.base import MidiInput
 from livegen.music.atomic import write_atomically
-from livegen.music.events import CONTROL_CHANGE
+from livegen.music.events import CONTROL_CHANGE, MidiEvent, decode_message
 
 #: How long ``livegen learn`` waits for a control to move by default (seconds).
 DEFAULT_TIMEOUT = 60.0
@@ -217,13 +217,14 @@ def wait_for_control(midi_input: MidiInput, timeout: float) -> tuple[int, int]:
     Installs its own callback on the input (backend thread: enqueue only). Raises
     :class:`LivegenError` when nothing moves within ``timeout`` seconds.
     """
-    inbox: queue.Queue[tuple[int, ...]] = queue.Queue(_QUEUE_SIZE)
+    inbox: queue.Queue[MidiEvent] = queue.Queue(_QUEUE_SIZE)
 
     def enqueue(data: tuple[int, ...], _t_ns: int) -> None:
         """Backend thread: keep control changes only; never block, never raise."""
-        if len(data) == 3 and data[0] & 0xF0 == CONTROL_CHANGE and data[1] < 120:
+        event = decode_message(0, data)
+        if event is not None and event.kind == CONTROL_CHANGE and event.data1 < 120:
             with contextlib.suppress(queue.Full):
-                inbox.put_nowait(data)
+                inbox.put_nowait(event)
 
     midi_input.set_callback(enqueue)
     first: dict[tuple[int, int], int] = {}
@@ -236,10 +237,10 @@ def wait_for_control(midi_input: MidiInput, timeout: float) -> tuple[int, int]:
                 "(turn a knob, move a fader or press a button that sends CCs 0-119; notes and clock are ignored)"
             )
         try:
-            status, cc, value = inbox.get(timeout=min(remaining, 0.1))
+            event = inbox.get(timeout=min(remaining, 0.1))
         except queue.Empty:
             continue
-        key = (cc, (status & 0x0F) + 1)
+        key, value = (event.data1, event.channel + 1), event.data2
         if key not in first:
             first[key] = value
         elif value != first[key]:

@@ -58,8 +58,8 @@ class Planner(Protocol):
     #: Planner calls ended by a model run its time budget refused.
     skipped_steps: int = 0
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
-        """Fold in one performed MIDI message that arrived at ``tick``."""
+    def on_input(self, event: MidiEvent) -> list[Action]:
+        """Fold in one performed channel message (at the tick it arrived)."""
 
     def advance(self, now_tick: int) -> list[Action]:
         """Plan ahead of ``now_tick`` (called often: every few milliseconds live)."""

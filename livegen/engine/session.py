@@ -5,6 +5,11 @@ timestamps and enqueues. Everything else runs on the control thread, which is
 also where the planner (and so inference) runs; the scheduler has its own
 real-time thread.
 
+Raw bytes stay at the ports: the control thread decodes each performed message once
+(:func:`~livegen.music.events.decode_message`, at its tick) and the recorder, the
+planner, the key follower and the live controls take that :class:`MidiEvent`; what the
+scheduler sent is decoded once, in :meth:`Engine.collect_sent`, for the recording.
+
 The clock may be internal, followed (MIDI clock: its clock, start, stop,
 continue and song-position messages go to it, not to the planner) or Ableton
 Link. Whenever the clock's mapping from ticks to time changes, what is already
@@ -27,13 +32,14 @@ import queue
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from livegen.engine.clock import TICKS_PER_SPP, Clock, MidiClockFollower
 from livegen.engine.clockout import ClockMaster
 from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake, Withdraw
 from livegen.engine.scheduler import Scheduled, Scheduler, Sent
 from livegen.io.recorder import MidiRecorder
-from livegen.music.events import NOTE_OFF, NOTE_ON
+from livegen.music.events import decode_message
 from livegen.music.time import ceil_to_grid
 
 #: Scheduler group of the model's outputs (the virtual port, the synth).
@@ -134,21 +140,17 @@ class Engine:
         """
         late_after = self.scheduler.now_ns() - LATE_STEP_NS
         items: list[Scheduled] = []
-        skipped: list[tuple[int, int]] = []  # (status low nibble, pitch) of skipped note-ons
+        skipped: list[tuple[int, int]] = []  # (channel, pitch) of skipped note-ons
         for e in commit.events:
             deadline = tick_to_ns(e.tick)
-            data = tuple(e.bytes())
-            if len(data) == 3 and data[0] & 0xF0 in (NOTE_ON, NOTE_OFF):
-                key = (data[0] & 0x0F, data[1])
-                if data[0] & 0xF0 == NOTE_ON and data[2] > 0:
-                    if deadline < late_after:
-                        skipped.append(key)
-                        self.late_steps += 1
-                        continue
-                elif key in skipped:
-                    skipped.remove(key)
-                    continue
-            items.append(Scheduled(deadline, e.tick, data, MODEL_GROUP, commit.generation))
+            if e.is_note_on and deadline < late_after:
+                skipped.append(e.key)
+                self.late_steps += 1
+                continue
+            if e.is_note_off and e.key in skipped:
+                skipped.remove(e.key)
+                continue
+            items.append(Scheduled(deadline, e.tick, tuple(e.bytes()), MODEL_GROUP, commit.generation))
         return items
 
     def _take_input(self, data: tuple[int, ...], t_ns: int) -> None:
@@ -156,14 +158,15 @@ class Engine:
             if isinstance(self.clock, MidiClockFollower):
                 self._follow(data, t_ns)
             return
-        if not data or data[0] >= 0xF0:
+        event = decode_message(self.clock.ns_to_tick(t_ns), data)
+        if event is None:
             return  # system messages are neither music nor controls
-        tick = self.clock.ns_to_tick(t_ns)
-        self.recorder.record(PERFORMER_TRACK, tick, data)
-        if self.echo_channel is not None and len(data) >= 2:
-            self.scheduler.send_now(((data[0] & 0xF0) | self.echo_channel, *data[1:]), ECHO_GROUP)
-        self._apply(self.planner.on_input(tick, data))
-        if len(data) >= 3 and data[0] & 0xF0 == NOTE_ON and data[2] > 0:
+        self.recorder.record(PERFORMER_TRACK, event)
+        if self.echo_channel is not None:
+            echoed = replace(event, status=event.kind | self.echo_channel)
+            self.scheduler.send_now(tuple(echoed.bytes()), ECHO_GROUP)
+        self._apply(self.planner.on_input(event))
+        if event.is_note_on:
             self._reacting.append(t_ns)  # timed when this step's commit is with the scheduler
 
     def _reacted(self) -> None:
@@ -225,7 +228,9 @@ class Engine:
         on_sent = self.on_sent
         for sent in self.scheduler.drain_sent():
             if sent.group == MODEL_GROUP:
-                self.recorder.record(MODEL_TRACK, sent.tick, sent.data)
+                event = decode_message(sent.tick, sent.data)
+                if event is not None:
+                    self.recorder.record(MODEL_TRACK, event)
             if on_sent is not None:
                 on_sent(sent)
             if self.keep_sent:

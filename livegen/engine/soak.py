@@ -81,7 +81,8 @@ from livegen.errors import ConfigError
 from livegen.io.recorder import RollingRecording
 from livegen.models.package import read_package
 from livegen.models.registry import DEFAULT_MODEL, load_generator, resolve_package
-from livegen.music.events import CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF, CONTROL_CHANGE, NOTE_OFF, NOTE_ON
+from livegen.music.events import CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF, CONTROL_CHANGE, decode_message
+from livegen.music.held import HeldNotes
 from livegen.music.time import PPQN, SIXTEENTH, TempoMap
 
 #: Anonymous resident memory may grow at most this much per (simulated) hour after warm-up (guarantee 7).
@@ -210,7 +211,7 @@ class SoakMeter:
         self.late = _Histogram()
         self.late_first = _Histogram()
         self.late_last = _Histogram()
-        self._sounding: dict[tuple[int, int, int], deque[int]] = defaultdict(deque)
+        self._sounding = [HeldNotes() for _ in range(ECHO_GROUP + 1)]  # per group, started at their send ns
         self.longest_ns = [0, 0, 0]
         self.longest_at: list[int | None] = [None, None, None]  # tick of the longest note's note-off
         self.too_long = [0, 0, 0]  # notes that sounded longer than ``stuck_beats``
@@ -228,27 +229,25 @@ class SoakMeter:
             self.late_first.add(late)
         elif elapsed >= self._span - self._span // 10:
             self.late_last.add(late)
-        data = sent.data
-        if len(data) < 3 or sent.group > ECHO_GROUP:
+        group = sent.group
+        event = decode_message(sent.sent_ns, sent.data)  # timed in nanoseconds: how long notes sound
+        if event is None or group > ECHO_GROUP:
             return
-        kind, channel, group = data[0] & 0xF0, data[0] & 0x0F, sent.group
-        if kind == NOTE_ON and data[2] > 0:
+        held = self._sounding[group]
+        if event.is_note_on:
             self.note_ons[group] += 1
-            self._sounding[(group, channel, data[1])].append(sent.sent_ns)
+            held.observe(event)
             if group == MODEL_GROUP:
                 self._on_grid(sent)
-                self.onset_sum = (self.onset_sum + onset_key(sent.tick, channel, data[1])) & 0xFFFF_FFFF_FFFF_FFFF
-        elif kind in (NOTE_ON, NOTE_OFF):
+                self.onset_sum = (self.onset_sum + onset_key(sent.tick, *event.key)) & 0xFFFF_FFFF_FFFF_FFFF
+        elif event.is_note_off:
             self.note_offs[group] += 1
-            started = self._sounding.get((group, channel, data[1]))
-            if started:
-                self._ended(group, started.popleft(), sent)
-                if not started:
-                    del self._sounding[(group, channel, data[1])]
-        elif kind == CONTROL_CHANGE and data[1] in (CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF):
-            for key in [k for k in self._sounding if k[0] == group and k[1] == channel]:
-                for started_ns in self._sounding.pop(key):
-                    self._ended(group, started_ns, sent)
+            ended = held.observe(event)
+            if ended is not None:
+                self._ended(group, ended.start, sent)
+        elif event.kind == CONTROL_CHANGE and event.data1 in (CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF):
+            for ended in held.end_channel(event.tick, event.channel):
+                self._ended(group, ended.start, sent)
 
     def _ended(self, group: int, started_ns: int, sent: Sent) -> None:
         length = sent.sent_ns - started_ns
@@ -272,7 +271,7 @@ class SoakMeter:
 
     def sounding(self) -> list[tuple[int, int, int]]:
         """(group, channel, pitch) of every note sounding now, once per note-on."""
-        return [key for key, starts in self._sounding.items() for _ in starts]
+        return [(group, *key) for group, held in enumerate(self._sounding) for key in held.sounding()]
 
     def drift(self) -> dict[str, Any]:
         """The beat-grid and lateness figures."""
@@ -479,7 +478,8 @@ def run_accelerated(settings: SoakSettings, *, progress: Callable[[str], None] |
             while incoming and incoming[0][0] <= t:
                 t_ns, data = incoming.popleft()
                 engine.on_midi(data, t_ns)
-                performed += len(data) == 3 and data[0] & 0xF0 == NOTE_ON and data[2] > 0
+                event = decode_message(0, data)
+                performed += event is not None and event.is_note_on
             engine.step()
             scheduler.run_until(t)
             if len(recorder.parts) > parts_seen:

@@ -61,6 +61,7 @@ from livegen.engine.scheduler import ALL_GENERATIONS
 from livegen.errors import LivegenError
 from livegen.models.package import remove_orphaned_extractions
 from livegen.models.step import StepEvent
+from livegen.music.events import MidiEvent
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _serve(
         try:
             actions: list[Action] = []
             if kind == "input":
-                actions = planner.on_input(message[2], message[3])
+                actions = planner.on_input(message[2])
             elif kind == "advance":
                 actions = planner.advance(message[2])
             elif kind == "silence":
@@ -335,9 +336,9 @@ class PlannerWorker(Planner):
         """The worker's planner's report, as it sent it when stopped (:meth:`close`)."""
         return self._report
 
-    def on_input(self, tick: int, data: tuple[int, ...]) -> list[Action]:
+    def on_input(self, event: MidiEvent) -> list[Action]:
         actions = self._check()
-        seq = self._send("input", tick, data)
+        seq = self._send("input", event)
         return actions + self._collect(seq, self.reply_wait_s)
 
     def advance(self, now_tick: int) -> list[Action]:

@@ -50,20 +50,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from livegen.errors import LivegenError, MidiFileError
-from livegen.music.events import NOTE_OFF, NOTE_ON, Note, pair_notes
+from livegen.music.events import MidiEvent, Note, note_on
+from livegen.music.held import HeldNotes, pair_notes
 from livegen.music.midifile import write_midi
 from livegen.music.time import PPQN, TempoMap
 
 log = logging.getLogger(__name__)
-
-Message = tuple[int, tuple[int, ...]]
 
 #: While writes keep failing, the log repeats its warning at most this often, seconds.
 WARN_EVERY_S = 60.0
@@ -81,11 +79,14 @@ class MidiRecorder:
 
     def __init__(self, tracks: tuple[str, ...] = ("performer", "livegen")) -> None:
         self.tracks = tracks
-        self._messages: dict[str, list[Message]] = {t: [] for t in tracks}
+        self._messages: dict[str, list[MidiEvent]] = {t: [] for t in tracks}
         self.start = 0
 
-    def record(self, track: str, tick: int, data: tuple[int, ...]) -> None:
-        self._messages[track].append((max(0, tick), data))
+    def record(self, track: str, event: MidiEvent) -> MidiEvent:
+        """Keep ``event`` on ``track`` (one before tick 0, a count-in, at 0); returns what was kept."""
+        kept = event if event.tick >= 0 else replace(event, tick=0)
+        self._messages[track].append(kept)
+        return kept
 
     @property
     def held(self) -> int:
@@ -95,7 +96,7 @@ class MidiRecorder:
     def notes(self, track: str, *, end: int | None = None) -> list[Note]:
         """The track's notes held now, at the performance's ticks; notes still open are closed
         at ``end`` (or the last tick)."""
-        return pair_notes(sorted(self._messages[track], key=lambda m: m[0]), end=end)
+        return pair_notes(sorted(self._messages[track], key=lambda e: e.tick), end=end)
 
     def save(self, path: str | Path, tempo: TempoMap, *, beats_per_bar: int = 4) -> Path:
         """Write the notes held as a type-1 file whose tick 0 is :attr:`start` (atomically)."""
@@ -147,8 +148,7 @@ class RollingRecording(MidiRecorder):
         self._failing = 0  # failures since the last write that succeeded
         self._warned_at = 0.0
         self._why = ""  # why the latest write failed
-        # the start ticks of the notes sounding now, per (track, channel, pitch), first in first out
-        self._open: dict[tuple[str, int, int], deque[int]] = {}
+        self._held = {track: HeldNotes() for track in tracks}  # the notes sounding now
 
     # ---- names --------------------------------------------------------------------
 
@@ -161,23 +161,14 @@ class RollingRecording(MidiRecorder):
         """The file of the part being played: the recording's own name until the first cut."""
         return self.path if self.number == 1 else self.part_path(self.number)
 
-    def record(self, track: str, tick: int, data: tuple[int, ...]) -> None:
-        super().record(track, tick, data)
-        if len(data) < 3 or data[0] & 0xF0 not in (NOTE_ON, NOTE_OFF):
-            return
-        key = (track, data[0] & 0x0F, data[1])
-        if data[0] & 0xF0 == NOTE_ON and data[2] > 0:
-            self._open.setdefault(key, deque()).append(max(0, tick))
-        else:
-            starts = self._open.get(key)
-            if starts:
-                starts.popleft()
-                if not starts:
-                    del self._open[key]
+    def record(self, track: str, event: MidiEvent) -> MidiEvent:
+        kept = super().record(track, event)
+        self._held[track].observe(kept)
+        return kept
 
     def _sounding_from_before(self, tick: int) -> bool:
         """Whether a note begun before ``tick`` is still sounding."""
-        return any(starts[0] < tick for starts in self._open.values())
+        return any(held.begun_before(tick) for held in self._held.values())
 
     def note_count(self, track: str) -> int:
         """Notes of ``track`` in the whole performance so far (a note carried across a cut counts once)."""
@@ -279,7 +270,7 @@ class RollingRecording(MidiRecorder):
         """
         at = max(at, boundary)
         written: dict[str, list[Note]] = {}
-        kept: dict[str, list[Message]] = {}
+        kept: dict[str, list[MidiEvent]] = {}
         carried: dict[str, int] = {}
         for track in self.tracks:
             written[track], kept[track], carried[track] = _split(self._messages[track], boundary, at)
@@ -299,10 +290,8 @@ class RollingRecording(MidiRecorder):
         self.carried += sum(carried.values())
         self.start = boundary
         self.parts.append(path)
-        for starts in self._open.values():  # a note begun again at ``at`` sounds from there now
-            for k, begun in enumerate(starts):
-                if begun < boundary:
-                    starts[k] = at
+        for held in self._held.values():  # a note begun again at ``at`` sounds from there now
+            held.restart(boundary, at)
         self.number = number + 1
         if number == 1:  # part 1 was autosaved under the recording's name; it is part001 now
             try:
@@ -330,44 +319,31 @@ def _free_name(folder: Path, name: str) -> Path:
     return path
 
 
-def _split(messages: list[Message], boundary: int, at: int) -> tuple[list[Note], list[Message], int]:
-    """(notes begun before ``boundary``, messages kept, notes carried) of one track.
+def _split(events: list[MidiEvent], boundary: int, at: int) -> tuple[list[Note], list[MidiEvent], int]:
+    """(notes begun before ``boundary``, events kept, notes carried) of one track.
 
-    Pairing is first in, first out per channel and pitch, as :func:`pair_notes` pairs.
+    A note begun before ``boundary`` and still held at ``at`` ends at ``at`` and is struck
+    again there in what is kept (carried).
     """
-    ordered = sorted(messages, key=lambda m: m[0])
-    open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = defaultdict(deque)
+    held = HeldNotes()
     notes: list[Note] = []
-    kept: list[Message] = []
-    for tick, data in ordered:
-        if len(data) < 3 or data[0] & 0xF0 not in (NOTE_ON, NOTE_OFF):
-            if tick >= boundary:
-                kept.append((tick, data))
+    kept: list[MidiEvent] = []
+    for event in sorted(events, key=lambda e: e.tick):
+        if event.is_note_on and event.tick < boundary:
+            held.observe(event)
             continue
-        channel, pitch = data[0] & 0x0F, data[1]
-        if data[0] & 0xF0 == NOTE_ON and data[2] > 0:
-            if tick < boundary:
-                open_notes[(channel, pitch)].append((tick, data[2]))
-            else:
-                kept.append((tick, data))
-            continue
-        queue = open_notes.get((channel, pitch))
-        if queue:
-            start, velocity = queue.popleft()
-            notes.append(Note(pitch, velocity, start, max(0, tick - start), channel))
-        elif tick >= boundary:
-            kept.append((tick, data))  # the note-off of a note begun after the cut (or a stray one)
-    carried = 0
-    restruck: list[Message] = []
-    for (channel, pitch), queue in open_notes.items():
-        for start, velocity in queue:
-            notes.append(Note(pitch, velocity, start, max(0, at - start), channel))
-            restruck.append((at, (NOTE_ON | channel, pitch, velocity)))
-            carried += 1
+        ended = held.observe(event) if event.is_note_off else None
+        if ended is not None:
+            notes.append(ended.note())
+        elif event.tick >= boundary:
+            kept.append(event)  # a later note, its note-off, a stray note-off or another message
+    restruck = []
+    for ended in held.end_all(at):
+        notes.append(ended.note())
+        restruck.append(note_on(at, ended.channel, ended.pitch, ended.velocity))
     notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
     # a re-struck note goes first at its tick, before a note-off of the same pitch recorded there
-    kept = sorted(restruck + kept, key=lambda m: m[0])
-    return notes, kept, carried
+    return notes, sorted(restruck + kept, key=lambda e: e.tick), len(restruck)
 
 
 def _shifted(notes: list[Note], start: int) -> list[Note]:

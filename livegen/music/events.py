@@ -5,8 +5,7 @@ Context: any (pure values, safe to hand between threads).
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 NOTE_OFF = 0x80
@@ -70,10 +69,31 @@ class MidiEvent:
     def is_note_off(self) -> bool:
         return self.kind == NOTE_OFF or (self.kind == NOTE_ON and self.data2 == 0)
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """(channel, note number): what a note-off must match to end a note-on."""
+        return (self.status & 0x0F, self.data1)
+
     def bytes(self) -> list[int]:
-        if self.kind == PROGRAM_CHANGE:
+        if _CHANNEL_DATA[self.status >> 4] == 1:
             return [self.status, self.data1]
         return [self.status, self.data1, self.data2]
+
+
+def decode_message(tick: int, data: Sequence[int]) -> MidiEvent | None:
+    """A channel message as a port delivers it (status byte first) at ``tick``, typed.
+
+    The one place raw input bytes become a :class:`MidiEvent`. None for a system
+    message, or for a channel message with the wrong number of data bytes.
+    """
+    if not data or not 0x80 <= data[0] < 0xF0:
+        return None
+    status = data[0]
+    size = _CHANNEL_DATA[status >> 4]
+    if len(data) != size + 1:
+        return None
+    data2 = data[2] if size == 2 else 0
+    return MidiEvent(tick, 1 if status & 0xF0 == NOTE_ON and data2 > 0 else 0, status, data[1], data2)
 
 
 def note_on(tick: int, channel: int, pitch: int, velocity: int) -> MidiEvent:
@@ -96,36 +116,6 @@ def notes_to_events(notes: Iterable[Note]) -> list[MidiEvent]:
         events.append(note_off(n.end, n.channel, n.pitch))
     events.sort()
     return events
-
-
-def pair_notes(messages: Iterable[tuple[int, tuple[int, ...]]], *, end: int | None = None) -> list[Note]:
-    """Notes from timed channel messages ``(tick, bytes)`` sorted by tick.
-
-    Note-ons pair with note-offs (or note-ons of velocity 0) first in, first out per
-    channel and pitch; notes still open are closed at ``end`` (default: the last tick).
-    Other messages are ignored. The result is sorted by start, pitch and channel.
-    """
-    open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = defaultdict(deque)
-    notes: list[Note] = []
-    last = 0
-    for tick, data in messages:
-        last = max(last, tick)
-        if len(data) < 3:
-            continue
-        kind, channel, pitch, velocity = data[0] & 0xF0, data[0] & 0x0F, data[1], data[2]
-        if kind == NOTE_ON and velocity > 0:
-            open_notes[(channel, pitch)].append((tick, velocity))
-        elif kind in (NOTE_OFF, NOTE_ON):
-            queue = open_notes.get((channel, pitch))
-            if queue:
-                start, vel = queue.popleft()
-                notes.append(Note(pitch, vel, start, max(0, tick - start), channel))
-    close_at = last if end is None else end
-    for (channel, pitch), queue in open_notes.items():
-        for start, vel in queue:
-            notes.append(Note(pitch, vel, start, max(0, close_at - start), channel))
-    notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
-    return notes
 
 
 #: Data bytes each channel message carries, by its high nibble.

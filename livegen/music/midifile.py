@@ -23,7 +23,8 @@ import mido
 
 from livegen.errors import MidiFileError
 from livegen.music.atomic import write_atomically
-from livegen.music.events import Note, pair_notes
+from livegen.music.events import MidiEvent, Note, decode_message
+from livegen.music.held import pair_notes
 from livegen.music.time import PPQN, TempoMap
 
 #: The largest MIDI file livegen reads (1 MiB: over 100 000 notes; about 140 MB of memory while read).
@@ -88,7 +89,8 @@ def read_midi(path: str | Path) -> Song:
 
     tempo_changes: dict[int, int] = {}
     beats_per_bar = 0
-    timed: list[tuple[int, tuple[int, ...]]] = []
+    timed: list[MidiEvent] = []
+    end = 0  # the latest track end closes notes left open
     for track in mid.tracks:
         tick = 0
         for msg in track:
@@ -103,11 +105,13 @@ def read_midi(path: str | Path) -> Song:
             elif msg.type == "time_signature" and not beats_per_bar:
                 beats_per_bar = max(1, round(msg.numerator * 4 / msg.denominator))
             elif msg.type in ("note_on", "note_off"):
-                timed.append((tick, tuple(msg.bytes())))
-            elif msg.type == "end_of_track":
-                timed.append((tick, ()))  # the file's end closes notes left open
-    timed.sort(key=lambda m: m[0])  # stable: each track keeps its order at equal ticks
-    notes = [replace(n, start=scale(n.start), duration=scale(n.end) - scale(n.start)) for n in pair_notes(timed)]
+                event = decode_message(tick, msg.bytes())
+                if event is not None:
+                    timed.append(event)
+            end = max(end, tick)
+    timed.sort(key=lambda e: e.tick)  # stable: each track keeps its order at equal ticks
+    paired = pair_notes(timed, end=end)
+    notes = [replace(n, start=scale(n.start), duration=scale(n.end) - scale(n.start)) for n in paired]
     notes.sort(key=lambda n: (n.start, n.pitch, n.channel))
     changes = sorted(tempo_changes.items())
     if not changes or changes[0][0] != 0:
