@@ -282,8 +282,10 @@ def _with_representation(package: ModelPackage, **changes: object) -> ModelPacka
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"notes": 9}, "field 'graphs.generator': expected a tensor 'noise' of shape [batch, 9, 4]"),
-        ({"noise": 5}, "representation.noise = 5"),
+        ({"notes": 9}, "field 'representation.notes': expected 8 (the dimension 1 of graph 'generator' tensor "
+                       "'noise'), got 9"),
+        ({"noise": 5}, "field 'representation.noise': expected 4 (the dimension 2 of graph 'generator' tensor "
+                       "'noise'), got 5"),
         ({"block_frames": 0}, "field 'representation.block_frames': expected an integer from 1 to 256, got 0"),
         ({"grid": "16th"}, "field 'representation.grid'"),
         ({"max_hold": True}, "field 'representation.max_hold'"),

@@ -232,9 +232,20 @@ def _broken(package: Path, tmp_path: Path, **representation: object) -> Path:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"block_frames": 24}, "field 'representation.block_frames': expected a whole number of 4/4 bars"),
-        ({"block_frames": 64}, "fields 'representation.block_frames' and 'representation.keys': expected [32, 48]"),
-        ({"keys": 40}, "expected [32, 48]"),
+        (
+            {"block_frames": 24},
+            "field 'representation.block_frames': expected an integer of at least 1 and a "
+            "multiple of 16 (a whole number of 4/4 bars), got 24",
+        ),
+        (
+            {"block_frames": 64},
+            "field 'representation.block_frames': expected 32 (the dimension 1 of graph "
+            "'generator' tensor 'logits'), got 64",
+        ),
+        (
+            {"keys": 40},
+            "field 'representation.keys': expected 48 (the dimension 2 of graph 'generator' tensor 'logits'), got 40",
+        ),
         ({"latent": 12}, "field 'representation.latent': expected 10"),
         ({"polyphony": 0}, "field 'representation.polyphony': expected an integer of at least 1, got 0"),
         ({"pitch_min": 100}, "field 'representation.keys': pitch_min + keys must be at most 128"),

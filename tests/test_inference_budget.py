@@ -29,7 +29,7 @@ from livegen.engine.jam import JamResult, run_jam
 from livegen.errors import InferenceSkipped, PackageError
 from livegen.models.budget import BudgetedSession, stop_runs_on
 from livegen.models.package import load_package
-from livegen.models.registry import BUNDLED_DIR, generator_class
+from livegen.models.registry import BUNDLED_DIR, make_generator
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.models.trial import verify_in_child
@@ -267,7 +267,7 @@ def test_nan_and_infinity_in_every_output_of_every_family(
     the adapter still proposes is a playable note (a pitch, a step and a duration of at most
     64 beats); nothing else is raised."""
     package = load_package(write_package(tmp_path / family) if family == "midirnn-regression" else BUNDLED_DIR / family)
-    generator = generator_class(package.manifest.family)(package)
+    generator = make_generator(package)
     song = read_midi(package.seed_phrase) if package.seed_phrase else None
     seed = [StepEvent(n.pitch, PPQN // 2 if i else 0, PPQN // 2) for i, n in enumerate(song.notes[:8])] if song else []
     seed = seed or [StepEvent(60 + i, PPQN // 2 if i else 0, PPQN // 2) for i in range(8)]

@@ -48,8 +48,9 @@ import numpy as np
 
 from livegen.errors import ConfigError
 from livegen.eval.ngram import ORDER, Base, IndependentKeys, IndependentSlots, NGram, Uniform
+from livegen.models.contract import Contract, Whole
 from livegen.models.deepmusician import DeepMusicianGenerator, tune_roll
-from livegen.models.frames import representation_ints, sigmoid
+from livegen.models.frames import sigmoid
 from livegen.models.midirnn import tune_features
 from livegen.models.multitrack import MultiTrackGenerator, piece_frames
 from livegen.models.package import ModelPackage
@@ -132,7 +133,7 @@ def token_lstm_nll(package: ModelPackage, train: Sequence[Tune], held_out: Seque
 def deep_musician_nll(package: ModelPackage, train: Sequence[Tune], held_out: Sequence[Tune]) -> Likelihood:
     generator = DeepMusicianGenerator(package)
     keys, window = generator.keys, generator.window
-    block = representation_ints(package, ("decode_frames",))["decode_frames"]
+    block = int(Contract(fields=(Whole("decode_frames"),)).values(package)["decode_frames"])
     rolls = bounded(held_out, lambda t: tune_roll(t, generator.pitch_min, keys), "frame")
     contexts, targets = [], []
     for roll in rolls:

@@ -41,6 +41,7 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, snap_line, snap_values
+from livegen.models.contract import ANY, Contract, Tensor, Whole
 from livegen.models.frames import RollNote
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -119,19 +120,25 @@ def phrase_notes(
 class CrnnGanGenerator(BlockGenerator):
     """C-RNN-GAN generator: phrases of N notes from noise, laid into blocks, the best-fitting kept."""
 
+    contract = Contract(
+        fields=(
+            Whole("grid", maximum=1920),
+            Whole("block_frames", maximum=256),
+            Whole("notes", maximum=1024),
+            Whole("noise", maximum=4096),
+            Whole("max_hold", maximum=256),
+        ),
+        tensors=(
+            Tensor(GRAPH, "noise", (ANY, "notes", "noise")),
+            Tensor(GRAPH, "notes", (ANY, "notes", len(FEATURES))),
+        ),
+    )
+
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
         rep = package.manifest.representation
-
-        def integer(key: str, minimum: int, maximum: int) -> int:
-            value = rep.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-                raise PackageError(
-                    f"{path}: field 'representation.{key}': expected an integer from {minimum} to {maximum}, "
-                    f"got {value!r}"
-                )
-            return value
+        values = self.contract.values(package)
 
         def numbers(key: str, *, positive: bool) -> np.ndarray:
             value: Any = rep.get(key)
@@ -146,11 +153,8 @@ class CrnnGanGenerator(BlockGenerator):
                 )
             return np.asarray(value, dtype=np.float64)
 
-        grid = integer("grid", 1, 1920)
-        block_frames = integer("block_frames", 1, 256)
-        self.notes = integer("notes", 1, 1024)
-        self.noise = integer("noise", 1, 4096)
-        self.max_hold = integer("max_hold", 1, 256)
+        grid, block_frames = values["grid"], values["block_frames"]
+        self.notes, self.noise, self.max_hold = values["notes"], values["noise"], values["max_hold"]
         features = rep.get("features")
         if features != list(FEATURES):
             raise PackageError(
@@ -166,19 +170,6 @@ class CrnnGanGenerator(BlockGenerator):
         self.monophonic = monophonic
         self.mean = numbers("feature_mean", positive=False)
         self.scale = numbers("feature_scale", positive=True)
-        graph = package.manifest.graphs.get(GRAPH)
-        if graph is None:
-            raise PackageError(f"{path}: a crnngan package needs [graphs.{GRAPH}]")
-        shapes = {t.name: t.shape for t in (*graph.inputs, *graph.outputs)}
-        expected = {"noise": ("batch", self.notes, self.noise), "notes": ("batch", self.notes, len(FEATURES))}
-        for tensor, (_, steps, width) in expected.items():
-            shape = shapes.get(tensor)
-            if shape is None or len(shape) != 3 or shape[1] != steps or shape[2] != width:
-                raise PackageError(
-                    f"{path}: field 'graphs.{GRAPH}': expected a tensor {tensor!r} of shape "
-                    f"[batch, {steps}, {width}] (representation.notes = {self.notes}, representation.noise = "
-                    f"{self.noise}), got {list(shape) if shape is not None else None}"
-                )
         self._session = package.sessions[GRAPH]
         self._init_block(
             block_frames=block_frames,

@@ -46,28 +46,24 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from livegen.errors import PackageError
+from livegen.models.contract import ANY, Contract, Number, Tensor, Whole
 from livegen.models.frames import (
+    FRAME_FIELDS,
     FrameGenerator,
     RollNote,
     draw_keys,
-    graph_width,
     key_distribution,
     note_frames,
     notes_to_roll,
     onset_profile,
     sigmoid,
 )
-from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
 from livegen.music.time import PPQN, SIXTEENTH
 
 if TYPE_CHECKING:
     from livegen.music.corpus import Tune
-
-#: The representation's integer fields, each at least 1 (``pitch_min`` at least 0).
-INTEGER_FIELDS = ("pitch_min", "keys", "window", "decode_frames", "polyphony", "max_hold", "max_silence", "grid")
 
 
 def focal_probability(scores: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
@@ -81,17 +77,6 @@ def focal_probability(scores: np.ndarray, alpha: float, gamma: float) -> np.ndar
     falls = gamma * (1 - p) ** (gamma - 1) * np.log(p) - (1 - p) ** gamma / p  # A'(p) < 0
     rises = -gamma * p ** (gamma - 1) * np.log(1 - p) + p**gamma / (1 - p)  # B'(p) > 0
     return cast(np.ndarray, (1 - alpha) * rises / ((1 - alpha) * rises - alpha * falls))
-
-
-def _number(package: ModelPackage, key: str, default: float, low: float, high: float) -> float:
-    """``representation.<key>`` as a number in [``low``, ``high``]; a :class:`PackageError` naming it otherwise."""
-    value = package.manifest.representation.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise PackageError(
-            f"{package.folder / MANIFEST}: field 'representation.{key}': expected a number from {low:g} to "
-            f"{high:g}, got {value!r}"
-        )
-    return float(value)
 
 
 def tune_roll(tune: Tune, pitch_min: int, keys: int) -> np.ndarray:
@@ -108,21 +93,32 @@ def tune_roll(tune: Tune, pitch_min: int, keys: int) -> np.ndarray:
 class DeepMusicianGenerator(FrameGenerator):
     """GRU encoder-decoder over an 88-key piano roll."""
 
+    contract = Contract(
+        fields=(
+            *FRAME_FIELDS,
+            Whole("decode_frames"),
+            Whole("polyphony"),
+            Number("focal_alpha", 0.0, 1.0, default=0.5),
+            Number("focal_gamma", 0.0, 10.0, default=0.0),
+            Number("redraw", 0.0, 1.0, default=0.0),
+        ),
+        tensors=(
+            Tensor("encoder", "roll", (ANY, ANY, "keys")),
+            Tensor("decoder", "frame", (ANY, "keys")),
+            Tensor("decoder", "logits", (ANY, "keys")),
+        ),
+        key_range=True,
+    )
+
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        values = self._init_representation(package, INTEGER_FIELDS)
+        values = self.contract.values(package)
+        self._init_frames(values)
         self.polyphony = values["polyphony"]
         self.reencode_every = values["decode_frames"]
-        self.focal = (_number(package, "focal_alpha", 0.5, 0.0, 1.0), _number(package, "focal_gamma", 0.0, 0.0, 10.0))
-        self.redraw = _number(package, "redraw", 0.0, 0.0, 1.0)
+        self.focal = (values["focal_alpha"], values["focal_gamma"])
+        self.redraw = values["redraw"]
         self.profile = onset_profile(package, PPQN // self.grid)
-        for role, tensor in (("encoder", "roll"), ("decoder", "frame"), ("decoder", "logits")):
-            width = graph_width(package, role, tensor)
-            if width != self.keys:
-                raise PackageError(
-                    f"{package.folder / MANIFEST}: field 'representation.keys': expected {width} (the last dimension "
-                    f"of graph {role!r} tensor {tensor!r}), got {self.keys}"
-                )
         self._encoder = package.sessions["encoder"]
         self._decoder = package.sessions["decoder"]
         self._empty = np.zeros((1, self.keys), dtype=np.float32)

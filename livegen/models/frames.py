@@ -45,6 +45,7 @@ from typing import cast
 import numpy as np
 
 from livegen.errors import PackageError
+from livegen.models.contract import Whole
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
@@ -269,26 +270,16 @@ class _Generation:
     silent: int  # frames since the last onset generated
 
 
-def representation_int(package: ModelPackage, key: str, *, minimum: int = 1) -> int:
-    """``representation.<key>`` as an integer of at least ``minimum``; a :class:`PackageError` naming it otherwise."""
-    value = package.manifest.representation.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PackageError(
-            f"{package.folder / MANIFEST}: field 'representation.{key}': expected an integer of at least {minimum}, "
-            f"got {value!r}"
-        )
-    return value
-
-
-def representation_ints(package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
-    """The package's integer representation ``fields``: ``pitch_min`` at least 0, the rest at least 1,
-    and ``pitch_min + keys`` at most 128 when both are asked for; a :class:`PackageError` naming the field."""
-    values = {key: representation_int(package, key, minimum=0 if key == "pitch_min" else 1) for key in fields}
-    if "pitch_min" in values and "keys" in values and values["pitch_min"] + values["keys"] > 128:
-        raise PackageError(
-            f"{package.folder / MANIFEST}: field 'representation.keys': pitch_min + keys must be at most 128"
-        )
-    return values
+#: The fields every frame family reads: the roll's keys from ``pitch_min``, the frames the model
+#: hears (``window``), the longest note and silence it may make, and ticks per frame (``grid``).
+FRAME_FIELDS: tuple[Whole, ...] = (
+    Whole("pitch_min", minimum=0),
+    Whole("keys"),
+    Whole("window"),
+    Whole("max_hold"),
+    Whole("max_silence"),
+    Whole("grid"),
+)
 
 
 def onset_profile(package: ModelPackage, frames_per_beat: int) -> tuple[float, ...] | None:
@@ -309,17 +300,6 @@ def onset_profile(package: ModelPackage, frames_per_beat: int) -> tuple[float, .
         )
     mean = sum(value) / len(value)
     return tuple(float(v) / mean for v in value)
-
-
-def graph_width(package: ModelPackage, role: str, tensor: str) -> int | str | None:
-    """The last dimension of a graph's tensor as the manifest declares it."""
-    graph = package.manifest.graphs.get(role)
-    if graph is None:
-        raise PackageError(f"{package.folder / MANIFEST}: a {package.manifest.family} package needs [graphs.{role}]")
-    for spec in (*graph.inputs, *graph.outputs):
-        if spec.name == tensor:
-            return spec.shape[-1]
-    raise PackageError(f"{package.folder / MANIFEST}: [graphs.{role}] needs a tensor named {tensor!r}")
 
 
 class FrameGenerator(ABC):
@@ -350,10 +330,8 @@ class FrameGenerator(ABC):
         self._frontier = 0  # the frame :meth:`_frame` is generating
         self._generation: _Generation | None = None
 
-    def _init_representation(self, package: ModelPackage, fields: Sequence[str]) -> dict[str, int]:
-        """Set the frame host up from the package's integer representation ``fields`` (an adapter's
-        ``__init__``), checked by :func:`representation_ints`. Returns them all."""
-        values = representation_ints(package, fields)
+    def _init_frames(self, values: Mapping[str, int]) -> None:
+        """Set the frame host up from the package's checked :data:`FRAME_FIELDS` (an adapter's ``__init__``)."""
         FrameGenerator.__init__(
             self,
             window=values["window"],
@@ -363,7 +341,6 @@ class FrameGenerator(ABC):
         )
         self.pitch_min = values["pitch_min"]
         self.keys = values["keys"]
-        return values
 
     # ---- the family's part --------------------------------------------------------
 

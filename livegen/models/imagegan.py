@@ -32,15 +32,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from livegen.errors import PackageError
 from livegen.models.block import LISTEN_FRAMES, BlockGenerator, notes_of_block
-from livegen.models.frames import RollNote, representation_ints, sigmoid
-from livegen.models.manifest import MANIFEST
+from livegen.models.contract import ANY, Contract, Tensor, Whole
+from livegen.models.frames import RollNote, sigmoid
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
 
-#: The integer representation fields, each at least 1 (``pitch_min`` at least 0).
-INTEGER_FIELDS = ("grid", "pitch_min", "keys", "block_frames", "latent", "polyphony", "max_hold")
 ROLE = "generator"
 
 
@@ -64,39 +61,26 @@ def draw_pixels(logits: np.ndarray, temperature: float, thresholds: np.ndarray, 
 class ImageGanGenerator(BlockGenerator):
     """An image GAN's generator: blocks of piano roll drawn from noise, the best fitting of several kept."""
 
+    contract = Contract(
+        fields=(
+            Whole("grid"),
+            Whole("pitch_min", minimum=0),
+            Whole("keys"),
+            Whole("block_frames", multiple=LISTEN_FRAMES, meaning=" (a whole number of 4/4 bars)"),
+            Whole("latent"),
+            Whole("polyphony"),
+            Whole("max_hold"),
+        ),
+        tensors=(Tensor(ROLE, "z", (ANY, "latent")), Tensor(ROLE, "logits", (ANY, "block_frames", "keys"))),
+        key_range=True,
+    )
+
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        path = package.folder / MANIFEST
-        values = representation_ints(package, INTEGER_FIELDS)
+        values = self.contract.values(package)
         self.pitch_min, self.keys = values["pitch_min"], values["keys"]
         self.latent, self.polyphony = values["latent"], values["polyphony"]
         frames = values["block_frames"]
-        if frames % LISTEN_FRAMES:
-            raise PackageError(
-                f"{path}: field 'representation.block_frames': expected a whole number of 4/4 bars "
-                f"(a multiple of {LISTEN_FRAMES} frames), got {frames}"
-            )
-        graph = package.manifest.graphs.get(ROLE)
-        if graph is None:
-            raise PackageError(f"{path}: an imagegan package needs [graphs.{ROLE}]")
-        inputs = {spec.name: spec.shape for spec in graph.inputs}
-        outputs = {spec.name: spec.shape for spec in graph.outputs}
-        if "z" not in inputs or "logits" not in outputs:
-            raise PackageError(
-                f"{path}: [graphs.{ROLE}]: expected input 'z' and output 'logits', got inputs {sorted(inputs)} "
-                f"and outputs {sorted(outputs)}"
-            )
-        if list(inputs["z"])[1:] != [self.latent]:
-            raise PackageError(
-                f"{path}: field 'representation.latent': expected {list(inputs['z'])[-1]!r} (the last dimension of "
-                f"graph {ROLE!r} input 'z'), got {self.latent}"
-            )
-        if list(outputs["logits"])[1:] != [frames, self.keys]:
-            raise PackageError(
-                f"{path}: fields 'representation.block_frames' and 'representation.keys': expected "
-                f"{list(outputs['logits'])[1:]} (graph {ROLE!r} output 'logits' [batch, frames, keys]), "
-                f"got [{frames}, {self.keys}]"
-            )
         self._session = package.sessions[ROLE]
         self._init_block(
             block_frames=frames,

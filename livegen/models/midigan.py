@@ -48,7 +48,8 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, snap_line
-from livegen.models.frames import RollNote, graph_width, representation_int
+from livegen.models.contract import ANY, Contract, Tensor, Whole
+from livegen.models.frames import RollNote
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
@@ -124,6 +125,17 @@ def truncated_normal(rng: np.random.Generator, shape: tuple[int, int], top_p: fl
 class MidiGanGenerator(BlockGenerator):
     """Dense GAN generator of single notes, laid sequentially into bars."""
 
+    contract = Contract(
+        fields=(
+            Whole("grid"),
+            Whole("block_frames", maximum=256),
+            Whole("context_frames", minimum=0),
+            Whole("latent"),
+            Whole("notes_per_block"),
+        ),
+        tensors=(Tensor(GRAPH, "z", (ANY, "latent")), Tensor(GRAPH, "notes", (ANY, len(ATTRIBUTES)))),
+    )
+
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
@@ -132,13 +144,9 @@ class MidiGanGenerator(BlockGenerator):
         def fail(field: str, expected: str) -> PackageError:
             return PackageError(f"{path}: field 'representation.{field}': expected {expected}, got {rep.get(field)!r}")
 
-        grid = representation_int(package, "grid")
-        block_frames = representation_int(package, "block_frames")
-        context_frames = representation_int(package, "context_frames", minimum=0)
-        self.latent = representation_int(package, "latent")
-        self.notes_per_block = representation_int(package, "notes_per_block")
-        if block_frames > 256:
-            raise fail("block_frames", "at most 256 frames")
+        values = self.contract.values(package)
+        grid, block_frames, context_frames = values["grid"], values["block_frames"], values["context_frames"]
+        self.latent, self.notes_per_block = values["latent"], values["notes_per_block"]
         if rep.get("attributes") != list(ATTRIBUTES):
             raise fail("attributes", f"{list(ATTRIBUTES)} (the order of the graph's note attributes)")
         if rep.get("time_unit", "beat") != "beat":
@@ -152,13 +160,6 @@ class MidiGanGenerator(BlockGenerator):
         if not (reach > 0).all():
             raise reach_error
         self.scale = self.std * reach
-        for tensor, field, value in (("z", "latent", self.latent), ("notes", "attributes", len(ATTRIBUTES))):
-            declared = graph_width(package, GRAPH, tensor)
-            if declared != value:
-                raise PackageError(
-                    f"{path}: field 'representation.{field}': expected {declared} (the last dimension of graph "
-                    f"{GRAPH!r} tensor {tensor!r}), got {rep.get(field)!r}"
-                )
         self.frames_per_beat = 480 // grid if 480 % grid == 0 else 0
         if not self.frames_per_beat:
             raise fail("grid", "a whole fraction of a beat in ticks (PPQN 480), e.g. 120 for 16ths")

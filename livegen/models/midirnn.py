@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from livegen.errors import PackageError
+from livegen.models.contract import ANY, Contract, Number, Tensor, Whole
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams, sample_logits
@@ -59,17 +60,32 @@ def tune_features(tune: Tune, beats_max: float, pitch_scale: float = 128.0) -> n
 
 
 class MidiRnnGenerator:
-    """LSTM next-note model over (pitch, step, duration)."""
+    """LSTM next-note model over (pitch, step, duration).
+
+    Its time head (regression outputs, or classes whose values the representation lists, one
+    per logit) is checked here: which outputs the graph has decides which fields must exist.
+    """
+
+    contract = Contract(
+        fields=(
+            Number("pitch_scale", 1.0, 1e6, default=128.0),
+            Whole("grid", minimum=0, maximum=PPQN * 4, default=0),
+            Whole("pitch_min", minimum=0, maximum=127, default=0),
+            Whole("pitch_max", minimum=0, maximum=127, default=127),
+            Number("beats_max", 0.0, 1e9, default=1e9),
+        ),
+        tensors=(Tensor("step", "note", (ANY, 3)), Tensor("step", "pitch_logits", (ANY, 128))),
+    )
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         rep = package.manifest.representation
-        self._pitch_scale = float(rep.get("pitch_scale", 128.0))
-        self._grid = int(rep.get("grid", 0))
-        self.pitch_min = int(rep.get("pitch_min", 0))
-        self.pitch_max = int(rep.get("pitch_max", 127))
+        values = self.contract.values(package)
+        self._pitch_scale = values["pitch_scale"]
+        self._grid = values["grid"]
+        self.pitch_min, self.pitch_max = values["pitch_min"], values["pitch_max"]
         # Training clipped times to this many beats; a long pause must not feed the model 60 beats.
-        self._beats_max = float(rep.get("beats_max", 1e9))
+        self._beats_max = values["beats_max"]
         self.time_head = str(rep.get("time_head", "regression"))
         if self.time_head not in TIME_HEADS:
             raise self._field_error("time_head", f"one of {', '.join(TIME_HEADS)}", rep.get("time_head"))

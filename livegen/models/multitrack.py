@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.frames import ANY_TRACK, FrameGenerator, RollNote, graph_width, note_frames, onset_profile
+from livegen.models.contract import ANY, Contract, Tensor
+from livegen.models.frames import ANY_TRACK, FRAME_FIELDS, FrameGenerator, RollNote, note_frames, onset_profile
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams, sample_logits
@@ -58,8 +59,6 @@ from livegen.music.time import PPQN, SIXTEENTH
 
 if TYPE_CHECKING:
     from livegen.music.corpus import MultiTune
-
-INTEGER_FIELDS = ("pitch_min", "keys", "window", "max_hold", "max_silence", "grid")
 
 
 def keep_or_change(
@@ -189,17 +188,31 @@ def read_tracks(package: ModelPackage) -> tuple[Track, ...]:
 
 
 class MultiTrackGenerator(FrameGenerator):
-    """LSTM over flattened multi-track frames, one line per track on its own channel."""
+    """LSTM over flattened multi-track frames, one line per track on its own channel.
+
+    Its frame holds every track's keys and a rest (``tracks`` times ``keys + 1``), checked here:
+    the contract states the tensors, the adapter their width.
+    """
+
+    contract = Contract(
+        fields=FRAME_FIELDS,
+        tensors=(Tensor("step", "frame", (ANY, ANY)), Tensor("step", "logits", (ANY, ANY, ANY))),
+        key_range=True,
+    )
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
-        self._init_representation(package, INTEGER_FIELDS)
+        self._init_frames(self.contract.values(package))
         self.tracks = read_tracks(package)
         self.channels = {t: track.channel for t, track in enumerate(self.tracks)}
         width = len(self.tracks) * (self.keys + 1)
+        shapes = {
+            spec.name: spec.shape
+            for spec in (*package.manifest.graphs["step"].inputs, *package.manifest.graphs["step"].outputs)
+        }
         for tensor, expected in (("frame", width), ("logits", self.keys + 1)):
-            declared = graph_width(package, "step", tensor)
+            declared = shapes[tensor][-1]
             if declared != expected:
                 raise PackageError(
                     f"{path}: field 'representation.tracks': {len(self.tracks)} tracks of {self.keys} keys need graph "

@@ -54,7 +54,8 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, notes_of_block
-from livegen.models.frames import RollNote, onset_profile, representation_ints
+from livegen.models.contract import Contract, Number, Whole
+from livegen.models.frames import RollNote, onset_profile
 from livegen.models.manifest import MANIFEST
 from livegen.models.multitrack import assign_tracks, read_tracks, tracks_to_frames
 from livegen.models.package import ModelPackage
@@ -63,8 +64,6 @@ from livegen.music.time import PPQN
 
 #: The graph's role in ``[graphs]``.
 ROLE = "block"
-#: Integer representation fields (``pitch_min`` at least 0, the rest at least 1).
-INTEGER_FIELDS = ("pitch_min", "keys", "context_frames", "block_frames", "max_hold", "grid")
 
 
 def context_roll(
@@ -159,12 +158,28 @@ def lines_to_notes(classes: np.ndarray, pitch_min: int, keys: int) -> list[RollN
 
 
 class MultiTrackCnnGenerator(BlockGenerator):
-    """Seed 004's symmetric CNN over a multi-track roll: the next block from the block before."""
+    """Seed 004's symmetric CNN over a multi-track roll: the next block from the block before.
+
+    Its tensors' shapes follow the track list (tracks, frames, keys and a rest), checked here.
+    """
+
+    contract = Contract(
+        fields=(
+            Whole("pitch_min", minimum=0),
+            Whole("keys"),
+            Whole("context_frames"),
+            Whole("block_frames"),
+            Whole("max_hold"),
+            Whole("grid"),
+            Number("redraw", 0.0, 1.0, default=0.0, meaning=" (the share of a line's frames drawn afresh)"),
+        ),
+        key_range=True,
+    )
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         path = package.folder / MANIFEST
-        values = representation_ints(package, INTEGER_FIELDS)
+        values = self.contract.values(package)
         self.pitch_min, self.keys = values["pitch_min"], values["keys"]
         self.tracks = read_tracks(package)
         graph = package.manifest.graphs.get(ROLE)
@@ -197,13 +212,7 @@ class MultiTrackCnnGenerator(BlockGenerator):
         self._centers = [t.center for t in self.tracks]
         self._mask_key: SamplingParams | None = None
         self._mask = np.ones(width, dtype=bool)
-        redraw = package.manifest.representation.get("redraw", 0.0)
-        if isinstance(redraw, bool) or not isinstance(redraw, int | float) or not 0 <= redraw <= 1:
-            raise PackageError(
-                f"{path}: field 'representation.redraw': expected a number from 0 to 1 (the share of a line's "
-                f"frames drawn afresh), got {redraw!r}"
-            )
-        self.redraw = float(redraw)
+        self.redraw = values["redraw"]
         profile = onset_profile(package, PPQN // self.grid)
         self._metre = None if profile is None else [profile[f % len(profile)] for f in range(self.block_frames)]
 

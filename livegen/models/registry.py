@@ -145,5 +145,26 @@ def load_generator(
             f"model {model!r} is of kind {package.manifest.kind!r} and its {package.manifest.family!r} adapter "
             "does not play one event at a time; this version plays step and frame models"
         )
-    generator: StepGenerator = adapter(package)
+    generator: StepGenerator = make_generator(package)
     return package, generator
+
+
+def make_generator(package: ModelPackage) -> Any:
+    """The package's adapter, made once the package meets the adapter's contract.
+
+    The contract (:mod:`livegen.models.contract`) is checked here, before any of the
+    adapter's code reads the package; an adapter class without one is refused by name.
+    """
+    from livegen.models.contract import Contract
+
+    where = package.folder / MANIFEST
+    adapter = generator_class(package.manifest.family, where=where)
+    contract = getattr(adapter, "contract", None)  # a third party's class: its members are not known
+    if not isinstance(contract, Contract):
+        raise PackageError(
+            f"{where}: the {package.manifest.family!r} adapter {adapter.__module__}.{adapter.__qualname__} "
+            "declares no contract (a livegen.models.contract.Contract of the fields and tensors it reads; "
+            "see 'Writing a model family' in docs/model-package.md)"
+        )
+    contract.values(package)
+    return adapter(package)

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from livegen.errors import PackageError
+from livegen.models.contract import ANY, Contract, Tensor
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage, zero_feeds
 from livegen.models.sampling import PITCH_NAMES, SamplingParams, sample_logits
@@ -309,22 +310,25 @@ class _Snapshot:
 
 
 class TokenLstmGenerator:
-    """Conv1D + 2 x LSTM next-token model over note, chord and time-shift tokens (see the module docstring)."""
+    """Conv1D + 2 x LSTM next-token model over note, chord and time-shift tokens (see the module docstring).
+
+    Its vocabulary (``representation.tokens``, one name per logit) is checked here.
+    """
+
+    contract = Contract(tensors=(Tensor("step", TOKEN_INPUT, (ANY,)), Tensor("step", LOGITS, (ANY, ANY))))
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         manifest = package.manifest
         rep = manifest.representation
-        graph = manifest.graphs.get("step")
-        if graph is None:
-            raise PackageError(f"{package.folder / MANIFEST}: field 'graphs': expected a [graphs.step] table")
-        sizes = {t.name: t.shape for t in graph.outputs}
-        logits_shape = sizes.get(LOGITS)
-        if logits_shape is None or not isinstance(logits_shape[-1], int):
+        self.contract.values(package)
+        graph = manifest.graphs["step"]
+        size = next(t.shape[-1] for t in graph.outputs if t.name == LOGITS)
+        if not isinstance(size, int):
             raise PackageError(
-                f"{package.folder / MANIFEST}: field 'graphs.step.outputs': expected a [batch, V] output {LOGITS!r}"
+                f"{package.folder / MANIFEST}: [graphs.step] tensor {LOGITS!r}: expected a fixed vocabulary size "
+                f"as its last dimension, the manifest says {size!r}"
             )
-        size = logits_shape[-1]
         names = rep.get("tokens")
         expected = (
             f"a list of {size} token names such as 'C4', 'C3.G3.E4' or the time shift '+1/2' "

@@ -75,12 +75,12 @@ def play_trial(package: ModelPackage, *, steps: int = TRIAL_STEPS) -> None:
     memory budget, non-finite) or a proposal is not a playable note. An adapter that does not
     play one event at a time (a third-party kind) is left to its own checks.
     """
-    from livegen.models.registry import generator_class
+    from livegen.models.registry import generator_class, make_generator
 
     adapter = generator_class(package.manifest.family, where=package.folder)
     if not all(callable(getattr(adapter, m, None)) for m in ("reset", "feed", "sample")):
         return
-    generator = adapter(package)
+    generator = make_generator(package)
     rng = np.random.default_rng(0)
     params = SamplingParams()
     where = f"{package.folder}: the trial on the seed phrase"
