@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,19 +123,22 @@ def _kind(hint: Any) -> type:
     return kind
 
 
-def declared(config_class: type) -> Iterator[Declared]:
-    """The options of ``config_class`` in field order."""
+@functools.cache
+def declared(config_class: type) -> tuple[Declared, ...]:
+    """The options of ``config_class`` in field order (read once per class)."""
     hints = typing.get_type_hints(config_class)
-    for f in dataclasses.fields(config_class):
-        declared_option = f.metadata.get(OPTION)
-        if declared_option is not None:
-            yield Declared(f.name, _kind(hints[f.name]), f.default, declared_option)
+    return tuple(
+        Declared(f.name, _kind(hints[f.name]), f.default, f.metadata[OPTION])
+        for f in dataclasses.fields(config_class)
+        if OPTION in f.metadata
+    )
 
 
 def check_bounds(config: Any) -> None:
     """Refuse a config whose numbers lie outside their options' bounds, or whose words are not
     among their choices, naming the option."""
-    for d in declared(type(config)):
+    config_class: type = type(config)
+    for d in declared(config_class):
         value, o = getattr(config, d.name), d.option
         if value is None:
             continue

@@ -145,12 +145,13 @@ def load_generator(
             f"model {model!r} is of kind {package.manifest.kind!r} and its {package.manifest.family!r} adapter "
             "does not play one event at a time; this version plays step and frame models"
         )
-    generator: StepGenerator = make_generator(package)
+    generator: StepGenerator = make_generator(package, adapter)
     return package, generator
 
 
-def make_generator(package: ModelPackage) -> Any:
-    """The package's adapter, made once the package meets the adapter's contract.
+def make_generator(package: ModelPackage, adapter: Any = None) -> Any:
+    """The package's adapter (``adapter``: its class, when the caller has looked it up), made
+    once the package meets the adapter's contract.
 
     The contract (:mod:`livegen.models.contract`) is checked here, before any of the
     adapter's code reads the package; an adapter class without one is refused by name.
@@ -158,7 +159,8 @@ def make_generator(package: ModelPackage) -> Any:
     from livegen.models.contract import Contract
 
     where = package.folder / MANIFEST
-    adapter = generator_class(package.manifest.family, where=where)
+    if adapter is None:
+        adapter = generator_class(package.manifest.family, where=where)
     contract = getattr(adapter, "contract", None)  # a third party's class: its members are not known
     if not isinstance(contract, Contract):
         raise PackageError(

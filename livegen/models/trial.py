@@ -80,7 +80,7 @@ def play_trial(package: ModelPackage, *, steps: int = TRIAL_STEPS) -> None:
     adapter = generator_class(package.manifest.family, where=package.folder)
     if not all(callable(getattr(adapter, m, None)) for m in ("reset", "feed", "sample")):
         return
-    generator = make_generator(package)
+    generator = make_generator(package, adapter)
     rng = np.random.default_rng(0)
     params = SamplingParams()
     where = f"{package.folder}: the trial on the seed phrase"
