@@ -12,6 +12,7 @@ adapter. Written by hand: the fields are livegen's own manifest schema.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,21 +55,80 @@ class Whole:
 
 @dataclass(frozen=True, slots=True)
 class Number:
-    """A number field from ``low`` to ``high``; required unless it has a ``default``."""
+    """A number field from ``low`` (excluded with ``low_open``) to ``high``; required unless it has a
+    ``default`` or is ``optional`` (None when left out)."""
 
     name: str
     low: float
     high: float
     default: float | None = None
     meaning: str = ""  # what it is, for the message: " (the share of frames drawn afresh)"
+    low_open: bool = False
+    optional: bool = False
 
     def read(self, value: Any) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value <= self.high:
             return None
-        return float(value)
+        return float(value) if (value > self.low if self.low_open else value >= self.low) else None
 
     def expected(self) -> str:
+        if self.low_open:
+            return f"a number above {self.low:g} and at most {self.high:g}{self.meaning}"
         return f"a number from {self.low:g} to {self.high:g}{self.meaning}"
+
+
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """A list of ``count`` finite numbers (each above 0 with ``positive``); required unless it has a ``default``."""
+
+    name: str
+    count: int
+    positive: bool = False
+    default: tuple[float, ...] | None = None
+    meaning: str = ""  # what the numbers are: ", one per feature (duration, frequency, velocity, step)"
+
+    def read(self, value: Any) -> tuple[float, ...] | None:
+        if not isinstance(value, list | tuple) or len(value) != self.count:
+            return None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            return None
+        return None if self.positive and not all(v > 0 for v in value) else tuple(float(v) for v in value)
+
+    def expected(self) -> str:
+        return f"a list of {self.count} {'numbers above 0' if self.positive else 'finite numbers'}{self.meaning}"
+
+
+@dataclass(frozen=True, slots=True)
+class Exactly:
+    """A field that must hold ``value`` (a unit, an order of attributes); ``default``: it may be left out."""
+
+    name: str
+    value: Any
+    default: Any = None
+    meaning: str = ""
+
+    def read(self, value: Any) -> Any:
+        expected = list(self.value) if isinstance(self.value, tuple) else self.value
+        return self.value if value == expected and type(value) is type(expected) else None
+
+    def expected(self) -> str:
+        shown = list(self.value) if isinstance(self.value, tuple) else self.value
+        return f"{shown!r}{self.meaning}"
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A true-or-false field; required unless it has a ``default``."""
+
+    name: str
+    default: bool | None = None
+    meaning: str = ""
+
+    def read(self, value: Any) -> bool | None:
+        return value if isinstance(value, bool) else None
+
+    def expected(self) -> str:
+        return f"true or false{self.meaning}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +148,7 @@ class Contract:
     ``key_range``: ``pitch_min + keys`` is at most 128 (a roll's keys are MIDI notes).
     """
 
-    fields: tuple[Whole | Number, ...] = ()
+    fields: tuple[Whole | Number | Numbers | Exactly | Flag, ...] = ()
     tensors: tuple[Tensor, ...] = ()
     key_range: bool = False
 
@@ -99,7 +159,10 @@ class Contract:
         values: dict[str, Any] = {}
         for field in self.fields:
             raw = representation.get(field.name, field.default)
-            value = None if raw is None else field.read(raw)
+            if raw is None and isinstance(field, Number) and field.optional:
+                values[field.name] = None
+                continue
+            value = None if raw is None else field.read(list(raw) if isinstance(raw, tuple) else raw)
             if value is None:
                 raise PackageError(
                     f"{path}: field 'representation.{field.name}': expected {field.expected()}, got {raw!r}"

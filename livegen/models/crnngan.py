@@ -33,17 +33,13 @@ each ending where the next starts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, snap_line, snap_values
-from livegen.models.contract import ANY, Contract, Tensor, Whole
+from livegen.models.contract import ANY, Contract, Exactly, Flag, Numbers, Tensor, Whole
 from livegen.models.frames import RollNote
-from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
 from livegen.models.sampling import SamplingParams
 
@@ -52,6 +48,7 @@ FEATURES = ("duration", "frequency", "velocity", "step")
 #: Frequency of the lowest MIDI pitch (0); lower generated frequencies play as pitch 0.
 LOWEST_FREQUENCY = 440.0 * 2.0 ** (-69 / 12)
 GRAPH = "generator"
+_PER_FEATURE = f", one per feature ({', '.join(FEATURES)})"
 
 
 def frequency_of_pitch(pitch: np.ndarray | float) -> np.ndarray:
@@ -127,6 +124,10 @@ class CrnnGanGenerator(BlockGenerator):
             Whole("notes", maximum=1024),
             Whole("noise", maximum=4096),
             Whole("max_hold", maximum=256),
+            Exactly("features", FEATURES, meaning=" (duration and step in beats, frequency in Hz, velocity)"),
+            Flag("monophonic", default=False, meaning=" (true: lay the notes as one line)"),
+            Numbers("feature_mean", len(FEATURES), meaning=_PER_FEATURE),
+            Numbers("feature_scale", len(FEATURES), positive=True, meaning=_PER_FEATURE),
         ),
         tensors=(
             Tensor(GRAPH, "noise", (ANY, "notes", "noise")),
@@ -136,40 +137,12 @@ class CrnnGanGenerator(BlockGenerator):
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        path = package.folder / MANIFEST
-        rep = package.manifest.representation
         values = self.contract.values(package)
-
-        def numbers(key: str, *, positive: bool) -> np.ndarray:
-            value: Any = rep.get(key)
-            ok = isinstance(value, list) and len(value) == len(FEATURES)
-            ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            ok = ok and (not positive or all(v > 0 for v in value))
-            if not ok:
-                what = "numbers above 0" if positive else "finite numbers"
-                raise PackageError(
-                    f"{path}: field 'representation.{key}': expected a list of {len(FEATURES)} {what}, one per "
-                    f"feature ({', '.join(FEATURES)}), got {value!r}"
-                )
-            return np.asarray(value, dtype=np.float64)
-
         grid, block_frames = values["grid"], values["block_frames"]
         self.notes, self.noise, self.max_hold = values["notes"], values["noise"], values["max_hold"]
-        features = rep.get("features")
-        if features != list(FEATURES):
-            raise PackageError(
-                f"{path}: field 'representation.features': expected {list(FEATURES)} (duration and step in beats, "
-                f"frequency in Hz, velocity), got {features!r}"
-            )
-        monophonic = rep.get("monophonic", False)
-        if not isinstance(monophonic, bool):
-            raise PackageError(
-                f"{path}: field 'representation.monophonic': expected true (lay the notes as one line) or false, "
-                f"got {monophonic!r}"
-            )
-        self.monophonic = monophonic
-        self.mean = numbers("feature_mean", positive=False)
-        self.scale = numbers("feature_scale", positive=True)
+        self.monophonic = values["monophonic"]
+        self.mean = np.asarray(values["feature_mean"], dtype=np.float64)
+        self.scale = np.asarray(values["feature_scale"], dtype=np.float64)
         self._session = package.sessions[GRAPH]
         self._init_block(
             block_frames=block_frames,

@@ -40,7 +40,6 @@ the block host's choice among ``params.candidates`` blocks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -48,7 +47,7 @@ import numpy as np
 
 from livegen.errors import PackageError
 from livegen.models.block import BlockGenerator, snap_line
-from livegen.models.contract import ANY, Contract, Tensor, Whole
+from livegen.models.contract import ANY, Contract, Exactly, Numbers, Tensor, Whole
 from livegen.models.frames import RollNote
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage
@@ -132,49 +131,39 @@ class MidiGanGenerator(BlockGenerator):
             Whole("context_frames", minimum=0),
             Whole("latent"),
             Whole("notes_per_block"),
+            Exactly("attributes", ATTRIBUTES, meaning=" (the order of the graph's note attributes)"),
+            Exactly("time_unit", "beat", default="beat", meaning=" (step and duration in quarter notes)"),
+            Numbers("mean", len(ATTRIBUTES), meaning=" (pitch, step, duration)"),
+            Numbers("std", len(ATTRIBUTES), positive=True, meaning=" (pitch, step, duration)"),
+            Numbers(
+                "tanh_reach",
+                len(ATTRIBUTES),
+                positive=True,
+                default=(1.0,) * len(ATTRIBUTES),
+                meaning=" (standard deviations at tanh's ±1)",
+            ),
         ),
         tensors=(Tensor(GRAPH, "z", (ANY, "latent")), Tensor(GRAPH, "notes", (ANY, len(ATTRIBUTES)))),
     )
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
-        path = package.folder / MANIFEST
-        rep = package.manifest.representation
-
-        def fail(field: str, expected: str) -> PackageError:
-            return PackageError(f"{path}: field 'representation.{field}': expected {expected}, got {rep.get(field)!r}")
-
         values = self.contract.values(package)
         grid, block_frames, context_frames = values["grid"], values["block_frames"], values["context_frames"]
         self.latent, self.notes_per_block = values["latent"], values["notes_per_block"]
-        if rep.get("attributes") != list(ATTRIBUTES):
-            raise fail("attributes", f"{list(ATTRIBUTES)} (the order of the graph's note attributes)")
-        if rep.get("time_unit", "beat") != "beat":
-            raise fail("time_unit", '"beat" (step and duration in quarter notes)')
-        self.mean = self._numbers(rep.get("mean"), fail("mean", "3 finite numbers (pitch, step, duration)"))
-        self.std = self._numbers(rep.get("std"), fail("std", "3 finite numbers above 0 (pitch, step, duration)"))
-        if not (self.std > 0).all():
-            raise fail("std", "3 finite numbers above 0 (pitch, step, duration)")
-        reach_error = fail("tanh_reach", "3 finite numbers above 0 (standard deviations at tanh's ±1)")
-        reach = self._numbers(rep.get("tanh_reach", [1.0] * len(ATTRIBUTES)), reach_error)
-        if not (reach > 0).all():
-            raise reach_error
-        self.scale = self.std * reach
+        self.mean = np.asarray(values["mean"], dtype=np.float64)
+        self.std = np.asarray(values["std"], dtype=np.float64)
+        self.scale = self.std * np.asarray(values["tanh_reach"], dtype=np.float64)
         self.frames_per_beat = 480 // grid if 480 % grid == 0 else 0
         if not self.frames_per_beat:
-            raise fail("grid", "a whole fraction of a beat in ticks (PPQN 480), e.g. 120 for 16ths")
+            raise PackageError(
+                f"{package.folder / MANIFEST}: field 'representation.grid': expected a whole fraction of a beat in "
+                f"ticks (PPQN 480), e.g. 120 for 16ths, got {grid!r}"
+            )
         self._session = package.sessions[GRAPH]
         self._init_block(
             block_frames=block_frames, context_frames=context_frames, conditioned=False, grid=grid, key_snapping=True
         )
-
-    @staticmethod
-    def _numbers(value: object, error: PackageError) -> np.ndarray:
-        if not isinstance(value, list) or len(value) != len(ATTRIBUTES):
-            raise error
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-            raise error
-        return np.asarray(value, dtype=np.float64)
 
     def draw(self, count: int, params: SamplingParams, rng: np.random.Generator) -> np.ndarray:
         """``count`` notes from the generator: float64 [count, 3] of (pitch, step, duration) in MIDI and beats."""

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from livegen.errors import PackageError
-from livegen.models.contract import ANY, Contract, Tensor
+from livegen.models.contract import ANY, Contract, Number, Tensor
 from livegen.models.manifest import MANIFEST
 from livegen.models.package import ModelPackage, zero_feeds
 from livegen.models.sampling import PITCH_NAMES, SamplingParams, sample_logits
@@ -315,13 +315,19 @@ class TokenLstmGenerator:
     Its vocabulary (``representation.tokens``, one name per logit) is checked here.
     """
 
-    contract = Contract(tensors=(Tensor("step", TOKEN_INPUT, (ANY,)), Tensor("step", LOGITS, (ANY, ANY))))
+    contract = Contract(
+        fields=(
+            Number("step_beats", 0.0, 64.0, default=0.5, low_open=True, meaning=" (beats)"),
+            Number("duration_beats", 0.0, 64.0, low_open=True, optional=True, meaning=" (beats; default step_beats)"),
+        ),
+        tensors=(Tensor("step", TOKEN_INPUT, (ANY,)), Tensor("step", LOGITS, (ANY, ANY))),
+    )
 
     def __init__(self, package: ModelPackage) -> None:
         self.package = package
         manifest = package.manifest
         rep = manifest.representation
-        self.contract.values(package)
+        values = self.contract.values(package)
         graph = manifest.graphs["step"]
         size = next(t.shape[-1] for t in graph.outputs if t.name == LOGITS)
         if not isinstance(size, int):
@@ -341,8 +347,9 @@ class TokenLstmGenerator:
         except ValueError as err:
             raise self._field_error("tokens", f"{expected}; {err}", None) from err
         self.timed = self.vocabulary.timed
-        self.step_ticks = self._ticks("step_beats", 0.5, minimum=1)
-        self.duration_ticks = self._ticks("duration_beats", self.step_ticks / PPQN, minimum=1)
+        self.step_ticks = max(1, round(values["step_beats"] * PPQN))
+        duration_beats = values["duration_beats"]
+        self.duration_ticks = self.step_ticks if duration_beats is None else max(1, round(duration_beats * PPQN))
         self._session = package.sessions["step"]
         self._outputs = [t.name for t in graph.outputs]
         self._pairs = graph.state
@@ -360,12 +367,6 @@ class TokenLstmGenerator:
         path = self.package.folder / MANIFEST
         got_text = "" if got is None else f", got {got!r}"
         return PackageError(f"{path}: field 'representation.{key}': expected {expected}{got_text}")
-
-    def _ticks(self, key: str, default: float, *, minimum: int) -> int:
-        value = self.package.manifest.representation.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 64:
-            raise self._field_error(key, "a number of beats above 0 and at most 64", value)
-        return max(minimum, round(float(value) * PPQN))
 
     # ---- state ----------------------------------------------------------------------
 
