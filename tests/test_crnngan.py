@@ -291,7 +291,7 @@ def _with_representation(package: ModelPackage, **changes: object) -> ModelPacka
         ({"max_hold": True}, "field 'representation.max_hold'"),
         ({"features": ["pitch", "step"]}, "field 'representation.features': expected ['duration', 'frequency'"),
         ({"feature_scale": [1, 0, 1, 1]}, "field 'representation.feature_scale': expected a list of 4 numbers above 0"),
-        ({"monophonic": "yes"}, "field 'representation.monophonic': expected true or false (true: lay the notes as one line)"),
+        ({"monophonic": "yes"}, "field 'representation.monophonic': expected true or false (true: lay the notes"),
         ({"feature_mean": [1.0, 2.0]}, "field 'representation.feature_mean': expected a list of 4 finite numbers"),
     ],
 )  # fmt: skip
