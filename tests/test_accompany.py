@@ -123,7 +123,7 @@ def test_silence_withdraws_and_waits_for_the_performer():
         ({"commit_beats": 5, "lookahead_beats": 4}, "commit horizon"),
         ({"commit_beats": 0}, "commit horizon"),
         ({"listen_beats": -1}, "--listen -1: expected 0 to 256 beats"),
-        ({"channel": 16}, "channel 17"),
+        ({"channel": 16}, r"channel 16: expected 0 to 15 \(MIDI channels 1 to 16\)"),
     ],
 )
 def test_settings_name_the_bad_value(kwargs, match):

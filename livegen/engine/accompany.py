@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.engine.config import LISTEN_BOUNDS, check_horizons
+from livegen.engine.config import CHANNEL_BOUNDS, LISTEN_BOUNDS, check_horizons
 from livegen.engine.line import PlannedLine
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
@@ -59,8 +59,7 @@ class AccompanySettings:
         LISTEN_BOUNDS.check(self.listen_beats, "--listen")
         if not 1 <= self.beats_per_bar <= 16:
             raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
-        if not 0 <= self.channel <= 15:
-            raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
+        CHANNEL_BOUNDS.check(self.channel, "channel")
 
 
 class AccompanyPlanner(Planner):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from livegen.engine.config import CHANNEL_BOUNDS
 from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
@@ -53,8 +54,7 @@ class CallResponseSettings:
             raise ConfigError(f"{self.beats_per_bar} beats per bar: expected 1 to 16")
         if not 0 < self.lookahead_beats <= 16:
             raise ConfigError(f"lookahead {self.lookahead_beats} beats: expected more than 0 and at most 16")
-        if not 0 <= self.channel <= 15:
-            raise ConfigError(f"channel {self.channel + 1}: expected 1 to 16")
+        CHANNEL_BOUNDS.check(self.channel, "channel")
         if not 0 < self.held_beats <= 1024:
             raise ConfigError(f"held note bound {self.held_beats} beats: expected more than 0 and at most 1024")
 
