@@ -269,14 +269,15 @@ def _find_port(client: Any, port: str, deadline: float) -> tuple[int, str]:
 def _receive(port: str, count: int, timeout: float) -> None:
     import rtmidi
 
-    client = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "peer-receive")
+    # No callback: JACK's process thread queues each message inside RtMidi without the GIL, so
+    # a busy peer never makes it miss a cycle (and lose that cycle's messages); a thread polls.
+    client = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "peer-receive", queue_size_limit=1 << 16)
     client.ignore_types(sysex=False, timing=False, active_sense=False)
     got: queue.Queue[tuple[int, list[int]]] = queue.Queue()
-    # Timestamp on JACK's process thread, as close to arrival as a Python peer can.
-    client.set_callback(lambda event, _data: got.put((time.perf_counter_ns(), event[0])))
     deadline = time.monotonic() + timeout
     index, full_name = _find_port(client, port, deadline)
     client.open_port(index, "in")
+    threading.Thread(target=_poll, args=(client, got), daemon=True).start()
     threading.Thread(target=_flush_on_request, args=(got,), daemon=True).start()
     _say(event="ready", port=full_name)
     received = 0
@@ -299,6 +300,33 @@ def _receive(port: str, count: int, timeout: float) -> None:
     os._exit(0)
 
 
+#: How long a receiver's poller sleeps when RtMidi's queue is empty, s.
+POLL_S = 0.0005
+
+
+def _poll(client: Any, got: queue.Queue[tuple[int, list[int]]]) -> None:
+    """A receiver's poller: each message from RtMidi's queue, timed on ``perf_counter_ns``.
+
+    RtMidi stamps each message with the time since the one before, taken on JACK's
+    process thread as it arrived; the times are those sums from an origin, the earliest
+    that no poll contradicts (a message cannot have arrived after it was taken).
+    """
+    origin: int | None = None
+    since_first = 0.0
+    while True:
+        item = client.get_message()
+        if item is None:
+            time.sleep(POLL_S)
+            continue
+        taken = time.perf_counter_ns()
+        data, delta = item
+        since_first += delta
+        offset = round(since_first * 1e9)
+        if origin is None or taken - offset < origin:
+            origin = taken - offset
+        got.put((origin + offset, data))
+
+
 #: Stands for a flush request in a receiver's queue of (t_ns, data).
 FLUSHED = -1
 #: How long a receiver lets JACK's process thread hand over what arrived before a flush, s.
@@ -309,7 +337,7 @@ def _flush_on_request(got: queue.Queue[tuple[int, list[int]]]) -> None:
     """A receiver's stdin: ``"flush"`` queues a marker behind what has arrived; ``"quit"`` exits.
 
     The marker goes in after :data:`FLUSH_SETTLE_S`, so every message JACK delivered
-    before the request (its callback may wait for the GIL on a busy machine) is printed
+    before the request (the poller takes it within a millisecond or so) is printed
     before the ``flushed`` line: a test that asks once the sender has closed its port
     reads everything that was sent, however far the printing lags behind.
     """
