@@ -24,6 +24,13 @@ from typing import Any, TypeVar
 from livegen.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def shown(value: Any) -> str:
+    """A value as a message or ``--help`` shows it (``-5``, not ``-5.0``)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 #: The key of an option in its field's metadata.
 OPTION = "livegen.option"
 
@@ -45,8 +52,7 @@ class Bounds:
     def check(self, value: float, spelled: str) -> float:
         """``value``, or a :class:`ConfigError` that names ``spelled`` (the option) and what is accepted."""
         if not self.accepts(value):
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
-            raise ConfigError(f"{spelled} {shown}: expected {self.describe()}")
+            raise ConfigError(f"{spelled} {shown(value)}: expected {self.describe()}")
         return value
 
     def describe(self) -> str:
@@ -108,10 +114,6 @@ class Declared:
         """How the user names it: its flag, or the preset key for a preset-only setting."""
         return self.option.flag or self.name.replace("_", "-")
 
-    def show(self, value: Any) -> str:
-        """A value as a message shows it."""
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
 
 def _kind(hint: Any) -> type:
     """The type an annotation names, None taken off (``float | None`` -> float)."""
@@ -165,8 +167,8 @@ def live_verbs(config_class: type) -> dict[str, Declared]:
 
 
 def _help(d: Declared) -> str:
-    shown = d.default not in (None, False, "") and not isinstance(d.default, tuple)
-    default = f" (default {d.show(d.default)})" if shown else ""
+    has_default = d.default not in (None, False, "") and not isinstance(d.default, tuple)
+    default = f" (default {shown(d.default)})" if has_default else ""
     return d.option.help + default
 
 

@@ -225,7 +225,7 @@ def backend_errors(api: str, doing: str) -> Iterator[None]:
             f"{doing} on the {api} MIDI API failed: {err}; the port may have just gone away "
             "(see the current ones with `livegen ports`)"
         ) from err
-    # An API without the call (open_virtual_port on WinMM): python-rtmidi's answer is NotImplementedError.
+    # python-rtmidi raises NotImplementedError for a call the API cannot make (a virtual port on WinMM)
     except (rtmidi.RtMidiError, NotImplementedError) as err:
         raise BackendUnavailableError(
             f"{doing} on the {api} MIDI API failed: {err}{_said(noise)}; {_hint(api)}"
