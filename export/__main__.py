@@ -42,27 +42,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.family import FAMILIES
 from livegen.errors import LivegenError
-
-#: Frame and block families: module, training options and config classes, train function.
-FRAME_FAMILIES = {
-    "deep-musician": ("export.deepmusician", "DeepMusicianOptions", "DeepMusicianConfig", "train_deep_musician"),
-    "multitrack-rnn": ("export.multitrack", "MultiTrackOptions", "MultiTrackConfig", "train_multitrack"),
-    "midigan": ("export.midigan", "MidiGanOptions", "MidiGanConfig", "train_midigan"),
-    "imagegan": ("export.imagegan", "ImageGanOptions", "ImageGanConfig", "train_imagegan"),
-    "crnngan": ("export.crnngan", "CrnnGanOptions", "CrnnGanConfig", "train_crnngan"),
-    "multitrack-cnn": ("export.multitrackcnn", "MultiTrackCnnOptions", "MultiTrackCnnConfig", "train_multitrack_cnn"),
-}
-#: Their export functions (checkpoint -> package).
-FRAME_EXPORTS = {
-    "deep-musician": "export_deep_musician",
-    "multitrack-rnn": "export_multitrack",
-    "midigan": "export_midigan",
-    "imagegan": "export_imagegan",
-    "crnngan": "export_crnngan",
-    "multitrack-cnn": "export_multitrack_cnn",
-}
-FAMILIES = ("midirnn", "token-lstm", *FRAME_FAMILIES)
 
 log = logging.getLogger("export")
 
@@ -108,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--stride", type=int, default=None, help="deep-musician: frames between training windows (default 16)"
     )
-    train.add_argument("--threads", type=int, default=None, help="frame and block families: torch threads")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     train.add_argument(
         "--recipe",
         default="seed",
@@ -196,6 +177,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "patience": args.patience,
         "limit": args.limit,
         "seed": args.seed,
+        "threads": args.threads,
         "run": run,
     }
 
@@ -208,93 +190,26 @@ def _main_rank() -> bool:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from export.errors import ExportError
+    from export.family import family
 
-    if args.family not in FAMILIES:
-        raise ExportError(f"unknown model family {args.family!r}; accepted: {', '.join(FAMILIES)}")
-    if args.family not in FRAME_FAMILIES and args.recipe != "seed":
-        raise ExportError(f"--recipe {args.recipe!r}: {args.family} accepts seed")
-    if args.family == "token-lstm":
-        _train_token_lstm(args)
-        return
-    if args.family in FRAME_FAMILIES:
-        _train_frames(args)
-        return
-    from export.midirnn import MidiRnnConfig
-    from export.package import export_package
-    from export.train import TrainOptions, train_midirnn
-
+    chosen = family(args.family)
     _quiet_exporter(args.verbose)
-
-    sizes = {
-        "window": args.window,
-        "batch_size": args.batch_size,
-        "hidden": args.hidden,
-        "pitch_embedding": args.pitch_embedding,
-    }
-    if args.pitch_embedding is not None and not 0 <= args.pitch_embedding <= 256:
-        raise ExportError(f"--pitch-embedding {args.pitch_embedding}: expected a whole number from 0 to 256")
-    config = MidiRnnConfig.for_time_head(args.time_head, **{k: v for k, v in sizes.items() if v is not None})
-    options = TrainOptions(**_run(args), config=config)
-    result = train_midirnn(options)
+    checkpoint = chosen.train(chosen.options_from(args, **_run(args)))
     if args.package is not None and _main_rank():
-        export_package(result.checkpoint, args.package, name=args.name)
-
-
-def _train_token_lstm(args: argparse.Namespace) -> None:
-    from export.tokenlstm import TokenLstmConfig, TokenTrainOptions, train_token_lstm
-
-    _quiet_exporter(args.verbose)
-    sizes = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden, "max_vocab": args.vocab_size}
-    config = TokenLstmConfig(**{k: v for k, v in sizes.items() if v is not None}, time_shifts=not args.fixed_step)
-    options = TokenTrainOptions(**_run(args), config=config)
-    checkpoint = train_token_lstm(options)
-    if args.package is not None and _main_rank():
-        from export.tokenlstm_package import export_token_package
-
-        export_token_package(checkpoint, args.package, name=args.name)
-
-
-def _train_frames(args: argparse.Namespace) -> None:
-    import importlib
-
-    from export.errors import ExportError
-
-    module_name, options_name, config_name, train_name = FRAME_FAMILIES[args.family]
-    module = importlib.import_module(module_name)
-    _quiet_exporter(args.verbose)
-    given = {"window": args.window, "batch_size": args.batch_size, "hidden": args.hidden}
-    if args.family == "deep-musician":
-        given |= {"alpha": args.alpha, "gamma": args.gamma, "stride": args.stride}
-    recipes = getattr(module, "RECIPES", {"seed": {}})
-    if args.recipe not in recipes:
-        raise ExportError(f"--recipe {args.recipe!r}: {args.family} accepts {', '.join(recipes)}")
-    given = recipes[args.recipe] | {k: v for k, v in given.items() if v is not None}
-    config = getattr(module, config_name)(**given)
-    options = getattr(module, options_name)(**_run(args), config=config, threads=args.threads)
-    checkpoint = getattr(module, train_name)(options)
-    if args.package is not None and _main_rank():
-        getattr(module, FRAME_EXPORTS[args.family])(checkpoint, args.package, name=args.name)
+        chosen.export(checkpoint, args.package, name=args.name)
 
 
 def _onnx(args: argparse.Namespace) -> None:
-    from export.package import export_package
-    from export.train import load_checkpoint
+    from export.common import load_checkpoint
+    from export.errors import ExportError
+    from export.family import family
 
+    name = load_checkpoint(args.checkpoint).get("family")
+    if name not in FAMILIES:
+        raise ExportError(f"{args.checkpoint}: family {name!r} cannot be exported; accepted: {', '.join(FAMILIES)}")
+    chosen = family(str(name))
     _quiet_exporter(args.verbose)
-    family = load_checkpoint(args.checkpoint).get("family")
-    if family in FRAME_EXPORTS:
-        import importlib
-
-        module = importlib.import_module(FRAME_FAMILIES[str(family)][0])
-        getattr(module, FRAME_EXPORTS[str(family)])(args.checkpoint, args.out, name=args.name, version=args.version)
-        return
-    if family == "token-lstm":
-        from export.tokenlstm_package import export_token_package
-
-        export_token_package(args.checkpoint, args.out, name=args.name, version=args.version)
-        return
-    export_package(args.checkpoint, args.out, name=args.name, version=args.version)
+    chosen.export(args.checkpoint, args.out, name=args.name, version=args.version)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
 
@@ -95,6 +95,34 @@ def check_run(epochs: int, patience: int, limit: int | None) -> None:
         raise ExportError(f"--patience {patience}: expected a whole number of at least 1")
     if limit is not None and limit < 3:
         raise ExportError(f"--limit {limit}: expected at least 3 tunes (training, validation, held-out)")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOptions:
+    """What ``python -m export train FAMILY`` was asked to do: the fields every family takes. A family's
+    options subclass this with its ``config`` field (and their own defaults where they differ)."""
+
+    data: str
+    out: Path
+    epochs: int = 100
+    patience: int = 5
+    limit: int | None = None
+    seed: int = 0
+    #: torch's CPU threads (None: torch's default).
+    threads: int | None = None
+    run: RunOptions = field(default_factory=RunOptions)
+
+    def check(self) -> None:
+        """The checks of ``--epochs``, ``--patience``, ``--limit`` and the run's options."""
+        check_run(self.epochs, self.patience, self.limit)
+        self.run.check()
+
+    def begin(self) -> float:
+        """Check the options and set torch's threads; returns when training began (``time.perf_counter``)."""
+        self.check()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return time.perf_counter()
 
 
 def check_sizes(window: int, unit: str, hidden: int, batch_size: int) -> None:

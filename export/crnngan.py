@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, tune_fingerprint
+from export.common import ConfigRecord, FitResult, TrainingOptions, finish_fit, finished_fit, tune_fingerprint
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -73,6 +73,7 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError
+from export.family import Family
 from export.framecommon import (
     FRAMES_PER_BEAT,
     check_parity,
@@ -95,7 +96,7 @@ from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "crnngan"
+NAME = "crnngan"
 #: Feature columns of an event (the seed's order: duration, tone, intensity, time since the last tone).
 DURATION, FREQUENCY, INTENSITY, STEP = range(4)
 #: Validation windows the adversarial epochs are scored on.
@@ -682,27 +683,15 @@ def phrase_statistics(events: np.ndarray, config: CrnnGanConfig, *, monophonic: 
 
 
 @dataclass(frozen=True, slots=True)
-class CrnnGanOptions:
-    data: str
-    out: Path
-    epochs: int = 100
-    patience: int = 5
-    limit: int | None = None
-    seed: int = 0
+class CrnnGanOptions(TrainingOptions):
     config: CrnnGanConfig = field(default_factory=CrnnGanConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
 
 
 def train_crnngan(options: CrnnGanOptions) -> Path:
     """Pretrain the generator, train the GAN, measure; write ``checkpoint.pt``."""
     c = options.config
     c.check()
-    if options.epochs < 1 or options.patience < 1:
-        raise ExportError(f"--epochs {options.epochs} --patience {options.patience}: expected at least 1 each")
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -803,7 +792,7 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
     training["total_seconds"] = time.perf_counter() - started
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=generator.state_dict(),
         discriminator_state_dict=discriminator.state_dict(),
         config=c.to_dict(),
@@ -860,7 +849,7 @@ def parity(model: Generator, path: Path, seed: int = 0) -> float:
 
 
 def export_crnngan(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     model = generator_from_checkpoint(checkpoint, checkpoint_path)
     c = model.config
     name = name or out.name
@@ -890,7 +879,7 @@ def export_crnngan(checkpoint_path: Path, out: Path, *, name: str | None = None,
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "block",
             "version": version,
             "description": (
@@ -1099,3 +1088,13 @@ The discriminator's figures are from the discriminator of the last epoch (the ge
 earlier one). Export parity: the largest difference between onnxruntime and PyTorch in float64 over the
 generated phrases (standardised) is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
 """
+
+
+FAMILY = Family(
+    NAME,
+    options=CrnnGanOptions,
+    config=CrnnGanConfig,
+    train=train_crnngan,
+    export=export_crnngan,
+    card=crnngan_card,
+)

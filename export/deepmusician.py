@@ -25,7 +25,6 @@ frames), so the encoder also learns from the short contexts a performer gives it
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord
-from export.distributed import RunOptions, main_first, world
+from export.common import ConfigRecord, TrainingOptions
+from export.distributed import main_first, world
 from export.errors import ExportError
+from export.family import SIZES, Family
 from export.framecommon import (
     FRAMES_PER_BEAT,
     check_parity,
@@ -64,7 +64,7 @@ from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "deep-musician"
+NAME = "deep-musician"
 PITCH_MIN = 21
 KEYS = 88
 #: Shares of frames drawn afresh tried for the package's ``redraw``, by the density of what the host plays.
@@ -239,28 +239,24 @@ def sampled_density(
 
 
 @dataclass(frozen=True, slots=True)
-class DeepMusicianOptions:
-    data: str
-    out: Path
+class DeepMusicianOptions(TrainingOptions):
     epochs: int = 30
     patience: int = 4
-    limit: int | None = None
-    seed: int = 0
     config: DeepMusicianConfig = field(default_factory=DeepMusicianConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
+
+    def check(self) -> None:
+        TrainingOptions.check(self)
+        c = self.config
+        if not 0 < c.alpha < 1 or c.gamma < 0:
+            raise ExportError(f"--alpha {c.alpha} --gamma {c.gamma}: expected 0 < alpha < 1 and gamma >= 0")
+        if c.stride < 1:
+            raise ExportError(f"--stride {c.stride}: expected at least 1 frame between training windows")
 
 
 def train_deep_musician(options: DeepMusicianOptions) -> Path:
     """Train on ``options.data``, early-stop on validation focal loss, measure densities; write ``checkpoint.pt``."""
     c = options.config
-    if not 0 < c.alpha < 1 or c.gamma < 0:
-        raise ExportError(f"--alpha {c.alpha} --gamma {c.gamma}: expected 0 < alpha < 1 and gamma >= 0")
-    if c.stride < 1:
-        raise ExportError(f"--stride {c.stride}: expected at least 1 frame between training windows")
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -341,7 +337,7 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
     all_pitch = np.concatenate([t.pitch for t in split.train])
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
@@ -408,7 +404,7 @@ def parity(model: DeepMusician, encoder_path: Path, decoder_path: Path, rolls: S
 
 def export_deep_musician(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
     """Export the encoder and one decoder step as two graphs, check parity, write the package ``out``."""
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     c = model.config
     name = name or out.name
@@ -451,7 +447,7 @@ def export_deep_musician(checkpoint_path: Path, out: Path, *, name: str | None =
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "frame",
             "version": version,
             "description": (
@@ -622,3 +618,14 @@ in float64 is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
   and when playing. Notes are held at most {c.max_hold} frames (4 beats).
 - The performer's velocity and timing within a 16th are not heard; notes are heard on the grid.
 """
+
+
+FAMILY = Family(
+    NAME,
+    options=DeepMusicianOptions,
+    config=DeepMusicianConfig,
+    train=train_deep_musician,
+    export=export_deep_musician,
+    card=deep_musician_card,
+    flags={**SIZES, "alpha": "alpha", "gamma": "gamma", "stride": "stride"},
+)

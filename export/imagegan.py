@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, check_run, finish_fit, finished_fit, resume_loop
+from export.common import ConfigRecord, TrainingOptions, finish_fit, finished_fit, resume_loop
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -76,6 +76,7 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError
+from export.family import Family
 from export.framecommon import (
     FRAMES_PER_BEAT,
     FitResult,
@@ -100,7 +101,7 @@ from livegen.music.time import PPQN, SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "imagegan"
+NAME = "imagegan"
 SLOPE = 0.2
 #: Frames of a bar (4/4 in 16ths): block sizes are whole bars.
 BAR_FRAMES = 16
@@ -325,16 +326,10 @@ def image_statistics(images: np.ndarray, pitch_min: int, max_hold: int = 16) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class ImageGanOptions:
-    data: str
-    out: Path
+class ImageGanOptions(TrainingOptions):
     epochs: int = 40
     patience: int = 5  # not used: a GAN has no validation loss to stop on (the seed ran a fixed number of epochs)
-    limit: int | None = None
-    seed: int = 0
     config: ImageGanConfig = field(default_factory=ImageGanConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
 
 
 def _accuracy(logits: torch.Tensor, real: bool) -> float:
@@ -573,10 +568,7 @@ def train_imagegan(options: ImageGanOptions) -> Path:
     """Train on ``options.data`` for ``options.epochs`` epochs, measure; write ``checkpoint.pt``."""
     c = options.config
     c.check()
-    check_run(options.epochs, options.patience, options.limit)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -619,7 +611,7 @@ def train_imagegan(options: ImageGanOptions) -> Path:
     log.info("final: %s", ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
@@ -673,7 +665,7 @@ def parity(generator: Generator, path: Path, latents: np.ndarray) -> float:
 
 def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
     """Export the generator alone as one graph (``z`` -> ``logits``), check parity, write the package ``out``."""
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     generator, _ = models_from_checkpoint(checkpoint, checkpoint_path)
     c = generator.config
     name = name or out.name
@@ -711,7 +703,7 @@ def export_imagegan(checkpoint_path: Path, out: Path, *, name: str | None = None
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "block",
             "version": version,
             "description": (
@@ -1031,3 +1023,14 @@ def imagegan_limits(m: Mapping[str, float]) -> str:
         "real; the generator has not converged to the chorales' distribution.",
     ]
     return "\n".join(lines)
+
+
+FAMILY = Family(
+    NAME,
+    options=ImageGanOptions,
+    config=ImageGanConfig,
+    train=train_imagegan,
+    export=export_imagegan,
+    card=imagegan_card,
+    recipes=RECIPES,
+)

@@ -44,10 +44,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, FitResult, finish_fit, finished_fit, progress, resume_loop
+from export.common import ConfigRecord, FitResult, TrainingOptions, finish_fit, finished_fit, progress, resume_loop
 from export.distributed import (
     Checkpoints,
-    RunOptions,
     average_gradients,
     broadcast_module,
     from_main,
@@ -61,6 +60,7 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError
+from export.family import Family
 from export.framecommon import (
     check_parity,
     export_graph,
@@ -81,7 +81,7 @@ from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "midigan"
+NAME = "midigan"
 FILE = "generator.onnx"
 #: Notes scored after each epoch, and drawn for the held-out figures.
 EVAL_NOTES = 8192
@@ -261,34 +261,24 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class MidiGanOptions:
-    data: str
-    out: Path
+class MidiGanOptions(TrainingOptions):
     epochs: int = 8
     patience: int = 3
-    limit: int | None = None
-    seed: int = 0
     config: MidiGanConfig = field(default_factory=MidiGanConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
 
-
-def _check(options: MidiGanOptions) -> None:
-    c = options.config
-    if c.window is not None:
-        raise ExportError(f"--window {c.window}: midigan draws one note per noise vector; it takes no window")
-    if not 8 <= c.hidden <= 4096:
-        raise ExportError(f"--hidden {c.hidden}: expected 8 to 4096 units (the widest layer)")
-    if c.batch_size < 2:
-        raise ExportError(f"--batch-size {c.batch_size}: expected at least 2 (batch normalisation)")
-    if options.epochs < 1 or options.patience < 1:
-        raise ExportError(f"--epochs {options.epochs} --patience {options.patience}: expected at least 1 each")
-    if options.limit is not None and options.limit < 3:
-        raise ExportError(f"--limit {options.limit}: expected at least 3 tunes (training, validation, held-out)")
-    if not 0 <= c.tanh_fit < 1 or c.d_learning_rate < 0:
-        raise ExportError(
-            f"tanh_fit {c.tanh_fit}, d_learning_rate {c.d_learning_rate}: expected 0 <= fit < 1 and a rate >= 0"
-        )
+    def check(self) -> None:
+        TrainingOptions.check(self)
+        c = self.config
+        if c.window is not None:
+            raise ExportError(f"--window {c.window}: midigan draws one note per noise vector; it takes no window")
+        if not 8 <= c.hidden <= 4096:
+            raise ExportError(f"--hidden {c.hidden}: expected 8 to 4096 units (the widest layer)")
+        if c.batch_size < 2:
+            raise ExportError(f"--batch-size {c.batch_size}: expected at least 2 (batch normalisation)")
+        if not 0 <= c.tanh_fit < 1 or c.d_learning_rate < 0:
+            raise ExportError(
+                f"tanh_fit {c.tanh_fit}, d_learning_rate {c.d_learning_rate}: expected 0 <= fit < 1 and a rate >= 0"
+            )
 
 
 def generate(model: Generator, count: int, seed: int, latent: int) -> np.ndarray:
@@ -316,11 +306,8 @@ def _subsample(notes: np.ndarray, count: int, seed: int) -> np.ndarray:
 def train_midigan(options: MidiGanOptions) -> Path:
     """Train the GAN on ``options.data``, keep the epoch whose notes are nearest the validation notes, write
     ``checkpoint.pt``."""
-    _check(options)
     c = options.config
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -362,7 +349,7 @@ def train_midigan(options: MidiGanOptions) -> Path:
     log.info("best epoch %d; %s", best_epoch, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=best_g,
         discriminator_state_dict=best_d,
         config=c.to_dict(),
@@ -622,7 +609,7 @@ def parity(model: Generator, path: Path, config: MidiGanConfig, seed: int = 0) -
 
 def export_midigan(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
     """Export the generator, check parity, write the package ``out``."""
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     c = MidiGanConfig.from_dict(checkpoint["config"])
     name = name or out.name
@@ -648,7 +635,7 @@ def export_midigan(checkpoint_path: Path, out: Path, *, name: str | None = None,
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "block",
             "version": version,
             "description": (
@@ -921,3 +908,14 @@ package's default is 1, no truncation).
 Export parity: the largest difference between onnxruntime and PyTorch in float64 over single noise vectors
 and a batch of 256, at noise scales 0.5, 1 and 2, is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
 """
+
+
+FAMILY = Family(
+    NAME,
+    options=MidiGanOptions,
+    config=MidiGanConfig,
+    train=train_midigan,
+    export=export_midigan,
+    card=midigan_card,
+    recipes=RECIPES,
+)

@@ -85,7 +85,7 @@ from export.common import ConfigRecord
 from livegen.models.midirnn import tune_features
 from livegen.music.corpus import Tune
 
-FAMILY = "midirnn"
+NAME = "midirnn"
 #: Size of the pitch vocabulary (MIDI 0-127) and the divisor of the pitch input.
 VOCAB = 128
 PITCH_SCALE = float(VOCAB)

@@ -28,7 +28,6 @@ What differs from the seed, and why (the model card says it too):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord
-from export.distributed import RunOptions, main_first, world
+from export.common import ConfigRecord, TrainingOptions
+from export.distributed import main_first, world
 from export.errors import ExportError
+from export.family import Family
 from export.framecommon import (
     FRAMES_PER_BEAT,
     check_parity,
@@ -66,7 +66,7 @@ from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "multitrack-rnn"
+NAME = "multitrack-rnn"
 #: GM programs of the voices (a woodwind quartet: oboe, clarinet, English horn, bassoon), else piano.
 VOICE_PROGRAMS = {"soprano": 68, "alto": 71, "tenor": 69, "bass": 70}
 #: The package's default temperature. ``livegen evaluate --split validation --seeds 16 --bars 4`` on corpus:bach:
@@ -218,16 +218,10 @@ def real_density(pieces: Sequence[MultiTune], config: MultiTrackConfig, frames: 
 
 
 @dataclass(frozen=True, slots=True)
-class MultiTrackOptions:
-    data: str
-    out: Path
+class MultiTrackOptions(TrainingOptions):
     epochs: int = 40
     patience: int = 4
-    limit: int | None = None
-    seed: int = 0
     config: MultiTrackConfig = field(default_factory=MultiTrackConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
 
 
 def merged_tune(piece: MultiTune) -> Tune:
@@ -241,9 +235,7 @@ def merged_tune(piece: MultiTune) -> Tune:
 
 def train_multitrack(options: MultiTrackOptions) -> Path:
     c = options.config
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
     train_p, val_p, held_p = split_pieces(pieces)
@@ -303,7 +295,7 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
     ]
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
@@ -365,7 +357,7 @@ def parity(model: MultiTrackRnn, path: Path, sequences: Sequence[np.ndarray]) ->
 
 
 def export_multitrack(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     c = model.config
     name = name or out.name
@@ -405,7 +397,7 @@ def export_multitrack(checkpoint_path: Path, out: Path, *, name: str | None = No
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "frame",
             "version": version,
             "description": (
@@ -526,3 +518,13 @@ at 1, 0.594 at 0.5), the clutter the seed reports for independent sampling.
 Export parity: the largest difference between onnxruntime (frame by frame) and PyTorch in float64 is
 {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
 """
+
+
+FAMILY = Family(
+    NAME,
+    options=MultiTrackOptions,
+    config=MultiTrackConfig,
+    train=train_multitrack,
+    export=export_multitrack,
+    card=multitrack_card,
+)

@@ -34,7 +34,6 @@ The model card says what else was scaled down.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, check_run
-from export.distributed import RunOptions, main_first, world
+from export.common import ConfigRecord, TrainingOptions
+from export.distributed import main_first, world
 from export.errors import ExportError
+from export.family import Family
 from export.framecommon import (
     FRAMES_PER_BEAT,
     check_parity,
@@ -74,7 +74,7 @@ from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-FAMILY = "multitrack-cnn"
+NAME = "multitrack-cnn"
 #: The package's default temperature, chosen on the validation pieces (``livegen evaluate --split validation``).
 DEFAULT_TEMPERATURE = 0.7
 #: What the card says of the defaults, for the data they were chosen on (the bundled package's corpus
@@ -314,24 +314,15 @@ def real_density(blocks: Blocks, config: MultiTrackCnnConfig) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class MultiTrackCnnOptions:
-    data: str
-    out: Path
+class MultiTrackCnnOptions(TrainingOptions):
     epochs: int = 30
     patience: int = 4
-    limit: int | None = None
-    seed: int = 0
     config: MultiTrackCnnConfig = field(default_factory=MultiTrackCnnConfig)
-    threads: int | None = None
-    run: RunOptions = field(default_factory=RunOptions)
 
 
 def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
     c = options.config
-    check_run(options.epochs, options.patience, options.limit)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         pieces = load_parts(options.data, tracks=c.tracks, limit=options.limit)
     train_p, val_p, held_p = split_pieces(pieces)
@@ -400,7 +391,7 @@ def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
     density = slice(None, None, max(1, len(val) // DENSITY_BLOCKS))
     return save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
@@ -455,7 +446,7 @@ def parity(model: MultiTrackCnn, path: Path, rolls: np.ndarray) -> float:
 
 
 def export_multitrack_cnn(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
-    checkpoint = read_checkpoint(checkpoint_path, FAMILY)
+    checkpoint = read_checkpoint(checkpoint_path, NAME)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     c = model.config
     name = name or out.name
@@ -509,7 +500,7 @@ def export_multitrack_cnn(checkpoint_path: Path, out: Path, *, name: str | None 
         manifest: dict[str, Any] = {
             "schema": 1,
             "name": name,
-            "family": FAMILY,
+            "family": NAME,
             "kind": "block",
             "version": version,
             "description": (
@@ -694,3 +685,13 @@ validation blocks, each from its true context):
 Export parity: the largest difference between onnxruntime and PyTorch in float64 is
 {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
 """
+
+
+FAMILY = Family(
+    NAME,
+    options=MultiTrackCnnOptions,
+    config=MultiTrackCnnConfig,
+    train=train_multitrack_cnn,
+    export=export_multitrack_cnn,
+    card=multitrack_cnn_card,
+)

@@ -26,9 +26,10 @@ from export.common import MANIFEST as MANIFEST
 from export.common import NAME_PATTERN as NAME_PATTERN
 from export.common import check_target, log_written, run_table, sample_tunes, tensor, write_package
 from export.errors import ExportError
-from export.midirnn import CLASS_QUANTUM, FAMILY, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses
+from export.family import SIZES, Family
+from export.midirnn import CLASS_QUANTUM, NAME, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
-from export.train import load_checkpoint, model_from_checkpoint
+from export.train import TrainOptions, load_checkpoint, model_from_checkpoint, train_midirnn
 from livegen.models.midirnn import tune_features
 from livegen.music.corpus import Tune
 from livegen.music.events import Note
@@ -158,7 +159,7 @@ def build_manifest(
     return {
         "schema": 1,
         "name": name,
-        "family": FAMILY,
+        "family": NAME,
         "kind": "step",
         "version": version,
         "description": description,
@@ -598,9 +599,9 @@ def export_package(
     ONNX graph differs from PyTorch by more than ``tolerance``.
     """
     checkpoint = load_checkpoint(checkpoint_path)
-    if checkpoint.get("family") != FAMILY:
+    if checkpoint.get("family") != NAME:
         raise ExportError(
-            f"{checkpoint_path}: family {checkpoint.get('family')!r} cannot be exported; accepted: {FAMILY}"
+            f"{checkpoint_path}: family {checkpoint.get('family')!r} cannot be exported; accepted: {NAME}"
         )
     name = name or out.name
     check_target(name, out, " (e.g. folk-lstm)")
@@ -648,3 +649,26 @@ def export_package(
     write_package(out, name, build, example=" (e.g. folk-lstm)", files=(GRAPH, CARD, SEED))
     log_written(out, diff)
     return out
+
+
+def _config(time_head: str, **fields: Any) -> MidiRnnConfig:
+    embedding = fields.get("pitch_embedding")
+    if embedding is not None and not 0 <= embedding <= 256:
+        raise ExportError(f"--pitch-embedding {embedding}: expected a whole number from 0 to 256")
+    return MidiRnnConfig.for_time_head(time_head, **fields)
+
+
+def _train(options: TrainOptions) -> Path:
+    return train_midirnn(options).checkpoint
+
+
+FAMILY = Family(
+    NAME,
+    options=TrainOptions,
+    config=MidiRnnConfig,
+    train=_train,
+    export=export_package,
+    card=model_card,
+    flags={**SIZES, "pitch_embedding": "pitch_embedding", "time_head": "time_head"},
+    make_config=_config,
+)

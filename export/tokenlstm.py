@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from torch.nn import functional as F
 
 from export.common import (
     ConfigRecord,
-    check_run,
+    TrainingOptions,
     check_sizes,
     corpus_provenance,
     fit_windows,
@@ -67,9 +66,10 @@ from export.common import (
     training_record,
     tune_sample,
 )
-from export.distributed import RunOptions, main_first, world
+from export.distributed import main_first, world
 from export.errors import ExportError
-from livegen.models.tokenlstm import FAMILY, Vocabulary, shift_name, token_name, tune_chords, tune_tokens
+from livegen.models.tokenlstm import FAMILY as NAME
+from livegen.models.tokenlstm import Vocabulary, shift_name, token_name, tune_chords, tune_tokens
 from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import PPQN
 
@@ -285,22 +285,14 @@ def token_loss(model: TokenLstm, batch: Windows) -> torch.Tensor:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenTrainOptions:
+class TokenTrainOptions(TrainingOptions):
     """What ``python -m export train token-lstm`` was asked to do."""
 
-    data: str
-    out: Path
-    epochs: int = 100
-    patience: int = 5
-    limit: int | None = None
-    seed: int = 0
     config: TokenLstmConfig = field(default_factory=TokenLstmConfig)
     min_delta: float = 1e-4
-    run: RunOptions = field(default_factory=RunOptions)
 
     def check(self) -> None:
-        check_run(self.epochs, self.patience, self.limit)
-        self.run.check()
+        TrainingOptions.check(self)
         check_sizes(self.config.window, "tokens", self.config.hidden, self.config.batch_size)
         if not 2 <= self.config.max_vocab <= 100_000:
             raise ExportError(f"--vocab-size {self.config.max_vocab}: expected 2 to 100000 tokens")
@@ -382,9 +374,8 @@ def evaluate_held_out(
 
 def train_token_lstm(options: TokenTrainOptions) -> Path:
     """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
-    options.check()
     config = options.config
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -456,7 +447,7 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
     training = training_record(fitted, max_epochs=options.epochs, patience=options.patience, started=started)
     path = save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=fitted.state,
         config=config.to_dict(),
         tokens=list(vocabulary.names),

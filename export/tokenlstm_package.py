@@ -41,6 +41,7 @@ from export.common import (
     write_package,
 )
 from export.errors import ExportError
+from export.family import SIZES, Family
 from export.onnx_export import check_parity
 from export.package import GRAPH, SEED, SEED_BPM, _pct, write_seed
 from export.tokenlstm import (
@@ -50,9 +51,12 @@ from export.tokenlstm import (
     TokenLstm,
     TokenLstmConfig,
     TokenLstmStep,
+    TokenTrainOptions,
     model_from_checkpoint,
+    train_token_lstm,
 )
-from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, FAMILY, LOGITS, TOKEN_INPUT, Vocabulary, tune_tokens
+from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, LOGITS, TOKEN_INPUT, Vocabulary, tune_tokens
+from livegen.models.tokenlstm import FAMILY as NAME
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +224,7 @@ def build_manifest(
     return {
         "schema": 1,
         "name": name,
-        "family": FAMILY,
+        "family": NAME,
         "kind": "step",
         "version": version,
         "description": description,
@@ -506,8 +510,8 @@ def export_token_package(
     differs from PyTorch by more than ``tolerance``.
     """
     checkpoint = load_checkpoint(checkpoint_path)
-    if checkpoint.get("family") != FAMILY:
-        raise ExportError(f"{checkpoint_path}: family {checkpoint.get('family')!r} is not {FAMILY!r}")
+    if checkpoint.get("family") != NAME:
+        raise ExportError(f"{checkpoint_path}: family {checkpoint.get('family')!r} is not {NAME!r}")
     name = name or out.name
     check_target(name, out, " (e.g. token-lstm)")
     model, vocabulary = model_from_checkpoint(checkpoint, checkpoint_path)
@@ -565,3 +569,19 @@ def export_token_package(
     write_package(out, name, build, example=" (e.g. token-lstm)", files=(GRAPH, CARD, SEED))
     log_written(out, diff)
     return out
+
+
+def _config(fixed_step: bool, **fields: Any) -> TokenLstmConfig:
+    return TokenLstmConfig(**fields, time_shifts=not fixed_step)
+
+
+FAMILY = Family(
+    NAME,
+    options=TokenTrainOptions,
+    config=TokenLstmConfig,
+    train=train_token_lstm,
+    export=export_token_package,
+    card=model_card,
+    flags={**SIZES, "vocab_size": "max_vocab", "fixed_step": "fixed_step"},
+    make_config=_config,
+)

@@ -18,7 +18,6 @@ a seeded ``torch.Generator``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from export.common import CHECKPOINT as CHECKPOINT
 from export.common import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
 from export.common import (
-    check_run,
+    TrainingOptions,
     check_sizes,
     corpus_provenance,
     fit_windows,
@@ -39,10 +38,10 @@ from export.common import (
     tune_sample,
 )
 from export.common import load_checkpoint as load_checkpoint
-from export.distributed import RunOptions, main_first, world
+from export.distributed import main_first, world
 from export.errors import ExportError
 from export.midirnn import (
-    FAMILY,
+    NAME,
     TIME_HEADS,
     MidiRnn,
     MidiRnnConfig,
@@ -71,22 +70,14 @@ REGRESSION_TIME_METRICS = (
 
 
 @dataclass(frozen=True, slots=True)
-class TrainOptions:
+class TrainOptions(TrainingOptions):
     """What ``python -m export train midirnn`` was asked to do."""
 
-    data: str
-    out: Path
-    epochs: int = 100
-    patience: int = 5
-    limit: int | None = None
-    seed: int = 0
     config: MidiRnnConfig = field(default_factory=MidiRnnConfig)
     min_delta: float = 1e-4
-    run: RunOptions = field(default_factory=RunOptions)
 
     def check(self) -> None:
-        check_run(self.epochs, self.patience, self.limit)
-        self.run.check()
+        TrainingOptions.check(self)
         check_sizes(self.config.window, "notes", self.config.hidden, self.config.batch_size)
         if self.config.time_head not in TIME_HEADS:
             raise ExportError(f"--time-head {self.config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
@@ -193,9 +184,8 @@ def evaluate_held_out(
 
 def train_midirnn(options: TrainOptions) -> TrainResult:
     """Train, early-stop, evaluate on held-out tunes and write ``checkpoint.pt`` into ``options.out``."""
-    options.check()
     config = options.config
-    started = time.perf_counter()
+    started = options.begin()
     with main_first():  # rank 0 converts and caches a corpus: the other ranks read its cache
         tunes = load_corpus(options.data, limit=options.limit)
     split = split_by_tune(tunes)
@@ -278,7 +268,7 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
     )
     path = save_checkpoint(
         options.out,
-        FAMILY,
+        NAME,
         state_dict=fitted.state,
         config=config.to_dict(),
         time_classes=None if vocabulary is None else vocabulary.to_dict(),
