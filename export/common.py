@@ -450,6 +450,16 @@ def tune_sample(tunes: Sequence[Tune], count: int = 8, notes: int | None = 256) 
     ]
 
 
+def fingerprint(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
+    """A short hash of names and arrays (pieces and their tracks), to tell two corpora apart in provenance."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def sample_tunes(sample: Sequence[Mapping[str, Any]]) -> list[Tune]:
     """The tunes of a checkpoint's ``held_out_sample`` (see :func:`tune_sample`)."""
     return [
@@ -491,6 +501,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ExportError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ExportError(f"{path}: not a livegen export checkpoint (field 'format' is not {CHECKPOINT_FORMAT!r})")
+    return checkpoint
+
+
+def read_checkpoint(path: Path, family: str) -> dict[str, Any]:
+    """A checkpoint of ``family`` (see :func:`load_checkpoint`); an error names the family it holds instead."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("family") != family:
+        raise ExportError(f"{path}: family {checkpoint.get('family')!r} is not {family!r}")
     return checkpoint
 
 
@@ -654,15 +672,6 @@ def write_package(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return out
-
-
-def log_written(out: Path, parity: float | None = None) -> None:
-    """Say where the package went, its size and (for the one-graph families) its parity."""
     size = sum(f.stat().st_size for f in out.iterdir())
-    if parity is None:
-        log.info("wrote package %s (%.0f KB)", out, size / 1024)
-    else:
-        log.info(
-            "wrote package %s (%d files, %.0f KB), parity %.3g", out, len(list(out.iterdir())), size / 1024, parity
-        )
+    log.info("wrote package %s (%d files, %.0f KB)", out, len(list(out.iterdir())), size / 1024)
+    return out

@@ -57,7 +57,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import ConfigRecord, FitResult, TrainingOptions, finish_fit, finished_fit, tune_fingerprint
+from export.common import (
+    ConfigRecord,
+    FitResult,
+    TrainingOptions,
+    check_parity,
+    export_graph,
+    finish_fit,
+    finished_fit,
+    read_checkpoint,
+    sample_tunes,
+    save_checkpoint,
+    session,
+    tensor,
+    training_record,
+    tune_fingerprint,
+    tune_sample,
+    write_package,
+)
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -74,20 +91,8 @@ from export.distributed import (
 )
 from export.errors import ExportError
 from export.family import Family
-from export.framecommon import (
-    FRAMES_PER_BEAT,
-    check_parity,
-    export_graph,
-    read_checkpoint,
-    sample_tunes,
-    save_checkpoint,
-    session,
-    tensor,
-    training_record,
-    tune_sample,
-    write_package,
-    write_seed,
-)
+from export.frames import FRAMES_PER_BEAT
+from export.seed import write_seed
 from livegen.models.crnngan import FEATURES, frequency_of_pitch, phrase_notes
 from livegen.models.frames import VELOCITY
 from livegen.music.corpus import Tune, load_corpus, split_by_tune

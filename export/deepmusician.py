@@ -35,17 +35,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, TrainingOptions
-from export.distributed import main_first, world
-from export.errors import ExportError
-from export.family import SIZES, Family
-from export.framecommon import (
-    FRAMES_PER_BEAT,
+from export.common import (
+    ConfigRecord,
+    TrainingOptions,
     check_parity,
     export_graph,
     fingerprint,
-    fit,
-    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -54,8 +49,12 @@ from export.framecommon import (
     training_record,
     tune_sample,
     write_package,
-    write_seed,
 )
+from export.distributed import main_first, world
+from export.errors import ExportError
+from export.family import SIZES, Family
+from export.frames import FRAMES_PER_BEAT, fit, onset_profile_of
+from export.seed import write_seed
 from livegen.models.deepmusician import focal_probability, tune_roll
 from livegen.models.frames import FrameTracker, draw_keys, key_distribution, roll_to_notes, sigmoid
 from livegen.models.sampling import SamplingParams

@@ -60,7 +60,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, TrainingOptions, finish_fit, finished_fit, resume_loop
+from export.common import (
+    ConfigRecord,
+    FitResult,
+    TrainingOptions,
+    check_parity,
+    export_graph,
+    fingerprint,
+    finish_fit,
+    finished_fit,
+    read_checkpoint,
+    resume_loop,
+    sample_tunes,
+    save_checkpoint,
+    session,
+    tensor,
+    training_record,
+    tune_sample,
+    write_package,
+)
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -77,22 +95,8 @@ from export.distributed import (
 )
 from export.errors import ExportError
 from export.family import Family
-from export.framecommon import (
-    FRAMES_PER_BEAT,
-    FitResult,
-    check_parity,
-    export_graph,
-    fingerprint,
-    read_checkpoint,
-    sample_tunes,
-    save_checkpoint,
-    session,
-    tensor,
-    training_record,
-    tune_sample,
-    write_package,
-    write_seed,
-)
+from export.frames import FRAMES_PER_BEAT
+from export.seed import write_seed
 from livegen.models.block import notes_of_block
 from livegen.models.frames import RollNote, note_frames, notes_to_roll
 from livegen.models.imagegan import draw_pixels

@@ -44,7 +44,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, FitResult, TrainingOptions, finish_fit, finished_fit, progress, resume_loop
+from export.common import (
+    ConfigRecord,
+    FitResult,
+    TrainingOptions,
+    check_parity,
+    export_graph,
+    fingerprint,
+    finish_fit,
+    finished_fit,
+    progress,
+    read_checkpoint,
+    resume_loop,
+    sample_tunes,
+    save_checkpoint,
+    session,
+    tensor,
+    training_record,
+    tune_sample,
+    write_package,
+)
 from export.distributed import (
     Checkpoints,
     average_gradients,
@@ -61,20 +80,7 @@ from export.distributed import (
 )
 from export.errors import ExportError
 from export.family import Family
-from export.framecommon import (
-    check_parity,
-    export_graph,
-    fingerprint,
-    read_checkpoint,
-    sample_tunes,
-    save_checkpoint,
-    session,
-    tensor,
-    training_record,
-    tune_sample,
-    write_package,
-    write_seed,
-)
+from export.seed import write_seed
 from livegen.models.midigan import ATTRIBUTES, GRAPH, lay_block, to_frames
 from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.time import SIXTEENTH

@@ -38,17 +38,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, TrainingOptions
-from export.distributed import main_first, world
-from export.errors import ExportError
-from export.family import Family
-from export.framecommon import (
-    FRAMES_PER_BEAT,
+from export.common import (
+    ConfigRecord,
+    TrainingOptions,
     check_parity,
     export_graph,
     fingerprint,
-    fit,
-    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -57,18 +52,20 @@ from export.framecommon import (
     training_record,
     tune_sample,
     write_package,
-    write_seed,
 )
+from export.distributed import main_first, world
+from export.errors import ExportError
+from export.family import Family
+from export.frames import FRAMES_PER_BEAT, VOICE_PROGRAMS, fit, merged_tune, onset_profile_of
+from export.seed import write_seed
 from livegen.models.frames import roll_to_notes
 from livegen.models.multitrack import piece_frames
-from livegen.music.corpus import MultiTune, Tune, load_parts, part_names, split_pieces
+from livegen.music.corpus import MultiTune, load_parts, part_names, split_pieces
 from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
 NAME = "multitrack-rnn"
-#: GM programs of the voices (a woodwind quartet: oboe, clarinet, English horn, bassoon), else piano.
-VOICE_PROGRAMS = {"soprano": 68, "alto": 71, "tenor": 69, "bass": 70}
 #: The package's default temperature. ``livegen evaluate --split validation --seeds 16 --bars 4`` on corpus:bach:
 #: inter-onset-interval overlap 0.000 at temperature 1 (four voices drawn independently change on almost every
 #: 16th: the seed's "cluttered" independent sampling) and 0.594 at 0.5 (repeating the seed: 0.894).
@@ -222,15 +219,6 @@ class MultiTrackOptions(TrainingOptions):
     epochs: int = 40
     patience: int = 4
     config: MultiTrackConfig = field(default_factory=MultiTrackConfig)
-
-
-def merged_tune(piece: MultiTune) -> Tune:
-    """All tracks of a piece as one tune (for the seed phrase the performer plays)."""
-    pitch = np.concatenate([t.pitch for t in piece.tracks])
-    onset = np.concatenate([t.onset for t in piece.tracks])
-    duration = np.concatenate([t.duration for t in piece.tracks])
-    order = np.lexsort((-pitch.astype(np.int64), onset))
-    return Tune(piece.name, pitch[order], onset[order], duration[order])
 
 
 def train_multitrack(options: MultiTrackOptions) -> Path:

@@ -44,17 +44,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import ConfigRecord, TrainingOptions
-from export.distributed import main_first, world
-from export.errors import ExportError
-from export.family import Family
-from export.framecommon import (
-    FRAMES_PER_BEAT,
+from export.common import (
+    ConfigRecord,
+    TrainingOptions,
     check_parity,
     export_graph,
     fingerprint,
-    fit,
-    onset_profile_of,
     read_checkpoint,
     sample_tunes,
     save_checkpoint,
@@ -63,9 +58,12 @@ from export.framecommon import (
     training_record,
     tune_sample,
     write_package,
-    write_seed,
 )
-from export.multitrack import VOICE_PROGRAMS, merged_tune
+from export.distributed import main_first, world
+from export.errors import ExportError
+from export.family import Family
+from export.frames import FRAMES_PER_BEAT, VOICE_PROGRAMS, fit, merged_tune, onset_profile_of
+from export.seed import write_seed
 from livegen.models.multitrack import piece_notes, tracks_to_frames
 from livegen.models.multitrackcnn import ROLE, draw_lines, lines_to_notes
 from livegen.models.sampling import SamplingParams

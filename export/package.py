@@ -24,67 +24,19 @@ import torch
 from export.common import CARD as CARD
 from export.common import MANIFEST as MANIFEST
 from export.common import NAME_PATTERN as NAME_PATTERN
-from export.common import check_target, log_written, run_table, sample_tunes, tensor, write_package
+from export.common import check_target, run_table, sample_tunes, tensor, write_package
 from export.errors import ExportError
 from export.family import SIZES, Family
 from export.midirnn import CLASS_QUANTUM, NAME, PITCH_SCALE, MidiRnn, MidiRnnConfig, TimeClasses
 from export.onnx_export import PARITY_TOLERANCE, check_parity, export_step_graph, parity_max_abs_diff
+from export.seed import SEED, SEED_BEATS, SEED_BPM, write_seed
 from export.train import TrainOptions, load_checkpoint, model_from_checkpoint, train_midirnn
 from livegen.models.midirnn import tune_features
-from livegen.music.corpus import Tune
-from livegen.music.events import Note
-from livegen.music.midifile import write_midi
-from livegen.music.time import SIXTEENTH, TempoMap, beats_to_ticks
+from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
 GRAPH = "model.onnx"
-SEED = "seed.mid"
-SEED_BEATS = 8.0
-SEED_BPM = 120.0
-SEED_VELOCITY = 80
-
-
-def seed_phrase(tunes: Sequence[Tune], pitch_min: int, pitch_max: int) -> tuple[str, list[Note]]:
-    """About two bars (8 beats) from the start of a held-out tune, to be played at 120 BPM.
-
-    The first tune whose opening fits the model's pitch range and holds 8 to 16
-    notes (a phrase, neither two long notes nor a blur); failing that, the opening
-    with the most notes in range.
-    """
-
-    def phrase(tune: Tune) -> list[Note]:
-        start = float(tune.onset[0])
-        notes = []
-        for pitch, onset, duration in zip(tune.pitch, tune.onset, tune.duration, strict=True):
-            offset = float(onset) - start
-            if offset >= SEED_BEATS:
-                break
-            notes.append(
-                Note(
-                    pitch=int(pitch),
-                    velocity=SEED_VELOCITY,
-                    start=beats_to_ticks(offset),
-                    duration=max(1, beats_to_ticks(min(float(duration), SEED_BEATS))),
-                )
-            )
-        return notes
-
-    if not tunes:
-        raise ExportError("the checkpoint holds no held-out tunes to take a seed phrase from")
-    openings = [(tune.name, phrase(tune)) for tune in tunes]
-    in_range = [(name, notes) for name, notes in openings if all(pitch_min <= n.pitch <= pitch_max for n in notes)]
-    for name, notes in in_range:
-        if 8 <= len(notes) <= 16:
-            return name, notes
-    return max(in_range or openings, key=lambda item: len(item[1]))
-
-
-def write_seed(path: Path, tunes: Sequence[Tune], pitch_min: int, pitch_max: int) -> str:
-    """The package's seed phrase (about two bars of a held-out piece); returns the piece's name."""
-    name, notes = seed_phrase(tunes, pitch_min, pitch_max)
-    write_midi(path, {"seed": notes}, tempo=TempoMap.constant(SEED_BPM))
-    return name
 
 
 def _time_classes(checkpoint: Mapping[str, Any]) -> TimeClasses | None:
@@ -618,10 +570,8 @@ def export_package(
         description = f"LSTM({config.hidden}) next-note model trained on {data}: {what}, one note at a time."
     sample = sample_tunes(checkpoint["held_out_sample"])
     sequences = [tune_features(t, config.beats_max) for t in sample]
-    diff = 0.0
 
     def build(staging: Path) -> tuple[dict[str, Any], str]:
-        nonlocal diff
         graph = staging / GRAPH
         export_step_graph(model, graph)
         parity = parity_max_abs_diff(model, graph, sequences)
@@ -647,7 +597,6 @@ def export_package(
         return manifest, card
 
     write_package(out, name, build, example=" (e.g. folk-lstm)", files=(GRAPH, CARD, SEED))
-    log_written(out, diff)
     return out
 
 

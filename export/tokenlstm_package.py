@@ -33,7 +33,6 @@ from export.common import (
     check_target,
     export_graph,
     load_checkpoint,
-    log_written,
     run_table,
     sample_tunes,
     session,
@@ -43,7 +42,8 @@ from export.common import (
 from export.errors import ExportError
 from export.family import SIZES, Family
 from export.onnx_export import check_parity
-from export.package import GRAPH, SEED, SEED_BPM, _pct, write_seed
+from export.package import GRAPH, _pct
+from export.seed import SEED, SEED_BPM, write_seed
 from export.tokenlstm import (
     KERNEL,
     MAX_SHIFT_BEATS,
@@ -530,10 +530,8 @@ def export_token_package(
         )
     sample = sample_tunes(checkpoint["held_out_sample"])
     sequences = [s for s in (tune_tokens(t, vocabulary) for t in sample) if len(s) >= 2]
-    diff = 0.0
 
     def build(staging: Path) -> tuple[dict[str, Any], str]:
-        nonlocal diff
         graph = staging / GRAPH
         export_step_graph(model, graph)
         diff, torch_diff = parity(model, graph, sequences)
@@ -567,7 +565,6 @@ def export_token_package(
         return manifest, card
 
     write_package(out, name, build, example=" (e.g. token-lstm)", files=(GRAPH, CARD, SEED))
-    log_written(out, diff)
     return out
 
 

@@ -1,19 +1,15 @@
-"""What the ``frame`` families' training and export share: the training loop, checkpoints, parity, packages.
+"""What the frame and block families share in training: their epoch loop, the onset profile, the merged tune
+of a multi-track piece and the voices' programs.
 
-Context: setup (training and export; imports torch, never imported by the host).
+Context: setup (training; imports torch, never imported by the host).
 
-Each family module (:mod:`export.deepmusician`, :mod:`export.multitrack`) says how a
-corpus becomes frames, what its loss is and which graphs it exports; this module
-runs the epochs with early stopping on validation, writes the checkpoint, and
-assembles a package the way :mod:`export.package` does for ``midirnn``: in a
-staging folder beside the destination, verified by the host's own loader and the
-family's adapter before it replaces the destination.
+Each family says how a corpus becomes frames or blocks and what its loss is; :func:`fit`
+runs the epochs with early stopping on validation (resumable, under torchrun too).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import time
@@ -24,21 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export import common
-from export.common import CARD as CARD
-from export.common import MANIFEST as MANIFEST
-from export.common import OPSET as OPSET
-from export.common import PARITY_TOLERANCE as PARITY_TOLERANCE
-from export.common import FitResult as FitResult
-from export.common import check_parity as check_parity
-from export.common import export_graph as export_graph
-from export.common import finish_fit, finished_fit, load_checkpoint, log_written, resume_loop
-from export.common import sample_tunes as sample_tunes
-from export.common import save_checkpoint as save_checkpoint
-from export.common import session as session
-from export.common import tensor as tensor
-from export.common import training_record as training_record
-from export.common import tune_sample as tune_sample
+from export.common import FitResult, finish_fit, finished_fit, resume_loop
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -52,11 +34,13 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError
-from export.package import write_seed as write_seed
+from livegen.music.corpus import MultiTune, Tune
 
 log = logging.getLogger(__name__)
 
 FRAMES_PER_BEAT = 4
+#: GM programs of the voices (a woodwind quartet: oboe, clarinet, English horn, bassoon), else piano.
+VOICE_PROGRAMS = {"soprano": 68, "alto": 71, "tenor": 69, "bass": 70}
 
 
 def onset_profile_of(onsets: Iterable[np.ndarray], frames_per_beat: int = FRAMES_PER_BEAT) -> list[float]:
@@ -188,28 +172,10 @@ def fit(
     return result
 
 
-def fingerprint(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode())
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def read_checkpoint(path: Path, family: str) -> dict[str, Any]:
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("family") != family:
-        raise ExportError(f"{path}: family {checkpoint.get('family')!r} is not {family!r}")
-    return checkpoint
-
-
-def write_package(
-    out: Path,
-    name: str,
-    build: Callable[[Path], tuple[dict[str, Any], str]],
-) -> Path:
-    """Assemble a package with :func:`export.common.write_package` and say where it went."""
-    common.write_package(out, name, build)
-    log_written(out)
-    return out
+def merged_tune(piece: MultiTune) -> Tune:
+    """All tracks of a piece as one tune (for the seed phrase the performer plays)."""
+    pitch = np.concatenate([t.pitch for t in piece.tracks])
+    onset = np.concatenate([t.onset for t in piece.tracks])
+    duration = np.concatenate([t.duration for t in piece.tracks])
+    order = np.lexsort((-pitch.astype(np.int64), onset))
+    return Tune(piece.name, pitch[order], onset[order], duration[order])
