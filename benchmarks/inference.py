@@ -161,7 +161,7 @@ def _deep(folder: Path) -> tuple[Step, Step, str]:
     import torch
 
     from export.common import export_graph
-    from export.deepmusician import KEYS, DecoderGraph, DeepMusician, DeepMusicianConfig
+    from export.deepmusician.model import KEYS, DecoderGraph, DeepMusician, DeepMusicianConfig
 
     h = _shape("deep-musician", "decoder", "h")
     config = DeepMusicianConfig(hidden=int(h[-1]), layers=int(h[0]))

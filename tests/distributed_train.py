@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from export.crnngan import CrnnGanConfig, CrnnGanOptions, train_crnngan
-from export.deepmusician import DeepMusicianConfig, DeepMusicianOptions, train_deep_musician
+from export.deepmusician.model import DeepMusicianConfig
+from export.deepmusician.train import DeepMusicianOptions, train_deep_musician
 from export.distributed import RunOptions, TrainingInterrupted, shutdown
 from export.imagegan import ImageGanConfig, ImageGanOptions, train_imagegan
 from export.midigan import MidiGanConfig, MidiGanOptions, train_midigan

@@ -124,12 +124,9 @@ def build(family: str, data: Path, out: Path) -> Path:
         )
         return export_multitrack_cnn(train_multitrack_cnn(options), out / "tiny-cnn")
     if family == "deep-musician":
-        from export.deepmusician import (
-            DeepMusicianConfig,
-            DeepMusicianOptions,
-            export_deep_musician,
-            train_deep_musician,
-        )
+        from export.deepmusician.model import DeepMusicianConfig
+        from export.deepmusician.package import export_deep_musician
+        from export.deepmusician.train import DeepMusicianOptions, train_deep_musician
 
         config = DeepMusicianConfig(hidden=16, classifier=16, window=16, decode_frames=8, stride=8, batch_size=8)
         options = DeepMusicianOptions(

@@ -15,9 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
-from export.deepmusician import (  # noqa: E402
-    focal_loss,
-)
+from export.deepmusician.train import focal_loss  # noqa: E402
 from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack  # noqa: E402
 from livegen.models.registry import load_generator  # noqa: E402
 from tests.families import four_voice_pieces  # noqa: E402
