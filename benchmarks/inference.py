@@ -130,7 +130,7 @@ def _multitrack(folder: Path) -> tuple[Step, Step, str]:
     import torch
 
     from export.common import export_graph
-    from export.multitrack import MultiTrackConfig, MultiTrackRnn, StepGraph
+    from export.multitrack_rnn.model import MultiTrackConfig, MultiTrackRnn, StepGraph
 
     hidden = int(_shape("multitrack-rnn", "step", "h")[-1])
     width = int(_shape("multitrack-rnn", "step", "frame")[-1])

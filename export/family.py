@@ -28,7 +28,7 @@ FAMILIES: dict[str, str] = {
     "midirnn": "export.package",
     "token-lstm": "export.tokenlstm_package",
     "deep-musician": "export.deepmusician",
-    "multitrack-rnn": "export.multitrack",
+    "multitrack-rnn": "export.multitrack_rnn",
     "midigan": "export.midigan",
     "imagegan": "export.imagegan",
     "crnngan": "export.crnngan",

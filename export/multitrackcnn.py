@@ -7,7 +7,7 @@ through four convolution layers and "deconvolutes" it back to its original size 
 the transposed path, with no dense layers, and trains it to predict the next 20 time
 steps; all instruments are predicted together ("dependent instrument sampling"). Here:
 
-- **Tracks** are ``multitrack-rnn``'s (:mod:`export.multitrack`): the four voices of the
+- **Tracks** are ``multitrack-rnn``'s (:mod:`export.multitrack_rnn`): the four voices of the
   Bach chorales (or a MIDI folder's busiest channels), each one line, one MIDI channel
   and GM program per track. A track's row of the roll is a one-hot over a rest and
   ``keys`` pitches (class 0 = rest), so the tracks are the CNN's input channels and the

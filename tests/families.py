@@ -134,7 +134,9 @@ def build(family: str, data: Path, out: Path) -> Path:
         )
         return export_deep_musician(train_deep_musician(options), out / "tiny-dm")
     if family == "multitrack-rnn":
-        from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack
+        from export.multitrack_rnn.model import MultiTrackConfig
+        from export.multitrack_rnn.package import export_multitrack
+        from export.multitrack_rnn.train import MultiTrackOptions, train_multitrack
 
         config = MultiTrackConfig(hidden=16, window=16, batch_size=8)
         options = MultiTrackOptions(

@@ -16,7 +16,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.deepmusician.train import focal_loss  # noqa: E402
-from export.multitrack import MultiTrackConfig, MultiTrackOptions, export_multitrack, train_multitrack  # noqa: E402
+from export.multitrack_rnn.model import MultiTrackConfig  # noqa: E402
+from export.multitrack_rnn.package import export_multitrack  # noqa: E402
+from export.multitrack_rnn.train import MultiTrackOptions, train_multitrack  # noqa: E402
 from livegen.models.registry import load_generator  # noqa: E402
 from tests.families import four_voice_pieces  # noqa: E402
 from tests.liveplay import plays_on_its_own  # noqa: E402
