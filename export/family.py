@@ -32,7 +32,7 @@ FAMILIES: dict[str, str] = {
     "midigan": "export.midigan",
     "imagegan": "export.imagegan",
     "crnngan": "export.crnngan",
-    "multitrack-cnn": "export.multitrackcnn",
+    "multitrack-cnn": "export.multitrack_cnn",
 }
 
 #: The ``train`` command's size options (argparse names) and the config fields they set.

@@ -18,9 +18,10 @@ from export.distributed import RunOptions, TrainingInterrupted, shutdown
 from export.imagegan import ImageGanConfig, ImageGanOptions, train_imagegan
 from export.midigan import MidiGanConfig, MidiGanOptions, train_midigan
 from export.midirnn import MidiRnnConfig
+from export.multitrack_cnn.model import MultiTrackCnnConfig
+from export.multitrack_cnn.train import MultiTrackCnnOptions, train_multitrack_cnn
 from export.multitrack_rnn.model import MultiTrackConfig
 from export.multitrack_rnn.train import MultiTrackOptions, train_multitrack
-from export.multitrackcnn import MultiTrackCnnConfig, MultiTrackCnnOptions, train_multitrack_cnn
 from export.tokenlstm import TokenLstmConfig, TokenTrainOptions, train_token_lstm
 from export.train import TrainOptions, train_midirnn
 

@@ -111,12 +111,9 @@ def build(family: str, data: Path, out: Path) -> Path:
         )
         return export_midigan(train_midigan(options), out / "tiny-gan")
     if family == "multitrack-cnn":
-        from export.multitrackcnn import (
-            MultiTrackCnnConfig,
-            MultiTrackCnnOptions,
-            export_multitrack_cnn,
-            train_multitrack_cnn,
-        )
+        from export.multitrack_cnn.model import MultiTrackCnnConfig
+        from export.multitrack_cnn.package import export_multitrack_cnn
+        from export.multitrack_cnn.train import MultiTrackCnnOptions, train_multitrack_cnn
 
         config = MultiTrackCnnConfig(hidden=4, batch_size=16, stride=4)
         options = MultiTrackCnnOptions(

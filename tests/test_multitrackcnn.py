@@ -25,13 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.errors import ExportError  # noqa: E402
-from export.multitrackcnn import (  # noqa: E402
-    MultiTrackCnn,
-    MultiTrackCnnConfig,
-    make_blocks,
-    piece_roll,
-    transpose_classes,
-)
+from export.multitrack_cnn.model import MultiTrackCnn, MultiTrackCnnConfig  # noqa: E402
+from export.multitrack_cnn.train import make_blocks, piece_roll, transpose_classes  # noqa: E402
 from livegen.errors import PackageError  # noqa: E402
 from livegen.models.frames import ANY_TRACK, RollNote  # noqa: E402
 from livegen.models.multitrackcnn import (  # noqa: E402
