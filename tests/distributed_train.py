@@ -16,7 +16,8 @@ from export.deepmusician.model import DeepMusicianConfig
 from export.deepmusician.train import DeepMusicianOptions, train_deep_musician
 from export.distributed import RunOptions, TrainingInterrupted, shutdown
 from export.imagegan import ImageGanConfig, ImageGanOptions, train_imagegan
-from export.midigan import MidiGanConfig, MidiGanOptions, train_midigan
+from export.midigan.model import MidiGanConfig
+from export.midigan.train import MidiGanOptions, train_midigan
 from export.midirnn import MidiRnnConfig
 from export.multitrack_cnn.model import MultiTrackCnnConfig
 from export.multitrack_cnn.train import MultiTrackCnnOptions, train_multitrack_cnn

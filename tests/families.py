@@ -100,7 +100,9 @@ def build(family: str, data: Path, out: Path) -> Path:
         options = ImageGanOptions(data=str(data), out=out / "run", epochs=2, seed=1, config=config)
         return export_imagegan(train_imagegan(options), out / "tiny-ig")
     if family == "midigan":
-        from export.midigan import MidiGanConfig, MidiGanOptions, export_midigan, train_midigan
+        from export.midigan.model import MidiGanConfig
+        from export.midigan.package import export_midigan
+        from export.midigan.train import MidiGanOptions, train_midigan
 
         options = MidiGanOptions(
             data=str(d_major_tunes(data)),

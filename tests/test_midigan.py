@@ -20,8 +20,8 @@ import tomli_w
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
 from export.errors import ExportError  # noqa: E402
-from export.midigan import (  # noqa: E402
-    MidiGanConfig,
+from export.midigan.model import MidiGanConfig  # noqa: E402
+from export.midigan.train import (  # noqa: E402
     MidiGanOptions,
     Standard,
     quantise,
