@@ -15,7 +15,8 @@ from export.crnngan import CrnnGanConfig, CrnnGanOptions, train_crnngan
 from export.deepmusician.model import DeepMusicianConfig
 from export.deepmusician.train import DeepMusicianOptions, train_deep_musician
 from export.distributed import RunOptions, TrainingInterrupted, shutdown
-from export.imagegan import ImageGanConfig, ImageGanOptions, train_imagegan
+from export.imagegan.model import ImageGanConfig
+from export.imagegan.train import ImageGanOptions, train_imagegan
 from export.midigan.model import MidiGanConfig
 from export.midigan.train import MidiGanOptions, train_midigan
 from export.midirnn import MidiRnnConfig

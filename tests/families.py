@@ -91,7 +91,9 @@ def build(family: str, data: Path, out: Path) -> Path:
         options = CrnnGanOptions(data=str(data), out=out / "run", epochs=2, patience=1, config=config, threads=1)
         return export_crnngan(train_crnngan(options), out / "tiny-crnngan")
     if family == "imagegan":
-        from export.imagegan import ImageGanConfig, ImageGanOptions, export_imagegan, train_imagegan
+        from export.imagegan.model import ImageGanConfig
+        from export.imagegan.package import export_imagegan
+        from export.imagegan.train import ImageGanOptions, train_imagegan
 
         rng = np.random.default_rng(5)
         for i in range(8):

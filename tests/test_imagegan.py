@@ -18,15 +18,11 @@ import tomli_w
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
-from export.imagegan import (  # noqa: E402
-    RECIPES,
-    Discriminator,
-    Generator,
-    ImageGanConfig,
+from export.imagegan.model import RECIPES, Discriminator, Generator, ImageGanConfig  # noqa: E402
+from export.imagegan.package import export_imagegan, imagegan_departures  # noqa: E402
+from export.imagegan.train import (  # noqa: E402
     ImageGanOptions,
-    export_imagegan,
     image_statistics,
-    imagegan_departures,
     texture_figures,
     train_imagegan,
     tune_images,
