@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from export.crnngan import CrnnGanConfig, CrnnGanOptions, train_crnngan
+from export.crnngan.model import CrnnGanConfig
+from export.crnngan.train import CrnnGanOptions, train_crnngan
 from export.deepmusician.model import DeepMusicianConfig
 from export.deepmusician.train import DeepMusicianOptions, train_deep_musician
 from export.distributed import RunOptions, TrainingInterrupted, shutdown

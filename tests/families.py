@@ -80,7 +80,9 @@ def build(family: str, data: Path, out: Path) -> Path:
     """Train ``family`` briefly on generated music written into ``data`` (an empty folder) and
     export it to ``out / "tiny-<family>"``; the package's folder."""
     if family == "crnngan":
-        from export.crnngan import CrnnGanConfig, CrnnGanOptions, export_crnngan, train_crnngan
+        from export.crnngan.model import CrnnGanConfig
+        from export.crnngan.package import export_crnngan
+        from export.crnngan.train import CrnnGanOptions, train_crnngan
 
         rng = np.random.default_rng(5)
         for i in range(10):

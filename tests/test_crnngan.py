@@ -19,10 +19,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra: pip install -e '.[train]'")
 
-from export.crnngan import (  # noqa: E402
-    CrnnGanConfig,
-    Discriminator,
-    Generator,
+from export.crnngan.model import CrnnGanConfig, Discriminator, Generator  # noqa: E402
+from export.crnngan.train import (  # noqa: E402
     Standard,
     discriminator_loss,
     feature_matching_loss,

@@ -1,45 +1,7 @@
-"""The ``crnngan`` family (seed 003, C-RNN-GAN): a recurrent GAN over note events, played as ``block`` phrases.
+"""Training of ``crnngan``: windows of the corpus's notes, the losses, the two phases (the generator pretrained,
+then the GAN), the figures and the checkpoint.
 
-Context: setup (training and export; imports torch, never imported by the host).
-
-Seed 003's C-RNN-GAN (Mogren's continuous RNN-GAN) models a sequence of note events,
-each a vector of four continuous values: the note's duration, its tone (as a sound
-frequency), its intensity (velocity) and the time since the previous note's onset.
-
-- **Generator**: a unidirectional LSTM of ``layers`` layers; the input of each step is
-  a random vector concatenated with the generator's own output at the previous step
-  (zeros before the first); a dense layer shared over time maps each step's LSTM
-  output to the four values (standardised: each value minus the training mean,
-  divided by the training standard deviation).
-- **Discriminator**: a bidirectional LSTM of ``layers`` layers over the sequence, a
-  dense layer with weights shared over time giving one sigmoid per step, averaged into
-  the decision for the whole sequence.
-- **Training** (the seed's, but for the optimiser): L2 regularisation of the weights
-  of both networks, gradients clipped to norm 5 as in Mogren's code; Adam by default,
-  the seed's minibatch SGD at learning rate 0.1 with ``optimizer = "sgd"`` (too slow for
-  this budget: the card says what it measured); first ``pretrain_epochs`` epochs of pretraining the generator on
-  next-event prediction with a squared-error loss (the input is the noise and the real
-  previous event; the sequence length grows from short to ``window`` over those
-  epochs, the seed's schedule), then adversarial training: the discriminator's binary
-  cross-entropy, **feature matching** for the generator (the squared distance between
-  the mean of the discriminator's last LSTM layer over real and over generated
-  sequences replaces the generator's adversarial loss), and **freezing**: the
-  discriminator is not updated on a batch whose discriminator loss is below 70% of the
-  generator's adversarial loss (``-log D(G(z))``, on the same scale as the
-  discriminator's), as in the seed.
-
-The host (``livegen/models/crnngan.py``) draws ``params.candidates`` phrases of
-``window`` notes in one call of the exported generator and lays each from the start
-of a block of ``block_frames`` 16ths by its times since the last note; see the
-adapter for the graph contract.
-
-What differs from the seed, and why (the model card says it too): the sizes (the seed:
-2 layers of 350 units and sequences of up to hundreds of events; here ``hidden`` units
-and ``window`` notes, so that training fits about 15 minutes on one CPU thread); an
-adversarial "epoch" is ``batches_per_epoch`` batches, not a pass over the data, and the
-generator kept is the one whose validation distance (:func:`feature_distance`) was
-lowest; music21's folk tunes, which have no dynamics, give every note the same
-intensity.
+Context: setup (training; imports torch, never imported by the host).
 """
 
 from __future__ import annotations
@@ -48,7 +10,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,23 +20,16 @@ import torch
 from torch import nn
 
 from export.common import (
-    ConfigRecord,
     FitResult,
     TrainingOptions,
-    check_parity,
-    export_graph,
     finish_fit,
     finished_fit,
-    read_checkpoint,
-    sample_tunes,
     save_checkpoint,
-    session,
-    tensor,
     training_record,
     tune_fingerprint,
     tune_sample,
-    write_package,
 )
+from export.crnngan.model import NAME, CrnnGanConfig, Discriminator, Generator, draw_noise
 from export.distributed import (
     Checkpoints,
     RunOptions,
@@ -90,62 +45,21 @@ from export.distributed import (
     world,
 )
 from export.errors import ExportError
-from export.family import Family
 from export.frames import FRAMES_PER_BEAT
-from export.seed import write_seed
 from livegen.models.crnngan import FEATURES, frequency_of_pitch, phrase_notes
 from livegen.models.frames import VELOCITY
 from livegen.music.corpus import Tune, load_corpus, split_by_tune
 from livegen.music.midifile import read_midi
-from livegen.music.time import SIXTEENTH
 
 log = logging.getLogger(__name__)
 
-NAME = "crnngan"
+
 #: Feature columns of an event (the seed's order: duration, tone, intensity, time since the last tone).
 DURATION, FREQUENCY, INTENSITY, STEP = range(4)
+
+
 #: Validation windows the adversarial epochs are scored on.
 VALIDATION_WINDOWS = 512
-
-
-@dataclass(frozen=True, slots=True)
-class CrnnGanConfig(ConfigRecord):
-    """Sizes and training settings. ``window`` is N, the notes of a phrase (the graph's fixed length)."""
-
-    hidden: int = 64
-    layers: int = 2
-    window: int = 20
-    noise: int = 16
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 5.0
-    pretrain_epochs: int = 6
-    batches_per_epoch: int = 50
-    min_epochs: int = 10
-    freeze_ratio: float = 0.7
-    stride_beats: int = 4
-    beats_max: float = 4.0
-    block_frames: int = 32
-    max_hold: int = 16
-
-    def check(self) -> None:
-        if self.window < 2:
-            raise ExportError(f"--window {self.window}: expected at least 2 notes per phrase")
-        if not 8 <= self.hidden <= 1024:
-            raise ExportError(f"--hidden {self.hidden}: expected 8 to 1024 units")
-        if self.batch_size < 2:
-            raise ExportError(f"--batch-size {self.batch_size}: expected at least 2")
-        if self.layers < 1 or self.noise < 1 or self.pretrain_epochs < 0 or self.batches_per_epoch < 1:
-            raise ExportError("crnngan config: layers, noise and batches_per_epoch must be at least 1")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ExportError(f"crnngan config: optimizer {self.optimizer!r}; accepted: sgd, adam")
-        if self.block_frames < 1 or self.max_hold < 1 or self.stride_beats < 1 or not self.beats_max > 0:
-            raise ExportError("crnngan config: block_frames, max_hold, stride_beats and beats_max must be above 0")
-
-
-# ---- data --------------------------------------------------------------------------------
 
 
 def tune_velocities(tune: Tune) -> np.ndarray:
@@ -228,72 +142,6 @@ class Standard:
 
     def invert(self, values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64) * self.scale + self.mean
-
-
-# ---- the model ---------------------------------------------------------------------------
-
-
-class Generator(nn.Module):
-    """LSTM whose input at each step is noise concatenated with its previous output; a shared dense output."""
-
-    def __init__(self, config: CrnnGanConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.lstm = nn.LSTM(config.noise + 4, config.hidden, config.layers, batch_first=True)
-        self.out = nn.Linear(config.hidden, 4)
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        """Free running: noise [batch, steps, noise] -> events [batch, steps, 4] (standardised)."""
-        batch, steps = noise.shape[0], noise.shape[1]
-        previous = noise.new_zeros(batch, 4)
-        state: tuple[torch.Tensor, torch.Tensor] | None = None
-        outputs = []
-        for t in range(steps):
-            x = torch.cat([noise[:, t], previous], dim=-1).unsqueeze(1)
-            y, state = self.lstm(x, state)
-            previous = self.out(y[:, 0])
-            outputs.append(previous)
-        return torch.stack(outputs, dim=1)
-
-    def teacher_forced(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Next-event prediction: step t reads noise and the real event t - 1 (zeros at t = 0)."""
-        previous = torch.cat([real.new_zeros(real.shape[0], 1, 4), real[:, :-1]], dim=1)
-        y, _ = self.lstm(torch.cat([noise, previous], dim=-1))
-        return self.out(y)
-
-
-class Discriminator(nn.Module):
-    """Bidirectional LSTM; a dense layer shared over time gives a sigmoid per step, averaged over the sequence."""
-
-    def __init__(self, config: CrnnGanConfig) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(4, config.hidden, config.layers, batch_first=True, bidirectional=True)
-        self.decision = nn.Linear(2 * config.hidden, 1)
-
-    def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(probability of real [batch], the last LSTM layer's outputs [batch, steps, 2 * hidden])."""
-        features, _ = self.lstm(events)
-        per_step = torch.sigmoid(self.decision(features))[..., 0]
-        return per_step.mean(dim=1), features
-
-
-class GeneratorGraph(nn.Module):
-    """What is exported: ``noise`` [batch, window, noise] -> ``notes`` [batch, window, 4], unrolled."""
-
-    def __init__(self, generator: Generator) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.generator(noise)
-
-
-def draw_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """The generator's input: uniform in [-1, 1] (the host scales it by the temperature)."""
-    return torch.rand(*shape, generator=generator) * 2.0 - 1.0
-
-
-# ---- training ----------------------------------------------------------------------------
 
 
 EPS = 1e-7
@@ -822,284 +670,3 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
         metrics=metrics,
         held_out_sample=tune_sample(split.held_out),
     )
-
-
-# ---- export ------------------------------------------------------------------------------
-
-
-def generator_from_checkpoint(checkpoint: Mapping[str, Any], path: Path) -> Generator:
-    model = Generator(CrnnGanConfig.from_dict(checkpoint["config"]))
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError) as err:
-        raise ExportError(f"{path}: the weights do not fit a crnngan generator of this config ({err})") from err
-    return model.eval()
-
-
-def parity(model: Generator, path: Path, seed: int = 0) -> float:
-    """Largest |onnxruntime - PyTorch float64| of the generated phrases, for a batch of 1 and of 8."""
-    graph = session(path)
-    exact = Generator(model.config).double().eval()
-    exact.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
-    c = model.config
-    rng = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    with torch.no_grad():
-        for batch, scale in ((1, 1.0), (8, 1.0), (8, 2.0)):
-            noise = draw_noise((batch, c.window, c.noise), rng) * scale
-            (notes,) = graph.run(["notes"], {"noise": noise.numpy().astype(np.float32)})
-            reference = exact(noise.double()).numpy()
-            worst = max(worst, float(np.abs(notes - reference).max()))
-    return worst if np.isfinite(worst) else float("inf")
-
-
-def export_crnngan(checkpoint_path: Path, out: Path, *, name: str | None = None, version: str = "1.0.0") -> Path:
-    checkpoint = read_checkpoint(checkpoint_path, NAME)
-    model = generator_from_checkpoint(checkpoint, checkpoint_path)
-    c = model.config
-    name = name or out.name
-    provenance = checkpoint["provenance"]
-    standard = checkpoint["standard"]
-
-    def build(staging: Path) -> tuple[dict[str, Any], str]:
-        batch = torch.export.Dim("batch")
-        export_graph(
-            GeneratorGraph(model),
-            (torch.zeros(2, c.window, c.noise),),
-            staging / "generator.onnx",
-            inputs=["noise"],
-            outputs=["notes"],
-            dynamic={"noise": {0: batch}},
-        )
-        diff = parity(model, staging / "generator.onnx")
-        log.info("parity: max |onnxruntime - torch float64| = %.3g", diff)
-        check_parity(diff, str(staging))
-        pitch_min, pitch_max = int(provenance["pitch_min"]), int(provenance["pitch_max"])
-        held_out = sample_tunes(checkpoint["held_out_sample"])
-        seed_tune = write_seed(staging / "seed.mid", held_out, pitch_min, pitch_max)
-        # A checkpoint written before training recorded it: the held-out sample tells.
-        monophonic = bool(provenance.get("monophonic", tunes_monophonic(held_out)))
-        metrics = {**checkpoint["metrics"], "parity_max_abs_diff": diff}
-        training = checkpoint["training"]
-        manifest: dict[str, Any] = {
-            "schema": 1,
-            "name": name,
-            "family": NAME,
-            "kind": "block",
-            "version": version,
-            "description": (
-                f"C-RNN-GAN: LSTM generator ({c.layers} x {c.hidden}) of {c.window}-note phrases laid into "
-                f"{c.block_frames // 16}-bar blocks, trained on {provenance['data']}; unconditional, the host keeps "
-                "the best-fitting of several phrases."
-            ),
-            "seed_phrase": "seed.mid",
-            "representation": {
-                "grid": SIXTEENTH,
-                "block_frames": c.block_frames,
-                "notes": c.window,
-                "noise": c.noise,
-                "features": list(FEATURES),
-                "feature_mean": [float(v) for v in standard["mean"]],
-                "feature_scale": [float(v) for v in standard["scale"]],
-                "max_hold": c.max_hold,
-                "monophonic": monophonic,
-                "pitch_min": pitch_min,
-                "pitch_max": pitch_max,
-            },
-            "graphs": {
-                "generator": {
-                    "file": "generator.onnx",
-                    "inputs": [tensor("noise", ["batch", c.window, c.noise])],
-                    "outputs": [tensor("notes", ["batch", c.window, 4])],
-                }
-            },
-            "parameters": {
-                "temperature": {"default": 1.0, "min": 0.05, "max": 4.0},
-                "top_p": {"default": 0.95, "min": 0.05, "max": 1.0},
-            },
-            "training": {
-                "data": provenance["data"],
-                "corpus_fingerprint": provenance["corpus_fingerprint"],
-                "tunes_train": provenance["tunes_train"],
-                "tunes_validation": provenance["tunes_validation"],
-                "tunes_held_out": provenance["tunes_held_out"],
-                "phrases_train": provenance["phrases_train"],
-                "split": "by tune (sha256 of the tune name): 80% train, 10% validation, 10% held-out",
-                "hidden": c.hidden,
-                "layers": c.layers,
-                "notes": c.window,
-                "noise": c.noise,
-                "batch_size": c.batch_size,
-                "optimizer": (
-                    f"{'SGD' if c.optimizer == 'sgd' else 'Adam (beta1 0.5)'} lr {c.learning_rate:g}, "
-                    f"L2 {c.weight_decay:g}, gradient norm clipped at {c.grad_clip:g}"
-                ),
-                "loss": (
-                    "pretraining: squared error of the next event; adversarial: discriminator binary cross-entropy, "
-                    f"generator feature matching; discriminator frozen while its loss < {c.freeze_ratio:g} x the "
-                    "generator's -log D(G(z))"
-                ),
-                "pretrain_epochs": training["pretrain_epochs_run"],
-                "epochs": training["epochs_run"],
-                "batches_per_epoch": c.batches_per_epoch,
-                "best_epoch": training["best_epoch"],
-                "max_epochs": training["max_epochs"],
-                "patience": training["patience"],
-                "training_seconds": round(float(training["total_seconds"]), 1),
-                "threads": training["threads"],
-                "seed": provenance["seed"],
-                "seed_tune": seed_tune,
-                "torch": provenance["torch_version"],
-            },
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        }
-        return manifest, crnngan_card(name, checkpoint, metrics, monophonic)
-
-    return write_package(out, name, build)
-
-
-def crnngan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float], monophonic: bool) -> str:
-    c = CrnnGanConfig.from_dict(checkpoint["config"])
-    p, t = checkpoint["provenance"], checkpoint["training"]
-    bars = c.block_frames // 16
-    rows = [
-        ("pretraining: validation squared error (standardised, full length)", f"{m['pretrain_best_val_mse']:.4f}"),
-        ("held-out next-event squared error", f"{m['held_out_next_event_mse']:.4f}"),
-        ("last epoch: discriminator loss", f"{m['final_d_loss']:.3f}"),
-        ("last epoch: generator loss `-log D(G(z))`", f"{m['final_g_loss']:.3f}"),
-        ("last epoch: feature matching loss", f"{m['final_fm_loss']:.4f}"),
-        ("held-out: discriminator accuracy on real phrases", f"{m['held_out_d_accuracy_real']:.3f}"),
-        ("held-out: discriminator accuracy on generated phrases", f"{m['held_out_d_accuracy_fake']:.3f}"),
-        (
-            "validation distance of generated to real phrases: after pretraining / best epoch",
-            f"{m['pretrained_val_distance']:.4f} / {m['best_val_distance']:.4f}",
-        ),
-        ("held-out: distance of generated to real phrases", f"{m['held_out_distance']:.4f}"),
-        (
-            "notes per beat in a block: generated / held-out",
-            f"{m['generated_notes_per_beat']:.2f} / {m['held_out_notes_per_beat']:.2f}",
-        ),
-        ("mean pitch: generated / held-out", f"{m['generated_mean_pitch']:.1f} / {m['held_out_mean_pitch']:.1f}"),
-        (
-            "pitch classes per block: generated / held-out",
-            f"{m['generated_pitch_classes_per_block']:.2f} / {m['held_out_pitch_classes_per_block']:.2f}",
-        ),
-    ]
-    line = (
-        " The training tunes are single lines (no two notes start together), so the package says"
-        " `monophonic = true`: a note starting on the same 16th as the one before moves to the next 16th, and"
-        " each note ends where the next begins (the generator's steps are continuous; rounding alone would"
-        " make chords of the short ones)."
-        if monophonic
-        else ""
-    )
-    table = "\n".join(f"| {label} | {value} |" for label, value in rows)
-    optimizer = (
-        f"SGD, learning rate {c.learning_rate:g} (the seed's)"
-        if c.optimizer == "sgd"
-        else f"Adam, learning rate {c.learning_rate:g}, instead of the seed's SGD"
-    )
-    dynamics = (
-        "music21's folk tunes have no dynamics, so every note has velocity 90 and the generator learns a constant"
-        if str(p["data"]).startswith("corpus:")
-        else "velocities are read from the MIDI files"
-    )
-    return f"""# {name}
-
-A `crnngan` model (livegen `block` kind) after seed 003's C-RNN-GAN: a recurrent generator and a
-bidirectional recurrent discriminator trained adversarially on sequences of note events.
-
-## Data
-
-`{p["data"]}`: {p["tunes_train"]} tunes for training, {p["tunes_validation"]} for validation and
-{p["tunes_held_out"]} held out (split by tune name, so `livegen evaluate` seeds come from tunes the model
-never saw). A training phrase is {c.window} consecutive notes starting at a whole beat of a tune (one every
-{c.stride_beats} beat(s): {p["phrases_train"]} phrases). Each note is the seed's four values: **duration**,
-**tone as a frequency** (Hz), **intensity** (velocity) and **time since the last note** (in beats; the
-first note's is its distance from the phrase's beat); durations and steps are clipped at {c.beats_max:g}
-beats, and every value is standardised with the training mean and deviation. Intensity: {dynamics}.
-
-## Model and training: what is the seed's and what differs
-
-Kept from the seed:
-
-- the generator is a unidirectional LSTM whose input at each step is a random vector concatenated with
-  its own output at the previous step; a dense layer shared over time gives the four values;
-- the discriminator is a bidirectional LSTM with a dense layer shared over time, one sigmoid per step,
-  averaged over the sequence into its decision;
-- pretraining of the generator on next-event prediction with squared error ({t["pretrain_epochs_run"]}
-  epochs; the seed: 6), with the seed's schedule of sequence lengths growing from short to {c.window};
-- L2 regularisation of the weights of both networks ({c.weight_decay:g}; the seed gives no value), gradients
-  clipped at norm {c.grad_clip:g} (Mogren's code);
-- **feature matching**: the generator minimises the squared distance between the discriminator's mean
-  last-layer LSTM output over real and over generated phrases;
-- **freezing**: the discriminator is not updated on a batch where its loss is below {c.freeze_ratio:g} x the
-  generator's `-log D(G(z))` (it was frozen on {100 * m["final_d_frozen_share"]:.0f}% of the last epoch's
-  batches).
-
-Scaled down for two CPU cores (the seed: 2 LSTM layers of 350 units in both networks, long sequences of
-classical piano music, on a GPU):
-
-- **{c.layers} layers of {c.hidden} units** in each network and phrases of **{c.window} notes**; noise of
-  {c.noise} values per step, uniform in [-1, 1];
-- **{optimizer}**. The seed's minibatch SGD at learning rate 0.1 is in the exporter
-  (`CrnnGanConfig(optimizer="sgd", learning_rate=0.1)`), but in this budget it does not move the generator:
-  in a trial on 1,500 training tunes, after the same pretraining and 10 adversarial epochs (500 batches), the SGD
-  generator still played the pretrained average phrase (1.9 pitch classes per block against 5.1 in the
-  tunes; the validation distance rose from 0.44 to 0.85), while Adam (learning rate 1e-3, beta1 0.5) brought
-  the distance from 0.45 to 0.15 in 15 epochs. The seed trained for hundreds of epochs on a GPU;
-- an adversarial epoch is {c.batches_per_epoch} batches of {c.batch_size} phrases, not a pass over the data;
-  {t["epochs_run"]} epochs ran (at most {t["max_epochs"]}, stopping after {t["patience"]} without a lower
-  validation distance, never before {c.min_epochs}); the generator kept is that of epoch {t["best_epoch"]},
-  whose phrases were nearest the validation phrases (the mean 1-D earth mover's distance of the four
-  standardised values and of the melodic interval);
-- training took {t["total_seconds"] / 60:.1f} minutes on {t["threads"]} thread(s).
-
-## How it plays
-
-The host draws `candidates` noise batches (uniform noise times the temperature) and runs the generator
-once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
-16ths): note k starts at the sum of the times since the last note up to k, rounded to the performer's grid
-(quarters, eighths or 16ths: the coarsest holding 85% of their onsets of the last four bars; 16ths before
-anyone played), lasts its duration rounded to 16ths (at least one, at most {c.max_hold}), and takes the
-nearest MIDI pitch of its frequency that the key allows: the jam's `--key` when one is given, else the key
-the performer plays in (the major or natural-minor scale holding most of their notes of the last four
-bars); in a single line a pitch repeats only where the frequency stayed within half a semitone, so the
-generator's contour survives the rounding. Notes from the block's end on are dropped.{line} The model is
-unconditional: it never hears the performer. The host keeps
-the phrase that best fits the last bar heard (pitch classes, register, density, and its share of notes in
-the performer's key). Each block is a new phrase from new noise, so there is no continuity across blocks
-beyond what the selection gives.
-
-## Limits
-
-- **Pitch.** The generator outputs a continuous frequency with no notion of key; rounded to the nearest
-  semitone alone, a phrase drifts through chromatic neighbours of the key. The host rounds each frequency
-  to the nearest pitch of the performer's key instead, so the key is the host's, not the model's: before
-  anyone has played there is no key and the notes are rounded to the nearest semitone.
-- **Rhythm.** Steps and durations are continuous too. Rounded to 16ths, uneven values become
-  syncopations the tunes rarely have; the host rounds onsets to the performer's grid instead, so, as with
-  the key, the metre is the host's: where the performer plays 16ths the phrase's onsets scatter over them.
-  Durations are the generator's, often shorter than the gap to the next note (staccato).
-- **No memory across blocks.** Every block is a fresh phrase from fresh noise.
-
-## Figures
-
-| | |
-|---|---:|
-{table}
-
-The discriminator's figures are from the discriminator of the last epoch (the generator kept may be an
-earlier one). Export parity: the largest difference between onnxruntime and PyTorch in float64 over the
-generated phrases (standardised) is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-"""
-
-
-FAMILY = Family(
-    NAME,
-    options=CrnnGanOptions,
-    config=CrnnGanConfig,
-    train=train_crnngan,
-    export=export_crnngan,
-    card=crnngan_card,
-)
