@@ -79,20 +79,20 @@ def _loop_torch(module: Any, args: list[Any], state: dict[int, int]) -> Step:
 def _folk(folder: Path) -> tuple[Step, Step, str]:
     import torch
 
-    from export.midirnn import MidiRnn, TimeClasses
-    from export.onnx_export import export_step_graph
+    from export.midirnn.model import MidiRnn, TimeClasses
+    from export.midirnn.package import export_step_graph
 
     hidden = int(_shape("folk-lstm", "step", "h")[-1])
     width = int(_shape("folk-lstm", "step", "note")[-1])
     k_step = int(_shape("folk-lstm", "step", "step_logits")[-1])
     k_dur = int(_shape("folk-lstm", "step", "duration_logits")[-1])
     classes = TimeClasses(tuple(0.25 * (i + 1) for i in range(k_step)), tuple(0.25 * (i + 1) for i in range(k_dur)))
-    # export/midirnn.py is being changed by another session: pass input_size only if it is taken.
+    # export/midirnn/model.py is being changed by another session: pass input_size only if it is taken.
     extra = {"input_size": width} if "input_size" in inspect.signature(MidiRnn.__init__).parameters else {}
     model = MidiRnn(hidden=hidden, time_classes=classes, **extra).eval()
     path = folder / "folk.onnx"
     export_step_graph(model, path)
-    from export.midirnn import MidiRnnStep
+    from export.midirnn.model import MidiRnnStep
 
     note = np.array([[0.5, 0.5, 0.5] + [0.0] * (width - 3)], dtype=np.float32)
     zeros = np.zeros((1, 1, hidden), dtype=np.float32)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 #: Every family's name on the command line and the module that defines its ``FAMILY``.
 FAMILIES: dict[str, str] = {
-    "midirnn": "export.package",
+    "midirnn": "export.midirnn",
     "token-lstm": "export.tokenlstm_package",
     "deep-musician": "export.deepmusician",
     "multitrack-rnn": "export.multitrack_rnn",

@@ -8,8 +8,8 @@ embeddings of the two previous tokens, which the kernel-3 convolution reads besi
 the current one, and ``h``/``c`` the two LSTM layers' state; all three are declared
 state. The parity check runs that graph token by token in onnxruntime over held-out
 chorales and compares it with PyTorch running each whole sequence at once in float64
-(as :mod:`export.onnx_export` does for ``midirnn``); the export fails above
-:data:`~export.onnx_export.PARITY_TOLERANCE`. The package is staged beside the
+(as :mod:`export.midirnn.package` does for ``midirnn``); the export fails above
+:data:`~export.common.PARITY_TOLERANCE`. The package is staged beside the
 destination and verified by the host's loader and adapter before it replaces it.
 """
 
@@ -41,8 +41,7 @@ from export.common import (
 )
 from export.errors import ExportError
 from export.family import SIZES, Family
-from export.onnx_export import check_parity
-from export.package import GRAPH, _pct
+from export.midirnn.package import GRAPH, _pct, check_parity
 from export.seed import SEED, SEED_BPM, write_seed
 from export.tokenlstm import (
     KERNEL,

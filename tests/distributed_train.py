@@ -20,13 +20,13 @@ from export.imagegan.model import ImageGanConfig
 from export.imagegan.train import ImageGanOptions, train_imagegan
 from export.midigan.model import MidiGanConfig
 from export.midigan.train import MidiGanOptions, train_midigan
-from export.midirnn import MidiRnnConfig
+from export.midirnn.model import MidiRnnConfig
+from export.midirnn.train import TrainOptions, train_midirnn
 from export.multitrack_cnn.model import MultiTrackCnnConfig
 from export.multitrack_cnn.train import MultiTrackCnnOptions, train_multitrack_cnn
 from export.multitrack_rnn.model import MultiTrackConfig
 from export.multitrack_rnn.train import MultiTrackOptions, train_multitrack
 from export.tokenlstm import TokenLstmConfig, TokenTrainOptions, train_token_lstm
-from export.train import TrainOptions, train_midirnn
 
 
 def _midirnn(**run: Any) -> Any:

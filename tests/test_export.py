@@ -18,9 +18,9 @@ torch = pytest.importorskip("torch", reason="training tests need the train extra
 onnx = pytest.importorskip("onnx", reason="export tests need onnx (runtime dependency)")
 
 from export.__main__ import main  # noqa: E402
-from export.midirnn import MidiRnn, MidiRnnConfig, TimeClasses, class_vocabulary, nearest_class  # noqa: E402
-from export.onnx_export import PARITY_TOLERANCE  # noqa: E402
-from export.train import CHECKPOINT, TrainOptions, load_checkpoint, train_midirnn  # noqa: E402
+from export.common import CHECKPOINT, PARITY_TOLERANCE, load_checkpoint  # noqa: E402
+from export.midirnn.model import MidiRnn, MidiRnnConfig, TimeClasses, class_vocabulary, nearest_class  # noqa: E402
+from export.midirnn.train import TrainOptions, train_midirnn  # noqa: E402
 from livegen.music.corpus import CorpusError, load_corpus  # noqa: E402
 from livegen.music.events import Note  # noqa: E402
 from livegen.music.midifile import read_midi, write_midi  # noqa: E402
@@ -177,9 +177,9 @@ def test_export_fails_cleanly_when_parity_is_broken(
     """A graph whose weights drift from PyTorch's is caught by the real parity run, and nothing is written."""
     from onnx import numpy_helper
 
-    import export.package
+    import export.midirnn.package
 
-    real_export = export.package.export_step_graph
+    real_export = export.midirnn.package.export_step_graph
 
     def drifting_export(model: object, path: Path) -> None:
         real_export(model, path)  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ def test_export_fails_cleanly_when_parity_is_broken(
         tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
         onnx.save(graph, str(path))
 
-    monkeypatch.setattr(export.package, "export_step_graph", drifting_export)
+    monkeypatch.setattr(export.midirnn.package, "export_step_graph", drifting_export)
     out = tmp_path / "broken-lstm"
     code = main(["onnx", str(trained[0]), "--out", str(out)])
     err = capsys.readouterr().err

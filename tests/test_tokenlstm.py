@@ -433,7 +433,7 @@ def _write_chorales(folder: Path, count: int = 8) -> Path:
 def test_tiny_model_trains_exports_with_parity_and_plays_in_both_modes(tmp_path: Path):
     pytest.importorskip("torch", reason="training needs the train extra: pip install -e '.[train]'")
     from export.__main__ import main
-    from export.onnx_export import PARITY_TOLERANCE
+    from export.common import PARITY_TOLERANCE
     from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
     from livegen.engine.callresponse import CallResponseSettings
     from livegen.engine.live import LiveParams

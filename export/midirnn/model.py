@@ -74,27 +74,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from export.common import ConfigRecord
+from export.common import (
+    ConfigRecord,
+)
+from export.errors import ExportError
 from livegen.models.midirnn import tune_features
 from livegen.music.corpus import Tune
 
 NAME = "midirnn"
+
+
 #: Size of the pitch vocabulary (MIDI 0-127) and the divisor of the pitch input.
 VOCAB = 128
+
+
 PITCH_SCALE = float(VOCAB)
+
+
 #: Steps and durations are clipped to this many beats (two bars of 4/4).
 BEATS_MAX = 8.0
+
+
 #: The step and duration heads: the seed's regression, or logits over duration classes.
 TIME_HEADS = ("regression", "classes")
+
+
 #: Loss weight of the step and duration cross-entropies with ``time_head = "classes"`` (pitch: 1.0).
 CLASS_TIME_WEIGHT = 0.1
+
+
 #: Class values are multiples of this many beats (20 ticks at PPQN 480): the common grid of
 #: 32nd notes (1/8 beat) and 16th-note triplets (1/6 beat), coarse enough that unquantised
 #: MIDI performances still fall into a few classes.
@@ -259,99 +274,23 @@ class MidiRnnStep(nn.Module):
         return self.model.pitch(last), self.model.step(last), self.model.duration(last), h_out, c_out
 
 
-@dataclass(frozen=True, slots=True)
-class Windows:
-    """Training windows: inputs and the next-note targets at every position, with a mask."""
-
-    inputs: torch.Tensor  # float32 [n, window, 3]
-    pitch: torch.Tensor  # int64 [n, window]: the next note's pitch
-    step: torch.Tensor  # float32 [n, window]
-    duration: torch.Tensor  # float32 [n, window]
-    mask: torch.Tensor  # float32 [n, window]: 1 where a next note exists
-
-    def __len__(self) -> int:
-        return int(self.inputs.shape[0])
-
-    def take(self, index: torch.Tensor) -> Windows:
-        return Windows(self.inputs[index], self.pitch[index], self.step[index], self.duration[index], self.mask[index])
-
-    @property
-    def targets(self) -> int:
-        return int(self.mask.sum().item())
-
-
-def make_windows(tunes: Sequence[Tune], window: int, beats_max: float = BEATS_MAX) -> Windows:
-    """Cut each tune into windows of ``window`` input notes, each followed by its targets.
-
-    A window covers notes ``[s, s + window]``: inputs are the first ``window`` and the
-    targets the next note at each position. Consecutive windows start ``window``
-    notes apart, so every note of a tune (except the first) is a target exactly once.
-    Tails shorter than a window are padded and masked.
-    """
-    rows_in: list[np.ndarray] = []
-    rows_pitch: list[np.ndarray] = []
-    rows_next: list[np.ndarray] = []
-    lengths: list[int] = []
-    for tune in tunes:
-        features = tune_features(tune, beats_max)
-        pitches = tune.pitch.astype(np.int64)
-        for start in range(0, len(tune) - 1, window):
-            end = min(start + window + 1, len(tune))
-            n = end - start - 1
-            x = np.zeros((window, 3), dtype=np.float32)
-            x[:n] = features[start : start + n]
-            p = np.zeros(window, dtype=np.int64)
-            p[:n] = pitches[start + 1 : end]
-            nxt = np.zeros((window, 2), dtype=np.float32)
-            nxt[:n] = features[start + 1 : end, 1:]
-            rows_in.append(x)
-            rows_pitch.append(p)
-            rows_next.append(nxt)
-            lengths.append(n)
-    if not rows_in:
-        return Windows(
-            torch.zeros(0, window, 3), torch.zeros(0, window, dtype=torch.int64), *(torch.zeros(0, window),) * 3
-        )
-    mask = np.arange(window)[None, :] < np.asarray(lengths)[:, None]
-    nxt_all = np.stack(rows_next)
-    return Windows(
-        inputs=torch.from_numpy(np.stack(rows_in)),
-        pitch=torch.from_numpy(np.stack(rows_pitch)),
-        step=torch.from_numpy(np.ascontiguousarray(nxt_all[:, :, 0])),
-        duration=torch.from_numpy(np.ascontiguousarray(nxt_all[:, :, 1])),
-        mask=torch.from_numpy(mask.astype(np.float32)),
-    )
-
-
-def mse_with_positive_pressure(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, pressure: float
-) -> torch.Tensor:
-    """The tutorial's loss for step and duration: MSE plus ``pressure * mean(relu(-prediction))``."""
-    per_item = (target - prediction) ** 2 + pressure * F.relu(-prediction)
-    return (per_item * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` [batch, time, K] against ``target`` [batch, time] where ``mask`` is 1."""
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-    return (ce * mask.reshape(-1)).sum() / mask.sum().clamp(min=1.0)
-
-
-def midirnn_loss(model: MidiRnn, batch: Windows, config: MidiRnnConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the three heads' losses over the unmasked positions of ``batch``.
-
-    Regression heads: MSE with positive pressure; class heads: cross-entropy against
-    the class nearest each target.
-    """
-    logits, step, duration, _ = model(batch.inputs)
-    mask = batch.mask
-    pitch_loss = masked_cross_entropy(logits, batch.pitch, mask)
-    classes = model.time_classes
-    if classes is None:
-        step_loss = mse_with_positive_pressure(step.squeeze(-1), batch.step, mask, config.pressure)
-        duration_loss = mse_with_positive_pressure(duration.squeeze(-1), batch.duration, mask, config.pressure)
-    else:
-        step_loss = masked_cross_entropy(step, nearest_class(batch.step, classes.step), mask)
-        duration_loss = masked_cross_entropy(duration, nearest_class(batch.duration, classes.duration), mask)
-    total = config.pitch_weight * pitch_loss + config.step_weight * step_loss + config.duration_weight * duration_loss
-    return total, {"pitch": pitch_loss, "step": step_loss, "duration": duration_loss}
+def model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> MidiRnn:
+    """The trained model of ``checkpoint`` (read from ``path``), in eval mode; clear errors for a mismatch."""
+    config = MidiRnnConfig.from_dict(checkpoint["config"])
+    vocabulary = None
+    if config.time_head == "classes":
+        table = checkpoint.get("time_classes")
+        if not isinstance(table, dict) or not table.get("step") or not table.get("duration"):
+            raise ExportError(f"{path}: time_head is 'classes' but the checkpoint holds no 'time_classes' vocabulary")
+        vocabulary = TimeClasses.from_dict(table)
+    elif config.time_head != "regression":
+        raise ExportError(f"{path}: config time_head {config.time_head!r}: expected one of {', '.join(TIME_HEADS)}")
+    model = MidiRnn(config.hidden, vocabulary, config.pitch_embedding)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:
+        raise ExportError(
+            f"{path}: the weights do not fit a midirnn of {config.hidden} units with a {config.time_head} "
+            f"time head ({err})"
+        ) from err
+    return model.eval()
