@@ -105,8 +105,8 @@ def _folk(folder: Path) -> tuple[Step, Step, str]:
 def _token(folder: Path) -> tuple[Step, Step, str]:
     import torch
 
-    from export.tokenlstm import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep
-    from export.tokenlstm_package import export_step_graph
+    from export.tokenlstm.model import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep
+    from export.tokenlstm.package import export_step_graph
 
     h = _shape("token-lstm", "step", "h")
     ctx = _shape("token-lstm", "step", "context")

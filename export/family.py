@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: Every family's name on the command line and the module that defines its ``FAMILY``.
 FAMILIES: dict[str, str] = {
     "midirnn": "export.midirnn",
-    "token-lstm": "export.tokenlstm_package",
+    "token-lstm": "export.tokenlstm",
     "deep-musician": "export.deepmusician",
     "multitrack-rnn": "export.multitrack_rnn",
     "midigan": "export.midigan",

@@ -26,7 +26,8 @@ from export.multitrack_cnn.model import MultiTrackCnnConfig
 from export.multitrack_cnn.train import MultiTrackCnnOptions, train_multitrack_cnn
 from export.multitrack_rnn.model import MultiTrackConfig
 from export.multitrack_rnn.train import MultiTrackOptions, train_multitrack
-from export.tokenlstm import TokenLstmConfig, TokenTrainOptions, train_token_lstm
+from export.tokenlstm.model import TokenLstmConfig
+from export.tokenlstm.train import TokenTrainOptions, train_token_lstm
 
 
 def _midirnn(**run: Any) -> Any:

@@ -34,6 +34,7 @@ import onnxruntime as ort
 import torch
 
 from export import common
+from export.card import percent
 from export.common import (
     CARD,
     OPSET,
@@ -301,10 +302,6 @@ def build_manifest(
     }
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def model_card(
     *,
     name: str,
@@ -385,9 +382,9 @@ on exactly the same targets.
 
 | next pitch, top-1 accuracy | |
 |---|---:|
-| this model | **{_pct(m["held_out_pitch_accuracy"])}** |
-| baseline: most frequent training pitch | {_pct(m["baseline_most_frequent_pitch_accuracy"])} |
-| baseline: repeat the last pitch | {_pct(m["baseline_repeat_last_pitch_accuracy"])} |
+| this model | **{percent(m["held_out_pitch_accuracy"])}** |
+| baseline: most frequent training pitch | {percent(m["baseline_most_frequent_pitch_accuracy"])} |
+| baseline: repeat the last pitch | {percent(m["baseline_repeat_last_pitch_accuracy"])} |
 
 {_time_figures(m, classes)}
 
@@ -458,8 +455,8 @@ def _heads_text(config: MidiRnnConfig, classes: TimeClasses | None, provenance: 
   step and duration; weights pitch {config.pitch_weight}, step {config.step_weight}, duration
   {config.duration_weight} (the tutorial's: 0.05, 1, 1)."""
     quantum = round(1 / CLASS_QUANTUM)
-    step_share = _pct(float(provenance["step_class_coverage"]))
-    duration_share = _pct(float(provenance["duration_class_coverage"]))
+    step_share = percent(float(provenance["step_class_coverage"]))
+    duration_share = percent(float(provenance["duration_class_coverage"]))
     return f"""- {_input_text(config)}, step and duration in beats (the same
   input as the regression variant); dense heads: pitch logits (128), step logits ({len(classes.step)}) and
   duration logits ({len(classes.duration)}) over duration classes.
@@ -502,8 +499,8 @@ def _time_weight_table(classes: TimeClasses | None, data: str) -> str:
     if classes is None or data != "corpus:folk":
         return ""
     rows = "\n".join(
-        f"| {'regression heads (the seed)' if w is None else f'{w:g}'} | {ce:.3f} | {_pct(pitch)} | "
-        f"{'-' if dur is None else _pct(dur)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
+        f"| {'regression heads (the seed)' if w is None else f'{w:g}'} | {ce:.3f} | {percent(pitch)} | "
+        f"{'-' if dur is None else percent(dur)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
         for w, ce, pitch, dur, pc, iv, ioi in FOLK_TIME_WEIGHT_ABLATION
     )
     pc, iv, ioi = FOLK_REPEAT_SEED_OVERLAPS
@@ -536,10 +533,10 @@ def _time_figures(m: Mapping[str, float], classes: TimeClasses | None) -> str:
         rows.append(
             f"""| {label} | accuracy | MAE, beats |
 |---|---:|---:|
-| this model (its most likely class) | **{_pct(accuracy)}** | **{mae:.3f}** |
-| baseline: the most frequent training class | {_pct(m[f"baseline_most_frequent_{head}_accuracy"])} | - |
+| this model (its most likely class) | **{percent(accuracy)}** | **{mae:.3f}** |
+| baseline: the most frequent training class | {percent(m[f"baseline_most_frequent_{head}_accuracy"])} | - |
 | baseline: the training median | - | {m[f"baseline_median_{head}_mae_beats"]:.3f} |
-| baseline: repeat the last note's {head} | {_pct(repeat_accuracy)} | {repeat_mae:.3f} |"""
+| baseline: repeat the last note's {head} | {percent(repeat_accuracy)} | {repeat_mae:.3f} |"""
         )
     return (
         "Step and duration: accuracy counts the model's most likely class against the class nearest the\n"
@@ -605,7 +602,7 @@ def _pitch_input_note(config: MidiRnnConfig, data: str) -> str:
         return ""
     rows = "\n".join(
         f"  | {'`pitch / 128` (the seed)' if size == 0 else f'a learned vector of {size}'} | {epoch} | {ce:.3f} "
-        f"| {_pct(accuracy)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
+        f"| {percent(accuracy)} | {pc:.3f} | {iv:.3f} | {ioi:.3f} |"
         for size, epoch, ce, accuracy, pc, iv, ioi in FOLK_PITCH_INPUT_ABLATION
     )
     pc, iv, ioi = FOLK_REPEAT_SEED_OVERLAPS
