@@ -252,17 +252,14 @@ def fit_windows(
     loss: Callable[[Any], torch.Tensor],
     validate: Callable[[], tuple[float, dict[str, float], str]],
     config: Schedule,
+    options: TrainingOptions,
     *,
-    epochs: int,
-    patience: int,
     min_delta: float,
-    seed: int,
-    run: RunOptions | None = None,
-    out: Path | None = None,
 ) -> FitResult:
     """Adam over shuffled batches of ``windows`` with gradient clipping, a rich progress bar per epoch,
     learning-rate reduction on a validation plateau and early stopping after ``patience`` epochs without
-    a validation loss ``min_delta`` below the best.
+    a validation loss ``min_delta`` below the best (``options``: the run's epochs, patience, seed, ``out``
+    folder and run options).
 
     ``validate()`` returns (validation loss, further history figures, what the epoch's log line adds
     after the validation loss). The model's weights are drawn before this is called, after
@@ -270,11 +267,11 @@ def fit_windows(
 
     Under torchrun each rank trains on its shard of every epoch's order and gradients are averaged
     across ranks; rank 0 validates (the model on the CPU) and every rank takes its figures. The loop
-    keeps ``out/last.pt`` (see :mod:`export.distributed`): with ``run.resume`` a run interrupted at
+    keeps ``out/last.pt`` (see :mod:`export.distributed`): with ``options.run.resume`` a run interrupted at
     any batch continues from it to the same weights as an uninterrupted run. ``loss`` gets each batch
-    on the training device (the GPU of this rank when ``run.device`` allows), under ``run.precision``.
+    on the training device (the GPU of this rank when ``options.run.device`` allows), under its precision.
     """
-    run = run or RunOptions()
+    epochs, patience, seed, run = options.epochs, options.patience, options.seed, options.run
     w = world()
     where = device(run)
     seed_ranks(seed)
@@ -291,7 +288,7 @@ def fit_windows(
         "patience": patience,
         "min_delta": min_delta,
     }
-    checkpoints = Checkpoints(out, run, identity)
+    checkpoints = Checkpoints(options.out, run, identity)
     model.to(where)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -399,6 +396,22 @@ def fit_windows(
         return finish_fit(
             phase, FitResult(best, state["history"], state["best_epoch"], state["best_loss"], snapshot()["seconds"])
         )
+
+
+def batch_means(
+    windows: Batches, measure: Callable[[Any], tuple[float, Mapping[str, Any]]], batch_size: int
+) -> dict[str, float]:
+    """Each figure ``measure(batch)`` gives, over the batches of ``windows`` in order, averaged by the weight it
+    gives beside them (the targets the batch holds): a validation loss and its parts. No gradient."""
+    sums: dict[str, float] = {}
+    count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            weight, figures = measure(windows.take(torch.arange(start, min(start + batch_size, len(windows)))))
+            for key, value in figures.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * weight
+            count += weight
+    return {key: value / max(count, 1.0) for key, value in sums.items()}
 
 
 def _plain(config: object) -> Any:

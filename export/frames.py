@@ -14,16 +14,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from export.common import FitResult, finish_fit, finished_fit, resume_loop
+from export.common import FitResult, TrainingOptions, finish_fit, finished_fit, resume_loop
 from export.distributed import (
     Checkpoints,
-    RunOptions,
     average_gradients,
     broadcast_module,
     from_main,
@@ -58,15 +56,11 @@ def fit(
     batches: Callable[[torch.Generator], Sequence[Any]],
     loss: Callable[[Any], torch.Tensor],
     validate: Callable[[], dict[str, float]],
+    options: TrainingOptions,
     *,
-    epochs: int,
-    patience: int,
     learning_rate: float,
-    seed: int,
     grad_clip: float = 1.0,
     label: str = "",
-    run: RunOptions | None = None,
-    out: Path | None = None,
 ) -> FitResult:
     """Adam with gradient clipping; stop after ``patience`` epochs without a lower ``validate()["loss"]``.
 
@@ -75,7 +69,7 @@ def fit(
     (see :mod:`export.distributed`), so an interrupted run continues to the same weights. These
     families train on the CPU (their loss functions index CPU tensors): one process per core.
     """
-    run = run or RunOptions()
+    epochs, patience, seed = options.epochs, options.patience, options.seed
     w = world()
     seed_ranks(seed)
     broadcast_module(model)
@@ -89,7 +83,7 @@ def fit(
         "grad_clip": grad_clip,
         "label": label,
     }
-    checkpoints = Checkpoints(out, run, identity)
+    checkpoints = Checkpoints(options.out, options.run, identity)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     objects = {"model": model, "optimizer": optimizer, "shuffle": generator}

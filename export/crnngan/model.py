@@ -52,9 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 
 NAME = "crnngan"

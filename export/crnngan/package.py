@@ -13,15 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.common import (
-    check_parity,
-    export_graph,
-    read_checkpoint,
-    sample_tunes,
-    session,
-    tensor,
-    write_package,
-)
+from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.crnngan.model import NAME, CrnnGanConfig, Generator, GeneratorGraph, draw_noise, generator_from_checkpoint
 from export.crnngan.train import tunes_monophonic
 from export.seed import write_seed

@@ -13,15 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.common import (
-    check_parity,
-    export_graph,
-    read_checkpoint,
-    sample_tunes,
-    session,
-    tensor,
-    write_package,
-)
+from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.deepmusician.model import (
     KEYS,
     NAME,

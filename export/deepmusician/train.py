@@ -14,13 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.common import (
-    TrainingOptions,
-    fingerprint,
-    save_checkpoint,
-    training_record,
-    tune_sample,
-)
+from export.common import TrainingOptions, fingerprint, save_checkpoint, training_record, tune_sample
 from export.deepmusician.model import KEYS, NAME, PITCH_MIN, DeepMusician, DeepMusicianConfig
 from export.distributed import main_first, world
 from export.errors import ExportError
@@ -186,12 +180,8 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
         batches,
         loss,
         validate,
-        epochs=options.epochs,
-        patience=options.patience,
+        options,
         learning_rate=c.learning_rate,
-        seed=options.seed,
-        run=options.run,
-        out=options.out,
     )
     if not world().main:  # rank 0 evaluates and writes the checkpoint
         return options.out / "checkpoint.pt"

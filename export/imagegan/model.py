@@ -57,9 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 from livegen.models.imagegan import draw_pixels
 

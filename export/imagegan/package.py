@@ -13,29 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.common import (
-    check_parity,
-    export_graph,
-    read_checkpoint,
-    sample_tunes,
-    session,
-    tensor,
-    write_package,
-)
-from export.imagegan.model import (
-    BAR_FRAMES,
-    NAME,
-    Generator,
-    ImageGanConfig,
-    models_from_checkpoint,
-    sample_images,
-)
-from export.imagegan.train import (
-    TEMPERATURES,
-    choose_temperature,
-    make_images,
-    texture_figures,
-)
+from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
+from export.imagegan.model import BAR_FRAMES, NAME, Generator, ImageGanConfig, models_from_checkpoint, sample_images
+from export.imagegan.train import TEMPERATURES, choose_temperature, make_images, texture_figures
 from export.seed import write_seed
 from livegen.music.time import SIXTEENTH
 

@@ -39,9 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 from livegen.models.midigan import ATTRIBUTES
 

@@ -13,15 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.common import (
-    check_parity,
-    export_graph,
-    read_checkpoint,
-    sample_tunes,
-    session,
-    tensor,
-    write_package,
-)
+from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.midigan.model import NAME, Generator, MidiGanConfig, model_from_checkpoint
 from export.seed import write_seed
 from livegen.models.midigan import ATTRIBUTES, GRAPH

@@ -81,9 +81,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 from livegen.models.midirnn import tune_features
 from livegen.music.corpus import Tune

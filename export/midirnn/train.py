@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from export.common import (
     CHECKPOINT,
     TrainingOptions,
+    batch_means,
     check_sizes,
     corpus_provenance,
     fit_windows,
@@ -193,19 +194,13 @@ class TrainResult:
 
 def _batch_loss(model: MidiRnn, windows: Windows, config: MidiRnnConfig, batch_size: int) -> dict[str, float]:
     """Mean losses over every unmasked target of ``windows`` (no gradient)."""
-    sums = {"total": 0.0, "pitch": 0.0, "step": 0.0, "duration": 0.0}
-    count = 0
+
+    def measure(batch: Windows) -> tuple[float, dict[str, torch.Tensor]]:
+        total, parts = midirnn_loss(model, batch, config)
+        return batch.targets, {"total": total, **parts}
+
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(windows), batch_size):
-            batch = windows.take(torch.arange(start, min(start + batch_size, len(windows))))
-            n = batch.targets
-            total, parts = midirnn_loss(model, batch, config)
-            sums["total"] += float(total) * n
-            for key, value in parts.items():
-                sums[key] += float(value) * n
-            count += n
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return batch_means(windows, measure, batch_size)
 
 
 def evaluate_held_out(
@@ -335,12 +330,8 @@ def train_midirnn(options: TrainOptions) -> TrainResult:
         lambda batch: midirnn_loss(model, batch, config)[0],
         validate,
         config,
-        epochs=options.epochs,
-        patience=options.patience,
+        options,
         min_delta=options.min_delta,
-        seed=options.seed,
-        run=options.run,
-        out=options.out,
     )
     best_loss, best_epoch, history = fitted.best_loss, fitted.best_epoch, fitted.history
     epochs_run = len(history)

@@ -42,9 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 
 NAME = "multitrack-cnn"

@@ -15,13 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.common import (
-    TrainingOptions,
-    fingerprint,
-    save_checkpoint,
-    training_record,
-    tune_sample,
-)
+from export.common import TrainingOptions, fingerprint, save_checkpoint, training_record, tune_sample
 from export.distributed import main_first, world
 from export.frames import FRAMES_PER_BEAT, fit, merged_tune, onset_profile_of
 from export.multitrack_rnn.model import NAME, MultiTrackConfig, MultiTrackRnn
@@ -168,12 +162,8 @@ def train_multitrack(options: MultiTrackOptions) -> Path:
         batches,
         lambda index: window_loss(model, train, index)[0],
         validate,
-        epochs=options.epochs,
-        patience=options.patience,
+        options,
         learning_rate=c.learning_rate,
-        seed=options.seed,
-        run=options.run,
-        out=options.out,
     )
     if not world().main:  # rank 0 evaluates and writes the checkpoint
         return options.out / "checkpoint.pt"

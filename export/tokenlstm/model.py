@@ -52,9 +52,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.common import (
-    ConfigRecord,
-)
+from export.common import ConfigRecord
 from export.errors import ExportError
 from livegen.models.tokenlstm import Vocabulary
 

@@ -45,14 +45,7 @@ from export.errors import ExportError
 from export.seed import SEED, SEED_BPM, write_seed
 from export.tokenlstm.model import KERNEL, TokenLstm, TokenLstmConfig, TokenLstmStep, model_from_checkpoint
 from export.tokenlstm.train import MAX_SHIFT_BEATS, MIN_SHIFT_SHARE
-from livegen.models.tokenlstm import (
-    CHORD_TICKS,
-    CONTEXT,
-    LOGITS,
-    TOKEN_INPUT,
-    Vocabulary,
-    tune_tokens,
-)
+from livegen.models.tokenlstm import CHORD_TICKS, CONTEXT, LOGITS, TOKEN_INPUT, Vocabulary, tune_tokens
 from livegen.models.tokenlstm import FAMILY as NAME
 
 log = logging.getLogger(__name__)

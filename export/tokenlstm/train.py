@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from export.common import (
     TrainingOptions,
+    batch_means,
     check_sizes,
     corpus_provenance,
     fit_windows,
@@ -185,15 +186,13 @@ class TokenTrainOptions(TrainingOptions):
 
 
 def _mean_loss(model: TokenLstm, windows: Windows) -> float:
+    """Mean loss over every unmasked target of ``windows`` (no gradient)."""
     model.eval()
-    total = count = 0.0
-    with torch.no_grad():
-        for start in range(0, len(windows), 256):
-            batch = windows.take(torch.arange(start, min(start + 256, len(windows))))
-            n = float(batch.mask.sum())
-            total += float(token_loss(model, batch)) * n
-            count += n
-    return total / max(count, 1.0)
+
+    def measure(batch: Windows) -> tuple[float, dict[str, torch.Tensor]]:
+        return float(batch.mask.sum()), {"loss": token_loss(model, batch)}
+
+    return batch_means(windows, measure, 256)["loss"]
 
 
 def evaluate_held_out(
@@ -304,12 +303,8 @@ def train_token_lstm(options: TokenTrainOptions) -> Path:
         lambda batch: token_loss(model, batch),
         lambda: (_mean_loss(model, val_windows), {}, ""),
         config,
-        epochs=options.epochs,
-        patience=options.patience,
+        options,
         min_delta=options.min_delta,
-        seed=options.seed,
-        run=options.run,
-        out=options.out,
     )
     if not world().main:  # rank 0 evaluates and writes the checkpoint
         return options.out / "checkpoint.pt"
