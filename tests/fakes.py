@@ -11,6 +11,8 @@ from livegen.models.step import StepEvent
 class ScriptedGenerator:
     """A step generator that proposes a fixed cycle of events and logs what it was fed."""
 
+    one_line = True
+
     def __init__(self, script: list[StepEvent]) -> None:
         self.script = script
         self.fed_events: list[StepEvent] = []
@@ -46,6 +48,8 @@ class ScriptedGenerator:
 class CountingGenerator:
     """A step generator whose next pitch is ``base`` plus how many events it holds, so a
     folded-in note visibly changes everything sampled after it; steps and durations fixed."""
+
+    one_line = True
 
     def __init__(self, base: int = 48, step: int = 240, duration: int = 240) -> None:
         self.base, self.step, self.duration = base, step, duration

@@ -14,8 +14,9 @@ from livegen.models.step import StepEvent
 from livegen.music.events import decode_message
 from tests.fakes import CountingGenerator
 
-# lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid
-SETTINGS = AccompanySettings(listen_beats=2)
+# lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid; the model's own pace
+# (an eighth a step) whatever the performer's: the pace rule has its own tests below
+SETTINGS = AccompanySettings(listen_beats=2, follow_pace=False)
 
 
 def make(live: LiveParams | None = None, settings: AccompanySettings = SETTINGS):
@@ -202,3 +203,38 @@ def test_a_note_before_the_songs_start_is_heard_for_the_key_without_error():
     planner.on_input(decode_message(-120, (0x90, 62, 100)))  # a DAW's count-in, before tick 0
     planner.on_input(decode_message(-10, (0x80, 62, 0)))
     assert planner.line.key is not None and planner.line.key.root == 2
+
+
+def onsets_per_bar(actions, bar=4 * 480):
+    counts: dict[int, int] = {}
+    for onset in sorted({tick for tick, _ in note_ons(actions)}):
+        counts[onset // bar] = counts.get(onset // bar, 0) + 1
+    return counts
+
+
+def perform(planner, onsets, length=120):
+    actions = []
+    tick = 0
+    for onset in onsets:
+        actions += run(planner, tick, onset)
+        planner.on_input(decode_message(onset, (0x90, 60, 100)))
+        planner.on_input(decode_message(onset + length, (0x80, 60, 0)))
+        tick = onset
+    return actions + run(planner, tick, tick + 2 * 4 * 480)
+
+
+def test_the_accompaniment_keeps_the_performers_pace():
+    _, planner = make(settings=AccompanySettings(listen_beats=2))
+    # the performer plays six notes a bar for four bars; the model would play eight (an eighth a step)
+    six_a_bar = [bar * 1920 + i * 320 for bar in range(4) for i in range(6)]
+    counts = onsets_per_bar(perform(planner, six_a_bar))
+    assert max(counts.values()) <= 6 and sum(counts.values()) >= 6 * 3
+    _, unpaced = make()
+    assert max(onsets_per_bar(perform(unpaced, six_a_bar)).values()) == 8
+
+
+def test_under_a_sparse_performer_the_accompaniment_still_plays_a_note_a_beat():
+    _, planner = make(settings=AccompanySettings(listen_beats=2))
+    counts = onsets_per_bar(perform(planner, [0, 1920, 3840], length=1800))  # a whole note a bar
+    # as many as a bar has beats (two a half bar), from the model's entry on beat 3 to its end
+    assert counts == {0: 2, 1: 4, 2: 4, 3: 4, 4: 2}

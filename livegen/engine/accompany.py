@@ -17,6 +17,13 @@ Context: control (the planner's thread).
   engine has handed the commit to the scheduler: the performer waits for one fold
   and the notes about to be committed, not for the whole lookahead. The engine
   measures the time from the note's arrival to that commit.
+- With ``follow_pace`` a line model (:attr:`StepGenerator.one_line`) keeps the
+  performer's pace: in any half bar it starts at most as many onsets as the
+  performer started per half bar over the last :data:`PACE_WINDOW_BARS` bars (at
+  least one a beat, so the beat goes on under a held note), a later note waiting
+  for its turn on the grid. Such a model hears both parties as one line, and left
+  alone answers that busier line at its own pace. Models with voices of their own
+  keep theirs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livegen.engine.config import CHANNEL_BOUNDS, LISTEN_BOUNDS, check_horizons
-from livegen.engine.line import PlannedLine
+from livegen.engine.line import Pace, PlannedLine
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
@@ -40,6 +47,8 @@ from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
 #: Bars of the performer's playing the followed key is estimated from.
 KEY_WINDOW_BARS = 4
+#: Bars of the performer's playing the followed pace is measured over.
+PACE_WINDOW_BARS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class AccompanySettings:
     #: Keep sampled pitches in the key the performer played over the last :data:`KEY_WINDOW_BARS`
     #: (when no scale is chosen): an accompanist stays in the soloist's key.
     follow_key: bool = False
+    #: Start no more onsets per bar than the performer lately did (see the module docstring).
+    follow_pace: bool = True
 
     def __post_init__(self) -> None:
         check_horizons(self.lookahead_beats, self.commit_beats)
@@ -90,6 +101,7 @@ class AccompanyPlanner(Planner):
         self._bar = self.settings.beats_per_bar * PPQN
         self._held = HeldNotes()  # what the performer holds
         self._lengths: deque[int] = deque(maxlen=16)
+        self._onsets: deque[int] = deque()  # the performer's onsets over the pace window
         self._velocities: deque[int] = deque(maxlen=16)
         self._first_onset: int | None = None
         self._last_activity: int | None = None
@@ -119,6 +131,8 @@ class AccompanyPlanner(Planner):
             self._velocities.append(velocity)
             self._last_activity = tick
             self._last_note_on = tick
+            if not self._onsets or self._onsets[-1] != tick:
+                self._onsets.append(tick)
             if self._first_onset is None:
                 self._first_onset = tick
             guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
@@ -168,6 +182,7 @@ class AccompanyPlanner(Planner):
             line.plan(start)  # nothing before the start: just settle where the line stands
         line.end = self._tail_end()
         line.velocity = self._velocity()
+        line.pace = self._pace(now_tick)
         line.plan(now_tick + self._commit)
         events = line.commit(now_tick + self._commit)
         if events:
@@ -192,6 +207,18 @@ class AccompanyPlanner(Planner):
         """Sample everything not committed afresh (after a model swap)."""
         self.line.replan()
 
+    def _pace(self, now_tick: int) -> Pace | None:
+        """The performer's onsets per half bar over the pace window before ``now_tick``."""
+        if not (self.settings.follow_pace and self.line.generator.one_line):
+            return None
+        start = now_tick - PACE_WINDOW_BARS * self._bar
+        while self._onsets and self._onsets[0] <= start:
+            self._onsets.popleft()
+        heard = sum(1 for onset in self._onsets if onset <= now_tick)
+        halves = 2 * PACE_WINDOW_BARS
+        beats = -(-self.settings.beats_per_bar // 2)
+        return Pace(onsets=max(beats, -(-heard // halves)), span=self._bar // 2)
+
     def _velocity(self) -> int:
         return round(statistics.fmean(self._velocities)) if self._velocities else 90
 
@@ -199,6 +226,7 @@ class AccompanyPlanner(Planner):
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""
         actions: list[Action] = [Withdraw(self._generation)] if self._generation else []
         self._held.clear()
+        self._onsets.clear()
         self._first_onset = None
         self._last_activity = None
         self._last_note_on = None

@@ -102,6 +102,9 @@ class JamConfig:
     lookahead_beats: float = option(4.0, "--lookahead", "beats planned ahead")
     commit_beats: float = option(2.0, "--commit", "beats ahead that are final in accompany")
     listen_beats: float = option(8.0, "--listen", "beats accompany listens before it plays", bounds=LISTEN_BOUNDS)
+    follow_pace: bool = option(
+        True, "--follow-pace", "accompany: start no more notes a bar than you lately did (at least one a beat)"
+    )
     max_same_pitch: int = option(
         12, None, "autonomous: the most times one pitch is struck in a row", bounds=SAME_PITCH_BOUNDS
     )

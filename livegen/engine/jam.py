@@ -78,6 +78,7 @@ def accompany_settings(config: JamConfig, beats_per_bar: int) -> AccompanySettin
         beats_per_bar=beats_per_bar,
         channel=config.model_channel,
         follow_key=config.key is None,
+        follow_pace=config.follow_pace,
     )
 
 

@@ -11,7 +11,9 @@ is sampled afresh. Committed notes (onset before ``committed_until``) are final:
 they went to the scheduler with their note-offs and keep playing whatever happens
 here. Onsets land on ``grid`` at the live density; pitches sound transposed by the
 live transposition while the model keeps hearing its own key. With :attr:`PlannedLine.key`
-set and no scale chosen, sampled pitches keep to that key.
+set and no scale chosen, sampled pitches keep to that key. With a :class:`Pace` set (an
+accompaniment keeping the performer's pace), a note that would start more model onsets than it
+allows in its span waits, on the grid, until the oldest of them is a span behind.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from livegen.music.time import PPQN, ceil_to_grid, quantize
 
 #: Fed notes kept (with their snapshots) behind the playhead, ticks.
 KEEP_BEHIND = 4 * PPQN
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """At most ``onsets`` model onsets in any ``span`` ticks."""
+
+    onsets: int
+    span: int
 
 
 @dataclass(slots=True)
@@ -72,6 +82,8 @@ class PlannedLine:
         #: The key sampled pitches keep to while the live scale is chromatic (the performer's, in the
         #: model's own key space), or None for every pitch.
         self.key: Key | None = None
+        #: How many onsets the model may start in a span, or None for no limit.
+        self.pace: Pace | None = None
 
     # ---- state --------------------------------------------------------------------
 
@@ -157,7 +169,23 @@ class PlannedLine:
         onset = quantize(last + self.live.scale_time(event.step), self.grid)
         if event.step > 0 or self._notes_at(last) >= MAX_CHORD:
             onset = max(onset, last + self.grid)
-        return max(onset, floor)
+        return self._paced(max(onset, floor))
+
+    def _paced(self, onset: int) -> int:
+        """The first grid point from ``onset`` on where a model note keeps to :attr:`pace`.
+
+        A note joining a model chord already started there starts no new onset.
+        """
+        pace = self.pace
+        if pace is None:
+            return onset
+        own = sorted({n.onset for n in self.fed if not n.performer and onset - pace.span < n.onset <= onset})
+        if own and own[-1] == onset:
+            return onset
+        excess = len(own) - pace.onsets + 1
+        if excess <= 0:
+            return onset
+        return max(onset, ceil_to_grid(own[excess - 1] + pace.span, self.grid))
 
     def _notes_at(self, onset: int) -> int:
         """How many fed notes start at ``onset`` (the latest ones)."""
@@ -202,7 +230,9 @@ class PlannedLine:
         return events
 
     def trim(self, now: int) -> None:
-        """Forget fed notes well behind the playhead (a performed note can only land near now)."""
-        keep_from = bisect.bisect_left([n.onset for n in self.fed], now - KEEP_BEHIND)
+        """Forget fed notes well behind the playhead (a performed note can only land near now; the
+        pace looks a span back)."""
+        behind = max(KEEP_BEHIND, self.pace.span if self.pace else 0)
+        keep_from = bisect.bisect_left([n.onset for n in self.fed], now - behind)
         if keep_from > 0:
             del self.fed[:keep_from]

@@ -78,6 +78,10 @@ class SwappableGenerator:
         self._fed = snapshot.fed
 
     @property
+    def one_line(self) -> bool:
+        return self.current.one_line
+
+    @property
     def fed(self) -> int:
         return self._fed
 

@@ -315,6 +315,8 @@ class FrameGenerator(ABC):
     notes they feed; before they do, the first note fed is taken to start a bar.
     """
 
+    one_line = False  # the performer's notes sound in the roll beside its voices
+
     def __init__(self, *, window: int, max_hold: int = 16, max_silence: int = 32, grid: int = GRID) -> None:
         self.window = window
         self.max_hold = max_hold

@@ -66,6 +66,8 @@ class MidiRnnGenerator:
     per logit) is checked here: which outputs the graph has decides which fields must exist.
     """
 
+    one_line = True  # the performer's notes join its line
+
     contract = Contract(
         fields=(
             Number("pitch_scale", 1.0, 1e6, default=128.0),

@@ -77,6 +77,11 @@ class StepGenerator(Protocol):
     def fed(self) -> int:
         """How many events the state holds since the last reset."""
 
+    @property
+    def one_line(self) -> bool:
+        """Whether the model plays one line that the performer's notes join (the ``step`` kind),
+        rather than voices of its own the performer's notes are placed beside."""
+
 
 class StreamingGraph:
     """Runs one graph of a package step by step, carrying its declared state."""

@@ -315,6 +315,8 @@ class TokenLstmGenerator:
     Its vocabulary (``representation.tokens``, one name per logit) is checked here.
     """
 
+    one_line = True  # the performer's notes join its line
+
     contract = Contract(
         fields=(
             Number("step_beats", 0.0, 64.0, default=0.5, low_open=True, meaning=" (beats)"),

@@ -31,6 +31,8 @@ from livegen.music.time import PPQN
 class PitchChain:
     """The adapter livegen makes for a ``pitch-chain`` package: the step-model methods, and its contract."""
 
+    one_line = True  # the performer's notes join its chain (see StepGenerator.one_line)
+
     contract = Contract(
         fields=(Number("step_beats", 0.125, 4.0, default=0.5), Number("duration_beats", 0.125, 4.0, default=0.5)),
         tensors=(Tensor("step", "pitch", (ANY,)), Tensor("step", "logits", (ANY, 128))),
