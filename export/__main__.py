@@ -27,6 +27,8 @@ runs unchanged under ``torchrun --nproc_per_node=N -m export train ...`` (see
 :mod:`export.distributed`); an interrupted run continues from ``--out``'s ``last.pt``
 when the same command is run again.
 
+The families and what each reads of these options come from the registry, :data:`export.family.FAMILIES`.
+
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
 with a one-line message and exit status 2 (usage) or 1 (everything else), never
 a traceback.

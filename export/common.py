@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, Self, cast
@@ -146,6 +146,22 @@ def corpus_provenance(data: str, limit: int | None, seed: int, tunes: Sequence[T
         "tunes_train": len(split.train),
         "tunes_validation": len(split.validation),
         "tunes_held_out": len(split.held_out),
+    }
+
+
+def split_provenance(options: TrainingOptions, fingerprint: str, unit: str, parts: Sequence[Sized]) -> dict[str, Any]:
+    """The head of a checkpoint's ``provenance``: what was read (``--data``, ``--limit``), the corpus's
+    fingerprint, the seed, and how many ``unit`` (tunes, pieces) each part of the split (training,
+    validation, held-out) holds."""
+    train, validation, held_out = parts
+    return {
+        "data": options.data,
+        "limit": options.limit,
+        "seed": options.seed,
+        "corpus_fingerprint": fingerprint,
+        f"{unit}_train": len(train),
+        f"{unit}_validation": len(validation),
+        f"{unit}_held_out": len(held_out),
     }
 
 

@@ -25,6 +25,7 @@ from export.common import (
     finish_fit,
     finished_fit,
     save_checkpoint,
+    split_provenance,
     training_record,
     tune_fingerprint,
     tune_sample,
@@ -651,13 +652,9 @@ def train_crnngan(options: CrnnGanOptions) -> Path:
         config=c.to_dict(),
         standard={"mean": standard.mean.tolist(), "scale": standard.scale.tolist()},
         provenance={
-            "data": options.data,
-            "limit": options.limit,
-            "seed": options.seed,
-            "corpus_fingerprint": tune_fingerprint(tunes),
-            "tunes_train": len(split.train),
-            "tunes_validation": len(split.validation),
-            "tunes_held_out": len(split.held_out),
+            **split_provenance(
+                options, tune_fingerprint(tunes), "tunes", (split.train, split.validation, split.held_out)
+            ),
             "phrases_train": len(train),
             "monophonic": monophonic,
             "pitch_min": int(pitches.min()),

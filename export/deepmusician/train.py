@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.common import TrainingOptions, fingerprint, save_checkpoint, training_record, tune_sample
+from export.common import TrainingOptions, fingerprint, save_checkpoint, split_provenance, training_record, tune_sample
 from export.deepmusician.model import KEYS, NAME, PITCH_MIN, DeepMusician, DeepMusicianConfig
 from export.distributed import main_first, world
 from export.errors import ExportError
@@ -225,13 +225,12 @@ def train_deep_musician(options: DeepMusicianOptions) -> Path:
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
-            "data": options.data,
-            "limit": options.limit,
-            "seed": options.seed,
-            "corpus_fingerprint": fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
-            "pieces_train": len(split.train),
-            "pieces_validation": len(split.validation),
-            "pieces_held_out": len(split.held_out),
+            **split_provenance(
+                options,
+                fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
+                "pieces",
+                (split.train, split.validation, split.held_out),
+            ),
             "windows_train": len(train),
             "pitch_min": int(all_pitch.min()),
             "pitch_max": int(all_pitch.max()),

@@ -25,6 +25,7 @@ from export.common import (
     finished_fit,
     resume_loop,
     save_checkpoint,
+    split_provenance,
     training_record,
     tune_sample,
 )
@@ -385,13 +386,12 @@ def train_imagegan(options: ImageGanOptions) -> Path:
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
-            "data": options.data,
-            "limit": options.limit,
-            "seed": options.seed,
-            "corpus_fingerprint": fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
-            "pieces_train": len(split.train),
-            "pieces_validation": len(split.validation),
-            "pieces_held_out": len(split.held_out),
+            **split_provenance(
+                options,
+                fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
+                "pieces",
+                (split.train, split.validation, split.held_out),
+            ),
             "images_train": len(train),
             "torch_version": str(torch.__version__),
         },

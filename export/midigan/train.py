@@ -28,6 +28,7 @@ from export.common import (
     progress,
     resume_loop,
     save_checkpoint,
+    split_provenance,
     training_record,
     tune_sample,
 )
@@ -212,13 +213,12 @@ def train_midigan(options: MidiGanOptions) -> Path:
         config=c.to_dict(),
         standard={"mean": standard.mean.tolist(), "std": standard.std.tolist(), "reach": standard.reach.tolist()},
         provenance={
-            "data": options.data,
-            "limit": options.limit,
-            "seed": options.seed,
-            "corpus_fingerprint": fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
-            "tunes_train": len(split.train),
-            "tunes_validation": len(split.validation),
-            "tunes_held_out": len(split.held_out),
+            **split_provenance(
+                options,
+                fingerprint([t.name for t in tunes], [t.pitch for t in tunes]),
+                "tunes",
+                (split.train, split.validation, split.held_out),
+            ),
             "notes_train": len(train_raw),
             "pitch_min": int(train_raw[:, 0].min()),
             "pitch_max": int(train_raw[:, 0].max()),

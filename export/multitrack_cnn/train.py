@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.common import TrainingOptions, fingerprint, save_checkpoint, training_record, tune_sample
+from export.common import TrainingOptions, fingerprint, save_checkpoint, split_provenance, training_record, tune_sample
 from export.distributed import main_first, world
 from export.errors import ExportError
 from export.frames import FRAMES_PER_BEAT, fit, merged_tune, onset_profile_of
@@ -239,13 +239,12 @@ def train_multitrack_cnn(options: MultiTrackCnnOptions) -> Path:
         state_dict=result.state,
         config=c.to_dict(),
         provenance={
-            "data": options.data,
-            "limit": options.limit,
-            "seed": options.seed,
-            "corpus_fingerprint": fingerprint([p.name for p in pieces], [t.pitch for p in pieces for t in p.tracks]),
-            "pieces_train": len(train_p),
-            "pieces_validation": len(val_p),
-            "pieces_held_out": len(held_p),
+            **split_provenance(
+                options,
+                fingerprint([p.name for p in pieces], [t.pitch for p in pieces for t in p.tracks]),
+                "pieces",
+                (train_p, val_p, held_p),
+            ),
             "onset_profile": onset_profile_of(t.onset for p in train_p for t in p.tracks),
             "blocks_train": len(train),
             "parameters": sum(p.numel() for p in model.parameters()),
