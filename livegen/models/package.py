@@ -28,14 +28,17 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from livegen.errors import InferenceSkipped, PackageError
 from livegen.models.budget import BudgetedSession, use_memory_budget
 from livegen.models.manifest import MANIFEST, GraphSpec, Manifest, TensorSpec, parse_manifest
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,8 @@ def _check_external(folder: Path, graph_file: str, manifest: Manifest, tensor: o
             f"{path}: {what} is in {relative!r}, which [files] of {MANIFEST} does not list; "
             "list it there with its sha256 so it is verified"
         )
+    import onnx.helper
+
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
         offset, length = int(info.get("offset", "0")), int(info["length"]) if "length" in info else None
@@ -143,6 +148,12 @@ def _check_external(folder: Path, graph_file: str, manifest: Manifest, tensor: o
 
 
 def _check_onnx(folder: Path, graph_file: str, manifest: Manifest) -> onnx.ModelProto:
+    """``onnx`` is imported here, not with the module: a jam's packages are checked in a child
+    (:mod:`livegen.models.trial`), and importing it would add about 0.4 s to the jam's start."""
+    import onnx
+    import onnx.checker
+    import onnx.external_data_helper
+
     path = folder / graph_file
     try:
         model = onnx.load(str(path), load_external_data=False)
