@@ -376,7 +376,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
         package, args.temperature, args.top_p, key=args.key, pitch_range=args.pitch_range, candidates=args.candidates
     )
     tempo = TempoMap.constant(args.tempo) if args.tempo is not None else TempoMap((song.tempo.changes[0],))
-    settings = CallResponseSettings(silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar)
+    settings = CallResponseSettings(
+        silence_beats=args.silence_beats, beats_per_bar=song.beats_per_bar, follow_key=args.key is None
+    )
     started = time.perf_counter()
     with offline_budget():  # a render is deterministic: no step is skipped for being slow
         performance = render_call_response(

@@ -145,3 +145,33 @@ def test_a_note_never_released_counts_as_released_after_the_held_bound():
     assert gen.fed_events[0] == StepEvent(60, 0, 8 * 480, 90, bar_phase=0)
     planner.on_input(decode_message(8000, (0x80, 60, 0)))  # the lost note-off arriving after all changes nothing
     assert planner.responses == 1 and not planner.busy
+
+
+class ParamsSeen(ScriptedGenerator):
+    """Records the sampling parameters of every draw."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.seen: list[SamplingParams] = []
+
+    def sample(self, params: SamplingParams, rng: np.random.Generator) -> StepEvent:
+        self.seen.append(params)
+        return super().sample(params, rng)
+
+
+@pytest.mark.parametrize(
+    ("follow", "sampling", "expected"),
+    [
+        (True, SamplingParams(), (2, "major")),  # the call's D major
+        (False, SamplingParams(), (0, "chromatic")),
+        (True, SamplingParams(root=9, scale="dorian"), (9, "dorian")),  # a chosen key wins
+    ],
+)
+def test_the_answer_keeps_to_the_key_of_the_call(follow, sampling, expected):
+    gen = ParamsSeen(SCRIPT)
+    settings = replace(SETTINGS, follow_key=follow)
+    planner = CallResponsePlanner(gen, LiveParams(sampling=sampling), np.random.default_rng(0), settings)
+    scale = (62, 64, 66, 67, 69, 71, 73, 74)  # a D major scale
+    play_phrase(planner, [(p, i * 240, i * 240 + 200, 90) for i, p in enumerate(scale)])
+    run(planner, 1920, 5000)
+    assert gen.seen and {(p.root, p.scale) for p in gen.seen} == {expected}

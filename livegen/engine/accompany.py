@@ -42,11 +42,9 @@ from livegen.errors import ConfigError
 from livegen.models.step import StepGenerator
 from livegen.music.events import MidiEvent, Note
 from livegen.music.held import HeldNotes
-from livegen.music.keys import KeyTracker
+from livegen.music.keys import KEY_WINDOW_BARS, KeyTracker
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
-#: Bars of the performer's playing the followed key is estimated from.
-KEY_WINDOW_BARS = 4
 #: Bars of the performer's playing the followed pace is measured over.
 PACE_WINDOW_BARS = 2
 

@@ -14,6 +14,9 @@ Context: control (the planner's thread).
 - When the performer plays during a response (or during the lookahead before it
   starts), the response is withdrawn at once: pending events are dropped and its
   sounding notes get their note-offs. That note begins the next phrase.
+- With ``follow_key`` (a jam with no ``--key``) the answer keeps to the key of the
+  performer's last :data:`~livegen.music.keys.KEY_WINDOW_BARS` bars, as an
+  accompaniment does: an answer is in the key of its call.
 
 Performed notes are fed to the generator as soon as they are complete and no
 earlier note is still held, so the phrase's inference is done while it is played.
@@ -32,9 +35,11 @@ from livegen.engine.config import CHANNEL_BOUNDS
 from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
+from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent, StepGenerator
-from livegen.music.events import MidiEvent, note_off, note_on
+from livegen.music.events import MidiEvent, Note, note_off, note_on
 from livegen.music.held import HeldNotes
+from livegen.music.keys import KEY_WINDOW_BARS, Key, KeyTracker
 from livegen.music.time import PPQN, SIXTEENTH, ceil_to_grid
 
 
@@ -46,6 +51,8 @@ class CallResponseSettings:
     channel: int = 0
     grid: int = SIXTEENTH
     held_beats: float = 8.0
+    #: Keep the answer in the key of the performer's recent playing (when no scale is chosen).
+    follow_key: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.silence_beats <= 64:
@@ -68,6 +75,7 @@ class _Response:
     next_event: StepEvent | None  # sampled, not yet placed
     velocity: int
     chord: int = 0  # notes placed at the last onset
+    key: Key | None = None  # the key it keeps to, when it follows the performer's
 
 
 class CallResponsePlanner(Planner):
@@ -97,6 +105,8 @@ class CallResponsePlanner(Planner):
         self._velocity_sum = 0
         self._response: _Response | None = None
         self._responses = 0
+        bar = self.settings.beats_per_bar * PPQN
+        self._key = KeyTracker(KEY_WINDOW_BARS * bar) if self.settings.follow_key else None
 
     @property
     def responses(self) -> int:
@@ -135,6 +145,8 @@ class CallResponsePlanner(Planner):
             step = 0 if self._last_onset is None else start - self._last_onset
             self._last_onset = start
             heard = self.live.to_model(pitch)
+            if self._key is not None:
+                self._key.observe(Note(heard, velocity, max(0, start), max(1, end - start)))
             phase = start % (self.settings.beats_per_bar * PPQN)
             self.generator.feed(
                 StepEvent(pitch=heard, step=step, duration=end - start, velocity=velocity, bar_phase=phase)
@@ -166,7 +178,8 @@ class CallResponsePlanner(Planner):
         self._phrase_notes = 0
         self._velocity_sum = 0
         self._last_onset = None
-        first = self.generator.sample(self.live.sampling, self.rng) if self.generator.fed else None
+        key = self._key.key() if self._key is not None else None
+        first = self.generator.sample(self._sampling(key), self.rng) if self.generator.fed else None
         length = self.live.response_bars * self.settings.beats_per_bar * PPQN
         self._response = _Response(
             generation=self.generations.new(),
@@ -175,7 +188,15 @@ class CallResponsePlanner(Planner):
             next_onset=start,
             next_event=first,
             velocity=max(1, min(127, velocity)),
+            key=key,
         )
+
+    def _sampling(self, key: Key | None) -> SamplingParams:
+        """The live sampling parameters, in ``key`` while the live scale is chromatic."""
+        params = self.live.sampling
+        if key is not None and params.scale == "chromatic":
+            params = replace(params, root=key.root, scale=key.mode)
+        return params
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): the phrase and the response end."""
@@ -207,7 +228,7 @@ class CallResponsePlanner(Planner):
             events.append(note_on(onset, on_channel, pitch, response.velocity))
             events.append(note_off(end, on_channel, pitch))
             self.generator.feed(replace(event, bar_phase=onset % (self.settings.beats_per_bar * PPQN)))
-            following = self.generator.sample(self.live.sampling, self.rng)
+            following = self.generator.sample(self._sampling(response.key), self.rng)
             step = self.live.scale_time(following.step)
             response.chord = response.chord + 1 if step == 0 else 0
             if response.chord >= MAX_CHORD:  # a model of endless chord notes: move on a 16th

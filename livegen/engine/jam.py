@@ -313,6 +313,7 @@ def make_conductor(
                 beats_per_bar=beats_per_bar,
                 channel=config.model_channel,
                 held_beats=config.takeover_beats,
+                follow_key=config.key is None,
             )
             return CallResponsePlanner(model, live, rng, settings, generations)
         if mode == "accompany":

@@ -308,7 +308,8 @@ def model_continuations(
     out = []
     for index, sample in enumerate(samples):
         notes, silence = performed_seed(sample.seed, sample.seed_ticks)
-        settings = CallResponseSettings(silence_beats=silence, beats_per_bar=sample.beats_per_bar)
+        # in the call's key, as a jam with no --key answers
+        settings = CallResponseSettings(silence_beats=silence, beats_per_bar=sample.beats_per_bar, follow_key=True)
         performance = render_call_response(
             generator,
             notes,

@@ -112,6 +112,10 @@ def estimate_key(notes: Sequence[Note]) -> Key | None:
     return max(correlations, key=lambda k: correlations[k])
 
 
+#: Bars of a performer's playing a followed key is estimated from.
+KEY_WINDOW_BARS = 4
+
+
 class KeyTracker:
     """The key of the notes heard lately: those whose end is within ``window_ticks``
     of the latest end observed (one owner thread, usually the control thread)."""
