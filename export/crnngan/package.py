@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.crnngan.model import NAME, CrnnGanConfig, Generator, GeneratorGraph, draw_noise, generator_from_checkpoint
 from export.crnngan.train import tunes_monophonic
@@ -191,13 +192,14 @@ def crnngan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float
         if str(p["data"]).startswith("corpus:")
         else "velocities are read from the MIDI files"
     )
-    return f"""# {name}
-
+    return render_card(
+        name,
+        """\
 A `crnngan` model (livegen `block` kind) after seed 003's C-RNN-GAN: a recurrent generator and a
 bidirectional recurrent discriminator trained adversarially on sequences of note events.
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 `{p["data"]}`: {p["tunes_train"]} tunes for training, {p["tunes_validation"]} for validation and
 {p["tunes_held_out"]} held out (split by tune name, so `livegen evaluate` seeds come from tunes the model
 never saw). A training phrase is {c.window} consecutive notes starting at a whole beat of a tune (one every
@@ -205,9 +207,8 @@ never saw). A training phrase is {c.window} consecutive notes starting at a whol
 **tone as a frequency** (Hz), **intensity** (velocity) and **time since the last note** (in beats; the
 first note's is its distance from the phrase's beat); durations and steps are clipped at {c.beats_max:g}
 beats, and every value is standardised with the training mean and deviation. Intensity: {dynamics}.
-
-## Model and training: what is the seed's and what differs
-
+""",
+            "Model and training: what is the seed's and what differs": f"""\
 Kept from the seed:
 
 - the generator is a unidirectional LSTM whose input at each step is a random vector concatenated with
@@ -241,9 +242,8 @@ classical piano music, on a GPU):
   whose phrases were nearest the validation phrases (the mean 1-D earth mover's distance of the four
   standardised values and of the melodic interval);
 - training took {t["total_seconds"] / 60:.1f} minutes on {t["threads"]} thread(s).
-
-## How it plays
-
+""",
+            "How it plays": f"""\
 The host draws `candidates` noise batches (uniform noise times the temperature) and runs the generator
 once for all of them. Each phrase is laid from the start of a **{bars}-bar block** ({c.block_frames}
 16ths): note k starts at the sum of the times since the last note up to k, rounded to the performer's grid
@@ -257,9 +257,8 @@ unconditional: it never hears the performer. The host keeps
 the phrase that best fits the last bar heard (pitch classes, register, density, and its share of notes in
 the performer's key). Each block is a new phrase from new noise, so there is no continuity across blocks
 beyond what the selection gives.
-
-## Limits
-
+""",
+            "Limits": """\
 - **Pitch.** The generator outputs a continuous frequency with no notion of key; rounded to the nearest
   semitone alone, a phrase drifts through chromatic neighbours of the key. The host rounds each frequency
   to the nearest pitch of the performer's key instead, so the key is the host's, not the model's: before
@@ -269,9 +268,8 @@ beyond what the selection gives.
   the key, the metre is the host's: where the performer plays 16ths the phrase's onsets scatter over them.
   Durations are the generator's, often shorter than the gap to the next note (staccato).
 - **No memory across blocks.** Every block is a fresh phrase from fresh noise.
-
-## Figures
-
+""",
+            "Figures": f"""\
 | | |
 |---|---:|
 {table}
@@ -279,4 +277,6 @@ beyond what the selection gives.
 The discriminator's figures are from the discriminator of the last epoch (the generator kept may be an
 earlier one). Export parity: the largest difference between onnxruntime and PyTorch in float64 over the
 generated phrases (standardised) is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-"""
+""",
+        },
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.deepmusician.model import (
     KEYS,
@@ -215,23 +216,23 @@ def deep_musician_card(
     sampled = ", ".join(
         f"{k.removeprefix('val_sampled_density_r')}: {v:.3f}" for k, v in m.items() if k.startswith("val_sampled_")
     )
-    return f"""# {name}
-
+    return render_card(
+        name,
+        f"""\
 A `deep-musician` model (livegen `frame` kind), after seed 002 (Gabelberger, *Deep Musician*, 2023):
 a GRU encoder reads the last {c.window} frames of an 88-key piano roll (one frame per 16th note) and
 hands its hidden state to a GRU decoder that starts from an empty frame and is fed its own sigmoid
 output, frame by frame; a classifier {c.hidden}-{c.classifier} (ReLU, dropout {c.classifier_dropout:g})-88 with a
 sigmoid gives each key's probability of sounding. Trained with the focal loss.
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 `{p["data"]}`: {p["pieces_train"]} pieces for training, {p["pieces_validation"]} for validation and
 {p["pieces_held_out"]} held out, split by piece (a hash of its name), every part of a chorale merged into one
 roll. Training windows start every {c.stride} frames, including before a piece starts (padded with empty
 frames): {p["windows_train"]} windows.
-
-## What is the seed's and what was scaled down
-
+""",
+            "What is the seed's and what was scaled down": f"""\
 Kept: the 88-key roll on a 16th grid, the {c.window}-frame encoder window, 2-layer GRU encoder and decoder
 of the same shape with dropout {c.dropout:g}, the empty start frame, feeding the decoder its own sigmoid output
 (in training and when playing), the classifier's shape after the hidden state (256, ReLU, dropout 0.5, 88,
@@ -247,9 +248,8 @@ Scaled down to train on two CPU cores, shared with other jobs:
   after {c.decode_frames} generated frames it encodes the played roll again and restarts the decoder from the
   empty frame.
 - {t["epochs_run"]} epochs (best: {t["best_epoch"]}), {t["training_seconds"]:.0f} s with {t["threads"]} threads.
-
-## The focal loss and the density metric
-
+""",
+            "The focal loss and the density metric": f"""\
 alpha = {c.alpha:g} (the weight of sounding keys), gamma = {c.gamma:g}. {grid}With these values the model's
 generated density on the validation pieces is {m["val_density_notes_per_beat"]:.3f} notes per beat
 against {m["val_density_true_notes_per_beat"]:.3f} in the real continuations (held-out:
@@ -261,9 +261,8 @@ drawn afresh, both weighted by the frame's place in the beat (the training piece
 16th); at most {c.polyphony} keys sound, the likeliest. The density it plays on the validation pieces, by
 share drawn afresh: {sampled}; the package's share ({t.get("redraw", 0.0):g}) is the one closest to the real
 density, at temperature {temperature:g}.
-
-## Held-out figures
-
+""",
+            "Held-out figures": f"""\
 | | this model | baseline: hold the last context frame |
 |---|---:|---:|
 | frame F1 (thresholded at 0.5) | {m["held_out_frame_f1"]:.3f} | {m["baseline_hold_last_frame_f1"]:.3f} |
@@ -272,10 +271,11 @@ density, at temperature {temperature:g}.
 
 Export parity: the largest difference between onnxruntime (encoder, then decoder step by step) and PyTorch
 in float64 is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-
-## Limits
-
+""",
+            "Limits": f"""\
 - A roll has no onsets: a key struck again right after it sounded reads as one held note, in training
   and when playing. Notes are held at most {c.max_hold} frames (4 beats).
 - The performer's velocity and timing within a 16th are not heard; notes are heard on the grid.
-"""
+""",
+        },
+    )

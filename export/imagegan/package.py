@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.imagegan.model import BAR_FRAMES, NAME, Generator, ImageGanConfig, models_from_checkpoint, sample_images
 from export.imagegan.train import TEMPERATURES, choose_temperature, make_images, texture_figures
@@ -263,15 +264,16 @@ def imagegan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, floa
         "relu(1 - D(real)) and relu(1 + D(fake)), the generator's -D(fake). The figures after the table are\n"
         "the seed's binary cross-entropy of the same logits."
     )
-    return f"""# {name}
-
+    return render_card(
+        name,
+        f"""\
 An `imagegan` model (livegen `block` kind), after the ImageGAN of seed 000 (*Comparing Different Neural
 Network Architectures for Music Generation*, §4.3): a convolutional GAN that draws the piano roll as an
 image, here a block of {bars} bars ({c.window} 16ths) by {c.keys} pitches ({c.pitch_min}-{c.pitch_min + c.keys - 1}).
 Only the generator is shipped (`generator.onnx`: `z` [batch, {c.latent}] -> `logits` [batch, {c.window}, {c.keys}]).
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 `{p["data"]}`: {data}. {p["pieces_train"]} pieces for training, {p["pieces_validation"]} for validation,
 {p["pieces_held_out"]} held out, split by piece (the same split as every corpus:bach model), so the seed
 phrase and `livegen evaluate` come from pieces the model never saw. An image is {c.window} frames of a
@@ -283,9 +285,8 @@ where its bars begin, and the host lays its blocks on the performer's bar lines 
 Why the chorales and not the folk tunes: the seed trained on classical piano music, and an image of a
 roll is made for polyphony (chords are columns of pixels); the folk tunes are single lines, which an image
 GAN whose pixels are drawn independently cannot keep to one note at a time.
-
-## Model, and what is the seed's
-
+""",
+            "Model, and what is the seed's": f"""\
 Kept from the seed: a {c.latent}-dimensional latent; four dense layers, {grow_short} and a
 convolution in the generator, each followed by LeakyReLU 0.2{g_dropout} (the last convolution gives
 the pixel logits); a discriminator of two blocks (16-channel convolution, dropout 0.2, LeakyReLU 0.2,
@@ -311,9 +312,8 @@ Scaled down or chosen here (the seed gives its widths only in a figure):
 - Batches of {c.batch_size}; each step trains the discriminator on a real batch and as many fakes, then
   the generator on fresh fakes (with binary cross-entropy, labelled real: the non-saturating loss the
   seed's Keras recipe uses).
-
-## Training figures (as the seed reports them)
-
+""",
+            "Training figures (as the seed reports them)": f"""\
 {loss_text} "Accuracy on real" is
 the share of real images the discriminator calls real, "on fake" the share of fakes it calls fake.
 The seed reports, after 20 epochs, a discriminator loss of 0, a generator loss of 15.8 and 100% on both
@@ -354,9 +354,8 @@ held-out density by more than 0.1 notes per beat (notes per beat:
 Export parity: the largest difference between onnxruntime and PyTorch in float64 over 16 latents, alone
 and batched, is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4), relative to the logit where a logit is
 larger than 1 (the pixel logits of a trained generator run to tens).
-
-## How it plays
-
+""",
+            "How it plays": f"""\
 The host (`livegen/models/imagegan.py`) makes one block of {bars} bars at a time, a lookahead before it
 sounds, on the bar lines the planner gives. It draws `candidates` latents (8 by default, one ONNX call),
 each `z ~ N(0, temperature^2)`; a pixel sounds when `sigmoid(logit / temperature)` is above a threshold
@@ -366,14 +365,15 @@ probable; a run of sounding pixels in a key is one note. Of the candidates, the 
 that best fits the last bar heard (pitch classes, register, density). The model is unconditional: it
 follows the performer only through that choice, the key and range the performer sets, and the join at
 the bar line (a note sounding across it is held, not struck again).
-
-## Limits
-
+""",
+            "Limits": f"""\
 {limits}
 - A block is a piece of texture, not a continuation: nothing carries a phrase from one block to the next
   but the choice of candidate; the chorales' cadences and voice leading are images to it, so voices may
   appear and vanish mid-phrase.
-"""
+""",
+        },
+    )
 
 
 def imagegan_limits(m: Mapping[str, float]) -> str:

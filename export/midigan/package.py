@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.midigan.model import NAME, Generator, MidiGanConfig, model_from_checkpoint
 from export.seed import write_seed
@@ -260,14 +261,15 @@ def midigan_card(name: str, checkpoint: Mapping[str, Any], m: Mapping[str, float
     stabilisers = "\n".join(f"- {line}" for line in midigan_stabiliser_lines(c))
     if stabilisers:
         stabilisers = "\nGAN stabilisers that keep the seed's networks and loss:\n\n" + stabilisers + "\n"
-    return f"""# {name}
-
+    return render_card(
+        name,
+        """\
 A `midigan` model (livegen `block` kind) after MidiGAN, seed 000 §4.2 (*Comparing Different Neural
 Network Architectures for Music Generation*): a GAN whose generator turns a noise vector into **one
 note**, its pitch, step (beats since the previous note began) and duration.
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 `{p["data"]}`: {p["tunes_train"]} tunes for training, {p["tunes_validation"]} for validation,
 {p["tunes_held_out"]} held out (split by a hash of the tune name, as for every livegen model, so
 `livegen evaluate` seeds come from tunes the model never saw). Every note after a tune's first is one
@@ -275,9 +277,8 @@ sample, {p["notes_train"]} in all; step and duration are clipped to {c.beats_max
 each attribute is standardised with the training notes' mean and standard deviation (pitch
 {mean[0]:.2f} ± {std[0]:.2f}, step {mean[1]:.3f} ± {std[1]:.3f} beats, duration {mean[2]:.3f} ± {std[2]:.3f}
 beats; the package's `representation.mean` and `std`).
-
-## Model and training: what is the seed's and what differs
-
+""",
+            "Model and training: what is the seed's and what differs": f"""\
 Kept: noise of {c.latent}; a generator of dense layers {widths}, each followed by batch normalisation and a
 LeakyReLU, and a dense `tanh` output of the three standardised attributes; a discriminator of dense
 layers {", ".join(map(str, reversed(c.widths)))}, each followed by dropout {c.dropout:g}, and a sigmoid
@@ -308,9 +309,8 @@ generator loss {m["final_g_loss"]:.3f} (chance, a discriminator that cannot tell
 notes the kept discriminator calls {100 * m["held_out_d_accuracy_real"]:.0f}% of real notes real and
 {100 * m["held_out_d_accuracy_fake"]:.0f}% of generated notes fake (the seed reports these for ImageGAN;
 50% / 50% would be a generator it cannot tell from the data).
-
-## How the generated notes compare with held-out notes
-
+""",
+            "How the generated notes compare with held-out notes": f"""\
 Attributes as the host plays them (pitch rounded, step and duration in 16ths, at least one). Total
 variation distance of the histograms: 0 = the same, 1 = disjoint; the training notes' own distance to
 the held-out notes is the ceiling for any model of independent notes.
@@ -322,9 +322,8 @@ the held-out notes is the ceiling for any model of independent notes.
 Generated pitches span {m["generated_pitch_min"]:.0f}-{m["generated_pitch_max"]:.0f}. Laid one after another, the
 generated steps fill a bar with {m["generated_notes_per_bar"]:.1f} notes on average (held-out steps:
 {m["held_out_notes_per_bar"]:.1f}).
-
-## How livegen plays it: notes laid into bars, and what that means for musical structure
-
+""",
+            "How livegen plays it: notes laid into bars, and what that means for musical structure": f"""\
 The seed generated each note on its own from its own noise vector and strung them into a song; livegen
 does the same one bar at a time. For a bar it draws {c.notes_per_block} notes per candidate (all candidates
 in one call of the graph) and lays them one after another: the first its step after the last note heard
@@ -365,4 +364,6 @@ package's default is 1, no truncation).
 
 Export parity: the largest difference between onnxruntime and PyTorch in float64 over single noise vectors
 and a batch of 256, at noise scales 0.5, 1 and 2, is {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-"""
+""",
+        },
+    )

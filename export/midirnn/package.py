@@ -34,7 +34,7 @@ import onnxruntime as ort
 import torch
 
 from export import common
-from export.card import percent
+from export.card import percent, render_card
 from export.common import (
     CARD,
     OPSET,
@@ -336,15 +336,16 @@ def model_card(
     weight_note = _weight_note(config, data)
     classes = _time_classes(checkpoint)
     time_loss = "" if classes is None else " CE"
-    return f"""# {name}
-
+    return render_card(
+        name,
+        f"""\
 {description}
 
 Family `midirnn` (seeds 000 §4.1 and 003 §2A, after TensorFlow's "Generate music with an RNN"
 tutorial), host kind `step`: the host feeds one note at a time and carries the LSTM state.
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 Trained on {source}: {p["tunes"]} tunes, {p["notes_train"] + p["notes_validation"] + p["notes_held_out"]} notes.
 Split *by tune* (a hash of each tune's name, so no tune is in two parts):
 
@@ -356,9 +357,8 @@ Split *by tune* (a hash of each tune's name, so no tune is in two parts):
 
 Training pitches span MIDI {p["pitch_min"]}-{p["pitch_max"]} (`pitch_min`/`pitch_max`). Corpus
 fingerprint `{p["corpus_fingerprint"]}`.
-
-## Model and training
-
+""",
+            "Model and training": f"""\
 {_heads_text(config, classes, p)}
 - Adam, learning rate {config.learning_rate}, halved after {config.lr_patience} epochs without a better
   validation loss (down to {config.lr_min:g}); gradient norm clipped at {config.grad_clip}; batches of
@@ -373,9 +373,8 @@ fingerprint `{p["corpus_fingerprint"]}`.
 | epoch | learning rate | train loss | validation loss | val pitch CE | val step{time_loss} | val duration{time_loss} |
 |---:|---:|---:|---:|---:|---:|---:|
 {history}
-
-## Held-out figures
-
+""",
+            "Held-out figures": f"""\
 Each held-out tune runs as one stream from a zero state, as the host runs it; the prediction after
 every note is scored against the next note ({int(m["held_out_targets"])} targets). Baselines are scored
 on exactly the same targets.
@@ -393,14 +392,12 @@ as one batch), differs from PyTorch running the whole sequence with the same wei
 most {m["parity_max_abs_diff"]:.2g} on any output at any step (the final cell state, which grows past 100 on
 long streams, relative to its size; the export fails above {PARITY_TOLERANCE:g}). PyTorch's own float32 run
 differs from that reference by up to {m["parity_torch_float32_max_abs_diff"]:.2g}.
-
-## Seed phrase
-
+""",
+            "Seed phrase": f"""\
 `{SEED}`: the first {SEED_BEATS:g} beats (about two bars) of the held-out tune `{seed_tune}`, at
 {SEED_BPM:g} BPM.
-
-## What differs from the seed, and why
-
+""",
+            "What differs from the seed, and why": f"""\
 - **Step and duration are in beats, not seconds**, so tempo belongs to the host's clock: the model
   plays at whatever tempo the performer or the DAW sets.
 - **Loss at every position of a window** instead of only after the last of 25/50 notes: the host runs
@@ -417,9 +414,8 @@ differs from that reference by up to {m["parity_torch_float32_max_abs_diff"]:.2g
   halved when validation loss stalls (the tutorial keeps 0.005 throughout); gradient clipping for stability.
 - **Step and duration clipped to {config.beats_max:g} beats** in training (about 0.03% of folk notes are
   longer); the host should clamp its inputs to `beats_max` the same way.{_clip_note(classes)}
-
-## Limits
-
+""",
+            "Limits": f"""\
 - Monophonic: chords in the data were reduced to their top note; the model plays one line.
 - It knows nothing of bars or metre beyond what steps imply, and has no velocity model: the host
   chooses velocities.
@@ -428,7 +424,10 @@ differs from that reference by up to {m["parity_torch_float32_max_abs_diff"]:.2g
   |c| reached {stream[1]:.0f} (tanh saturates beyond about 3). The host should reset the state at
   phrase boundaries rather than run for hours unbroken.
 - Pitch accuracy is top-1 against one reference tune; many other continuations are musically fine.
-{_class_limits(classes, config)}"""
+{_class_limits(classes, config)}
+""",
+        },
+    )
 
 
 def _beats(value: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.errors import ExportError
 from export.frames import VOICE_PROGRAMS
@@ -213,15 +214,16 @@ def multitrack_cnn_card(
         if c.transpose
         else "The training blocks are not transposed (the chorales' own keys only)."
     )
-    return f"""# {name}
-
+    return render_card(
+        name,
+        f"""\
 A `multitrack-cnn` model (livegen `block` kind), after the CNN of seed 004 (*Exploring Music Generation
 Using Deep Learning*): a symmetric 2D CNN reads the last block of a multi-track piano roll, all tracks at
 once, and predicts the next block; no dense layers. livegen asks it for a block ({c.window} 16ths, {bar})
 ahead of the playhead and conditions it on the block before, the performer's notes included.
-
-## Data and tracks
-
+""",
+        {
+            "Data and tracks": f"""\
 `{p["data"]}`: {voices}. {p["pieces_train"]} pieces for training, {p["pieces_validation"]} for validation,
 {p["pieces_held_out"]} held out, split by piece exactly as `multitrack-rnn` and the merged `corpus:bach` are
 split, so `livegen evaluate` seeds come from pieces the model never saw. Frames are 16th notes; training
@@ -233,9 +235,8 @@ pairs (a block and the block after it) start every {c.stride} frames: {p["blocks
 
 The performer plays one part: each performed note joins the free track whose mean pitch is nearest, and the
 model reads it there in the next block's context.
-
-## The model
-
+""",
+            "The model": f"""\
 Input and output `[tracks = {c.tracks}, frames = {c.window}, classes = {c.width}]`: per track and frame a one-hot
 over a rest and {c.keys} pitches ({c.pitch_min}-{c.pitch_min + c.keys - 1}); the tracks are the convolutions'
 channels. Four `Conv2d` layers (kernel {c.kernel}, ReLU; {channels} channels; stride 2 over time in each layer
@@ -252,9 +253,8 @@ before; a share {redraw:g} of its frames is drawn afresh. Both are weighted by t
 (the training pieces' share of onsets on each 16th of a beat). The CNN predicts every frame of a block from
 the context alone, so drawing each frame independently would change a voice almost every 16th, and holding a
 pitch while the model gave it a fixed share made a held chord a fixed point. {tuning}
-
-## What is the seed's and what differs
-
+""",
+            "What is the seed's and what differs": f"""\
 Kept: the tracks as channels of one 2D CNN over (time x pitch), four convolutions and the transposed path
 back, no dense layers, the next block predicted from the last one; all tracks predicted together (the seed's
 "dependent instrument sampling").
@@ -273,9 +273,8 @@ back, no dense layers, the next block predicted from the last one; all tracks pr
   `multitrack-rnn` and Adam. Trained with `python -m export train multitrack-cnn --data {p["data"]} --epochs
   {t["max_epochs"]} --patience {t["patience"]} --threads {t["threads"]}` (the default sizes; early stopping),
   {t["total_seconds"] / 60:.1f} minutes in all on a shared two-core machine.
-
-## Held-out figures
-
+""",
+            "Held-out figures": f"""\
 Every block of each held-out piece (one starting every beat), its true context in:
 
 | next block, per track and frame | accuracy |
@@ -297,4 +296,6 @@ validation blocks, each from its true context):
 
 Export parity: the largest difference between onnxruntime and PyTorch in float64 is
 {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-"""
+""",
+        },
+    )

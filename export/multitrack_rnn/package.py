@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import render_card
 from export.common import check_parity, export_graph, read_checkpoint, sample_tunes, session, tensor, write_package
 from export.errors import ExportError
 from export.frames import VOICE_PROGRAMS
@@ -163,14 +164,15 @@ def multitrack_card(
         if p["data"] == "corpus:bach"
         else f"each MIDI file's {c.tracks} busiest channels, highest first, are the tracks"
     )
-    return f"""# {name}
-
+    return render_card(
+        name,
+        """\
 A `multitrack-rnn` model (livegen `frame` kind), after the baseline of seed 004 (*multi-track music
 generation*, the RNN beside its CNN): every time step, the tracks' piano rolls are flattened into one
 vector and an RNN predicts the vector of the next step; each track is sampled independently.
-
-## Data and tracks
-
+""",
+        {
+            "Data and tracks": f"""\
 `{p["data"]}`: {voices}. {p["pieces_train"]} pieces for training, {p["pieces_validation"]} for validation,
 {p["pieces_held_out"]} held out, split by piece exactly as the merged `corpus:bach` is split, so
 `livegen evaluate` seeds come from pieces the model never saw. Frames are 16th notes.
@@ -180,9 +182,8 @@ vector and an RNN predicts the vector of the next step; each track is sampled in
 {rows}
 
 The performer plays one part: each performed note joins the free track whose mean pitch is nearest.
-
-## What is the seed's and what differs
-
+""",
+            "What is the seed's and what differs": f"""\
 Kept: flattened multi-track frames, an RNN predicting the next frame, independent sampling per track.
 
 - **Four chorale voices, not LPD-5's five instruments**: the project ships music21's chorales; the card's
@@ -195,9 +196,8 @@ Kept: flattened multi-track frames, an RNN predicting the next frame, independen
   steps, 100 epochs on a GPU): sized for two CPU cores; {t["epochs_run"]} epochs (best {t["best_epoch"]}),
   {t["training_seconds"]:.0f} s with {t["threads"]} threads. The loss is taken after every frame, so the
   host can stream the LSTM from a zero state.
-
-## Held-out figures
-
+""",
+            "Held-out figures": f"""\
 | next frame, per track | accuracy |
 |---|---:|
 | this model (its most likely class) | {m["held_out_accuracy"]:.3f} |
@@ -214,4 +214,6 @@ at 1, 0.594 at 0.5), the clutter the seed reports for independent sampling.
 
 Export parity: the largest difference between onnxruntime (frame by frame) and PyTorch in float64 is
 {m["parity_max_abs_diff"]:.2g} (accepted: 1e-4).
-"""
+""",
+        },
+    )

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.card import percent
+from export.card import percent, render_card
 from export.common import (
     CARD,
     PARITY_TOLERANCE,
@@ -378,15 +378,16 @@ Performed notes are heard as tokens in order; their timing is not fed to the mod
         changed_timing = ""
         limits_timing = f"""- No durations and no rests: every token is one {step:g}-beat step (see Timing). The model
   plays chorale-like chord successions at an even pulse, not the chorales' rhythms."""
-    return f"""# {name}
-
+    return render_card(
+        name,
+        f"""\
 {description}
 
 Family `token-lstm` (seed 001: Conv1D + 2 x LSTM(256) + dropout over music21-style note and chord
 tokens), host kind `step`: the host feeds one token at a time and carries the state.
-
-## Data
-
+""",
+        {
+            "Data": f"""\
 Trained on {_source(p)}: {p["tunes"]} pieces. Split *by piece* (a hash of each name, so no piece is in
 two parts): training {p["tunes_train"]} ({p["tokens_train"]} tokens), validation {p["tunes_validation"]}
 ({p["tokens_validation"]} tokens, early stopping), held-out {p["tunes_held_out"]} ({p["tokens_held_out"]}
@@ -394,9 +395,8 @@ tokens, the figures below). Why four-voice music: a chord-token model needs chor
 are the collections music21 ships that are made of them (four voices moving mostly together); the folk
 tunes are single melodies. Training pitches span MIDI {p["pitch_min"]}-{p["pitch_max"]}. Corpus
 fingerprint `{p["corpus_fingerprint"]}`.
-
-## Tokens
-
+""",
+            "Tokens": f"""\
 A token is the set of pitches that start together, named as music21 names notes: a single note is its
 pitch name with octave (`C4` = MIDI 60) and a chord its pitches from low to high joined by dots
 (`{chord_example}`). Notes less than {CHORD_TICKS} ticks (a 64th) apart fold into one chord, in
@@ -410,12 +410,11 @@ chamfer distance in semitones (each note of one set to the nearest note of the o
 summed; ties to the more frequent token). So a voicing one note away maps to its neighbour, and a lone
 note to the same or the nearest lone note.
 {shift_text}
-## Timing
-
+""",
+            "Timing": f"""\
 {timing}
-
-## Model and training
-
+""",
+            "Model and training": f"""\
 - Embedding({len(vocabulary)}, {cfg.embed}) -> causal Conv1D({cfg.filters} filters, kernel {KERNEL}, ReLU)
   -> dropout {cfg.conv_dropout} -> {cfg.layers} x LSTM({cfg.hidden}) with dropout {cfg.dropout} after each
   -> Linear({cfg.hidden}, {len(vocabulary)}) -> softmax; {params} parameters, {size_bytes / 1e6:.1f} MB as ONNX.
@@ -431,9 +430,8 @@ note to the same or the nearest lone note.
 | epoch | learning rate | train loss | validation loss |
 |---:|---:|---:|---:|
 {history}
-
-## Held-out figures
-
+""",
+            "Held-out figures": f"""\
 Each held-out piece runs as one stream from a zero state, as the host runs it; the prediction after
 every token is scored against the next token, as mapped to the vocabulary. Baselines on the same
 targets: the most frequent training token (of that kind), and repeat the last token (of that kind).
@@ -448,13 +446,11 @@ same weights in float64 by at most {m["parity_max_abs_diff"]:.2g} on the logits 
 state (the cell state relative to its size where it exceeds 1); the export fails above
 {PARITY_TOLERANCE:g}. PyTorch's own float32 run differs from that reference by up to
 {m["parity_torch_float32_max_abs_diff"]:.2g}.
-
-## Seed phrase
-
+""",
+            "Seed phrase": f"""\
 `{SEED}`: the opening (up to 8 beats) of the held-out piece `{seed_tune}`, at {SEED_BPM:g} BPM.
-
-## What was kept from the seed, and what changed
-
+""",
+            "What was kept from the seed, and what changed": f"""\
 Kept: music21-style note and chord tokens with a vocabulary built from the training data; Conv1D with
 kernel 3 and ReLU; two LSTM layers of 256 units; dropout after the convolution and after each LSTM
 layer (0.1 and 0.3, as the seed's Model 1 code); a softmax over the vocabulary trained with
@@ -484,16 +480,17 @@ Changed or scaled down, and why:
   minutes) instead of RMSprop for 200-2000 epochs on GPUs: two shared CPU cores. The seed's own
   figures show heavy over-fitting (train loss 0.0097, test loss 0.71); early stopping keeps the
   weights that generalise best.
-
-## Limits
-
+""",
+            "Limits": f"""\
 {limits_timing}
 - The merged four voices are one token stream: a passing note in one voice is a one-note token, and
   the chord under it is not re-sounded.
 - Only the {len(chords)} kept chords and notes are ever played; a performer's chord is heard as the nearest.
 - Trained in the keys of the pieces as written (no transposition): a performer in a remote key is
   heard through the nearest tokens; `--transpose follow` helps.
-"""
+""",
+        },
+    )
 
 
 def export_token_package(
