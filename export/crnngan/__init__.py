@@ -1,9 +1,6 @@
 """The ``crnngan`` family (seed 003, C-RNN-GAN): a recurrent GAN over note events, played as ``block`` phrases.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

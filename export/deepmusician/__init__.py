@@ -1,9 +1,6 @@
 """The ``deep-musician`` family (seed 002): a GRU encoder-decoder over an 88-key piano roll, focal loss.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The ``imagegan`` family (seed 000 §4.3): a convolutional GAN over piano-roll images, as a ``block`` model.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The ``midigan`` family (seed 000 §4.2): a dense GAN over single notes (pitch, step, duration).
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The ``midirnn`` family (seeds 000 §4.1 and 003 §2A): an LSTM over notes as (pitch, step, duration).
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

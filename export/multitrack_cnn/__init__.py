@@ -1,9 +1,6 @@
 """The ``multitrack-cnn`` family (seed 004): a symmetric 2D CNN from one block of a multi-track roll to the next.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

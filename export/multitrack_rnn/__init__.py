@@ -1,9 +1,6 @@
 """The ``multitrack-rnn`` family (seed 004's baseline): an RNN over flattened multi-track frames.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations

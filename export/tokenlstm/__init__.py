@@ -1,9 +1,6 @@
 """The ``token-lstm`` family (seed 001): Conv1D + 2 x LSTM over note, chord and time-shift tokens.
 
 Context: setup (training and export; imports torch, never imported by the host).
-
-:mod:`.model` holds the networks and config, :mod:`.train` the data, losses and training loop,
-:mod:`.package` the ONNX export, manifest and model card.
 """
 
 from __future__ import annotations
