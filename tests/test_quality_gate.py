@@ -36,11 +36,9 @@ KNOWN_FAILURES: dict[str, set[str]] = {
     "imagegan": {
         "cross_phrase_overlap (call-response)",
         "groove (accompany)",
-        "in_key (call-response)",
         "notes_per_beat (accompany)",
         "notes_per_beat (call-response)",
     },
-    "multitrack-rnn": {"in_key (call-response)"},
 }
 
 pytestmark = pytest.mark.slow
