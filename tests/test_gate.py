@@ -148,12 +148,19 @@ def test_a_recorded_failure_marks_the_package_experimental(tmp_path: Path, capsy
     gate = parse_manifest(folder / MANIFEST).gate
     assert gate is not None and gate.experimental
     assert (gate.passed, gate.checks, gate.failed) == (1, 2, ("in_key (accompany)",))
-    load_package(folder)  # checksums still hold: the manifest is not among [files]
+    load_package(folder)  # checksums still hold: the card's was renewed, the manifest is not among [files]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "## Quality gate" in card and "**experimental**: 1 of 2 checks passed" in card
+    assert "| in key | accomp | 0.50 | 0.40-0.60 | 0.95 | >= truth-0.07 | **FAIL** |" in card
     assert experimental_warning(str(folder)) == (
         f"{folder} is experimental: it failed the quality gate (EXPERIMENTAL 1/2); its model card says how"
     )
     record_gate(folder, _result(passed=True))
     assert experimental_warning(str(folder)) is None
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert card.count("## Quality gate") == 1 and "**passed**: all 2 checks" in card  # the section is replaced
+    assert card.index("## Quality gate") > card.index("## Evaluation")  # the card's own sections stay
+    load_package(folder)
     assert gate_text(parse_manifest(folder / MANIFEST).gate) == "passed 2/2"
 
 

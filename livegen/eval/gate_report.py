@@ -1,4 +1,5 @@
-"""The quality gate's report: one row per check (figure, interval, threshold, verdict), and its JSON.
+"""The quality gate's report: one row per check (figure, interval, threshold, verdict), its JSON,
+and its record in a package (the manifest's ``[gate]`` and the model card's "Quality gate" section).
 
 Context: setup.
 """
@@ -6,6 +7,7 @@ Context: setup.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,7 @@ def gate_json(result: GateResult) -> dict[str, Any]:
                 "figure": round_sig(c.figure),
                 "interval": [round_sig(x) for x in c.interval] if c.interval else None,
                 "threshold": c.threshold,
+                "truth": None if c.truth is None else round_sig(c.truth),
                 "passed": c.passed,
             }
             for c in result.checks
@@ -123,26 +126,103 @@ def write_gate_json(result: GateResult, path: Path) -> Path:
 
 
 def record_gate(folder: Path, result: GateResult) -> Path:
-    """Write the result as the package's ``[gate]`` table (``livegen.toml`` keeps its formatting and checksums).
+    """Record ``result`` in the package at ``folder`` (see :func:`record_report`)."""
+    return record_report(folder, gate_json(result))
+
+
+def record_report(folder: Path, report: dict[str, Any]) -> Path:
+    """Write a gate report (:func:`gate_json`) into the package: ``livegen.toml``'s ``[gate]`` table
+    (keeping its formatting) and the card's "Quality gate" section, with the card's checksum renewed.
 
     ``status`` is "passed" when every check passed, else "experimental": ``models list`` shows it and
-    ``jam`` warns. The manifest is not among the checksummed ``[files]``, so the package stays valid.
+    ``jam`` warns. The package still verifies afterwards.
     """
     import tomlkit
 
     from livegen.models.manifest import MANIFEST, parse_manifest
+    from livegen.models.package import sha256_of
 
     if not folder.is_dir():
         raise ConfigError(f"--record {folder}: a zip package cannot be rewritten; unpack it and gate the folder")
     path = folder / MANIFEST
     document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    checks = report["checks"]
     table = tomlkit.table()
-    table["status"] = "passed" if result.passed else "experimental"
-    table["passed"] = sum(c.passed for c in result.checks)
-    table["checks"] = len(result.checks)
-    table["failed"] = [f"{c.name} ({c.mode})" for c in result.checks if not c.passed]
+    table["status"] = "passed" if report["passed"] else "experimental"
+    table["passed"] = sum(bool(c["passed"]) for c in checks)
+    table["checks"] = len(checks)
+    table["failed"] = [f"{c['name']} ({c['mode']})" for c in checks if not c["passed"]]
     document["gate"] = table
+    card = folder / CARD
+    if card.is_file():
+        section = _with_section(card.read_text(encoding="utf-8"), gate_section(report))
+        write_atomically(card, lambda f: f.write(section.encode()))
+        if CARD in document.get("files", {}):
+            document["files"][CARD] = sha256_of(card)
     text = tomlkit.dumps(document)
     write_atomically(path, lambda f: f.write(text.encode()))
     parse_manifest(path)  # what was written reads back
     return path
+
+
+#: The model card, and the heading of its section the gate writes.
+CARD = "README.md"
+SECTION = "## Quality gate"
+_SECTION = re.compile(rf"^{SECTION}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+
+
+def _with_section(card: str, section: str) -> str:
+    """``card`` with its gate section replaced by ``section`` (or ``section`` added at the end)."""
+    if _SECTION.search(card):
+        return _SECTION.sub(lambda _: section + "\n", card)
+    return card.rstrip("\n") + "\n\n" + section
+
+
+def gate_section(report: dict[str, Any]) -> str:
+    """The model card's "Quality gate" section: the command, the verdict, every check and the baselines."""
+    o, checks = report["options"], report["checks"]
+    passed = sum(bool(c["passed"]) for c in checks)
+    sampling = ", ".join(f"{k} {v:g}" for k, v in report["sampling"].items()) or "its defaults"
+    verdict = (
+        f"**passed**: all {len(checks)} checks"
+        if report["passed"]
+        else f"**experimental**: {passed} of {len(checks)} checks passed"
+    )
+    lines = [
+        SECTION,
+        "",
+        "```",
+        f"livegen evaluate --gate --model {report['model']} --record",
+        "```",
+        "",
+        f"{report['phrases']} phrases of the {report['seed_source']}, {o['bars']} bars each, {o['rng_seeds']} "
+        f"draws from rng seed {o['rng_seed']}, at {sampling}; thresholds in `docs/evaluation.md` of the livegen "
+        f'repository ("The quality gate"). {verdict}.',
+        "",
+        "| check | mode | model | 95% interval | truth | passes when | |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for c in checks:
+        interval = f"{_num(c['interval'][0])}-{_num(c['interval'][1])}" if c.get("interval") else ""
+        truth = "" if c.get("truth") is None else _num(c["truth"])
+        verdict_cell = "pass" if c["passed"] else "**FAIL**"
+        name = c["name"].replace("_", " ")
+        lines.append(
+            f"| {name} | {MODE_SHORT[c['mode']]} | {_num(c['figure'])} | {interval} | {truth} "
+            f"| {c['threshold']} | {verdict_cell} |"
+        )
+    overlaps = report.get("overlaps") or {}
+    if overlaps.get("model"):
+        systems = list(overlaps)
+        lines += ["", "| MGEval overlap | " + " | ".join(systems) + " |", "|---|" + "---:|" * len(systems)]
+        for feature in overlaps["model"]:
+            label = feature.removesuffix("_histogram").replace("_", " ")
+            lines.append(f"| {label} | " + " | ".join(f"{overlaps[s][feature]:.3f}" for s in systems) + " |")
+    likelihood = report.get("likelihood")
+    if likelihood:
+        lines += [
+            "",
+            f"Held-out NLL per {likelihood['unit']}: model {likelihood['model']:.4g}, n-gram "
+            f"{likelihood['ngram']:.4g} ({likelihood['count']} scored).",
+        ]
+    return "\n".join(lines) + "\n"
