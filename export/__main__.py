@@ -27,7 +27,7 @@ runs unchanged under ``torchrun --nproc_per_node=N -m export train ...`` (see
 :mod:`export.distributed`); an interrupted run continues from ``--out``'s ``last.pt``
 when the same command is run again.
 
-The families and what each reads of these options come from the registry, :data:`export.family.FAMILIES`.
+The families and what each reads of these options come from the registry, :func:`export.family.families`.
 
 A user's mistake (unknown family, missing data, bad option, failed parity) ends
 with a one-line message and exit status 2 (usage) or 1 (everything else), never
@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from export.family import FAMILIES
+from export.family import families
 from livegen.errors import LivegenError
 
 log = logging.getLogger("export")
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model and write checkpoint.pt")
-    train.add_argument("family", help=f"model family; accepted: {', '.join(FAMILIES)}")
+    train.add_argument("family", help=f"model family; accepted: {', '.join(families())}")
     train.add_argument(
         "--data", required=True, help="corpus:folk, a folder of .mid files, or a cache made by `prepare`"
     )
@@ -207,8 +207,9 @@ def _onnx(args: argparse.Namespace) -> None:
     from export.family import family
 
     name = load_checkpoint(args.checkpoint).get("family")
-    if name not in FAMILIES:
-        raise ExportError(f"{args.checkpoint}: family {name!r} cannot be exported; accepted: {', '.join(FAMILIES)}")
+    known = families()
+    if name not in known:
+        raise ExportError(f"{args.checkpoint}: family {name!r} cannot be exported; accepted: {', '.join(known)}")
     chosen = family(str(name))
     _quiet_exporter(args.verbose)
     chosen.export(args.checkpoint, args.out, name=args.name, version=args.version)

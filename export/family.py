@@ -5,8 +5,11 @@ it, is imported only when that family is trained or exported, so ``--help`` stay
 
 A family is one folder, ``export/<family>/``: ``model.py`` (its networks and config),
 ``train.py`` (data, losses, the training loop), ``package.py`` (ONNX export, manifest,
-model card) and ``__init__.py``, which defines ``FAMILY``, a :class:`Family`. Adding a
-family is that folder and one entry in :data:`FAMILIES`.
+model card) and ``__init__.py``, which defines ``FAMILY``, a :class:`Family`. Adding one of
+livegen's own families is that folder and one entry in :data:`FAMILIES`; a third party's is
+its module and one entry point in the ``livegen.export_families`` group (name = the module
+that defines ``FAMILY``), as ``docs/examples/pitch_chain/`` shows. A third party's cannot
+replace one of livegen's own names.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +38,16 @@ FAMILIES: dict[str, str] = {
     "crnngan": "export.crnngan",
     "multitrack-cnn": "export.multitrack_cnn",
 }
+
+#: The entry-point group of other distributions' families: ``name = "module"`` (the module defines ``FAMILY``).
+ENTRY_POINTS = "livegen.export_families"
+
+
+def families() -> dict[str, str]:
+    """Every family ``python -m export`` knows: livegen's own, then those installed distributions declare."""
+    found = {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINTS)}
+    return {**FAMILIES, **{name: module for name, module in found.items() if name not in FAMILIES}}
+
 
 #: The ``train`` command's size options (argparse names) and the config fields they set.
 SIZES: Mapping[str, str] = {"window": "window", "batch_size": "batch_size", "hidden": "hidden"}
@@ -83,9 +97,10 @@ class Family:
 
 def family(name: str) -> Family:
     """The family called ``name`` (its module is imported now)."""
-    if name not in FAMILIES:
-        raise ExportError(f"unknown model family {name!r}; accepted: {', '.join(FAMILIES)}")
-    found = importlib.import_module(FAMILIES[name]).FAMILY
+    known = families()
+    if name not in known:
+        raise ExportError(f"unknown model family {name!r}; accepted: {', '.join(known)}")
+    found = getattr(importlib.import_module(known[name]), "FAMILY", None)
     if not isinstance(found, Family) or found.name != name:
-        raise ExportError(f"{FAMILIES[name]}.FAMILY: expected the Family {name!r}, got {found!r}")
+        raise ExportError(f"{known[name]}.FAMILY: expected the Family {name!r}, got {found!r}")
     return found

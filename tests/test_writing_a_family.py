@@ -35,7 +35,8 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The example installed into a site folder on the path; returns its module."""
     site = tmp_path / "site"
     site.mkdir()
-    shutil.copy(EXAMPLE / "pitch_chain.py", site)
+    for module in EXAMPLE.glob("*.py"):
+        shutil.copy(module, site)
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     info = site / f"pitch_chain-{project['version']}.dist-info"
     info.mkdir()
@@ -50,6 +51,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     yield pitch_chain
     monkeypatch.delitem(__import__("sys").modules, "pitch_chain")
+    __import__("sys").modules.pop("pitch_chain_export", None)
 
 
 def phrases() -> list[list[int]]:
@@ -94,3 +96,20 @@ def test_an_adapter_without_a_contract_is_refused_by_name(installed, tmp_path: P
     monkeypatch.delattr(installed.PitchChain, "contract")
     with pytest.raises(PackageError, match=r"adapter pitch_chain.PitchChain declares no contract"):
         make_generator(load_package(folder))
+
+
+def test_the_example_family_trains_and_exports_through_python_m_export(installed, tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # the train extra: python -m export needs it
+    from export.__main__ import main as export_main
+    from export.family import families
+
+    assert families()["pitch-chain"] == "pitch_chain_export"  # found through its entry point
+    data = tmp_path / "midi"
+    data.mkdir()
+    for seed in sorted(BUNDLED_DIR.glob("*/seed.mid")):
+        shutil.copy(seed, data / f"{seed.parent.name}.mid")
+    assert export_main(["train", "pitch-chain", "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    assert export_main(["onnx", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "pkg")]) == 0
+    package = load_package(tmp_path / "pkg")
+    assert package.manifest.family == "pitch-chain"
+    play_trial(package)
