@@ -2,7 +2,7 @@
 
 Context: setup (training only; imports torch, never imported by the host).
 
-The corpus is split by tune (:func:`export.corpus.split_by_tune`): the model is
+The corpus is split by tune (:func:`livegen.music.corpus.split_by_tune`): the model is
 fitted on the training tunes, early stopping watches the validation tunes and
 the reported figures come from the held-out tunes, which neither touched. The
 held-out evaluation runs each tune as the host does, as one stream from a zero
