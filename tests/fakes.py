@@ -12,6 +12,7 @@ class ScriptedGenerator:
     """A step generator that proposes a fixed cycle of events and logs what it was fed."""
 
     one_line = True
+    programs = None
 
     def __init__(self, script: list[StepEvent]) -> None:
         self.script = script
@@ -50,6 +51,7 @@ class CountingGenerator:
     folded-in note visibly changes everything sampled after it; steps and durations fixed."""
 
     one_line = True
+    programs = None
 
     def __init__(self, base: int = 48, step: int = 240, duration: int = 240) -> None:
         self.base, self.step, self.duration = base, step, duration

@@ -88,5 +88,4 @@ class SwappableGenerator:
     @property
     def programs(self) -> dict[int, int] | None:
         """A multi-track model's GM program per channel (None for a single-part model)."""
-        programs: dict[int, int] | None = getattr(self.current, "programs", None)
-        return programs
+        return self.current.programs

@@ -390,6 +390,11 @@ class FrameGenerator(ABC):
     # ---- StepGenerator ------------------------------------------------------------
 
     @property
+    def programs(self) -> dict[int, int] | None:
+        """None: one part (a multi-track family gives its tracks' programs)."""
+        return None
+
+    @property
     def fed(self) -> int:
         return self._fed
 

@@ -67,6 +67,7 @@ class MidiRnnGenerator:
     """
 
     one_line = True  # the performer's notes join its line
+    programs = None  # one part, on the jam's model channel
 
     contract = Contract(
         fields=(

@@ -82,6 +82,10 @@ class StepGenerator(Protocol):
         """Whether the model plays one line that the performer's notes join (the ``step`` kind),
         rather than voices of its own the performer's notes are placed beside."""
 
+    @property
+    def programs(self) -> dict[int, int] | None:
+        """A multi-track model's GM program per MIDI channel, or None for a single-part model."""
+
 
 class StreamingGraph:
     """Runs one graph of a package step by step, carrying its declared state."""

@@ -316,6 +316,7 @@ class TokenLstmGenerator:
     """
 
     one_line = True  # the performer's notes join its line
+    programs = None  # one part, on the jam's model channel
 
     contract = Contract(
         fields=(

@@ -32,6 +32,7 @@ class PitchChain:
     """The adapter livegen makes for a ``pitch-chain`` package: the step-model methods, and its contract."""
 
     one_line = True  # the performer's notes join its chain (see StepGenerator.one_line)
+    programs = None  # one part, on the jam's model channel
 
     contract = Contract(
         fields=(Number("step_beats", 0.125, 4.0, default=0.5), Number("duration_beats", 0.125, 4.0, default=0.5)),
