@@ -320,6 +320,11 @@ def _play(config: JamConfig) -> int:
         )
     if result.late_steps:
         _say(f"livegen: {result.late_steps} note(s) skipped: the model planned them after their time")
+    if result.input_dropped:
+        _say(
+            f"livegen: {result.input_dropped} performed message(s) dropped: they came faster than "
+            "hands play (a flood); the recording marks where"
+        )
     if result.worker_restarts:
         _say(f"livegen: warning: the inference worker restarted {result.worker_restarts} time(s) after a crash or hang")
     if result.skipped_steps:

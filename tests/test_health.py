@@ -149,6 +149,7 @@ class FakeSynth:
 
 class EngineLike:
     late_steps = 3
+    input_dropped = 11
 
 
 class KeeperLike:
@@ -173,7 +174,10 @@ def rig():
     now = [1000 * S]
     engine, keeper, worker = EngineLike(), KeeperLike(), WorkerLike()
     counters = Counters(
-        late_steps=lambda: engine.late_steps, reconnects=lambda: keeper.reconnects, restarts=lambda: worker.restarts
+        late_steps=lambda: engine.late_steps,
+        input_dropped=lambda: engine.input_dropped,
+        reconnects=lambda: keeper.reconnects,
+        restarts=lambda: worker.restarts,
     )
     holder = ModelHolder()
     identity = model_identity(FOLK_MANIFEST.parent)
@@ -222,6 +226,7 @@ def test_metrics_hold_what_the_engine_holds(rig):
     assert m[("livegen_sent_messages_total", ())] == 120 and m[("livegen_late_sends_total", ())] == 7
     assert m[("livegen_max_late_send_seconds", ())] == pytest.approx(0.0035)
     assert m[("livegen_late_steps_total", ())] == 3
+    assert m[("livegen_input_dropped_total", ())] == 11
     assert m[("livegen_xruns_total", ())] == 5  # the synth's underflows
     assert m[("livegen_port_losses_total", ())] == 0  # nothing in this jam counts them
     assert m[("livegen_reconnects_total", ())] == 4

@@ -74,6 +74,7 @@ class Counters:
     nothing in this jam keeps."""
 
     late_steps: Callable[[], int] = _zero  # notes skipped because the model planned them after their time
+    input_dropped: Callable[[], int] = _zero  # performed messages dropped (a flood, a full inbox)
     reconnects: Callable[[], int] = _zero  # MIDI ports or servers opened again after they went away
     port_losses: Callable[[], int] = _zero  # MIDI ports that went away (their program, device or JACK server)
     restarts: Callable[[], int] = _zero  # inference workers started again after a crash or a hang
@@ -259,6 +260,12 @@ class Vitals:
             "counter",
             "Model notes skipped because inference planned them after their time.",
             [({}, self.counters.late_steps())],
+        )
+        out.family(
+            "livegen_input_dropped_total",
+            "counter",
+            "Performed MIDI messages dropped: beyond a human rate (a flood) or into a full inbox.",
+            [({}, self.counters.input_dropped())],
         )
         out.family(
             "livegen_xruns_total",

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from livegen.engine.accompany import AccompanyPlanner, AccompanySettings
+from livegen.engine.admission import InputAdmission
 from livegen.engine.autonomous import AutonomousPlanner, AutonomousSettings
 from livegen.engine.callresponse import CallResponsePlanner, CallResponseSettings
 from livegen.engine.clock import Clock, InternalClock, MidiClockFollower
@@ -116,6 +117,7 @@ class JamResult:
     tempo_bpm: float = 0.0  # the clock's tempo at the end (a followed clock's estimate)
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
     late_steps: int = 0  # notes skipped because the model planned them after their time
+    input_dropped: int = 0  # performed messages dropped: a flood beyond a human rate, or a full inbox
     worker_restarts: int = 0  # inference workers started again after a crash or a hang
     skipped_steps: int = 0  # model steps skipped: a run over its time or memory budget, or not finite
     port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
@@ -557,6 +559,7 @@ class Jam:
             clock_out=ClockMaster() if self.clock_outputs else None,
             on_save_take=self._save_take,
             on_sent=self._sent if self.wav is not None or self.on_sent is not None else None,
+            admission=InputAdmission(),
         )
         if self.worker is not None:
             self.worker.recent = partial(recent_seed, recorder, self.beats_per_bar)
@@ -638,6 +641,7 @@ class Jam:
                 port=config.health_port,
                 counters=Counters(
                     late_steps=lambda: engine.late_steps,
+                    input_dropped=lambda: engine.input_dropped,
                     reconnects=lambda: keeper.reconnects if keeper is not None else 0,
                     port_losses=lambda: keeper.port_losses if keeper is not None else 0,
                     restarts=lambda: worker.restarts if worker is not None else 0,
@@ -733,6 +737,7 @@ class Jam:
                     "again; the clock and the recording went on without the model (the log says why)"
                 )
         result.late_steps = self.engine.late_steps
+        result.input_dropped = self.engine.input_dropped
         result.skipped_steps = conductor.skipped_steps
         result.tempo_bpm = self.clock.tempo_bpm
         result.send_errors = sum(o.errors for group in scheduler.groups for o in group)

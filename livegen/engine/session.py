@@ -1,9 +1,12 @@
 """The Engine: wires an input, a planner, the scheduler and the recorder around a clock.
 
 Context: :meth:`Engine.on_midi` runs on an input backend's thread and only
+admits (:mod:`livegen.engine.admission`: a flood is cut to a human rate and counted),
 timestamps and enqueues. Everything else runs on the control thread, which is
 also where the planner (and so inference) runs; the scheduler has its own
-real-time thread.
+real-time thread. A control step takes at most :data:`INPUTS_PER_STEP` performed
+messages before it keeps time and plans, so input never holds back the clock's
+pulses and the commits; a flood's start and end are logged and marked in the recording.
 
 Raw bytes stay at the ports: the control thread decodes each performed message once
 (:func:`~livegen.music.events.decode_message`, at its tick) and the recorder, the
@@ -28,12 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import queue
 import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
+from livegen.engine.admission import InputAdmission
 from livegen.engine.clock import TICKS_PER_SPP, Clock, MidiClockFollower
 from livegen.engine.clockout import ClockMaster
 from livegen.engine.planner import Action, Commit, Panic, Planner, SaveTake, Withdraw
@@ -57,6 +62,12 @@ ALL_NOTES_OFF = 123
 LATE_STEP_NS = 20_000_000
 PERFORMER_TRACK = "performer"
 MODEL_TRACK = "livegen"
+#: Performed messages one control step takes before it keeps time and plans.
+INPUTS_PER_STEP = 256
+#: A flood is over once nothing was dropped for this long, ns.
+FLOOD_OVER_NS = 1_000_000_000
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -78,6 +89,7 @@ class Engine:
         freeze_gc: bool = True,
         gc_threshold0: int | None = 10_000,
         on_sent: Callable[[Sent], None] | None = None,
+        admission: InputAdmission | None = None,
     ) -> None:
         self.planner = planner
         self.clock = clock
@@ -89,7 +101,11 @@ class Engine:
         self.on_save_take = on_save_take
         self.on_sent = on_sent
         self.sent: list[Sent] = []
-        self.input_overflow = 0
+        self.admission = admission  # None: every message is taken (offline, tests)
+        self.input_overflow = 0  # messages lost to a full inbox
+        self._dropped_seen = 0
+        self._flood_since: int | None = None  # perf_counter_ns of the first drop of the flood going on
+        self._last_drop_ns = 0
         self.late_steps = 0  # notes skipped because their plan arrived after their time
         self.transport: list[tuple[str, int]] = []  # (kind, tick) of each transport event followed
         self._inbox: queue.Queue[tuple[tuple[int, ...], int]] = queue.Queue(maxsize=input_capacity)
@@ -105,11 +121,18 @@ class Engine:
     # ---- input backend thread -----------------------------------------------------
 
     def on_midi(self, data: tuple[int, ...], t_ns: int) -> None:
-        """Input callback: enqueue and return; never raises."""
+        """Input callback: admit, enqueue and return; never raises."""
+        if self.admission is not None and not self.admission.admit(data, t_ns):
+            return
         try:
             self._inbox.put_nowait((data, t_ns))
         except queue.Full:
             self.input_overflow += 1
+
+    @property
+    def input_dropped(self) -> int:
+        """Performed messages dropped: refused by the admission (a flood) or lost to a full inbox."""
+        return self.input_overflow + (self.admission.dropped if self.admission is not None else 0)
 
     # ---- control thread -----------------------------------------------------------
 
@@ -187,6 +210,26 @@ class Engine:
         if event.kind in ("stop", "start", "position"):
             self._apply(self.planner.silence())
 
+    def _watch_flood(self) -> None:
+        """Log and mark in the recording where dropping performed messages began and ended."""
+        dropped = self.input_dropped
+        now = time.perf_counter_ns()
+        if dropped > self._dropped_seen:
+            if self._flood_since is None:
+                self._flood_since = now
+                log.warning("input flood: performed messages beyond a human rate are dropped and counted")
+                self.recorder.mark(self.clock.now_tick(), "livegen: input flood, performed messages dropped")
+            self._dropped_seen = dropped
+            self._last_drop_ns = now
+        elif self._flood_since is not None and now - self._last_drop_ns >= FLOOD_OVER_NS:
+            log.warning(
+                "input flood over after %.1f s: %d performed messages dropped so far",
+                (self._last_drop_ns - self._flood_since) / 1e9,
+                dropped,
+            )
+            self.recorder.mark(self.clock.now_tick(), f"livegen: input flood over, {dropped} messages dropped so far")
+            self._flood_since = None
+
     def replan_ns(self) -> list[int]:
         """Time from each performed note-on's arrival to the re-plan committed: the step's
         commit handed to the scheduler (the last ones)."""
@@ -237,19 +280,21 @@ class Engine:
                 self.sent.append(sent)
 
     def step(self, wait_s: float = 0.0) -> None:
-        """One control iteration: fold in input (waiting up to ``wait_s`` for some), plan, record."""
+        """One control iteration: fold in input (waiting up to ``wait_s`` for some, taking at most
+        :data:`INPUTS_PER_STEP`), keep time, plan, record."""
         try:
             item = self._inbox.get(timeout=wait_s) if wait_s > 0 else self._inbox.get_nowait()
         except queue.Empty:
             pass
         else:
             self._take_input(*item)
-            while True:
+            for _ in range(INPUTS_PER_STEP - 1):
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
                 self._take_input(*item)
+        self._watch_flood()
         self._keep_time()
         if self.clock.running:
             now = self.clock.now_tick()

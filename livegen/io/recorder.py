@@ -80,6 +80,7 @@ class MidiRecorder:
     def __init__(self, tracks: tuple[str, ...] = ("performer", "livegen")) -> None:
         self.tracks = tracks
         self._messages: dict[str, list[MidiEvent]] = {t: [] for t in tracks}
+        self._markers: list[tuple[int, str]] = []  # (tick, text): what the performance's file should say where
         self.start = 0
 
     def record(self, track: str, event: MidiEvent) -> MidiEvent:
@@ -87,6 +88,10 @@ class MidiRecorder:
         kept = event if event.tick >= 0 else replace(event, tick=0)
         self._messages[track].append(kept)
         return kept
+
+    def mark(self, tick: int, text: str) -> None:
+        """Put a marker (a MIDI meta event) with ``text`` at ``tick`` in the recording."""
+        self._markers.append((max(tick, self.start), text))
 
     @property
     def held(self) -> int:
@@ -101,7 +106,10 @@ class MidiRecorder:
     def save(self, path: str | Path, tempo: TempoMap, *, beats_per_bar: int = 4) -> Path:
         """Write the notes held as a type-1 file whose tick 0 is :attr:`start` (atomically)."""
         tracks = {t: _shifted(self.notes(t), self.start) for t in self.tracks}
-        return write_midi(path, tracks, tempo=_tempo_from(tempo, self.start), beats_per_bar=beats_per_bar)
+        markers = [(tick - self.start, text) for tick, text in self._markers]
+        return write_midi(
+            path, tracks, tempo=_tempo_from(tempo, self.start), beats_per_bar=beats_per_bar, markers=markers
+        )
 
     def keep_up(self, now_tick: int) -> None:
         """After each control step (the engine calls it): a plain recorder keeps everything."""
@@ -282,8 +290,10 @@ class RollingRecording(MidiRecorder):
             {t: _shifted(notes, self.start) for t, notes in written.items()},
             tempo=tempo,
             beats_per_bar=self.beats_per_bar,
+            markers=[(tick - self.start, text) for tick, text in self._markers if tick < boundary],
         )
         self._messages = kept
+        self._markers = [(tick, text) for tick, text in self._markers if tick >= boundary]
         for track in self.tracks:
             self._done[track] += len(written[track]) - carried[track]
             self.carried_by_track[track] += carried[track]

@@ -153,10 +153,12 @@ def write_midi(
     tempo: TempoMap | None = None,
     beats_per_bar: int = 4,
     programs: Mapping[str, int] | None = None,
+    markers: Sequence[tuple[int, str]] = (),
 ) -> Path:
     """Write a type-1 file: a tempo track, then one named track per entry of ``tracks``.
 
-    ``programs`` maps a track name to a General MIDI program sent at its start.
+    ``programs`` maps a track name to a General MIDI program sent at its start; ``markers``
+    are (tick, text) marker meta events, written in the tempo track.
     Written with :func:`~livegen.music.atomic.write_atomically`: a crash, a signal
     or a full disk at any moment leaves the previous file or the new one, never half
     of one (a jam's autosave rewrites its recording this way every few seconds).
@@ -167,9 +169,14 @@ def write_midi(
     mid = mido.MidiFile(type=1, ticks_per_beat=PPQN)
     meta = mido.MidiTrack()
     meta.append(mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4, time=0))
+    timeline = sorted(
+        [(tick, 0, mido.MetaMessage("set_tempo", tempo=us)) for tick, us in tempo.changes]
+        + [(max(0, tick), 1, mido.MetaMessage("marker", text=text)) for tick, text in markers],
+        key=lambda item: (item[0], item[1]),
+    )
     last = 0
-    for tick, us in tempo.changes:
-        meta.append(mido.MetaMessage("set_tempo", tempo=us, time=tick - last))
+    for tick, _, message in timeline:
+        meta.append(message.copy(time=tick - last))
         last = tick
     mid.tracks.append(meta)
     for name, notes in tracks.items():
