@@ -11,12 +11,11 @@ Context: control (the planner's thread).
   grid); it keeps playing until the performer has been silent for the live
   response length in bars, and joins again at once when they play again.
 - A performed note is heard at its note-on (its length is not known yet: the
-  median of the performer's recent lengths stands in) and folded in at once. The
-  engine then calls :meth:`AccompanyPlanner.advance`, which samples only up to the
-  commit horizon and commits, once for every note of the step (a chord re-plans
-  once), before :meth:`AccompanyPlanner.plan_ahead` samples on to the lookahead, once
-  the engine has handed the commit to the scheduler: the performer waits for the
-  folds and the notes about to be committed, not for the whole lookahead. The engine
+  median of the performer's recent lengths stands in). Re-planning then samples
+  only up to the commit horizon, and :meth:`AccompanyPlanner.advance` commits that
+  before :meth:`AccompanyPlanner.plan_ahead` samples on to the lookahead, once the
+  engine has handed the commit to the scheduler: the performer waits for one fold
+  and the notes about to be committed, not for the whole lookahead. The engine
   measures the time from the note's arrival to that commit.
 - With ``follow_pace`` a line model (:attr:`StepGenerator.one_line`) keeps the
   performer's pace: in any half bar it starts at most as many onsets as the
@@ -138,7 +137,9 @@ class AccompanyPlanner(Planner):
             if self._key is not None:  # a note before the song's start (a DAW counting in) counts at 0
                 self._key.observe(Note(self.live.to_model(pitch), velocity, max(0, tick), guess))
                 self.line.key = self._key.key()
-            self.line.fold(tick, pitch, guess, velocity)  # advance plans to the commit horizon, once a step
+            self.line.fold(tick, pitch, guess, velocity)
+            if self._playing:
+                self.line.plan(tick + self._commit)  # the rest waits for plan_ahead, after the commit
         elif event.is_note_off:
             ended = self._held.observe(event)
             if ended is not None:
