@@ -238,3 +238,9 @@ def test_under_a_sparse_performer_the_accompaniment_still_plays_a_note_a_beat():
     counts = onsets_per_bar(perform(planner, [0, 1920, 3840], length=1800))  # a whole note a bar
     # as many as a bar has beats (two a half bar), from the model's entry on beat 3 to its end
     assert counts == {0: 2, 1: 4, 2: 4, 3: 4, 4: 2}
+
+
+def test_the_live_density_multiplies_the_pace():
+    _, planner = make(LiveParams(density=2.0), settings=AccompanySettings(listen_beats=2))
+    counts = onsets_per_bar(perform(planner, [0, 1920, 3840], length=1800))  # a whole note a bar
+    assert counts[1] == counts[2] == 8  # twice the four a bar the pace allows at density 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomlkit
 
 from livegen.cli import main
 from livegen.errors import PackageError
@@ -168,7 +169,9 @@ def test_a_gate_table_with_a_wrong_status_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "pkg"
     shutil.copytree(resolve_package("folk-lstm"), folder)
     manifest = folder / MANIFEST
-    manifest.write_text(manifest.read_text() + '\n[gate]\nstatus = "great"\npassed = 1\nchecks = 2\n')
+    document = tomlkit.parse(manifest.read_text(encoding="utf-8"))
+    document["gate"] = {"status": "great", "passed": 1, "checks": 2}  # the bundled package has its own
+    manifest.write_text(tomlkit.dumps(document), encoding="utf-8")
     with pytest.raises(PackageError, match=r"gate.*status.*passed or experimental"):
         parse_manifest(manifest)
 

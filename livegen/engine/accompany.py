@@ -20,14 +20,15 @@ Context: control (the planner's thread).
 - With ``follow_pace`` a line model (:attr:`StepGenerator.one_line`) keeps the
   performer's pace: in any half bar it starts at most as many onsets as the
   performer started per half bar over the last :data:`PACE_WINDOW_BARS` bars (at
-  least one a beat, so the beat goes on under a held note), a later note waiting
-  for its turn on the grid. Such a model hears both parties as one line, and left
+  least one a beat, so the beat goes on under a held note; the live density
+  multiplies it), a later note waiting for its turn on the grid. Such a model hears both parties as one line, and left
   alone answers that busier line at its own pace. Models with voices of their own
   keep theirs.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -206,7 +207,8 @@ class AccompanyPlanner(Planner):
         self.line.replan()
 
     def _pace(self, now_tick: int) -> Pace | None:
-        """The performer's onsets per half bar over the pace window before ``now_tick``."""
+        """The performer's onsets per half bar over the pace window before ``now_tick`` (at least a
+        beat's worth), times the live density: the knob's "twice as many notes" holds here too."""
         if not (self.settings.follow_pace and self.line.generator.one_line):
             return None
         start = now_tick - PACE_WINDOW_BARS * self._bar
@@ -215,7 +217,8 @@ class AccompanyPlanner(Planner):
         heard = sum(1 for onset in self._onsets if onset <= now_tick)
         halves = 2 * PACE_WINDOW_BARS
         beats = -(-self.settings.beats_per_bar // 2)
-        return Pace(onsets=max(beats, -(-heard // halves)), span=self._bar // 2)
+        onsets = max(beats, -(-heard // halves))
+        return Pace(onsets=max(1, math.ceil(onsets * self.live.density)), span=self._bar // 2)
 
     def _velocity(self) -> int:
         return round(statistics.fmean(self._velocities)) if self._velocities else 90
