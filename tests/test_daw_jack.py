@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from livegen.music.midifile import read_midi
-from tests.jackutil import Peer
+from tests.jackutil import JackServer, Peer
 from tests.pkgfactory import write_package
 from tests.test_jam_jack import collect, sounding_after, start_jam
 
@@ -138,12 +138,15 @@ def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_so
     assert song.notes  # the recording holds the performer's notes and the model's
 
 
-def assert_pulses_counted(messages: list[dict], record: Path) -> int:
+def assert_pulses_counted(messages: list[dict], record: Path, lost: int = 0) -> int:
     """Every model note-on arrives after exactly as many clock pulses as its tick says.
 
     The pulse at tick 0 comes first and one follows every 20 ticks; a note at tick T is
     preceded by T / 20 pulses, or T / 20 + 1 when the pulse at T went out first. A count,
-    not a time: it holds however loaded the machine is. Returns the number of pulses.
+    not a time: it holds however loaded the machine is, except that a JACK cycle the
+    receiving client missed (an xrun the server reports: "client ... was not finished")
+    loses what arrived in it: ``lost`` such cycles may take up to ``lost`` pulses. Returns
+    the number of pulses.
     """
     ticks = sorted(n.start for n in read_midi(record).notes)
     pulses, before = 0, []
@@ -154,13 +157,24 @@ def assert_pulses_counted(messages: list[dict], record: Path) -> int:
             before.append(pulses)
     assert len(before) == len(ticks) > 0
     wrong = [
-        (t, b) for t, b in zip(ticks, before, strict=True) if b not in (t // TICKS_PER_PULSE, t // TICKS_PER_PULSE + 1)
+        (t, b)
+        for t, b in zip(ticks, before, strict=True)
+        if not t // TICKS_PER_PULSE - lost <= b <= t // TICKS_PER_PULSE + 1
     ]
-    assert not wrong, f"(tick, pulses before it) off the count: {wrong[:5]}"
+    assert not wrong, f"(tick, pulses before it) off the count ({lost} receiver xruns): {wrong[:5]}"
     return pulses
 
 
-def test_clock_master_sends_exactly_24_pulses_per_beat_in_step_with_its_notes(jack_server, tmp_path):
+def receiver_xruns(server: JackServer, since: int) -> int:
+    """Cycles the receiving peer missed since byte ``since`` of the server's log (JACK drops their input)."""
+    text = server.log_path.read_bytes()[since:].decode("utf-8", "replace")
+    return text.count("client = peer-receive was not finished")
+
+
+def test_clock_master_sends_exactly_24_pulses_per_beat_in_step_with_its_notes(
+    jack_server, jack_server_process, tmp_path
+):
+    log_from = jack_server_process.log_path.stat().st_size
     package = write_package(tmp_path / "pkg")
     record = tmp_path / "master.mid"
     receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
@@ -191,11 +205,16 @@ def test_clock_master_sends_exactly_24_pulses_per_beat_in_step_with_its_notes(ja
         f"\nclock master: {n} pulses, interval {slope / 1e6:.4f} ms (exact {interval / 1e6:.4f}), "
         f"max residual {max(residuals):.2f} ms, gaps {min(gaps):.2f}-{max(gaps):.2f} intervals"
     )
-    assert assert_pulses_counted(messages, record) == n  # 24 per beat, none missed, in step with the notes
+    lost = receiver_xruns(jack_server_process, log_from)
+    print(f"receiver xruns: {lost}")
+    assert assert_pulses_counted(messages, record, lost) == n  # 24 per beat, in step with the notes
     assert abs(slope - interval) / interval < 1e-3  # the tempo: 150 BPM (1e-4 in a quiet run)
 
 
-def test_model_swap_by_typed_command_keeps_the_clock_running_and_leaves_nothing_sounding(jack_server, tmp_path):
+def test_model_swap_by_typed_command_keeps_the_clock_running_and_leaves_nothing_sounding(
+    jack_server, jack_server_process, tmp_path
+):
+    log_from = jack_server_process.log_path.stat().st_size
     package = write_package(tmp_path / "pkg")
     record = tmp_path / "swap.mid"
     receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
@@ -225,5 +244,6 @@ def test_model_swap_by_typed_command_keeps_the_clock_running_and_leaves_nothing_
     gaps = [(b - a) / interval for a, b in itertools.pairwise(pulses)]
     print(f"\nclock across a model swap: {len(pulses)} pulses, gaps {min(gaps):.2f}-{max(gaps):.2f} intervals")
     assert len(pulses) > 24 * 20
-    assert assert_pulses_counted(messages, record) == len(pulses)  # none missed while the model loaded
+    lost = receiver_xruns(jack_server_process, log_from)
+    assert assert_pulses_counted(messages, record, lost) == len(pulses)  # none missed while the model loaded
     assert not sounding_after(messages)
