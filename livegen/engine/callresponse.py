@@ -35,7 +35,6 @@ from livegen.engine.config import CHANNEL_BOUNDS
 from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
-from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, Note, note_off, note_on
 from livegen.music.held import HeldNotes
@@ -179,7 +178,7 @@ class CallResponsePlanner(Planner):
         self._velocity_sum = 0
         self._last_onset = None
         key = self._key.key() if self._key is not None else None
-        first = self.generator.sample(self._sampling(key), self.rng) if self.generator.fed else None
+        first = self.generator.sample(self.live.sampling.following(key), self.rng) if self.generator.fed else None
         length = self.live.response_bars * self.settings.beats_per_bar * PPQN
         self._response = _Response(
             generation=self.generations.new(),
@@ -190,13 +189,6 @@ class CallResponsePlanner(Planner):
             velocity=max(1, min(127, velocity)),
             key=key,
         )
-
-    def _sampling(self, key: Key | None) -> SamplingParams:
-        """The live sampling parameters, in ``key`` while the live scale is chromatic."""
-        params = self.live.sampling
-        if key is not None and params.scale == "chromatic":
-            params = replace(params, root=key.root, scale=key.mode)
-        return params
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): the phrase and the response end."""
@@ -228,7 +220,7 @@ class CallResponsePlanner(Planner):
             events.append(note_on(onset, on_channel, pitch, response.velocity))
             events.append(note_off(end, on_channel, pitch))
             self.generator.feed(replace(event, bar_phase=onset % (self.settings.beats_per_bar * PPQN)))
-            following = self.generator.sample(self._sampling(response.key), self.rng)
+            following = self.generator.sample(self.live.sampling.following(response.key), self.rng)
             step = self.live.scale_time(following.step)
             response.chord = response.chord + 1 if step == 0 else 0
             if response.chord >= MAX_CHORD:  # a model of endless chord notes: move on a 16th

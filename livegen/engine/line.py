@@ -97,9 +97,7 @@ class PlannedLine:
         return note
 
     def _sample(self) -> None:
-        params = self.live.sampling
-        if self.key is not None and params.scale == "chromatic":
-            params = replace(params, root=self.key.root, scale=self.key.mode)
+        params = self.live.sampling.following(self.key)
         self._next = self.generator.sample(params, self.rng) if self.generator.fed else None
 
     def restart(self, tick: int) -> None:

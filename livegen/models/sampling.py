@@ -6,11 +6,15 @@ random generator is passed in so a render with a given seed is reproducible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from livegen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from livegen.music.keys import Key
 
 #: Scale steps in semitones above the root.
 SCALES: dict[str, tuple[int, ...]] = {
@@ -57,6 +61,12 @@ class SamplingParams:
             raise ConfigError(f"root {self.root}: expected a pitch class 0..11")
         if not 1 <= self.candidates <= 64:
             raise ConfigError(f"candidates {self.candidates}: expected 1 to 64")
+
+    def following(self, key: Key | None) -> SamplingParams:
+        """These parameters in ``key`` (a performer's followed key) while no scale is chosen."""
+        if key is None or self.scale != "chromatic":
+            return self
+        return replace(self, root=key.root, scale=key.mode)
 
     def pitch_mask(self) -> np.ndarray:
         """Boolean [128]: the pitches this draw may produce."""
