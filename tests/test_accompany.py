@@ -244,3 +244,12 @@ def test_the_live_density_multiplies_the_pace():
     _, planner = make(LiveParams(density=2.0), settings=AccompanySettings(listen_beats=2))
     counts = onsets_per_bar(perform(planner, [0, 1920, 3840], length=1800))  # a whole note a bar
     assert counts[1] == counts[2] == 8  # twice the four a bar the pace allows at density 1
+
+
+def test_the_performers_onsets_are_kept_for_the_pace_window_only():
+    # a model with voices of its own asks no pace, and a long performance must not pile up onsets
+    _, planner = make(settings=AccompanySettings(listen_beats=2, follow_pace=False))
+    for i in range(2000):  # 2000 eighths: 250 bars
+        planner.on_input(decode_message(i * 240, (0x90, 60, 100)))
+        planner.on_input(decode_message(i * 240 + 100, (0x80, 60, 0)))
+    assert len(planner._onsets) <= 2 * 8  # the last two bars' eighths

@@ -132,6 +132,8 @@ class AccompanyPlanner(Planner):
             self._last_note_on = tick
             if not self._onsets or self._onsets[-1] != tick:
                 self._onsets.append(tick)
+                while self._onsets[0] <= tick - PACE_WINDOW_BARS * self._bar:  # only the window is kept
+                    self._onsets.popleft()
             if self._first_onset is None:
                 self._first_onset = tick
             guess = round(statistics.median(self._lengths)) if self._lengths else PPQN
@@ -212,12 +214,8 @@ class AccompanyPlanner(Planner):
         if not (self.settings.follow_pace and self.line.generator.one_line):
             return None
         start = now_tick - PACE_WINDOW_BARS * self._bar
-        while self._onsets and self._onsets[0] <= start:
-            self._onsets.popleft()
-        heard = sum(1 for onset in self._onsets if onset <= now_tick)
-        halves = 2 * PACE_WINDOW_BARS
-        beats = -(-self.settings.beats_per_bar // 2)
-        onsets = max(beats, -(-heard // halves))
+        heard = sum(1 for onset in self._onsets if start < onset <= now_tick)
+        onsets = max(math.ceil(self.settings.beats_per_bar / 2), math.ceil(heard / (2 * PACE_WINDOW_BARS)))
         return Pace(onsets=max(1, math.ceil(onsets * self.live.density)), span=self._bar // 2)
 
     def _velocity(self) -> int:
