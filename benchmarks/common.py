@@ -52,6 +52,17 @@ def summary_ms(values_ns: Sequence[int]) -> dict[str, float]:
     }
 
 
+def vitals() -> dict[str, int]:
+    """This process's threads, open file descriptors and resident memory (KiB), from /proc."""
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "threads": len(os.listdir("/proc/self/task")),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "rss_kib": rss // 1024,
+    }
+
+
 def loadavg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]

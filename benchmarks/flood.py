@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import JackServer, jack_env, loadavg, summary_ms
-from benchmarks.onset import _start_peer
+from benchmarks.common import JackServer, jack_env, loadavg, summary_ms, vitals
+from benchmarks.onset import _start_peer, stop_peer
 
 TEMPO = 120.0
 IN_PORT = "flood-in"
@@ -70,9 +70,7 @@ print(json.dumps({"event": "done", "sent": sent, "t0_ns": t0, "t1_ns": time.perf
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return round(pages * 4096 / 2**20, 1)
+    return round(vitals()["rss_kib"] / 1024, 1)
 
 
 def run(server: JackServer, rate: int, seconds: float, *, guarded: bool) -> dict[str, Any]:
@@ -155,12 +153,8 @@ def run(server: JackServer, rate: int, seconds: float, *, guarded: bool) -> dict
         port.close()
         if flooder.poll() is None:
             flooder.kill()
-    assert peer is not None and peer.stdin is not None and peer.stdout is not None
-    peer.stdin.write("stop\n")
-    peer.stdin.flush()
-    peer.stdout.readline()
-    peer.wait(10)
-    received = json.loads(peer_file.read_text())
+    assert peer is not None
+    received = stop_peer(peer, peer_file)
     peer_file.unlink(missing_ok=True)
     flood_to = int(flood_done.get("t1_ns", flood_from + seconds * 1e9))
     pulses = [s for s in engine.sent if s.group == CLOCK_GROUP and s.data == (0xF8,)]

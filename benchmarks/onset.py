@@ -146,6 +146,17 @@ def _start_peer(server: JackServer, out: Path) -> subprocess.Popen[str]:
     return peer
 
 
+def stop_peer(peer: subprocess.Popen[str], out: Path) -> list[list[int]]:
+    """Stop a peer :func:`_start_peer` started; what it received, ``[t_ns, status, data...]`` each."""
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write("stop\n")
+    peer.stdin.flush()
+    peer.stdout.readline()
+    peer.wait(10)
+    received: list[list[int]] = json.loads(out.read_text())
+    return received
+
+
 def run(
     server: JackServer,
     events: int,
@@ -228,12 +239,7 @@ def run(
     if raw:
         result["raw_ns"] = inside
     if peer_proc is not None:
-        assert peer_proc.stdin is not None and peer_proc.stdout is not None
-        peer_proc.stdin.write("stop\n")
-        peer_proc.stdin.flush()
-        peer_proc.stdout.readline()
-        peer_proc.wait(10)
-        received = json.loads(peer_file.read_text())
+        received = stop_peer(peer_proc, peer_file)
         pairs = match_in_order(sent, received)
         outside = [r[0] - s.deadline_ns for s, r in pairs if s.sent_ns != s.deadline_ns]
         result["outside"] = summary_ms(outside)

@@ -40,7 +40,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import JACK_PERIOD, JACK_RATE, JackServer, _die_with_parent, jack_env, machine, summary_ms
+from benchmarks.common import (
+    JACK_PERIOD,
+    JACK_RATE,
+    JackServer,
+    _die_with_parent,
+    jack_env,
+    machine,
+    summary_ms,
+    vitals,
+)
 
 #: The peer: a JACK client named NAME with one port, opened ("up") and deleted ("down") on
 #: command. A ``keyboard`` sends what it is told; a ``sink`` reports what arrives (polled,
@@ -177,17 +186,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, *, period
 def _counts(keeper: Any, counter: str, value: int) -> Callable[[], bool]:
     """Whether ``keeper``'s ``counter`` has reached ``value`` (for :func:`wait_for`)."""
     return lambda: bool(getattr(keeper, counter) >= value)
-
-
-def vitals() -> dict[str, int]:
-    """This process's threads, open file descriptors and resident memory (KiB), from /proc."""
-    with open("/proc/self/statm") as statm:
-        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return {
-        "threads": len(os.listdir("/proc/self/task")),
-        "fds": len(os.listdir("/proc/self/fd")),
-        "rss_kib": rss // 1024,
-    }
 
 
 def own_ports() -> list[str]:
