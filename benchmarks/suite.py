@@ -208,6 +208,28 @@ def _flood_head(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def _arrival(quick: bool) -> dict[str, Any]:
+    from benchmarks import arrival
+
+    return arrival.measure(seconds=2.0 if quick else 5.0)
+
+
+def _arrival_head(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    rows: list[tuple[str, str, str, bool | None]] = []
+    for run in r.get("runs", []):
+        stamp, read = run["stamp_lateness"], run["read_lateness"]
+        rows.append(
+            (
+                f"input stamps, {run['condition']}",
+                f"stamp after the send p99 {_ms(stamp.get('p99_ms'))}, max {_ms(stamp.get('max_ms'))} "
+                f"(read by Python: p99 {_ms(read.get('p99_ms'))}, max {_ms(read.get('max_ms'))})",
+                "max one JACK period (2.7 ms) + 1 ms",
+                stamp.get("max_ms", 1e9) <= 3.7,
+            )
+        )
+    return rows
+
+
 ITEMS: tuple[Item, ...] = (
     Item(1, "onset", "onset error at the output port", _onset, _onset_head),
     Item(4, "reaction", "reaction: performer note to re-plan committed", _reaction, _reaction_head),
@@ -218,6 +240,7 @@ ITEMS: tuple[Item, ...] = (
     Item(2, "outside", "onset error seen from a separate JACK client", _outside, _outside_head),
     Item(7, "peer", "Notochord peer", _peer, _peer_head),
     Item(9, "flood", "an input flood: MIDI clock out, and what is dropped", _flood, _flood_head),
+    Item(10, "arrival", "input arrival stamps with the interpreter lock held", _arrival, _arrival_head),
 )
 
 

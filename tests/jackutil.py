@@ -16,7 +16,8 @@ CLOCK_MONOTONIC and so compare across processes)::
     python jackutil.py send --name kbd
         {"event": "ready", "port": "kbd:kbd"}; then reads JSON lines on stdin:
         [144, 60, 100]                     send now, answer {"event": "sent", "t_ns": ..., "data": [...]}
-        {"stream": 500, "interval": 0.001} send 500 note-ons in the background
+        {"stream": 500, "interval": 0.001} send 500 note-ons in the background; then
+                                           {"event": "streamed", "t_ns": [...]}, each one's send time
         "quit" (or end of input)           exit at once
     python jackutil.py clock --name clk --dest "livegen in" --plan '["start", {"pulses": 96, "bpm": 100}]'
         {"event": "ready", "port": "clk:clk", "dest": "livegen in:livegen in"}; waits for "go" on
@@ -351,9 +352,12 @@ def _flush_on_request(got: queue.Queue[tuple[int, list[int]]]) -> None:
 
 
 def _stream(client: Any, count: int, interval: float) -> None:
+    sent = []
     for i in range(count):
+        sent.append(time.perf_counter_ns())
         client.send_message((0x90, 36 + i % 48, 1 + i % 127))
         time.sleep(interval)
+    _say(event="streamed", t_ns=sent)
 
 
 def _send(name: str) -> None:

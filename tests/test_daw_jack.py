@@ -129,7 +129,9 @@ def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_so
     assert 0 <= latency < 20  # two JACK hops of a few periods
     # every note on the grid: a quarter of a sixteenth (27 ms at 140 BPM) from it would be a
     # different position; in a quiet run all are within 2 ms (printed above)
-    assert max(abs(e) for e in errors) < 27
+    assert max(abs(e) for e in errors) < 27, "each note's offset from the grid, ms: " + ", ".join(
+        f"{(t - pulses[0]) / 1e9:.2f} s: {e:+.1f}" for t, e in zip(played, errors, strict=True)
+    )
     assert spread[int(0.9 * (len(spread) - 1))] < 6
     assert not sounding_after(messages)
     replan = next(line for line in out.splitlines() if "note to new plan" in line)

@@ -264,6 +264,43 @@ def test_input_from_another_client_reaches_the_callback_with_perf_counter_timest
     assert source.errors == 0
 
 
+def _hold_the_interpreter_lock(until: float) -> None:
+    """Stall every other Python thread of this process in turns of about 50 ms (a C loop keeps the GIL)."""
+    while time.monotonic() < until:
+        sum(range(2_500_000))
+        time.sleep(0.05)
+
+
+@pytest.mark.jack
+def test_input_timestamps_come_from_the_backend_so_a_stalled_interpreter_does_not_move_them(
+    jack_server: str, peers: list[Peer]
+) -> None:
+    keyboard = _sender(peers, "kbd")
+    got: list[tuple[int, int]] = []  # (stamp, when the callback ran)
+    source = open_input("kbd", api="jack", callback=lambda data, t_ns: got.append((t_ns, time.perf_counter_ns())))
+    try:
+        keyboard.tell({"stream": 300, "interval": 0.005})
+        keyboard.expect("streaming")
+        while len(got) < 20:  # read promptly for a while (0.1 s), then stall for 1 s
+            time.sleep(0.001)
+        _hold_the_interpreter_lock(time.monotonic() + 1.0)
+        sent = keyboard.expect("streamed", timeout=20)["t_ns"]
+        deadline = time.monotonic() + 5
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        source.close()
+    assert len(got) == len(sent) == 300
+    stamp_late = [(stamp - t) / 1e6 for t, (stamp, _) in zip(sent, got, strict=True)]
+    read_late = [(read - t) / 1e6 for t, (_, read) in zip(sent, got, strict=True)]
+    # the stalls held the reader back (that is what is measured against) ...
+    assert max(read_late) > 25, f"no stall happened: read at most {max(read_late):.1f} ms after sending"
+    # ... and the stamps say when JACK delivered (its next periods of 2.7 ms), not when Python read
+    assert min(stamp_late) >= 0
+    assert max(stamp_late) < 10, f"stamps up to {max(stamp_late):.1f} ms late, reads up to {max(read_late):.1f} ms"
+    assert [stamp for stamp, _ in got] == sorted(stamp for stamp, _ in got)
+
+
 @pytest.mark.jack
 def test_a_failing_callback_is_counted_and_later_messages_still_arrive(jack_server: str, peers: list[Peer]) -> None:
     keyboard = _sender(peers, "kbd")

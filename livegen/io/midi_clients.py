@@ -258,7 +258,6 @@ def new_input_client(
     *,
     virtual: bool,
     ignore_sysex: bool = True,
-    ignore_clock: bool = True,
     required: bool = True,
 ) -> Opened:
     """A new python-rtmidi input client, connected or virtual (setup or keeper thread).
@@ -276,7 +275,8 @@ def new_input_client(
     with backend_errors(api_name, doing):
         client = rtmidi.MidiIn(api_id(api_name), own if virtual else INPUT_NAME, queue_size_limit=INPUT_QUEUE_SIZE)
         try:
-            client.ignore_types(sysex=ignore_sysex, timing=ignore_clock, active_sense=True)
+            # Clock and active sensing are dropped by the reader: one RtMidi ignores loses its delta time.
+            client.ignore_types(sysex=ignore_sysex, timing=False, active_sense=False)
             if virtual:
                 client.open_virtual_port(own)
         except BaseException:

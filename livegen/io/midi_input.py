@@ -19,6 +19,11 @@ What python-rtmidi 1.5.8 (RtMidi 5.0.0) does that shapes this module, measured h
   below JACK's 2.7 ms period at 128 frames and 48 kHz). Closing stops and joins the
   reader before the rtmidi object is deleted: 300 open/close cycles under a
   5000 message/s stream ran clean.
+- The time a message is polled is not when it arrived: a stall of the interpreter lock
+  moves it. Each message is stamped from RtMidi's delta times instead
+  (:mod:`livegen.io.arrival`). RtMidi measures a delta from the previous message it
+  saw, ignored or not, so it is asked to ignore only SysEx (when wanted): clock, MIDI
+  time code and active sensing are dropped here, after stamping.
 """
 
 from __future__ import annotations
@@ -26,21 +31,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livegen.errors import BackendUnavailableError
+from livegen.io.arrival import ArrivalStamps
 from livegen.io.base import InputCallback, MidiInput
 from livegen.io.midi_api import INPUT_NAME, resolve_api
 from livegen.io.midi_clients import new_input_client, release_client
 from livegen.music.events import MidiStreamParser
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 
 _NOTE_OFF, _NOTE_ON, _CONTROL_CHANGE, _SUSTAIN = 0x80, 0x90, 0xB0, 64
+_IGNORED = frozenset({0xFE})  # active sensing
+_IGNORED_TIMING = frozenset({0xFE, 0xF8, 0xF1})  # and MIDI clock and time code (as RtMidi's "timing")
 
 
 class RtMidiInput(MidiInput):
@@ -48,12 +53,13 @@ class RtMidiInput(MidiInput):
 
     The backend queues each message on its own thread without Python (see the module
     docstring for why no rtmidi callback is used). The reader thread, every
-    ``poll_interval`` seconds, takes all waiting messages; for each it reads
-    ``perf_counter_ns()`` first, then calls the callback once per complete, well-formed
-    message a :class:`~livegen.music.events.MidiStreamParser` finds in its bytes (JACK
+    ``poll_interval`` seconds, takes all waiting messages; it stamps each with its
+    arrival time on the ``perf_counter_ns`` clock (:class:`~livegen.io.arrival.ArrivalStamps`),
+    drops active sensing (and clock and time code when ``ignore`` says so), then calls
+    the callback once per complete, well-formed message a
+    :class:`~livegen.music.events.MidiStreamParser` finds in its bytes (JACK
     passes on whatever another client wrote); what it drops is counted in :attr:`malformed`.
     It never raises: callback and backend errors are counted in :attr:`errors`.
-    SysEx, MIDI clock (and MTC) and active sensing are dropped by RtMidi unless asked for.
 
     The reader also keeps count of the notes held and the sustain pedals down, so that
     when the port is lost :meth:`release_held` can deliver their note-offs (and pedal
@@ -91,6 +97,8 @@ class RtMidiInput(MidiInput):
         #: Held while the reader uses the client: the keeper takes it to swap or reconnect the client.
         self.client_lock = threading.Lock()
         self._parser = MidiStreamParser()
+        self._stamps = ArrivalStamps()
+        self._drop = _IGNORED_TIMING if ignore[1] else _IGNORED
         self._client = client
         self._poll_interval = poll_interval
         self._stop = threading.Event()
@@ -113,11 +121,18 @@ class RtMidiInput(MidiInput):
         interval = self._poll_interval
         parse = self._parser.feed
         hold = self._hold
+        stamp, found_empty = self._stamps.stamp, self._stamps.found_empty
+        drop = self._drop
         while not stop.is_set():
             with lock:
                 client = self._client
                 try:
+                    asked = clock()
                     event = None if client is None else client.get_message()
+                    if event is None:
+                        found_empty(asked)
+                    else:
+                        t_ns = stamp(event[1], clock())
                 except Exception:  # counted; the reader must not die
                     self.errors += 1
                     event = None
@@ -128,10 +143,11 @@ class RtMidiInput(MidiInput):
                     self._release_done.set()
                 sleep(interval)
                 continue
-            t_ns = clock()
             self.received += 1
             try:
                 for message in parse(event[0]):
+                    if message[0] in drop:
+                        continue
                     hold(message)
                     self._deliver(message, t_ns)
             except Exception:  # a failing callback is counted, not fatal
@@ -209,6 +225,7 @@ class RtMidiInput(MidiInput):
         """Keeper thread: read from ``client`` (its own port ``own``, listening to ``port``) from now on."""
         with self.client_lock:
             self._client, self.port, self.own = client, port, own
+            self._stamps.reset()  # the new client's deltas start anew
 
     @property
     def malformed(self) -> int:
@@ -248,8 +265,8 @@ def open_input(
     ``virtual=False``: connect to the port ``name`` means (exact, or a unique
     case-insensitive part of it); ``name=None`` takes :func:`find_keyboard`'s choice.
     ``virtual=True``: create a port others connect to, named ``name`` or ``livegen in``.
-    ``ignore_sysex``/``ignore_clock``: let RtMidi drop SysEx and MIDI clock/MTC (active
-    sensing is always dropped); a clock follower passes ``ignore_clock=False``.
+    ``ignore_sysex``/``ignore_clock``: drop SysEx and MIDI clock/MTC (active sensing is
+    always dropped); a clock follower passes ``ignore_clock=False``.
 
     Raises :class:`BackendUnavailableError`, :class:`PortNotFoundError` or
     :class:`ConfigError`, each naming the port and the API.
@@ -260,9 +277,7 @@ def open_input(
             f"the winmm MIDI API cannot create the virtual port {name or INPUT_NAME!r}: connect to an existing "
             "port instead with virtual=False / --in PORT"
         )
-    client, port, own = new_input_client(
-        api_name, name, virtual=virtual, ignore_sysex=ignore_sysex, ignore_clock=ignore_clock
-    )
+    client, port, own = new_input_client(api_name, name, virtual=virtual, ignore_sysex=ignore_sysex)
     assert port is not None
     reader = RtMidiInput(
         client,

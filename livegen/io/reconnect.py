@@ -318,11 +318,9 @@ class PortKeeper:
                 if isinstance(port, RtMidiOutput):
                     opened = midi_clients.new_output_client(self.api, port.wanted, virtual=port.virtual, required=False)
                 else:
-                    sysex, clock = port.ignore
                     opened = midi_clients.new_input_client(
-                        self.api, port.wanted, virtual=port.virtual, ignore_sysex=sysex, ignore_clock=clock,
-                        required=False,
-                    )  # fmt: skip
+                        self.api, port.wanted, virtual=port.virtual, ignore_sysex=port.ignore[0], required=False
+                    )
             except LivegenError as err:
                 self._complain(
                     watched, f"{watched.label} cannot be opened again yet: {err}; trying again every {self.poll_s:g} s"
