@@ -284,6 +284,7 @@ def _cmd_jam(args: argparse.Namespace) -> int:
 def _play(config: JamConfig) -> int:
     """Run the jam and report it (on stdout and, with ``--log-file``, in the log)."""
     from livegen.engine.jam import run_jam
+    from livegen.engine.scheduler import STALE_NS
     from livegen.models.registry import experimental_warning
 
     if config.health_port:
@@ -320,6 +321,12 @@ def _play(config: JamConfig) -> int:
         )
     if result.late_steps:
         _say(f"livegen: {result.late_steps} note(s) skipped: the model planned them after their time")
+    if result.stale:
+        resynced = f"; clock receivers re-synchronised {result.resyncs} time(s)" if result.resyncs else ""
+        _say(
+            f"livegen: warning: {result.stale} note(s) and clock pulse(s) not played: the process was held "
+            f"up and they were over {STALE_NS // 1_000_000} ms past their time{resynced}"
+        )
     if result.input_dropped:
         _say(
             f"livegen: {result.input_dropped} performed message(s) dropped: they came faster than "

@@ -249,3 +249,36 @@ def test_model_swap_by_typed_command_keeps_the_clock_running_and_leaves_nothing_
     lost = receiver_xruns(jack_server_process, log_from)
     assert assert_pulses_counted(messages, record, lost) == len(pulses)  # none missed while the model loaded
     assert not sounding_after(messages)
+
+
+def test_a_clock_master_stopped_for_two_seconds_resumes_without_a_burst_and_resyncs_its_slaves(jack_server, tmp_path):
+    package = write_package(tmp_path / "pkg")
+    receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
+    try:
+        jam = start_jam("--model", str(package), "--mode", "autonomous", "--out", "livegen", "--clock-out",
+                        "--tempo", "150", "--max-seconds", "9", "--rng-seed", "2", "--no-commands",
+                        "--record", str(tmp_path / "stalled.mid"))  # fmt: skip
+        assert receiver.expect("ready", timeout=30)["port"] == "livegen:livegen"
+        time.sleep(3.0)
+        jam.send_signal(signal.SIGSTOP)  # the whole process: every thread, the scheduler's too
+        time.sleep(2.0)
+        jam.send_signal(signal.SIGCONT)
+        messages = collect(receiver, jam, timeout=60)
+        out, err = jam.communicate(timeout=30)
+    finally:
+        receiver.stop()
+    assert jam.returncode == 0, err
+    statuses = [m["data"][0] for m in messages]
+    pulses = [m["t_ns"] for m in messages if m["data"] == [0xF8]]
+    interval = 60e9 / (150 * 24)
+    # no burst: never more pulses in 100 ms than 100 ms holds (6 at 150 BPM), give or take two
+    most = max(sum(1 for t in pulses[k:] if t - pulses[k] < 100e6) for k in range(len(pulses)))
+    assert most <= 100e6 / interval + 2, f"{most} pulses within 100 ms"
+    # the slaves were stopped and told where to resume: Stop, Song Position, Continue
+    resync = next(k for k in range(1, len(statuses)) if statuses[k : k + 2] == [0xF2, 0xFB])
+    assert 0xFC in statuses[:resync]
+    spp = messages[resync]["data"]
+    sixteenths = spp[1] | spp[2] << 7
+    # the position is where the clock is: pulses before it + the ones dropped while stopped
+    assert sixteenths * 6 > statuses[:resync].count(0xF8) + 24 * 2.5 * 1.5  # more than 1.5 s of pulses were skipped
+    assert "not played: the process was held up" in out

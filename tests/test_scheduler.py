@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from livegen.engine.clock import InternalClock, ManualClock
 from livegen.engine.scheduler import Scheduled, Scheduler
@@ -154,3 +155,58 @@ def test_retime_on_the_real_thread_sends_a_message_made_due():
     sched.stop()
     assert out.messages[:1] and out.messages[0][1] == (0x90, 60, 100)
     assert out.messages[0][0] >= now + 20_000_000  # at the new deadline, never early
+
+
+def _run_on_thread(sched: Scheduler, out: MemoryOutput, until: Callable[[list[tuple[int, ...]]], bool]) -> None:
+    sched.start()
+    deadline = time.monotonic() + 10
+    while not until(out.received()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sched.stop()
+
+
+def test_after_a_stall_stale_clock_pulses_are_dropped_and_receivers_resume_at_a_sixteenth():
+    # The process was stopped: 40 pulses (ticks 0..780) are 1.0-0.2 s overdue; the next
+    # ones, from tick 800, are on time. A slave must not race through 40 pulses at once.
+    now = time.perf_counter_ns()
+    pulse_ns = 20_000_000
+    stale = [Scheduled(now - 1_000_000_000 + k * pulse_ns, k * 20, (0xF8,)) for k in range(40)]
+    fresh = [Scheduled(now + 100_000_000 + k * pulse_ns, 800 + k * 20, (0xF8,)) for k in range(20)]
+    out = MemoryOutput()
+    sched = Scheduler([[out]], tick_of=lambda ns: 0)
+    sched.submit(stale + fresh)
+    _run_on_thread(sched, out, lambda got: got.count((0xF8,)) >= 18)
+    got = [m for m in out.received() if m[0] != 0xB0]  # the stop's controller resets aside
+    # Stop at once; then nothing until the first pulse on a sixteenth (tick 840, 120 ticks
+    # each): Song Position 7 (sixteenths), Continue, and the pulses from there.
+    assert got[:4] == [(0xFC,), (0xF2, 7, 0), (0xFB,), (0xF8,)]
+    assert set(got[4:]) == {(0xF8,)}
+    assert len(got) - 3 == 20 - 2  # ticks 800 and 820 waited for the sixteenth
+    assert sched.stats.stale == 40 + 2 and sched.stats.resyncs == 1
+
+
+def test_a_stale_note_on_is_dropped_with_its_note_off_and_later_notes_play():
+    now = time.perf_counter_ns()
+    items = [
+        Scheduled(now - 500_000_000, 0, (0x90, 60, 100)),  # 0.5 s overdue
+        Scheduled(now - 100_000_000, 0, (0x90, 64, 100)),  # 0.1 s late: still played
+        Scheduled(now + 50_000_000, 0, (0x80, 60, 0)),
+        Scheduled(now + 60_000_000, 0, (0x80, 64, 0)),
+        Scheduled(now + 70_000_000, 0, (0x90, 60, 90)),
+        Scheduled(now + 80_000_000, 0, (0x80, 60, 0)),
+    ]
+    out = MemoryOutput()
+    sched = Scheduler([[out]], tick_of=lambda ns: 0)
+    sched.submit(items)
+    _run_on_thread(sched, out, lambda got: len(got) >= 4)
+    assert out.received()[:4] == [(0x90, 64, 100), (0x80, 64, 0), (0x90, 60, 90), (0x80, 60, 0)]
+    assert sched.stats.stale == 1
+
+
+def test_offline_driving_drops_nothing_however_far_the_clock_jumps():
+    clock, out, _, sched = make()
+    sched.submit([at(clock, 0, (0xF8,)), at(clock, 0, (0x90, 60, 100)), at(clock, 480, (0x80, 60, 0))])
+    clock.set_tick(4800)  # 5 s on at once
+    sched.run_until(clock.now_ns())
+    assert out.received() == [(0xF8,), (0x90, 60, 100), (0x80, 60, 0)]
+    assert sched.stats.stale == 0

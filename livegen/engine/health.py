@@ -250,6 +250,12 @@ class Vitals:
             [({}, stats.late)],
         )
         out.family(
+            "livegen_stale_dropped_total",
+            "counter",
+            "Note-ons and clock pulses not sent: over 200 ms past their deadline (the process was held up).",
+            [({}, stats.stale)],
+        )
+        out.family(
             "livegen_max_late_send_seconds",
             "gauge",
             "The latest send so far, seconds after its deadline.",

@@ -118,6 +118,8 @@ class JamResult:
     send_errors: int = 0  # messages a port refused (a vanished port or server); the recording has them
     late_steps: int = 0  # notes skipped because the model planned them after their time
     input_dropped: int = 0  # performed messages dropped: a flood beyond a human rate, or a full inbox
+    stale: int = 0  # note-ons and clock pulses dropped for being far past their time (the process stalled)
+    resyncs: int = 0  # times clock receivers were stopped and given a song position again after a stall
     worker_restarts: int = 0  # inference workers started again after a crash or a hang
     skipped_steps: int = 0  # model steps skipped: a run over its time or memory budget, or not finite
     port_losses: int = 0  # MIDI ports that went away (their program, device or JACK server)
@@ -737,6 +739,7 @@ class Jam:
                     "again; the clock and the recording went on without the model (the log says why)"
                 )
         result.late_steps = self.engine.late_steps
+        result.stale, result.resyncs = scheduler.stats.stale, scheduler.stats.resyncs
         result.input_dropped = self.engine.input_dropped
         result.skipped_steps = conductor.skipped_steps
         result.tempo_bpm = self.clock.tempo_bpm

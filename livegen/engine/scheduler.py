@@ -17,6 +17,15 @@ wake-up; otherwise it stays an ordinary thread and :attr:`SchedulerStats.realtim
 says so. The issue-7 benchmarks measured why (``benchmarks/engineering.py``).
 The thread does no logging and no I/O except the send; it counts lateness and send
 errors for the control side to read.
+
+A message more than ``stale_ns`` past its deadline when the thread reaches it (the
+process was stopped, or starved for that long) is not played late: a note-on is dropped
+with its note-off, and MIDI clock pulses are dropped and the receivers re-synchronised:
+Stop at once, then every pulse is dropped until one on a sixteenth is on time
+(:data:`ON_TIME_NS`), which Song Position and Continue precede, so that a slave resumes
+at the right place instead of racing through a burst of pulses.
+Offline drivers (:meth:`Scheduler.run_until`) move their clock to each deadline and drop
+nothing.
 Sent messages go to a bounded log that the control side drains for the recorder,
 so the MIDI file holds what was actually sent (a withdrawn note is not in it, a
 cut note is cut).
@@ -33,6 +42,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from livegen.engine.clock import MIDI_CLOCK, MIDI_CONTINUE, MIDI_START, MIDI_STOP, TICKS_PER_SPP
+from livegen.engine.clockout import MAX_SPP, song_position
 from livegen.engine.tracker import NoteTracker
 from livegen.io.base import MidiOutput
 
@@ -41,6 +52,10 @@ ALL_GENERATIONS = -2
 #: The longest the real-time loop waits without turning: :attr:`Scheduler.heartbeat_ns` is at
 #: most this old while the loop runs (supervision reads it: ``livegen/engine/notify.py``), ns.
 BEAT_NS = 250_000_000
+#: A message this late when the real-time loop reaches it is stale (see the module docstring), ns.
+STALE_NS = 200_000_000
+#: After a stall, the clock resumes with the first pulse on a sixteenth no later than this, ns.
+ON_TIME_NS = 5_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +86,13 @@ class SchedulerStats:
     late: int = 0  # sent more than late_threshold_ns after the deadline
     max_late_ns: int = 0
     withdrawn: int = 0
+    stale: int = 0  # note-ons and clock pulses dropped for being more than stale_ns late
+    resyncs: int = 0  # times the clock's receivers were stopped and sent a new song position
     realtime: bool = False  # the thread runs with SCHED_FIFO
 
 
 _ADD, _WITHDRAW, _NOW, _STOP, _RETIME = range(5)
+_PULSE = (MIDI_CLOCK,)
 
 
 class Scheduler:
@@ -90,6 +108,7 @@ class Scheduler:
         late_threshold_ns: int = 1_000_000,
         rt_priority: int | None = 5,
         burst: bool = True,
+        stale_ns: int = STALE_NS,
     ) -> None:
         self.groups = [list(g) for g in groups]
         self.tracker = NoteTracker(len(self.groups))
@@ -106,6 +125,9 @@ class Scheduler:
         self._stopped = threading.Event()
         self._rt_priority = rt_priority
         self._burst = burst
+        self._stale_ns = stale_ns
+        self._dropped_ons: set[tuple[int, int, int]] = set()  # (group, status, pitch) of stale note-ons
+        self._resync: set[int] = set()  # groups whose clock receivers wait for a song position
         #: ``now_ns()`` at the real-time loop's last turn (0: not started). One attribute store per
         #: turn, no lock: the supervision thread and the health endpoint only read it.
         self.heartbeat_ns = 0
@@ -180,6 +202,45 @@ class Scheduler:
         if late > self._late_threshold_ns:
             stats.late += 1
         self._sent.append(Sent(item.tick, item.group, item.data, item.deadline_ns, sent_ns))
+
+    def _send_due(self, item: Scheduled, now: int) -> None:
+        """Real-time loop: send ``item``, unless it is stale or a clock pulse its group must not have yet."""
+        data, group = item.data, item.group
+        if data == _PULSE:
+            late = now - item.deadline_ns
+            if group in self._resync:
+                if late > ON_TIME_NS or item.tick % TICKS_PER_SPP:
+                    self.stats.stale += 1  # the receivers are stopped until a pulse on time on a sixteenth
+                    return
+                self._resync.discard(group)
+                self.stats.resyncs += 1
+                if 0 <= item.tick <= MAX_SPP * TICKS_PER_SPP:  # past the last one: continue where it is
+                    self._send_system(group, song_position(item.tick), item.tick, now)
+                self._send_system(group, (MIDI_CONTINUE,), item.tick, now)
+            elif late > self._stale_ns:
+                self.stats.stale += 1
+                self._resync.add(group)
+                self._send_system(group, (MIDI_STOP,), item.tick, now)
+                return
+        elif len(data) == 1 and data[0] in (MIDI_START, MIDI_STOP, MIDI_CONTINUE):
+            self._resync.discard(group)  # the transport moved on its own: no song position owed
+        elif len(data) == 3:
+            kind = data[0] & 0xF0
+            key = (group, data[0] & 0x0F, data[1])
+            if kind == 0x90 and data[2] and now - item.deadline_ns > self._stale_ns:
+                self.stats.stale += 1
+                self._dropped_ons.add(key)
+                return
+            if (kind == 0x80 or (kind == 0x90 and not data[2])) and key in self._dropped_ons:
+                self._dropped_ons.discard(key)
+                return
+        self._send(item)
+
+    def _send_system(self, group: int, data: tuple[int, ...], tick: int, now: int) -> None:
+        for output in self.groups[group]:
+            output.send_at(data, now)
+        self.stats.sent += 1
+        self._sent.append(Sent(tick, group, data, now, now))
 
     def _release(self, group: int, now: int, *, reset_controllers: bool) -> None:
         tick = self._tick_of(now)
@@ -288,10 +349,11 @@ class Scheduler:
                     return
                 continue
             deadline = heap[0][0]
-            while now_ns() < deadline:
-                pass  # the last few hundred microseconds: spin, sleeping would overshoot
-            self._send(heapq.heappop(heap)[2])
+            now = now_ns()
+            while now < deadline:
+                now = now_ns()  # the last few hundred microseconds: spin, sleeping would overshoot
+            self._send_due(heapq.heappop(heap)[2], now)
             if burst:  # the rest of what is due now, before the inbox
                 now = now_ns()
                 while heap and heap[0][0] <= now:
-                    self._send(heapq.heappop(heap)[2])
+                    self._send_due(heapq.heappop(heap)[2], now)
