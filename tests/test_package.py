@@ -13,6 +13,7 @@ import pytest
 from livegen.errors import PackageError
 from livegen.models.midirnn import MidiRnnGenerator
 from livegen.models.package import load_package, sha256_of
+from livegen.models.registry import bundled_packages
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.models.trial import verify_in_child
@@ -220,3 +221,9 @@ def test_a_source_tree_that_is_not_installed_finds_its_families_in_its_pyproject
     monkeypatch.setattr(registry, "entry_points", lambda group: [])  # no distribution metadata at all
     assert registry.generator_class("crnngan").__name__ == "CrnnGanGenerator"
     assert len(registry._families()) == 8
+
+
+@pytest.mark.parametrize("folder", bundled_packages(), ids=lambda p: p.name)
+def test_every_bundled_package_passes_every_check_and_its_trial(folder):
+    # a jam opens a bundled package without onnx.checker and without the trial's child: this is where both run
+    verify_in_child(folder)

@@ -113,16 +113,15 @@ def load_generator(
     during a performance, on a background thread: nothing unverified is opened here).
     ``verified``: the caller has had it verified (the inference worker's jam), no child.
 
-    A bundled package is part of livegen (its tests play it) and is verified here, without
-    the child, at a jam's start."""
+    A bundled package is part of livegen: its tests run every check and play it, and its
+    checksums tie it to those bytes. So at a jam's start it is opened here, without the
+    child and without ``onnx.checker`` (importing onnx alone took 445 ms of the start)."""
     from livegen.models.package import load_package
     from livegen.models.trial import start_verification, verify_in_child
 
     path = resolve_package(model)
-    if verified:
+    if verified or (is_bundled(path) and not checked_in_child):
         package = load_package(path, check_graphs=False)
-    elif is_bundled(path) and not checked_in_child:
-        package = load_package(path)
     elif checked_in_child:
         verify_in_child(path)
         package = load_package(path, check_graphs=False)
