@@ -13,6 +13,7 @@ class ScriptedGenerator:
 
     one_line = True
     programs = None
+    velocities = False
 
     def __init__(self, script: list[StepEvent]) -> None:
         self.script = script
@@ -52,6 +53,7 @@ class CountingGenerator:
 
     one_line = True
     programs = None
+    velocities = False
 
     def __init__(self, base: int = 48, step: int = 240, duration: int = 240) -> None:
         self.base, self.step, self.duration = base, step, duration

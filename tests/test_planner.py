@@ -53,13 +53,16 @@ def test_response_continues_phrase_after_silence_with_exact_events():
     # The response starts 2 beats after the last release (tick 1920) and is planned one beat ahead.
     assert commits[0][0] == 1920 - 480
     events = sorted(e for _, c in commits for e in c.events)
+    # Velocities: the phrase's level (90) plus the accent at each place, the default (downbeat
+    # +6, beat +3, eighth 0) shrunk toward what the performer played there with one note's
+    # weight: the downbeat (80: -10) (-10 + 6) / 2 = -2, beat 2 (100: +10) (10 + 3) / 2 = +6.5.
     assert events == sorted(
         [
-            note_on(1920, 0, 67, 90), note_off(2160, 0, 67),
-            note_on(2400, 0, 69, 90), note_off(2880, 0, 69),
+            note_on(1920, 0, 67, 88), note_off(2160, 0, 67),
+            note_on(2400, 0, 69, 96), note_off(2880, 0, 69),
             note_on(2640, 0, 67, 90), note_off(2880, 0, 67),
             note_on(3120, 0, 69, 90), note_off(3600, 0, 69),
-            note_on(3360, 0, 67, 90), note_off(3600, 0, 67),
+            note_on(3360, 0, 67, 93), note_off(3600, 0, 67),
         ]
     )  # fmt: skip
     assert all(c.generation == 1 for _, c in commits)

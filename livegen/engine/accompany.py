@@ -101,7 +101,6 @@ class AccompanyPlanner(Planner):
         self._held = HeldNotes()  # what the performer holds
         self._lengths: deque[int] = deque(maxlen=16)
         self._onsets: deque[int] = deque()  # the performer's onsets over the pace window
-        self._velocities: deque[int] = deque(maxlen=16)
         self._first_onset: int | None = None
         self._last_activity: int | None = None
         self._last_note_on: int | None = None
@@ -127,7 +126,7 @@ class AccompanyPlanner(Planner):
         tick, pitch, velocity = event.tick, event.data1, event.data2
         if event.is_note_on:
             self._held.observe(event)
-            self._velocities.append(velocity)
+            self.line.dynamics.hear(tick, velocity)
             self._last_activity = tick
             self._last_note_on = tick
             if not self._onsets or self._onsets[-1] != tick:
@@ -178,11 +177,9 @@ class AccompanyPlanner(Planner):
             self._heard_first = True
             self._playing = True
             self._generation = self.generations.new()
-            line.velocity = self._velocity()
             line.committed_until = max(line.committed_until, start)
             line.plan(start)  # nothing before the start: just settle where the line stands
         line.end = self._tail_end()
-        line.velocity = self._velocity()
         line.pace = self._pace(now_tick)
         line.plan(now_tick + self._commit)
         events = line.commit(now_tick + self._commit)
@@ -217,9 +214,6 @@ class AccompanyPlanner(Planner):
         heard = sum(1 for onset in self._onsets if start < onset <= now_tick)
         onsets = max(math.ceil(self.settings.beats_per_bar / 2), math.ceil(heard / (2 * PACE_WINDOW_BARS)))
         return Pace(onsets=max(1, math.ceil(onsets * self.live.density)), span=self._bar // 2)
-
-    def _velocity(self) -> int:
-        return round(statistics.fmean(self._velocities)) if self._velocities else 90
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""

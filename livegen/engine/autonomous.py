@@ -105,6 +105,7 @@ class AutonomousPlanner(Planner):
         self.generations = generations or Generations()
         s = self.settings
         self.line = PlannedLine(generator, live, rng, channel=s.channel, grid=s.grid, bar=s.beats_per_bar * PPQN)
+        self.line.dynamics.hear_seed(self.seed)
         self._lookahead = round(s.lookahead_beats * PPQN)
         self._commit = round(s.commit_beats * PPQN)
         self._bar = s.beats_per_bar * PPQN
@@ -140,6 +141,8 @@ class AutonomousPlanner(Planner):
         if event.is_note_on or event.is_note_off:
             self._last_performed = event.tick
             self._held.observe(event)
+        if event.is_note_on:
+            self.line.dynamics.hear(event.tick, event.data2)  # its next turn plays at the performer's level
         if event.is_note_on and self._inner is None:
             if self._generation:
                 actions.append(Withdraw(self._generation))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from livegen.engine.config import CHANNEL_BOUNDS
+from livegen.engine.dynamics import Dynamics
 from livegen.engine.live import MAX_CHORD, Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
@@ -72,7 +73,6 @@ class _Response:
     end: int
     next_onset: int
     next_event: StepEvent | None  # sampled, not yet placed
-    velocity: int
     chord: int = 0  # notes placed at the last onset
     key: Key | None = None  # the key it keeps to, when it follows the performer's
 
@@ -101,10 +101,10 @@ class CallResponsePlanner(Planner):
         self._last_onset: int | None = None
         self._last_release = 0
         self._phrase_notes = 0
-        self._velocity_sum = 0
         self._response: _Response | None = None
         self._responses = 0
         bar = self.settings.beats_per_bar * PPQN
+        self.dynamics = Dynamics(bar, live)
         self._key = KeyTracker(KEY_WINDOW_BARS * bar) if self.settings.follow_key else None
 
     @property
@@ -127,7 +127,7 @@ class CallResponsePlanner(Planner):
                 self.generator.reset()
             self._holding.observe(event)
             self._phrase_notes += 1
-            self._velocity_sum += event.data2
+            self.dynamics.hear(event.tick, event.data2)
         elif event.is_note_off:
             ended = self._holding.observe(event)
             if ended is not None:
@@ -173,9 +173,8 @@ class CallResponsePlanner(Planner):
 
     def _begin_response(self, start: int) -> None:
         self._feed_ready(flush=True)
-        velocity = round(self._velocity_sum / self._phrase_notes) if self._phrase_notes else 90
+        self.dynamics.end_phrase()
         self._phrase_notes = 0
-        self._velocity_sum = 0
         self._last_onset = None
         key = self._key.key() if self._key is not None else None
         first = self.generator.sample(self.live.sampling.following(key), self.rng) if self.generator.fed else None
@@ -186,7 +185,6 @@ class CallResponsePlanner(Planner):
             end=start + length,
             next_onset=start,
             next_event=first,
-            velocity=max(1, min(127, velocity)),
             key=key,
         )
 
@@ -199,7 +197,6 @@ class CallResponsePlanner(Planner):
         self._holding.clear()
         self._done.clear()
         self._phrase_notes = 0
-        self._velocity_sum = 0
         self._last_onset = None
         return actions
 
@@ -217,7 +214,9 @@ class CallResponsePlanner(Planner):
             end = min(onset + duration, response.end)
             pitch = self.live.from_model(event.pitch)
             on_channel = channel if event.channel is None else event.channel
-            events.append(note_on(onset, on_channel, pitch, response.velocity))
+            own = event.velocity if self.generator.velocities else None
+            velocity = self.dynamics.velocity(onset, own=own, answer=(response.start, response.end - response.start))
+            events.append(note_on(onset, on_channel, pitch, velocity))
             events.append(note_off(end, on_channel, pitch))
             self.generator.feed(replace(event, bar_phase=onset % (self.settings.beats_per_bar * PPQN)))
             following = self.generator.sample(self.live.sampling.following(response.key), self.rng)

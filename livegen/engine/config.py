@@ -85,6 +85,9 @@ class JamConfig:
     rng_seed: int | None = option(None, "--rng-seed", "seed of the sampler's random generator")
     key: str | None = option(None, "--key", "keep generated pitches in a scale, e.g. 'D dorian', 'A minor', 'C'")
     pitch_range: str | None = option(None, "--pitch-range", "MIDI note range, e.g. 55-84", metavar="LOW-HIGH")
+    velocity_range: str | None = option(
+        None, "--velocity-range", "velocities of generated notes stay within, e.g. 40-110", metavar="LOW-HIGH"
+    )
     soundfont: str | None = option(None, "--soundfont", "General MIDI .sf2 for the built-in synth")
     audio_device: str | None = option(None, "--audio-device", "audio output device name or index")
     out_dir: Path = option(RECORDINGS, "--out-dir", "folder for recordings")

@@ -183,6 +183,17 @@ def parse_pitch_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def parse_velocity_range(text: str) -> tuple[int, int]:
+    """'40-110' -> (40, 110), MIDI velocities of generated notes."""
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ConfigError(f"--velocity-range {text!r}: expected LOW-HIGH in MIDI velocities, e.g. 40-110")
+    lo, hi = int(low), int(high)
+    if not 1 <= lo <= hi <= 127:
+        raise ConfigError(f"--velocity-range {text!r}: expected 1 <= LOW <= HIGH <= 127")
+    return lo, hi
+
+
 def seed_song(package: ModelPackage, seed_file: Path | None) -> Song:
     path = seed_file or package.seed_phrase
     if path is None:
@@ -267,6 +278,7 @@ def live_params(config: JamConfig, package: ModelPackage) -> LiveParams:
         density=config.density,
         response_bars=config.bars,
         transpose=parse_transpose(config.transpose) or 0,
+        velocity_range=parse_velocity_range(config.velocity_range) if config.velocity_range else (1, 127),
         temperature_range=ranges["temperature"],
         top_p_range=ranges["top_p"],
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from livegen.engine.dynamics import Dynamics
 from livegen.engine.live import MAX_CHORD, LiveParams
 from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, note_off, note_on
@@ -72,7 +73,8 @@ class PlannedLine:
         self.rng = rng
         self.channel = channel
         self.grid = grid
-        self.velocity = 90
+        #: How loud each committed note is: its owner tells it what the performer plays.
+        self.dynamics = Dynamics(bar or 4 * PPQN, live)
         self.committed_until = 0
         self.end: int | None = None  # no model onset at or after this tick
         self.fed: list[FedNote] = []
@@ -221,7 +223,8 @@ class PlannedLine:
                 if self.end is not None:
                     end = min(end, max(self.end, note.onset + 1))
                 channel = self.channel if note.event.channel is None else note.event.channel
-                events.append(note_on(note.onset, channel, pitch, self.velocity))
+                own = note.event.velocity if self.generator.velocities else None
+                events.append(note_on(note.onset, channel, pitch, self.dynamics.velocity(note.onset, own=own)))
                 events.append(note_off(end, channel, pitch))
         self.committed_until = max(self.committed_until, horizon)
         events.sort()

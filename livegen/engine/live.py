@@ -56,6 +56,7 @@ class LiveParams:
     density: float = 1.0
     response_bars: int = 4
     transpose: int = 0  # semitones added to the model's pitches (and taken from the performer's it hears)
+    velocity_range: tuple[int, int] = (1, 127)  # generated notes' velocities stay within (see engine/dynamics.py)
     temperature_range: tuple[float, float] = TEMPERATURE_RANGE
     top_p_range: tuple[float, float] = TOP_P_RANGE
 

@@ -82,6 +82,10 @@ class SwappableGenerator:
         return self.current.one_line
 
     @property
+    def velocities(self) -> bool:
+        return self.current.velocities
+
+    @property
     def fed(self) -> int:
         return self._fed
 

@@ -117,6 +117,8 @@ def phrase_notes(
 class CrnnGanGenerator(BlockGenerator):
     """C-RNN-GAN generator: phrases of N notes from noise, laid into blocks, the best-fitting kept."""
 
+    velocities = True  # each generated note has a velocity feature of its own
+
     contract = Contract(
         fields=(
             Whole("grid", maximum=1920),

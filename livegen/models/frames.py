@@ -316,6 +316,7 @@ class FrameGenerator(ABC):
     """
 
     one_line = False  # the performer's notes sound in the roll beside its voices
+    velocities = False  # a roll holds no velocities (crnngan's notes do)
 
     def __init__(self, *, window: int, max_hold: int = 16, max_silence: int = 32, grid: int = GRID) -> None:
         self.window = window

@@ -67,6 +67,7 @@ class MidiRnnGenerator:
     """
 
     one_line = True  # the performer's notes join its line
+    velocities = False  # it predicts pitch, step and duration
     programs = None  # one part, on the jam's model channel
 
     contract = Contract(

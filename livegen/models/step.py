@@ -86,6 +86,11 @@ class StepGenerator(Protocol):
     def programs(self) -> dict[int, int] | None:
         """A multi-track model's GM program per MIDI channel, or None for a single-part model."""
 
+    @property
+    def velocities(self) -> bool:
+        """Whether the velocities of its events are the model's own (its family generates them);
+        otherwise the host gives its notes the performer's dynamics (``livegen/engine/dynamics.py``)."""
+
 
 class StreamingGraph:
     """Runs one graph of a package step by step, carrying its declared state."""

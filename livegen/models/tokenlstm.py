@@ -316,6 +316,7 @@ class TokenLstmGenerator:
     """
 
     one_line = True  # the performer's notes join its line
+    velocities = False  # its tokens hold pitches and time
     programs = None  # one part, on the jam's model channel
 
     contract = Contract(

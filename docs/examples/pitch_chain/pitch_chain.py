@@ -32,6 +32,7 @@ class PitchChain:
     """The adapter livegen makes for a ``pitch-chain`` package: the step-model methods, and its contract."""
 
     one_line = True  # the performer's notes join its chain (see StepGenerator.one_line)
+    velocities = False  # a chain of pitches: the host gives its notes the performer's dynamics
     programs = None  # one part, on the jam's model channel
 
     contract = Contract(
