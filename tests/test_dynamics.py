@@ -92,3 +92,10 @@ def test_a_soft_call_gets_a_soft_answer_and_a_loud_one_a_loud_answer():
     assert soft and loud
     assert max(soft) < 55 and min(loud) > 100  # each around its call's level, with accents
     assert len(set(soft)) > 1  # not one velocity for every note
+
+
+def test_what_it_keeps_stays_bounded_however_long_the_performer_plays_without_a_phrase_end():
+    d = Dynamics(BAR, LiveParams())
+    for k in range(20_000):  # accompaniment never ends a phrase
+        d.hear(k * 120, 60 + k % 40)
+    assert len(d._heard) <= 2 * BAR // 120 + 1 and len(d._phrase) <= 256

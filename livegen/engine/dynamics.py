@@ -38,6 +38,9 @@ WINDOW_BARS = 2
 PRIOR_NOTES = 1
 #: The level before anything is heard.
 DEFAULT_LEVEL = 90
+#: A phrase's shape is fitted to at most its last this many notes (accompaniment and autonomous
+#: play never end a phrase: what they hear stays bounded).
+PHRASE_NOTES = 256
 #: The phrase shape rises or falls by at most this much across an answer.
 MAX_PHRASE_CHANGE = 30.0
 
@@ -65,7 +68,7 @@ class Dynamics:
         self.live = live
         self._heard: deque[tuple[int, int]] = deque()  # (tick, velocity) over the window
         self._own_mean: float | None = None
-        self._phrase: list[tuple[int, int]] = []  # the phrase being played
+        self._phrase: deque[tuple[int, int]] = deque(maxlen=PHRASE_NOTES)  # the phrase being played
         self.phrase_change = 0.0  # the last finished phrase's rise (or fall), velocity
 
     # ---- hearing ------------------------------------------------------------------
@@ -87,8 +90,8 @@ class Dynamics:
 
     def end_phrase(self) -> None:
         """The performer's phrase ended (call-and-response answers now): keep its shape."""
-        self.phrase_change = _change_across(self._phrase)
-        self._phrase = []
+        self.phrase_change = _change_across(list(self._phrase))
+        self._phrase.clear()
 
     @property
     def level(self) -> float:
