@@ -255,3 +255,30 @@ def test_the_performers_onsets_are_kept_for_the_pace_window_only():
         planner.on_input(decode_message(i * 240, (0x90, 60, 100)))
         planner.on_input(decode_message(i * 240 + 100, (0x80, 60, 0)))
     assert len(planner._onsets) <= 2 * 8  # the last two bars' eighths
+
+
+SEED = [StepEvent(60 + k % 5, 0 if k == 0 else 240, 200) for k in range(8)]
+
+
+def test_a_started_transport_plays_from_the_seed_within_a_beat_with_no_one_playing():
+    gen = CountingGenerator()
+    planner = AccompanyPlanner(gen, LiveParams(), np.random.default_rng(0), SETTINGS, seed=SEED)
+    assert planner.resume(0) == []
+    ons = note_ons(run(planner, 0, 4 * 1920))
+    assert ons and ons[0][0] <= 480  # within one beat of Start: no listening window
+    assert ons[-1][0] >= 3 * 1920  # and on while the transport runs, with no performer at all
+    assert gen.fed_events[: len(SEED)] == SEED  # from the seed
+
+
+def test_after_a_stop_continue_plays_on_within_a_beat_from_what_it_heard():
+    gen, planner = make()
+    planner.on_input(decode_message(0, (0x90, 60, 100)))
+    planner.on_input(decode_message(240, (0x80, 60, 0)))
+    before = note_ons(run(planner, 0, 4000))
+    assert before  # it joined after listening
+    planner.silence()  # the DAW stopped
+    fed = len(gen.fed_events)
+    planner.resume(7680)  # and continued at bar 5
+    after = note_ons(run(planner, 7680, 9600))
+    assert after and 7680 < after[0][0] <= 7680 + 480
+    assert len(gen.fed_events) > fed  # the same model state, fed on: not the seed again (it has none here)

@@ -80,7 +80,7 @@ def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_so
     receiver = Peer("receive", "--port", "livegen", "--count", "100000", "--timeout", "90")
     daw = None
     try:
-        jam = start_jam("--preset", "daw", "--model", str(package), "--listen", "1", "--bars", "8",
+        jam = start_jam("--preset", "daw", "--model", str(package), "--listen", "4", "--bars", "8",
                         "--record", str(record), "--rng-seed", "1", "--max-seconds", "40")  # fmt: skip
         assert receiver.expect("ready", timeout=30)["port"] == "livegen:livegen"
         daw = Peer("clock", "--name", "daw", "--dest", "livegen in", "--plan", json.dumps(PLAN), "--timeout", "30")
@@ -118,6 +118,14 @@ def test_model_notes_land_on_the_daws_beat_grid_through_tempo_change_stop_and_so
     first_stop, continue_at = stops[0], next(t for t, s, *_ in sent if s == 0xFB)
     assert not [t for t in ons if first_stop + 20e6 < t < continue_at]
     played = [t for t in ons if t <= stops[-1]]
+    # the model plays from the first beat after Start and after Continue: no listening window
+    model_ons = [m["t_ns"] for m in messages if m["data"][0] == 0x90 and m["data"][2] > 0]  # channel 1: the model's
+    for transport, bpm in ((0xFA, 100), (0xFB, 140)):
+        at = next(t for t, s, *_ in sent if s == transport)
+        first_pulse = next(t for t, s, *_ in sent if s == 0xF8 and t > at)
+        first_note = next(t for t in model_ons if t > at)
+        delay_ms = (first_note - first_pulse) / 1e6
+        assert delay_ms <= 60e3 / bpm + 20, f"the first note {delay_ms:.0f} ms after the first pulse at {bpm} BPM"
     errors = grid_errors_ms(played, pulses, origins)
     latency = statistics.median(errors)
     spread = sorted(abs(e - latency) for e in errors)

@@ -40,7 +40,7 @@ from livegen.engine.line import Pace, PlannedLine
 from livegen.engine.live import Generations, LiveParams
 from livegen.engine.planner import Action, Commit, Planner, Withdraw
 from livegen.errors import ConfigError
-from livegen.models.step import StepGenerator
+from livegen.models.step import StepEvent, StepGenerator
 from livegen.music.events import MidiEvent, Note
 from livegen.music.held import HeldNotes
 from livegen.music.keys import KEY_WINDOW_BARS, KeyTracker
@@ -82,8 +82,10 @@ class AccompanyPlanner(Planner):
         rng: np.random.Generator,
         settings: AccompanySettings | None = None,
         generations: Generations | None = None,
+        seed: list[StepEvent] | None = None,
     ) -> None:
         self.settings = settings or AccompanySettings()
+        self.seed = list(seed or ())  # what it plays from when a transport starts before anyone played
         self.live = live
         self.generations = generations or Generations()
         self.line = PlannedLine(
@@ -214,6 +216,22 @@ class AccompanyPlanner(Planner):
         heard = sum(1 for onset in self._onsets if start < onset <= now_tick)
         onsets = max(math.ceil(self.settings.beats_per_bar / 2), math.ceil(heard / (2 * PACE_WINDOW_BARS)))
         return Pace(onsets=max(1, math.ceil(onsets * self.live.density)), span=self._bar // 2)
+
+    def resume(self, tick: int) -> list[Action]:
+        """The DAW's transport started or continued at ``tick``: play from the next eighth (at least a
+        sixteenth on), from what the model heard before the stop, or from the seed when it heard
+        nothing; no listening window. The performer's notes fold in as they come."""
+        line = self.line
+        if line.generator.fed == 0 and self.seed:
+            line.feed_context(self.seed)
+            line.dynamics.hear_seed(self.seed)
+        start = ceil_to_grid(tick + PPQN // 4, PPQN // 2)
+        self._first_onset = self._first_onset if self._first_onset is not None else tick
+        self._heard_first = True
+        self._playing = True
+        self._generation = self.generations.new()
+        line.restart(start)
+        return []
 
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""

@@ -161,6 +161,9 @@ class Conductor(Planner):
     def silence(self) -> list[Action]:
         return self._skipping(self.planner.silence)
 
+    def resume(self, tick: int) -> list[Action]:
+        return self._skipping(lambda: self.planner.resume(tick))
+
     def replan(self) -> None:
         try:
             self.planner.replan()

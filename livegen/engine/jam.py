@@ -333,7 +333,8 @@ def make_conductor(
             )
             return CallResponsePlanner(model, live, rng, settings, generations)
         if mode == "accompany":
-            return AccompanyPlanner(model, live, rng, accompany_settings(config, beats_per_bar), generations)
+            accompanying = accompany_settings(config, beats_per_bar)
+            return AccompanyPlanner(model, live, rng, accompanying, generations, seed=seed)
         alone = autonomous_settings(config, beats_per_bar)
         return AutonomousPlanner(model, live, rng, seed, lambda: make_planner(alone.yield_to), alone, generations)
 

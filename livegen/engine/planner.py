@@ -86,6 +86,12 @@ class Planner(Protocol):
     def silence(self) -> list[Action]:
         """Stop at once (panic, a mode switch, the transport stopping): drop plans, silence what sounds."""
 
+    def resume(self, tick: int) -> list[Action]:
+        """A followed transport started or continued at ``tick``: play from there without listening
+        first (a DAW user hears the model from the first beat). Nothing by default: a mode that
+        answers the performer waits for them."""
+        return []
+
     def replan(self) -> None:
         """Sample afresh whatever is planned but not committed (after a model swap)."""
 

@@ -209,6 +209,8 @@ class Engine:
         self.transport.append((event.kind, event.tick))
         if event.kind in ("stop", "start", "position"):
             self._apply(self.planner.silence())
+        if event.kind in ("start", "continue"):
+            self._apply(self.planner.resume(event.tick))
 
     def _watch_flood(self) -> None:
         """Log and mark in the recording where dropping performed messages began and ended."""

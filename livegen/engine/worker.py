@@ -139,6 +139,8 @@ def _serve(
                 actions = planner.advance(message[2])
             elif kind == "silence":
                 actions = planner.silence()
+            elif kind == "resume":
+                actions = planner.resume(message[2])
             elif kind == "replan":
                 planner.replan()
             elif kind == "post":
@@ -356,6 +358,11 @@ class PlannerWorker(Planner):
     def silence(self) -> list[Action]:
         actions = self._check()
         seq = self._send("silence")
+        return actions + self._collect(seq, self.reply_wait_s)
+
+    def resume(self, tick: int) -> list[Action]:
+        actions = self._check()
+        seq = self._send("resume", tick)
         return actions + self._collect(seq, self.reply_wait_s)
 
     def replan(self) -> None:
