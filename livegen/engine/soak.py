@@ -309,13 +309,20 @@ def onset_key(tick: int, channel: int, pitch: int) -> int:
 # ---- memory -----------------------------------------------------------------------------
 
 
+def _read(path: str) -> str:
+    """A /proc file's text. Not through pathlib: it interns every part of a path, and the
+    meter must not churn the interpreter's table of interned strings it is measuring."""
+    with open(path) as file:
+        return file.read()
+
+
 def _children() -> list[str]:
     """Process ids of this process's children (the inference worker); none where /proc cannot say."""
     pids: list[str] = []
     with contextlib.suppress(OSError):
         for task in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError, ValueError):
-                pids += Path(f"/proc/self/task/{task}/children").read_text().split()
+                pids += _read(f"/proc/self/task/{task}/children").split()
     return pids
 
 
@@ -325,14 +332,14 @@ def _children_rss() -> int:
     page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
     for pid in _children():
         with contextlib.suppress(OSError, ValueError, IndexError):
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            total += int(_read(f"/proc/{pid}/statm").split()[1]) * page
     return total
 
 
 def anonymous_bytes(pid: str = "self") -> int | None:
     """Anonymous resident memory of a process (``RssAnon``: what it allocated, not the files it maps)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in _read(f"/proc/{pid}/status").splitlines():
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
