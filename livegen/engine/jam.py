@@ -174,23 +174,22 @@ def sampling_params(
 
 def parse_pitch_range(text: str) -> tuple[int, int]:
     """'55-84' -> (55, 84), MIDI note numbers."""
-    low, sep, high = text.partition("-")
-    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
-        raise ConfigError(f"pitch range {text!r}: expected LOW-HIGH in MIDI note numbers, e.g. 55-84")
-    lo, hi = int(low), int(high)
-    if not 0 <= lo <= hi <= 127:
-        raise ConfigError(f"pitch range {text!r}: expected 0 <= LOW <= HIGH <= 127")
-    return lo, hi
+    return _parse_range(text, "pitch range", "MIDI note numbers, e.g. 55-84", lowest=0)
 
 
 def parse_velocity_range(text: str) -> tuple[int, int]:
     """'40-110' -> (40, 110), MIDI velocities of generated notes."""
+    return _parse_range(text, "--velocity-range", "MIDI velocities, e.g. 40-110", lowest=1)
+
+
+def _parse_range(text: str, name: str, unit: str, *, lowest: int) -> tuple[int, int]:
+    """'LOW-HIGH' -> (LOW, HIGH) within ``lowest``..127; a :class:`ConfigError` naming ``name`` otherwise."""
     low, sep, high = text.partition("-")
     if not sep or not low.strip().isdigit() or not high.strip().isdigit():
-        raise ConfigError(f"--velocity-range {text!r}: expected LOW-HIGH in MIDI velocities, e.g. 40-110")
+        raise ConfigError(f"{name} {text!r}: expected LOW-HIGH in {unit}")
     lo, hi = int(low), int(high)
-    if not 1 <= lo <= hi <= 127:
-        raise ConfigError(f"--velocity-range {text!r}: expected 1 <= LOW <= HIGH <= 127")
+    if not lowest <= lo <= hi <= 127:
+        raise ConfigError(f"{name} {text!r}: expected {lowest} <= LOW <= HIGH <= 127")
     return lo, hi
 
 
