@@ -190,3 +190,18 @@ def test_a_restarted_worker_hears_the_recent_performance():
     restarted_at = min(at for at, pitch in ons if at > hit_ns and pitch in (70, 71))
     after = {pitch for at, pitch in ons if at >= restarted_at}
     assert 70 not in before and after == {70, 71}
+
+
+def test_a_transport_start_reaches_the_planner_in_the_worker_and_it_plays_within_a_beat():
+    rig = Rig(worker_planners.accompanies)
+    try:
+        rig.run(0.3)
+        assert not rig.ons_after(0)  # an accompaniment waits for a performer...
+        started = time.perf_counter_ns()
+        tick = rig.clock.now_tick()
+        rig.engine._apply(rig.worker.resume(tick))  # ...unless a DAW's transport starts, as the session says
+        rig.run(1.0, until=lambda: bool(rig.ons_after(started)))
+    finally:
+        rig.close()
+    first = rig.ons_after(started)
+    assert first and (first[0] - started) / 1e9 <= 60 / BPM + 0.1

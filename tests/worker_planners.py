@@ -90,3 +90,12 @@ def broken(seed: list[StepEvent] | None) -> Planner:
     from livegen.errors import PackageError
 
     raise PackageError("models/broken/livegen.toml: field 'kind': expected one of step, frame, block")
+
+
+def accompanies(seed: list[StepEvent] | None) -> Planner:
+    """An accompaniment of sixteenths with a seed of its own: it plays when a transport starts."""
+    from livegen.engine.accompany import AccompanyPlanner
+
+    return AccompanyPlanner(
+        ScriptedGenerator(SIXTEENTHS), LiveParams(), np.random.default_rng(0), seed=[StepEvent(60, 0, PPQN)]
+    )
