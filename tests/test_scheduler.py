@@ -210,3 +210,16 @@ def test_offline_driving_drops_nothing_however_far_the_clock_jumps():
     sched.run_until(clock.now_ns())
     assert out.received() == [(0xF8,), (0x90, 60, 100), (0x80, 60, 0)]
     assert sched.stats.stale == 0
+
+
+def test_a_withdrawal_after_a_stale_note_on_leaves_no_later_note_of_that_pitch_stuck():
+    now = time.perf_counter_ns()
+    out = MemoryOutput()
+    sched = Scheduler([[out]], tick_of=lambda ns: 0)
+    sched.submit([Scheduled(now - 500_000_000, 0, (0x90, 60, 100), generation=1)])  # stale: dropped
+    sched.submit([Scheduled(now + 300_000_000, 0, (0x80, 60, 0), generation=1)])
+    sched.withdraw(1, 0)  # its note-off is withdrawn before it is due
+    sched.submit([Scheduled(now + 50_000_000, 0, (0x90, 60, 90), generation=2)])
+    sched.submit([Scheduled(now + 100_000_000, 0, (0x80, 60, 0), generation=2)])
+    _run_on_thread(sched, out, lambda got: (0x80, 60, 0) in got)
+    assert out.received()[:2] == [(0x90, 60, 90), (0x80, 60, 0)]

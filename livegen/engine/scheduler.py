@@ -19,11 +19,12 @@ The thread does no logging and no I/O except the send; it counts lateness and se
 errors for the control side to read.
 
 A message more than ``stale_ns`` past its deadline when the thread reaches it (the
-process was stopped, or starved for that long) is not played late: a note-on is dropped
-with its note-off, and MIDI clock pulses are dropped and the receivers re-synchronised:
-Stop at once, then every pulse is dropped until one on a sixteenth is on time
-(:data:`ON_TIME_NS`), which Song Position and Continue precede, so that a slave resumes
-at the right place instead of racing through a burst of pulses.
+process was stopped, or starved for that long) is not played late. A note-on is
+dropped (and a note-off for a note that does not sound is not sent). MIDI clock pulses
+are dropped and the receivers re-synchronised: Stop at once, then every pulse is
+dropped until one on a sixteenth is on time (:data:`ON_TIME_NS`), which Song Position
+and Continue precede, so that a slave resumes at the right place instead of racing
+through a burst of pulses.
 Offline drivers (:meth:`Scheduler.run_until`) move their clock to each deadline and drop
 nothing.
 Sent messages go to a bounded log that the control side drains for the recorder,
@@ -126,7 +127,6 @@ class Scheduler:
         self._rt_priority = rt_priority
         self._burst = burst
         self._stale_ns = stale_ns
-        self._dropped_ons: set[tuple[int, int, int]] = set()  # (group, status, pitch) of stale note-ons
         self._resync: set[int] = set()  # groups whose clock receivers wait for a song position
         #: ``now_ns()`` at the real-time loop's last turn (0: not started). One attribute store per
         #: turn, no lock: the supervision thread and the health endpoint only read it.
@@ -226,14 +226,12 @@ class Scheduler:
             self._resync.discard(group)  # the transport moved on its own: no song position owed
         elif len(data) == 3:
             kind = data[0] & 0xF0
-            key = (group, data[0] & 0x0F, data[1])
-            if kind == 0x90 and data[2] and now - item.deadline_ns > self._stale_ns:
-                self.stats.stale += 1
-                self._dropped_ons.add(key)
-                return
-            if (kind == 0x80 or (kind == 0x90 and not data[2])) and key in self._dropped_ons:
-                self._dropped_ons.discard(key)
-                return
+            if kind == 0x90 and data[2]:
+                if now - item.deadline_ns > self._stale_ns:
+                    self.stats.stale += 1
+                    return
+            elif kind in (0x80, 0x90) and not self.tracker.sounds(group, data[0] & 0x0F, data[1]):
+                return  # the note-off of a note-on dropped as stale (or already released): nothing sounds
         self._send(item)
 
     def _send_system(self, group: int, data: tuple[int, ...], tick: int, now: int) -> None:

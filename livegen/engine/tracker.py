@@ -37,6 +37,10 @@ class NoteTracker:
         elif kind in (NOTE_OFF, NOTE_ON) and row[data[1]] > 0:
             row[data[1]] -= 1
 
+    def sounds(self, group: int, channel: int, pitch: int) -> bool:
+        """Whether ``pitch`` sounds on ``channel`` of ``group``."""
+        return self._counts[group][channel][pitch] > 0
+
     def sounding(self, group: int) -> list[tuple[int, int]]:
         """(channel, pitch) of every note sounding on ``group``."""
         return [(ch, pitch) for ch, row in enumerate(self._counts[group]) for pitch in range(128) if row[pitch]]
