@@ -217,9 +217,18 @@ def test_a_withdrawal_after_a_stale_note_on_leaves_no_later_note_of_that_pitch_s
     out = MemoryOutput()
     sched = Scheduler([[out]], tick_of=lambda ns: 0)
     sched.submit([Scheduled(now - 500_000_000, 0, (0x90, 60, 100), generation=1)])  # stale: dropped
-    sched.submit([Scheduled(now + 300_000_000, 0, (0x80, 60, 0), generation=1)])
+    sched.submit([Scheduled(now + 2_000_000_000, 0, (0x80, 60, 0), generation=1)])
+    sched.start()
+    deadline = time.monotonic() + 5
+    while sched.stats.stale < 1 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert sched.stats.stale == 1
     sched.withdraw(1, 0)  # its note-off is withdrawn before it is due
-    sched.submit([Scheduled(now + 50_000_000, 0, (0x90, 60, 90), generation=2)])
-    sched.submit([Scheduled(now + 100_000_000, 0, (0x80, 60, 0), generation=2)])
-    _run_on_thread(sched, out, lambda got: (0x80, 60, 0) in got)
-    assert out.received()[:2] == [(0x90, 60, 90), (0x80, 60, 0)]
+    later = time.perf_counter_ns()
+    sched.submit([Scheduled(later + 50_000_000, 0, (0x90, 60, 90), generation=2)])
+    sched.submit([Scheduled(later + 100_000_000, 0, (0x80, 60, 0), generation=2)])
+    while (0x80, 60, 0) not in out.received() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    got = out.received()  # before stop(), which releases whatever still sounds
+    sched.stop()
+    assert got == [(0x90, 60, 90), (0x80, 60, 0)]
