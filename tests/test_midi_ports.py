@@ -265,9 +265,12 @@ def test_input_from_another_client_reaches_the_callback_with_perf_counter_timest
 
 
 def _hold_the_interpreter_lock(until: float) -> None:
-    """Stall every other Python thread of this process in turns of about 50 ms (a C loop keeps the GIL)."""
+    """Stall every other Python thread of this process in turns of about 60 ms (one C call keeps the GIL)."""
+    started = time.perf_counter()
+    sum(range(1_000_000))
+    n = max(1_000_000, round(1_000_000 * 0.06 / (time.perf_counter() - started)))  # ~60 ms on this machine
     while time.monotonic() < until:
-        sum(range(2_500_000))
+        sum(range(n))
         time.sleep(0.05)
 
 
