@@ -12,7 +12,7 @@ from livegen.errors import ConfigError
 from livegen.models.sampling import SamplingParams
 from livegen.models.step import StepEvent
 from livegen.music.events import decode_message
-from tests.fakes import CountingGenerator
+from tests.fakes import CountingGenerator, ScriptedGenerator
 
 # lookahead 4 beats, commit 2 beats, listen 2 beats, 4/4, sixteenth grid; the model's own pace
 # (an eighth a step) whatever the performer's: the pace rule has its own tests below
@@ -282,3 +282,18 @@ def test_after_a_stop_continue_plays_on_within_a_beat_from_what_it_heard():
     after = note_ons(run(planner, 7680, 9600))
     assert after and 7680 < after[0][0] <= 7680 + 480
     assert len(gen.fed_events) > fed  # the same model state, fed on: not the seed again (it has none here)
+
+
+@pytest.mark.parametrize("sixteenth", [33, 34])
+def test_after_a_song_position_jump_an_eighth_note_line_stays_on_the_eighths(sixteenth):
+    eighths = [StepEvent(60 + k, 240, 200) for k in range(8)]
+    gen = ScriptedGenerator(eighths)
+    planner = AccompanyPlanner(gen, LiveParams(), np.random.default_rng(0), SETTINGS, seed=eighths)
+    planner.resume(0)
+    run(planner, 0, 1920)
+    planner.silence()  # the DAW stopped, jumped to a sixteenth (odd, or even) and continued
+    at = sixteenth * 120
+    planner.resume(at)
+    ons = note_ons(run(planner, at, at + 2 * 1920))
+    assert ons and all(tick % 240 == 0 for tick, _ in ons), ons[:6]
+    assert ons[0][0] - at <= 480
