@@ -226,7 +226,8 @@ class AccompanyPlanner(Planner):
             line.feed_context(self.seed)
             line.dynamics.hear_seed(self.seed)
         start = ceil_to_grid(tick + PPQN // 4, PPQN // 2)
-        self._first_onset = self._first_onset if self._first_onset is not None else tick
+        if self._first_onset is None:
+            self._first_onset = tick
         self._heard_first = True
         self._playing = True
         self._generation = self.generations.new()

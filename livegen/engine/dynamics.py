@@ -100,12 +100,13 @@ class Dynamics:
             return float(DEFAULT_LEVEL)
         return sum(v for _, v in self._heard) / len(self._heard)
 
-    def accent(self, position: int) -> float:
-        """The performer's accent at ``position`` ticks into the bar, shrunk toward the default."""
+    def accent(self, position: int, level: float | None = None) -> float:
+        """The performer's accent at ``position`` ticks into the bar, shrunk toward the default
+        (``level``: :attr:`level`, when the caller has it)."""
         heard = self._heard
         if not heard:
             return default_accent(position)
-        level = self.level
+        level = self.level if level is None else level
         place = position // (PPQN // 4)
         deviations = [v - level for t, v in heard if (t % self.bar) // (PPQN // 4) == place]
         prior = default_accent(position)
@@ -120,17 +121,18 @@ class Dynamics:
         (start, length) in ticks of the answer the note belongs to, which repeats the last
         phrase's shape.
         """
+        level = self.level
         if own is not None:
             mean = own if self._own_mean is None else self._own_mean
             self._own_mean = 0.95 * mean + 0.05 * own
             shape = own - mean
         else:
-            shape = self.accent(tick % self.bar)
+            shape = self.accent(tick % self.bar, level)
         if answer is not None:
             start, length = answer
             shape += self.phrase_change * (min(max((tick - start) / max(length, 1), 0.0), 1.0) - 0.5)
         low, high = self.live.velocity_range
-        return max(low, min(high, round(self.level + shape)))
+        return max(low, min(high, round(level + shape)))
 
 
 def _change_across(notes: list[tuple[int, int]]) -> float:
